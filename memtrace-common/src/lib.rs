@@ -1,0 +1,433 @@
+//! Types shared by the eBPF programs (`memtrace-ebpf`) and userspace (`memtrace`).
+//!
+//! Every type here crosses the kernel/user boundary as raw bytes (ring-buffer records, map keys
+//! and values, read-only globals), so each is `#[repr(C)]`, contains only fixed-size integers
+//! and byte arrays, and has **no implicit padding**: every struct's size is asserted to equal the
+//! sum of its fields below. Flags are `u32`, never `bool`.
+#![no_std]
+
+/// Length of a kernel task name (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+/// Bytes of an exec'd filename carried in [`ExecEvent`] (longer names are truncated).
+pub const FILENAME_LEN: usize = 96;
+
+/// Ring-buffer event kinds ([`EventHeader::kind`]). Also the bit index in [`Config::event_mask`]
+/// and the index of the reserve-failure counter in the `LOSSES` map.
+pub mod kind {
+    pub const FAULT: u32 = 1;
+    pub const MMAP: u32 = 2;
+    pub const MUNMAP: u32 = 3;
+    pub const BRK: u32 = 4;
+    pub const MREMAP: u32 = 5;
+    pub const RECLAIM: u32 = 6;
+    pub const OOM: u32 = 7;
+    pub const EXEC: u32 = 8;
+    pub const EXIT: u32 = 9;
+    /// One past the largest kind.
+    pub const COUNT: u32 = 10;
+}
+
+/// Indexes of the kernel loss counters (`LOSSES`, a per-CPU array of `u64`).
+///
+/// `0..kind::COUNT`: a ring-buffer reserve failed for an event of that kind (ring full).
+/// `MAP_FULL_BASE + map`: an insert into that map failed (map full).
+pub mod loss {
+    pub const MAP_FULL_BASE: u32 = 16;
+    pub const MAP_PROC_STATS: u32 = MAP_FULL_BASE;
+    pub const MAP_SYSCALL_INFLIGHT: u32 = MAP_FULL_BASE + 1;
+    pub const MAP_RECLAIM_INFLIGHT: u32 = MAP_FULL_BASE + 2;
+    pub const MAP_MM_OWNER: u32 = MAP_FULL_BASE + 3;
+    pub const MAP_FILTER_PIDS: u32 = MAP_FULL_BASE + 4;
+    /// Number of slots in `LOSSES`.
+    pub const SLOTS: u32 = 32;
+}
+
+/// Map names, shared so userspace resizes and opens exactly what the kernel side declares.
+pub mod maps {
+    pub const PROC_STATS: &str = "PROC_STATS";
+    pub const SYSCALL_INFLIGHT: &str = "SYSCALL_INFLIGHT";
+    pub const RECLAIM_INFLIGHT: &str = "RECLAIM_INFLIGHT";
+    pub const MM_OWNER: &str = "MM_OWNER";
+    pub const FILTER_PIDS: &str = "FILTER_PIDS";
+    pub const FILTER_COMMS: &str = "FILTER_COMMS";
+    pub const LOSSES: &str = "LOSSES";
+    pub const SAMPLE_COUNTER: &str = "SAMPLE_COUNTER";
+    /// Discrete events (mmap family, reclaim, OOM, exec, exit).
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-fault events; only carries data while a live trace asks for faults.
+    pub const FAULT_EVENTS: &str = "FAULT_EVENTS";
+}
+
+/// Names of the read-only globals set at load time.
+pub mod globals {
+    pub const CONFIG: &str = "CONFIG";
+    pub const OFFSETS: &str = "OFFSETS";
+}
+
+/// Bits of [`Config::filter_flags`].
+pub mod filter {
+    /// Only tasks whose tgid is in `FILTER_PIDS` produce filtered events.
+    pub const PIDS: u32 = 1 << 0;
+    /// Only tasks whose comm is in `FILTER_COMMS` produce filtered events.
+    pub const COMMS: u32 = 1 << 1;
+    /// Children forked by a task in `FILTER_PIDS` are added to it (for cgroup filters).
+    pub const FOLLOW_FORKS: u32 = 1 << 2;
+}
+
+/// Loader-set configuration (a read-only global: the verifier sees constants, so disabled
+/// features cost nothing on the hot path).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Bit `1 << kind` set: events of that kind go to the ring buffers.
+    pub event_mask: u32,
+    /// [`filter`] bits applied to high-volume events (faults, mmap family, reclaim).
+    pub filter_flags: u32,
+    /// Stream one fault event per this many faults (per CPU); 0 disables the fault stream.
+    pub fault_sample_every: u32,
+    pub reserved: u32,
+    /// mmap-family calls of at least this many bytes become events.
+    pub mmap_min_bytes: u64,
+    /// Reclaim stalls at least this long become events.
+    pub reclaim_min_ns: u64,
+}
+const _: () = assert!(size_of::<Config>() == 4 * 4 + 2 * 8);
+
+impl Config {
+    pub const fn wants(&self, kind: u32) -> bool {
+        self.event_mask & (1 << kind) != 0
+    }
+}
+
+/// Marker for a tracepoint field this kernel's format does not have.
+pub const FIELD_ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the fields the programs read from `syscalls:sys_enter_*` records.
+/// Entry 0..6 are the syscall's arguments in declaration order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallEnterOffsets {
+    pub args: [u32; 6],
+}
+const _: () = assert!(size_of::<SyscallEnterOffsets>() == 24);
+
+/// Offsets in `oom:mark_victim`. Absent fields are [`FIELD_ABSENT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomOffsets {
+    pub pid: u32,
+    /// `__data_loc char[] comm` (a u32: offset | len << 16), or absent.
+    pub comm: u32,
+    pub total_vm: u32,
+    pub anon_rss: u32,
+    pub file_rss: u32,
+    pub shmem_rss: u32,
+    pub uid: u32,
+    pub pgtables: u32,
+    pub oom_score_adj: u32,
+    pub reserved: u32,
+}
+const _: () = assert!(size_of::<OomOffsets>() == 40);
+
+/// Offsets in `kmem:rss_stat`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssOffsets {
+    pub mm_id: u32,
+    pub curr: u32,
+    pub member: u32,
+    pub size: u32,
+}
+
+/// Offsets in the `vmscan` reclaim begin/end records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReclaimOffsets {
+    pub begin_order: u32,
+    pub begin_gfp_flags: u32,
+    pub end_nr_reclaimed: u32,
+    pub reserved: u32,
+}
+
+/// Offsets in `sched:sched_process_{exec,exit,fork}`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedOffsets {
+    /// `__data_loc char[] filename` in `sched_process_exec`.
+    pub exec_filename: u32,
+    pub exec_old_pid: u32,
+    pub exit_pid: u32,
+    /// `group_dead` (newer kernels); absent: the leader's exit (pid == tgid) ends the process.
+    pub exit_group_dead: u32,
+    pub fork_parent_pid: u32,
+    pub fork_child_pid: u32,
+}
+
+/// All tracepoint field offsets, parsed from tracefs `format` files at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    pub mmap_enter: SyscallEnterOffsets,
+    pub munmap_enter: SyscallEnterOffsets,
+    pub brk_enter: SyscallEnterOffsets,
+    pub mremap_enter: SyscallEnterOffsets,
+    /// `ret` in `syscalls:sys_exit_*` (one layout for all of them).
+    pub syscall_exit_ret: u32,
+    pub reserved: u32,
+    pub oom: OomOffsets,
+    pub rss: RssOffsets,
+    pub reclaim: ReclaimOffsets,
+    pub sched: SchedOffsets,
+}
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 16 + 16 + 24);
+
+impl Offsets {
+    /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
+    pub const ABSENT: Self = Self {
+        mmap_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
+        munmap_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
+        brk_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
+        mremap_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
+        syscall_exit_ret: FIELD_ABSENT,
+        reserved: 0,
+        oom: OomOffsets {
+            pid: FIELD_ABSENT,
+            comm: FIELD_ABSENT,
+            total_vm: FIELD_ABSENT,
+            anon_rss: FIELD_ABSENT,
+            file_rss: FIELD_ABSENT,
+            shmem_rss: FIELD_ABSENT,
+            uid: FIELD_ABSENT,
+            pgtables: FIELD_ABSENT,
+            oom_score_adj: FIELD_ABSENT,
+            reserved: 0,
+        },
+        rss: RssOffsets { mm_id: FIELD_ABSENT, curr: FIELD_ABSENT, member: FIELD_ABSENT, size: FIELD_ABSENT },
+        reclaim: ReclaimOffsets {
+            begin_order: FIELD_ABSENT,
+            begin_gfp_flags: FIELD_ABSENT,
+            end_nr_reclaimed: FIELD_ABSENT,
+            reserved: 0,
+        },
+        sched: SchedOffsets {
+            exec_filename: FIELD_ABSENT,
+            exec_old_pid: FIELD_ABSENT,
+            exit_pid: FIELD_ABSENT,
+            exit_group_dead: FIELD_ABSENT,
+            fork_parent_pid: FIELD_ABSENT,
+            fork_child_pid: FIELD_ABSENT,
+        },
+    };
+}
+
+/// `kmem:rss_stat` `member` values (`MM_FILEPAGES`…): index into [`ProcStats::rss`].
+pub mod rss_member {
+    pub const FILE: usize = 0;
+    pub const ANON: usize = 1;
+    pub const SWAP: usize = 2;
+    pub const SHMEM: usize = 3;
+    pub const COUNT: usize = 4;
+}
+
+/// Per-process (tgid) cumulative counters kept in the `PROC_STATS` kernel map, and carried whole
+/// in [`ExitEvent`] so short-lived processes are not lost. Counters only grow; rates are derived
+/// in userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcStats {
+    /// Page faults taken in user mode (`exceptions:page_fault_user`).
+    pub faults_user: u64,
+    /// Page faults taken in kernel mode on behalf of the process (`page_fault_kernel`).
+    pub faults_kernel: u64,
+    /// Major faults (perf `PAGE_FAULTS_MAJ`). Minor = user + kernel − major.
+    pub faults_major: u64,
+    pub mmap_calls: u64,
+    pub mmap_bytes: u64,
+    pub munmap_calls: u64,
+    pub munmap_bytes: u64,
+    pub brk_calls: u64,
+    pub brk_grow_bytes: u64,
+    pub brk_shrink_bytes: u64,
+    pub mremap_calls: u64,
+    pub mremap_grow_bytes: u64,
+    pub mremap_shrink_bytes: u64,
+    /// mmap-family calls that returned an error (not counted in the byte counters).
+    pub failed_calls: u64,
+    pub reclaim_stalls: u64,
+    pub reclaim_ns: u64,
+    /// Current RSS in bytes by [`rss_member`] (last `kmem:rss_stat` value).
+    pub rss: [u64; rss_member::COUNT],
+    /// Last known program break (0: not yet seen); brk growth is measured against it.
+    pub brk_current: u64,
+    /// `mm_id` from `kmem:rss_stat` last seen for this process (to attribute `curr == 0` updates).
+    pub mm_id: u32,
+    pub reserved: u32,
+}
+const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8);
+
+impl ProcStats {
+    pub const fn faults_minor(&self) -> u64 {
+        (self.faults_user + self.faults_kernel).saturating_sub(self.faults_major)
+    }
+}
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Process id (tgid) of the task the event is about (for OOM: the task that triggered it).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(size_of::<EventHeader>() == 4 * 4 + 8 + COMM_LEN);
+
+/// `FAULT_EVENTS`: one sampled page fault.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultEvent {
+    pub header: EventHeader,
+    pub address: u64,
+    pub ip: u64,
+    pub error_code: u64,
+    /// 1: taken in user mode; 0: in kernel mode.
+    pub user: u32,
+    pub reserved: u32,
+}
+const _: () = assert!(size_of::<FaultEvent>() == size_of::<EventHeader>() + 3 * 8 + 8);
+
+/// mmap, munmap, brk and mremap (told apart by `header.kind`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemSyscallEvent {
+    pub header: EventHeader,
+    /// mmap: the mapped address; munmap: the address; brk: the new break; mremap: the new address.
+    pub addr: u64,
+    /// mmap/munmap: length; brk: absolute change of the break; mremap: new length.
+    pub len: u64,
+    /// mremap: old address; brk: the old break (0 if unknown).
+    pub old_addr: u64,
+    /// mremap: old length.
+    pub old_len: u64,
+    /// Raw syscall return value (negative errno on failure).
+    pub ret: i64,
+    /// mmap `prot`; mremap `flags`.
+    pub prot: u32,
+    /// mmap `flags`.
+    pub flags: u32,
+    /// mmap `fd` (-1 for anonymous maps).
+    pub fd: i32,
+    /// brk: 1 if the break grew, 0 if it shrank.
+    pub grew: u32,
+}
+const _: () = assert!(size_of::<MemSyscallEvent>() == size_of::<EventHeader>() + 5 * 8 + 4 * 4);
+
+/// A direct (or memcg) reclaim stall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimEvent {
+    pub header: EventHeader,
+    pub duration_ns: u64,
+    pub nr_reclaimed: u64,
+    pub gfp_flags: u64,
+    pub order: i32,
+    /// 1: memory-cgroup reclaim (limit hit); 0: global direct reclaim.
+    pub memcg: u32,
+}
+const _: () = assert!(size_of::<ReclaimEvent>() == size_of::<EventHeader>() + 3 * 8 + 8);
+
+/// Bits of [`OomEvent::present`]: which victim fields this kernel's tracepoint provided.
+pub mod oom_field {
+    pub const COMM: u32 = 1 << 0;
+    pub const TOTAL_VM: u32 = 1 << 1;
+    pub const ANON_RSS: u32 = 1 << 2;
+    pub const FILE_RSS: u32 = 1 << 3;
+    pub const SHMEM_RSS: u32 = 1 << 4;
+    pub const UID: u32 = 1 << 5;
+    pub const PGTABLES: u32 = 1 << 6;
+    pub const OOM_SCORE_ADJ: u32 = 1 << 7;
+}
+
+/// `oom:mark_victim`: one task chosen by the OOM killer. The header names the *triggering*
+/// task (the one whose allocation invoked the OOM killer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomEvent {
+    pub header: EventHeader,
+    pub victim_pid: u32,
+    pub victim_uid: u32,
+    /// The sizes are in KiB, as the tracepoint reports them.
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+    pub oom_score_adj: i32,
+    /// [`oom_field`] bits.
+    pub present: u32,
+    pub victim_comm: [u8; COMM_LEN],
+}
+const _: () =
+    assert!(size_of::<OomEvent>() == size_of::<EventHeader>() + 8 + 5 * 8 + 8 + COMM_LEN);
+
+/// `sched:sched_process_exec`; `header.comm` is the new comm.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub old_pid: u32,
+    pub filename_len: u32,
+    pub filename: [u8; FILENAME_LEN],
+}
+const _: () = assert!(size_of::<ExecEvent>() == size_of::<EventHeader>() + 8 + FILENAME_LEN);
+
+/// The process (thread group) ended; carries its final counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub stats: ProcStats,
+    /// 1 if the process had a `PROC_STATS` entry (0: it was never seen, or the map was full).
+    pub tracked: u32,
+    pub reserved: u32,
+}
+const _: () =
+    assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 8);
+
+/// Key of `SYSCALL_INFLIGHT` values: the arguments an mmap-family entry saw, used at exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallArgs {
+    pub kind: u32,
+    pub reserved: u32,
+    pub args: [u64; 5],
+}
+const _: () = assert!(size_of::<SyscallArgs>() == 8 + 5 * 8);
+
+/// `RECLAIM_INFLIGHT` value: a stall that began.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimStart {
+    pub ts_ns: u64,
+    pub gfp_flags: u64,
+    pub order: i32,
+    pub memcg: u32,
+}
+const _: () = assert!(size_of::<ReclaimStart>() == 24);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY (all): `#[repr(C)]`, integer/array fields only, no padding (asserted above).
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for ProcStats {}
+    unsafe impl aya::Pod for SyscallArgs {}
+    unsafe impl aya::Pod for ReclaimStart {}
+}
