@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
     unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
     println!("cargo:rerun-if-changed=../memtrace-common/src");
     aya_build::build_ebpf(
-        [aya_build::Package { name: "memtrace-ebpf", root_dir: root_dir.as_str(), ..Default::default() }],
+        [aya_build::Package {
+            name: "memtrace-ebpf",
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
         Toolchain::Custom(EBPF_TOOLCHAIN),
     )?;
 

@@ -85,7 +85,8 @@ pub struct Config {
     pub filter_flags: u32,
     /// Stream one fault event per this many faults (per CPU); 0 disables the fault stream.
     pub fault_sample_every: u32,
-    pub reserved: u32,
+    /// The kernel's page size: mmap-family byte counters are page-aligned like the kernel's own.
+    pub page_size: u32,
     /// mmap-family calls of at least this many bytes become events.
     pub mmap_min_bytes: u64,
     /// Reclaim stalls at least this long become events.
@@ -184,10 +185,18 @@ const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 16 + 16 + 24);
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
     pub const ABSENT: Self = Self {
-        mmap_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
-        munmap_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
-        brk_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
-        mremap_enter: SyscallEnterOffsets { args: [FIELD_ABSENT; 6] },
+        mmap_enter: SyscallEnterOffsets {
+            args: [FIELD_ABSENT; 6],
+        },
+        munmap_enter: SyscallEnterOffsets {
+            args: [FIELD_ABSENT; 6],
+        },
+        brk_enter: SyscallEnterOffsets {
+            args: [FIELD_ABSENT; 6],
+        },
+        mremap_enter: SyscallEnterOffsets {
+            args: [FIELD_ABSENT; 6],
+        },
         syscall_exit_ret: FIELD_ABSENT,
         reserved: 0,
         oom: OomOffsets {
@@ -202,7 +211,12 @@ impl Offsets {
             oom_score_adj: FIELD_ABSENT,
             reserved: 0,
         },
-        rss: RssOffsets { mm_id: FIELD_ABSENT, curr: FIELD_ABSENT, member: FIELD_ABSENT, size: FIELD_ABSENT },
+        rss: RssOffsets {
+            mm_id: FIELD_ABSENT,
+            curr: FIELD_ABSENT,
+            member: FIELD_ABSENT,
+            size: FIELD_ABSENT,
+        },
         reclaim: ReclaimOffsets {
             begin_order: FIELD_ABSENT,
             begin_gfp_flags: FIELD_ABSENT,
@@ -373,8 +387,7 @@ pub struct OomEvent {
     pub present: u32,
     pub victim_comm: [u8; COMM_LEN],
 }
-const _: () =
-    assert!(size_of::<OomEvent>() == size_of::<EventHeader>() + 8 + 5 * 8 + 8 + COMM_LEN);
+const _: () = assert!(size_of::<OomEvent>() == size_of::<EventHeader>() + 8 + 5 * 8 + 8 + COMM_LEN);
 
 /// `sched:sched_process_exec`; `header.comm` is the new comm.
 #[repr(C)]

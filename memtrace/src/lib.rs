@@ -1,5 +1,17 @@
-//! memtrace: eBPF kernel memory tracer (library half; the binary is a thin CLI over it).
+//! memtrace: eBPF kernel memory tracer. The library holds everything; `main.rs` is the CLI.
+//!
+//! Modules, one concern each: `probes` (load/attach the kernel programs), `events` (decode ring
+//! records), `pipeline` (rings → bounded channel), `tracefs`/`procfs`/`cgroup`/`node` (readers of
+//! kernel files, each rooted at a path so tests use fixture trees), `preflight` (privileges and
+//! kernel facilities), `cli` (one file per verb).
 pub mod cgroup;
+pub mod cli;
+pub mod events;
+pub mod logging;
+pub mod node;
+pub mod pipeline;
+pub mod preflight;
+pub mod probes;
 pub mod procfs;
 pub mod tracefs;
-pub mod node;
+pub mod units;

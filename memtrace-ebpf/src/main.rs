@@ -1,0 +1,799 @@
+//! memtrace's kernel programs.
+//!
+//! Hot signals (page faults, RSS updates) only bump counters in `PROC_STATS`; discrete events
+//! (mmap-family calls over a size threshold, reclaim stalls, OOM kills, exec, exit) go through the
+//! `EVENTS` ring buffer, and sampled per-fault events through `FAULT_EVENTS` only while a live
+//! trace asks for them. Every failed ring reserve and every failed map insert is counted in
+//! `LOSSES`, so nothing is lost silently.
+//!
+//! Tracepoint record layouts are not hard-coded: the loader parses each tracepoint's tracefs
+//! `format` and passes the field offsets in the read-only global `OFFSETS`. `CONFIG` is read-only
+//! too, so the verifier sees constants and prunes disabled features (e.g. the fault stream)
+//! from the hot path entirely.
+#![no_std]
+#![no_main]
+// `AtomicU64::fetch_add` is not offered for the BPF target (it lacks compare-and-swap), but the
+// instruction we need, BPF_ATOMIC|BPF_ADD, is exactly what the intrinsic lowers to. The eBPF crate is
+// built with RUSTC_BOOTSTRAP=1 already (for `-Z build-std`).
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic_xadd: see above")]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    EbpfContext, Global,
+    bindings::{BPF_NOEXIST, pt_regs},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+    },
+    macros::{map, perf_event, raw_tracepoint, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{PerfEventContext, RawTracePointContext, TracePointContext},
+};
+use aya_log_ebpf::info;
+use memtrace_common::{
+    COMM_LEN, Config, EventHeader, ExecEvent, ExitEvent, FIELD_ABSENT, FILENAME_LEN, FaultEvent,
+    MemSyscallEvent, Offsets, OomEvent, ProcStats, ReclaimEvent, ReclaimStart, SyscallArgs,
+    SyscallEnterOffsets, filter, kind, loss, oom_field, rss_member,
+};
+
+#[unsafe(no_mangle)]
+static CONFIG: Global<Config> = Global::new(Config {
+    event_mask: 0,
+    filter_flags: 0,
+    fault_sample_every: 0,
+    page_size: 4096,
+    mmap_min_bytes: u64::MAX,
+    reclaim_min_ns: u64::MAX,
+});
+
+#[unsafe(no_mangle)]
+static OFFSETS: Global<Offsets> = Global::new(Offsets::ABSENT);
+
+// Sizes are defaults; the loader resizes them (`map_max_entries`) from its options.
+
+/// Per-process counters. Full: new processes are not tracked (counted in `LOSSES`), existing
+/// ones keep counting; entries are removed when a process exits.
+#[map]
+static PROC_STATS: HashMap<u32, ProcStats> = HashMap::with_max_entries(32768, 0);
+/// mmap-family arguments between syscall entry and exit, per thread.
+#[map]
+static SYSCALL_INFLIGHT: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(8192, 0);
+/// Reclaim stalls in progress, per thread.
+#[map]
+static RECLAIM_INFLIGHT: HashMap<u64, ReclaimStart> = HashMap::with_max_entries(8192, 0);
+/// `kmem:rss_stat` `mm_id` → tgid, to attribute RSS changes made from another task's context
+/// (reclaim, the OOM reaper, page migration).
+#[map]
+static MM_OWNER: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
+/// Live-trace filter: tgids (and, with FOLLOW_FORKS, their descendants' task ids).
+#[map]
+static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
+/// Live-trace filter: task names, zero-padded to 16 bytes.
+#[map]
+static FILTER_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
+/// Loss counters, indexed by `memtrace_common::loss`.
+#[map]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::SLOTS, 0);
+/// Per-CPU fault counter for 1-in-N sampling of the fault stream.
+#[map]
+static SAMPLE_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// Page-sized until a live trace with `--faults` resizes it.
+#[map]
+static FAULT_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+
+const EEXIST: i32 = 17;
+
+#[inline(always)]
+fn count_loss(slot: u32) {
+    if let Some(counter) = LOSSES.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, programs do not nest on one CPU for these hooks.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn add(counter: *mut u64, value: u64) {
+    // SAFETY: `counter` points into a map value, valid for the program's run. Atomic because a
+    // multi-threaded process updates its entry from several CPUs at once.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
+}
+
+/// The process's counters, creating the entry on first sight.
+#[inline(always)]
+fn stats_entry(tgid: u32) -> Option<*mut ProcStats> {
+    if let Some(stats) = PROC_STATS.get_ptr_mut(tgid) {
+        return Some(stats);
+    }
+    match PROC_STATS.insert(tgid, ProcStats::default(), u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        Err(err) if err == -EEXIST => {} // another CPU created it first
+        Err(_) => {
+            count_loss(loss::MAP_PROC_STATS);
+            return None;
+        }
+    }
+    PROC_STATS.get_ptr_mut(tgid)
+}
+
+#[inline(always)]
+fn current() -> (u64, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (pid_tgid, (pid_tgid >> 32) as u32)
+}
+
+#[inline(always)]
+fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // SAFETY: helper without preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}
+
+/// The live-trace filter (pids and/or comms); always true when no filter is configured.
+#[inline(always)]
+fn filter_pass(config: &Config, tgid: u32) -> bool {
+    if config.filter_flags & filter::PIDS != 0 && FILTER_PIDS.get_ptr(tgid).is_none() {
+        return false;
+    }
+    if config.filter_flags & filter::COMMS != 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        if FILTER_COMMS.get_ptr(comm).is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Send `event` to `ring`, counting a full ring as a loss of that kind.
+#[inline(always)]
+fn emit<T: 'static>(ring: &RingBuf, kind: u32, event: T) {
+    match ring.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(0);
+        }
+        None => count_loss(kind),
+    }
+}
+
+/// Read a tracepoint field; `None` for absent fields or a failed read.
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    if offset == FIELD_ABSENT {
+        return None;
+    }
+    // SAFETY: the offset comes from this tracepoint's format file; the read is a checked
+    // `bpf_probe_read_kernel`.
+    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+}
+
+/// Copy a `__data_loc char[]` field into `dst`; returns the number of bytes copied.
+#[inline(always)]
+fn data_loc_str(ctx: &TracePointContext, offset: u32, dst: &mut [u8]) -> usize {
+    let Some(loc) = field::<u32>(ctx, offset) else {
+        return 0;
+    };
+    let start = (loc & 0xffff) as usize;
+    // SAFETY: `start` is the record-relative offset the kernel stored; bounded string read.
+    match unsafe {
+        bpf_probe_read_kernel_str_bytes(ctx.as_ptr().cast::<u8>().add(start).cast_const(), dst)
+    } {
+        Ok(bytes) => bytes.len(),
+        Err(_) => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page faults: raw tracepoints (no trace-record marshalling: the cheapest hook on kernels
+// without fentry). One lookup and one atomic add per fault; everything else is pruned by the
+// verifier unless a live trace streams faults.
+
+#[raw_tracepoint(tracepoint = "page_fault_user")]
+pub fn page_fault_user(ctx: RawTracePointContext) -> i32 {
+    on_fault(&ctx, 1);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "page_fault_kernel")]
+pub fn page_fault_kernel(ctx: RawTracePointContext) -> i32 {
+    on_fault(&ctx, 0);
+    0
+}
+
+#[inline(always)]
+fn on_fault(ctx: &RawTracePointContext, user: u32) {
+    let (pid_tgid, tgid) = current();
+    if tgid == 0 {
+        return;
+    }
+    if let Some(stats) = stats_entry(tgid) {
+        // SAFETY: map value pointer.
+        let counter = unsafe {
+            if user != 0 {
+                &raw mut (*stats).faults_user
+            } else {
+                &raw mut (*stats).faults_kernel
+            }
+        };
+        add(counter, 1);
+    }
+
+    let config = CONFIG.load();
+    if config.fault_sample_every == 0 || !config.wants(kind::FAULT) {
+        return;
+    }
+    if !filter_pass(&config, tgid) {
+        return;
+    }
+    if config.fault_sample_every > 1 {
+        let Some(counter) = SAMPLE_COUNTER.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: per-CPU slot.
+        let n = unsafe {
+            *counter += 1;
+            *counter
+        };
+        if n % u64::from(config.fault_sample_every) != 0 {
+            return;
+        }
+    }
+    // TP_PROTO(unsigned long address, struct pt_regs *regs, unsigned long error_code)
+    let address: u64 = ctx.arg(0);
+    let regs: *const pt_regs = ctx.arg(1);
+    let error_code: u64 = ctx.arg(2);
+    // SAFETY: `regs` is the faulting context's register frame; checked read.
+    let ip = unsafe { bpf_probe_read_kernel(&raw const (*regs).rip) }.unwrap_or(0);
+    emit(
+        &FAULT_EVENTS,
+        kind::FAULT,
+        FaultEvent {
+            header: header(kind::FAULT, pid_tgid),
+            address,
+            ip,
+            error_code,
+            user,
+            reserved: 0,
+        },
+    );
+}
+
+/// Major faults: the perf software event `PAGE_FAULTS_MAJ` (period 1) fires exactly where the
+/// kernel accounts `maj_flt`. Rare, so a perf sample per major fault is cheap.
+#[perf_event]
+pub fn fault_major(_ctx: PerfEventContext) -> u32 {
+    let (_, tgid) = current();
+    // The same fault already went through `page_fault_*`, which created the entry.
+    if let Some(stats) = PROC_STATS.get_ptr_mut(tgid) {
+        // SAFETY: map value pointer.
+        add(unsafe { &raw mut (*stats).faults_major }, 1);
+    }
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// mmap family: entry saves the arguments, exit (which knows the result) counts and reports, so
+// failed calls never count as mapped memory.
+
+#[inline(always)]
+fn on_syscall_enter(
+    ctx: &TracePointContext,
+    kind: u32,
+    offsets: &SyscallEnterOffsets,
+    nargs: usize,
+) {
+    let (pid_tgid, _) = current();
+    let mut saved = SyscallArgs {
+        kind,
+        reserved: 0,
+        args: [0; 5],
+    };
+    let mut i = 0;
+    while i < nargs && i < 5 {
+        match field::<u64>(ctx, offsets.args[i]) {
+            Some(value) => saved.args[i] = value,
+            None => return,
+        }
+        i += 1;
+    }
+    if SYSCALL_INFLIGHT.insert(pid_tgid, saved, 0).is_err() {
+        count_loss(loss::MAP_SYSCALL_INFLIGHT);
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    // addr, len, prot, flags, fd
+    on_syscall_enter(&ctx, kind::MMAP, &OFFSETS.load().mmap_enter, 5);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
+pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    // addr, len
+    on_syscall_enter(&ctx, kind::MUNMAP, &OFFSETS.load().munmap_enter, 2);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_brk")]
+pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
+    // brk
+    on_syscall_enter(&ctx, kind::BRK, &OFFSETS.load().brk_enter, 1);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mremap")]
+pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+    // addr, old_len, new_len, flags, new_addr
+    on_syscall_enter(&ctx, kind::MREMAP, &OFFSETS.load().mremap_enter, 5);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    on_syscall_exit(&ctx, kind::MMAP);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_munmap")]
+pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
+    on_syscall_exit(&ctx, kind::MUNMAP);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_brk")]
+pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
+    on_syscall_exit(&ctx, kind::BRK);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
+pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
+    on_syscall_exit(&ctx, kind::MREMAP);
+    0
+}
+
+#[inline(always)]
+const fn page_align(len: u64, page_size: u32) -> u64 {
+    let mask = page_size as u64 - 1;
+    (len + mask) & !mask
+}
+
+/// A syscall return value in `[-4095, -1]` is an errno.
+#[inline(always)]
+const fn is_error(ret: i64) -> bool {
+    ret < 0 && ret >= -4095
+}
+
+#[inline(always)]
+fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
+    let (pid_tgid, tgid) = current();
+    let Some(saved) = SYSCALL_INFLIGHT.get_ptr(pid_tgid) else {
+        return;
+    };
+    // SAFETY: map value pointer; copied before the entry is removed.
+    let saved = unsafe { *saved };
+    let _ = SYSCALL_INFLIGHT.remove(pid_tgid);
+    if saved.kind != kind {
+        return;
+    }
+    let offsets = OFFSETS.load();
+    let Some(ret) = field::<i64>(ctx, offsets.syscall_exit_ret) else {
+        return;
+    };
+    let config = CONFIG.load();
+    let Some(stats) = stats_entry(tgid) else {
+        return;
+    };
+    let page = config.page_size;
+    let failed = is_error(ret);
+    let mut event = MemSyscallEvent {
+        header: header(kind, pid_tgid),
+        ret,
+        ..MemSyscallEvent::default()
+    };
+
+    // SAFETY (block): `stats` is a map value pointer.
+    unsafe {
+        match kind {
+            kind::MMAP => {
+                let [_addr, len, prot, flags, fd] = saved.args;
+                event.addr = if failed { 0 } else { ret as u64 };
+                event.len = len;
+                event.prot = prot as u32;
+                event.flags = flags as u32;
+                event.fd = fd as i32;
+                if !failed {
+                    add(&raw mut (*stats).mmap_calls, 1);
+                    add(&raw mut (*stats).mmap_bytes, page_align(len, page));
+                }
+            }
+            kind::MUNMAP => {
+                let [addr, len, ..] = saved.args;
+                event.addr = addr;
+                event.len = len;
+                if !failed {
+                    add(&raw mut (*stats).munmap_calls, 1);
+                    add(&raw mut (*stats).munmap_bytes, page_align(len, page));
+                }
+            }
+            kind::BRK => {
+                let requested = saved.args[0];
+                let new_brk = ret as u64;
+                let old_brk = (*stats).brk_current;
+                (*stats).brk_current = new_brk;
+                if requested == 0 {
+                    return; // a query of the current break, not a change
+                }
+                // brk() returns the new break on success and the old one on failure.
+                if new_brk != requested {
+                    add(&raw mut (*stats).failed_calls, 1);
+                    event.ret = -12; // ENOMEM: what the libc wrapper reports
+                    event.addr = new_brk;
+                    event.len = requested.abs_diff(new_brk);
+                    event.old_addr = new_brk;
+                } else {
+                    add(&raw mut (*stats).brk_calls, 1);
+                    event.addr = new_brk;
+                    event.old_addr = old_brk;
+                    if old_brk != 0 {
+                        event.len = new_brk.abs_diff(old_brk);
+                        if new_brk >= old_brk {
+                            event.grew = 1;
+                            add(&raw mut (*stats).brk_grow_bytes, new_brk - old_brk);
+                        } else {
+                            add(&raw mut (*stats).brk_shrink_bytes, old_brk - new_brk);
+                        }
+                    }
+                }
+            }
+            kind::MREMAP => {
+                let [addr, old_len, new_len, flags, _new_addr] = saved.args;
+                event.old_addr = addr;
+                event.old_len = old_len;
+                event.addr = if failed { 0 } else { ret as u64 };
+                event.len = new_len;
+                event.prot = flags as u32;
+                if !failed {
+                    add(&raw mut (*stats).mremap_calls, 1);
+                    let (old, new) = (page_align(old_len, page), page_align(new_len, page));
+                    if new >= old {
+                        add(&raw mut (*stats).mremap_grow_bytes, new - old);
+                    } else {
+                        add(&raw mut (*stats).mremap_shrink_bytes, old - new);
+                    }
+                }
+            }
+            _ => return,
+        }
+        if failed && kind != kind::BRK {
+            add(&raw mut (*stats).failed_calls, 1);
+        }
+    }
+
+    let size = if kind == kind::MREMAP && event.old_len > event.len {
+        event.old_len
+    } else {
+        event.len
+    };
+    if config.wants(kind) && size >= config.mmap_min_bytes && filter_pass(&config, tgid) {
+        emit(&EVENTS, kind, event);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RSS by type. `curr` says whether the mm is the current task's; otherwise (reclaim, the OOM
+// reaper, migration) the owner is found through `MM_OWNER`, and entries are never created, so a
+// process tearing down its mm after exit cannot resurrect its entry.
+
+#[tracepoint(category = "kmem", name = "rss_stat")]
+pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    let offsets = OFFSETS.load().rss;
+    let (Some(mm_id), Some(curr), Some(member), Some(size)) = (
+        field::<u32>(&ctx, offsets.mm_id),
+        field::<u32>(&ctx, offsets.curr),
+        field::<i32>(&ctx, offsets.member),
+        field::<i64>(&ctx, offsets.size),
+    ) else {
+        return 0;
+    };
+    let (stats, tgid) = if curr != 0 {
+        let (_, tgid) = current();
+        (stats_entry(tgid), tgid)
+    } else {
+        match MM_OWNER.get_ptr(mm_id) {
+            // SAFETY: map value pointer.
+            Some(owner) => {
+                let owner = unsafe { *owner };
+                (PROC_STATS.get_ptr_mut(owner), owner)
+            }
+            None => return 0,
+        }
+    };
+    let Some(stats) = stats else {
+        return 0;
+    };
+    let bytes = if size > 0 { size as u64 } else { 0 };
+    // SAFETY (block): map value pointer; `member` is bounds-checked by the match.
+    unsafe {
+        match member as usize {
+            rss_member::FILE => (*stats).rss[rss_member::FILE] = bytes,
+            rss_member::ANON => (*stats).rss[rss_member::ANON] = bytes,
+            rss_member::SWAP => (*stats).rss[rss_member::SWAP] = bytes,
+            rss_member::SHMEM => (*stats).rss[rss_member::SHMEM] = bytes,
+            _ => return 0,
+        }
+        if curr != 0 && (*stats).mm_id != mm_id {
+            let old = (*stats).mm_id;
+            if old != 0 && MM_OWNER.get_ptr(old).is_some_and(|owner| *owner == tgid) {
+                let _ = MM_OWNER.remove(old);
+            }
+            if MM_OWNER.insert(mm_id, tgid, 0).is_err() {
+                count_loss(loss::MAP_MM_OWNER);
+            }
+            (*stats).mm_id = mm_id;
+        }
+    }
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reclaim stalls: global direct reclaim and memory-cgroup (limit) reclaim, begin → end.
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_begin")]
+pub fn direct_reclaim_begin(ctx: TracePointContext) -> u32 {
+    on_reclaim_begin(&ctx, 0);
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_begin")]
+pub fn memcg_reclaim_begin(ctx: TracePointContext) -> u32 {
+    on_reclaim_begin(&ctx, 1);
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_end")]
+pub fn direct_reclaim_end(ctx: TracePointContext) -> u32 {
+    on_reclaim_end(&ctx);
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
+pub fn memcg_reclaim_end(ctx: TracePointContext) -> u32 {
+    on_reclaim_end(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_reclaim_begin(ctx: &TracePointContext, memcg: u32) {
+    let offsets = OFFSETS.load().reclaim;
+    let (pid_tgid, _) = current();
+    let start = ReclaimStart {
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        gfp_flags: field::<u64>(ctx, offsets.begin_gfp_flags).unwrap_or(0),
+        order: field::<i32>(ctx, offsets.begin_order).unwrap_or(-1),
+        memcg,
+    };
+    if RECLAIM_INFLIGHT.insert(pid_tgid, start, 0).is_err() {
+        count_loss(loss::MAP_RECLAIM_INFLIGHT);
+    }
+}
+
+#[inline(always)]
+fn on_reclaim_end(ctx: &TracePointContext) {
+    let (pid_tgid, tgid) = current();
+    let Some(start) = RECLAIM_INFLIGHT.get_ptr(pid_tgid) else {
+        return;
+    };
+    // SAFETY: map value pointer, copied before removal.
+    let start = unsafe { *start };
+    let _ = RECLAIM_INFLIGHT.remove(pid_tgid);
+    // SAFETY: helper without preconditions.
+    let duration_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
+    if let Some(stats) = stats_entry(tgid) {
+        // SAFETY: map value pointer.
+        unsafe {
+            add(&raw mut (*stats).reclaim_stalls, 1);
+            add(&raw mut (*stats).reclaim_ns, duration_ns);
+        }
+    }
+    let config = CONFIG.load();
+    if config.wants(kind::RECLAIM)
+        && duration_ns >= config.reclaim_min_ns
+        && filter_pass(&config, tgid)
+    {
+        let nr_reclaimed = field::<u64>(ctx, OFFSETS.load().reclaim.end_nr_reclaimed).unwrap_or(0);
+        emit(
+            &EVENTS,
+            kind::RECLAIM,
+            ReclaimEvent {
+                header: header(kind::RECLAIM, pid_tgid),
+                duration_ns,
+                nr_reclaimed,
+                gfp_flags: start.gfp_flags,
+                order: start.order,
+                memcg: start.memcg,
+            },
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OOM: one event per task the OOM killer marks (a memory.oom.group kill marks each member).
+// The current task is the one whose allocation invoked the OOM killer: the trigger.
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    let config = CONFIG.load();
+    if !config.wants(kind::OOM) {
+        return 0;
+    }
+    let o = OFFSETS.load().oom;
+    let (pid_tgid, _) = current();
+    let mut event = OomEvent {
+        header: header(kind::OOM, pid_tgid),
+        victim_pid: field::<i32>(&ctx, o.pid).unwrap_or(0) as u32,
+        ..OomEvent::default()
+    };
+    let mut present = 0;
+    let mut kb = |offset: u32, bit: u32| match field::<u64>(&ctx, offset) {
+        Some(value) => {
+            present |= bit;
+            value
+        }
+        None => 0,
+    };
+    event.total_vm_kb = kb(o.total_vm, oom_field::TOTAL_VM);
+    event.anon_rss_kb = kb(o.anon_rss, oom_field::ANON_RSS);
+    event.file_rss_kb = kb(o.file_rss, oom_field::FILE_RSS);
+    event.shmem_rss_kb = kb(o.shmem_rss, oom_field::SHMEM_RSS);
+    event.pgtables_kb = kb(o.pgtables, oom_field::PGTABLES);
+    if let Some(uid) = field::<u32>(&ctx, o.uid) {
+        event.victim_uid = uid;
+        present |= oom_field::UID;
+    }
+    if let Some(adj) = field::<i16>(&ctx, o.oom_score_adj) {
+        event.oom_score_adj = i32::from(adj);
+        present |= oom_field::OOM_SCORE_ADJ;
+    }
+    if data_loc_str(&ctx, o.comm, &mut event.victim_comm) > 0 {
+        present |= oom_field::COMM;
+    }
+    event.present = present;
+    info!(
+        &ctx,
+        "oom: victim pid {} marked (trigger pid {})", event.victim_pid, event.header.pid
+    );
+    emit(&EVENTS, kind::OOM, event);
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process lifecycle.
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let config = CONFIG.load();
+    let (pid_tgid, tgid) = current();
+    if !config.wants(kind::EXEC) {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_loss(kind::EXEC);
+        return 0;
+    };
+    // Filled in place: the event is too large to build on the 512-byte BPF stack and copy.
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved, exclusively owned ring-buffer record.
+    unsafe {
+        (*event).header = header(kind::EXEC, pid_tgid);
+        (*event).old_pid =
+            field::<i32>(&ctx, OFFSETS.load().sched.exec_old_pid).map_or(tgid, |p| p as u32);
+        (*event).filename = [0; FILENAME_LEN];
+        (*event).filename_len = data_loc_str(
+            &ctx,
+            OFFSETS.load().sched.exec_filename,
+            &mut (*event).filename,
+        ) as u32;
+    }
+    entry.submit(0);
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let (pid_tgid, tgid) = current();
+    let config = CONFIG.load();
+    // Per-thread state: a thread that dies never reaches the matching exit/end hook.
+    let _ = SYSCALL_INFLIGHT.remove(pid_tgid);
+    let _ = RECLAIM_INFLIGHT.remove(pid_tgid);
+    if config.filter_flags & filter::FOLLOW_FORKS != 0 {
+        let _ = FILTER_PIDS.remove(pid_tgid as u32);
+    }
+
+    let group_dead = match field::<u8>(&ctx, OFFSETS.load().sched.exit_group_dead) {
+        Some(dead) => dead != 0,
+        // Older kernels: treat the leader's exit as the process's.
+        None => pid_tgid as u32 == tgid,
+    };
+    if !group_dead {
+        return 0;
+    }
+    let stats = PROC_STATS.get_ptr(tgid);
+    if config.wants(kind::EXIT) {
+        match EVENTS.reserve::<ExitEvent>(0) {
+            Some(mut entry) => {
+                let event = entry.as_mut_ptr();
+                // SAFETY: exclusively owned ring-buffer record; `stats` is a map value pointer.
+                unsafe {
+                    (*event).header = header(kind::EXIT, pid_tgid);
+                    match stats {
+                        Some(stats) => {
+                            core::ptr::copy_nonoverlapping(stats, &raw mut (*event).stats, 1);
+                            (*event).tracked = 1;
+                        }
+                        None => {
+                            (*event).stats = ProcStats::default();
+                            (*event).tracked = 0;
+                        }
+                    }
+                    (*event).reserved = 0;
+                }
+                entry.submit(0);
+            }
+            None => count_loss(kind::EXIT),
+        }
+    }
+    if let Some(stats) = stats {
+        // SAFETY: map value pointer, read before removal.
+        let mm_id = unsafe { (*stats).mm_id };
+        if mm_id != 0
+            && MM_OWNER
+                .get_ptr(mm_id)
+                .is_some_and(|owner| unsafe { *owner } == tgid)
+        {
+            let _ = MM_OWNER.remove(mm_id);
+        }
+        let _ = PROC_STATS.remove(tgid);
+    }
+    if config.filter_flags & filter::FOLLOW_FORKS != 0 {
+        let _ = FILTER_PIDS.remove(tgid);
+    }
+    0
+}
+
+/// Keeps a cgroup (or pid) filter complete: children of filtered processes are filtered in.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let (_, tgid) = current();
+    if FILTER_PIDS.get_ptr(tgid).is_none() {
+        return 0;
+    }
+    if let Some(child) = field::<i32>(&ctx, OFFSETS.load().sched.fork_child_pid)
+        && FILTER_PIDS.insert(child as u32, 1u8, 0).is_err()
+    {
+        count_loss(loss::MAP_FILTER_PIDS);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,590 @@
+//! Rendering events as aligned text columns or JSON lines.
+//!
+//! Both renderers write into a caller-owned buffer: in a live trace at a million events per
+//! second, a `String` or `serde_json::Value` per event would dominate the cost.
+use std::{
+    fmt::Write as _,
+    io,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use memtrace_common::{
+    ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ReclaimEvent, kind, oom_field, rss_member,
+};
+use serde::{Serialize, Serializer};
+
+use super::{Event, comm_str, kind_name};
+use crate::units::human_bytes;
+
+/// Column header of the text output.
+pub const TEXT_HEADER: &str = "TIME          PID      COMM             EVENT    DETAILS";
+
+/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock nanoseconds since the epoch minus monotonic nanoseconds, sampled once.
+    offset_ns: i128,
+}
+
+fn monotonic_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Self {
+            offset_ns: wall - monotonic_ns(),
+        }
+    }
+
+    pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
+        let ns = (i128::from(monotonic_ns) + self.offset_ns).max(0);
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `rw-` for mmap `prot`.
+fn prot_str(prot: u32) -> String {
+    let bit = |mask: i32, c: char| if prot & mask as u32 != 0 { c } else { '-' };
+    [
+        bit(libc::PROT_READ, 'r'),
+        bit(libc::PROT_WRITE, 'w'),
+        bit(libc::PROT_EXEC, 'x'),
+    ]
+    .iter()
+    .collect()
+}
+
+/// `private|anonymous|populate` for mmap `flags`.
+fn map_flags_str(flags: u32) -> String {
+    const NAMES: [(i32, &str); 9] = [
+        (libc::MAP_SHARED, "shared"),
+        (libc::MAP_PRIVATE, "private"),
+        (libc::MAP_FIXED, "fixed"),
+        (libc::MAP_ANONYMOUS, "anonymous"),
+        (libc::MAP_NORESERVE, "noreserve"),
+        (libc::MAP_POPULATE, "populate"),
+        (libc::MAP_HUGETLB, "hugetlb"),
+        (libc::MAP_STACK, "stack"),
+        (libc::MAP_LOCKED, "locked"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| flags & *bit as u32 != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        format!("{flags:#x}")
+    } else {
+        names.join("|")
+    }
+}
+
+/// x86 page-fault error code bits, as words.
+fn fault_cause(error_code: u64) -> &'static str {
+    let present = error_code & 1 != 0;
+    let write = error_code & 2 != 0;
+    let fetch = error_code & 16 != 0;
+    match (present, write, fetch) {
+        (false, _, true) => "exec, not-present",
+        (true, _, true) => "exec, protection",
+        (false, true, _) => "write, not-present",
+        (true, true, _) => "write, protection",
+        (false, false, _) => "read, not-present",
+        (true, false, _) => "read, protection",
+    }
+}
+
+fn errno_str(ret: i64) -> String {
+    io::Error::from_raw_os_error((-ret) as i32).to_string()
+}
+
+/// Text line for one event (no trailing newline), appended to `out`.
+pub fn text(out: &mut String, clock: &Clock, event: &Event, cgroup: Option<&str>) {
+    let h = event.header();
+    let time = humantime::format_rfc3339_millis(clock.wall(h.ts_ns)).to_string();
+    // `2026-11-24T01:52:03.123Z` → `01:52:03.123`
+    let time = time.get(11..23).unwrap_or(&time);
+    let _ = write!(
+        out,
+        "{time:<13} {:<8} {:<16} {:<8} ",
+        h.pid,
+        comm_str(&h.comm),
+        kind_name(h.kind)
+    );
+    match event {
+        Event::Fault(e) => fault_text(out, e),
+        Event::MemSyscall(e) => mem_text(out, e),
+        Event::Reclaim(e) => reclaim_text(out, e),
+        Event::Oom(e) => oom_text(out, e),
+        Event::Exec(e) => {
+            let len = (e.filename_len as usize).min(e.filename.len());
+            let name = String::from_utf8_lossy(&e.filename[..len]);
+            let name = name.trim_end_matches('\0');
+            let _ = write!(out, "filename={name}");
+            if e.old_pid != h.pid {
+                let _ = write!(out, " old_pid={}", e.old_pid);
+            }
+        }
+        Event::Exit(e) => exit_text(out, e),
+    }
+    if let Some(cgroup) = cgroup {
+        let _ = write!(out, " cgroup={cgroup}");
+    }
+}
+
+fn fault_text(out: &mut String, e: &FaultEvent) {
+    let _ = write!(
+        out,
+        "addr={:#x} ip={:#x} error={:#x} ({}, {} mode)",
+        e.address,
+        e.ip,
+        e.error_code,
+        fault_cause(e.error_code),
+        if e.user != 0 { "user" } else { "kernel" }
+    );
+}
+
+fn mem_text(out: &mut String, e: &MemSyscallEvent) {
+    let failed = (-4095..0).contains(&e.ret);
+    match e.header.kind {
+        kind::MMAP => {
+            let _ = write!(
+                out,
+                "addr={:#x} len={} prot={} flags={} fd={}",
+                e.addr,
+                human_bytes(e.len),
+                prot_str(e.prot),
+                map_flags_str(e.flags),
+                e.fd
+            );
+        }
+        kind::MUNMAP => {
+            let _ = write!(out, "addr={:#x} len={}", e.addr, human_bytes(e.len));
+        }
+        kind::BRK => {
+            if failed {
+                let _ = write!(
+                    out,
+                    "brk={:#x} change={} refused",
+                    e.addr,
+                    human_bytes(e.len)
+                );
+            } else {
+                let sign = if e.grew != 0 { '+' } else { '-' };
+                let _ = write!(
+                    out,
+                    "brk={:#x} -> {:#x} ({sign}{})",
+                    e.old_addr,
+                    e.addr,
+                    human_bytes(e.len)
+                );
+            }
+        }
+        _ => {
+            let _ = write!(
+                out,
+                "old={:#x} ({}) new={:#x} ({})",
+                e.old_addr,
+                human_bytes(e.old_len),
+                e.addr,
+                human_bytes(e.len)
+            );
+        }
+    }
+    if failed {
+        let _ = write!(out, " FAILED: {}", errno_str(e.ret));
+    }
+}
+
+fn reclaim_text(out: &mut String, e: &ReclaimEvent) {
+    let _ = write!(
+        out,
+        "stall={:.3}ms reclaimed={} pages order={} {}",
+        e.duration_ns as f64 / 1e6,
+        e.nr_reclaimed,
+        e.order,
+        if e.memcg != 0 {
+            "memcg (cgroup limit)"
+        } else {
+            "direct (global)"
+        }
+    );
+}
+
+fn oom_text(out: &mut String, e: &OomEvent) {
+    let _ = write!(
+        out,
+        "victim={} ({})",
+        e.victim_pid,
+        comm_str(&e.victim_comm)
+    );
+    let kb = |bit: u32, value: u64| (e.present & bit != 0).then(|| human_bytes(value * 1024));
+    for (name, value) in [
+        ("anon_rss", kb(oom_field::ANON_RSS, e.anon_rss_kb)),
+        ("file_rss", kb(oom_field::FILE_RSS, e.file_rss_kb)),
+        ("shmem_rss", kb(oom_field::SHMEM_RSS, e.shmem_rss_kb)),
+        ("total_vm", kb(oom_field::TOTAL_VM, e.total_vm_kb)),
+        ("pgtables", kb(oom_field::PGTABLES, e.pgtables_kb)),
+    ] {
+        if let Some(value) = value {
+            let _ = write!(out, " {name}={value}");
+        }
+    }
+    if e.present & oom_field::UID != 0 {
+        let _ = write!(out, " uid={}", e.victim_uid);
+    }
+    if e.present & oom_field::OOM_SCORE_ADJ != 0 {
+        let _ = write!(out, " oom_score_adj={}", e.oom_score_adj);
+    }
+    let _ = write!(
+        out,
+        " trigger={} ({})",
+        e.header.pid,
+        comm_str(&e.header.comm)
+    );
+}
+
+fn exit_text(out: &mut String, e: &ExitEvent) {
+    let s = &e.stats;
+    let _ = write!(
+        out,
+        "minflt={} majflt={} mmap={} munmap={} brk+={} reclaim={}/{:.1}ms rss_anon={} rss_file={}",
+        s.faults_minor(),
+        s.faults_major,
+        human_bytes(s.mmap_bytes),
+        human_bytes(s.munmap_bytes),
+        human_bytes(s.brk_grow_bytes),
+        s.reclaim_stalls,
+        s.reclaim_ns as f64 / 1e6,
+        human_bytes(s.rss[rss_member::ANON]),
+        human_bytes(s.rss[rss_member::FILE]),
+    );
+}
+
+/// RFC 3339 with nanoseconds, serialized without an intermediate `String`.
+struct Rfc3339(SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
+    }
+}
+
+/// A comm serialized straight from its bytes.
+struct Comm<'a>(&'a [u8; 16]);
+
+impl Serialize for Comm<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        serializer.serialize_str(&String::from_utf8_lossy(&self.0[..end]))
+    }
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    ts: Rfc3339,
+    /// CLOCK_MONOTONIC nanoseconds, as the kernel stamped it.
+    ts_ns: u64,
+    kind: &'static str,
+    pid: u32,
+    tid: u32,
+    comm: Comm<'a>,
+    cpu: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<&'a str>,
+    #[serde(flatten)]
+    body: Body<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Body<'a> {
+    Fault {
+        address: u64,
+        ip: u64,
+        error_code: u64,
+        user: bool,
+    },
+    Mmap {
+        addr: u64,
+        len: u64,
+        prot: u32,
+        flags: u32,
+        fd: i32,
+        ret: i64,
+        failed: bool,
+    },
+    Munmap {
+        addr: u64,
+        len: u64,
+        ret: i64,
+        failed: bool,
+    },
+    Brk {
+        old_brk: u64,
+        new_brk: u64,
+        change: u64,
+        grew: bool,
+        failed: bool,
+    },
+    Mremap {
+        old_addr: u64,
+        old_len: u64,
+        new_addr: u64,
+        new_len: u64,
+        flags: u32,
+        ret: i64,
+        failed: bool,
+    },
+    Reclaim {
+        duration_ns: u64,
+        nr_reclaimed: u64,
+        order: i32,
+        gfp_flags: u64,
+        memcg: bool,
+    },
+    Oom {
+        victim_pid: u32,
+        victim_comm: Comm<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        victim_uid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total_vm_kb: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        anon_rss_kb: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file_rss_kb: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shmem_rss_kb: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pgtables_kb: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        oom_score_adj: Option<i32>,
+        trigger_pid: u32,
+        trigger_comm: Comm<'a>,
+    },
+    Exec {
+        filename: String,
+        old_pid: u32,
+    },
+    Exit {
+        tracked: bool,
+        stats: crate::events::ProcStatsJson,
+    },
+}
+
+/// Serialize one event as a JSON object (no trailing newline) into `out`.
+pub fn json(
+    out: &mut Vec<u8>,
+    clock: &Clock,
+    event: &Event,
+    cgroup: Option<&str>,
+) -> serde_json::Result<()> {
+    let h = event.header();
+    let failed = |ret: i64| (-4095..0).contains(&ret);
+    let body = match event {
+        Event::Fault(e) => Body::Fault {
+            address: e.address,
+            ip: e.ip,
+            error_code: e.error_code,
+            user: e.user != 0,
+        },
+        Event::MemSyscall(e) => match e.header.kind {
+            kind::MMAP => Body::Mmap {
+                addr: e.addr,
+                len: e.len,
+                prot: e.prot,
+                flags: e.flags,
+                fd: e.fd,
+                ret: e.ret,
+                failed: failed(e.ret),
+            },
+            kind::MUNMAP => Body::Munmap {
+                addr: e.addr,
+                len: e.len,
+                ret: e.ret,
+                failed: failed(e.ret),
+            },
+            kind::BRK => Body::Brk {
+                old_brk: e.old_addr,
+                new_brk: e.addr,
+                change: e.len,
+                grew: e.grew != 0,
+                failed: failed(e.ret),
+            },
+            _ => Body::Mremap {
+                old_addr: e.old_addr,
+                old_len: e.old_len,
+                new_addr: e.addr,
+                new_len: e.len,
+                flags: e.prot,
+                ret: e.ret,
+                failed: failed(e.ret),
+            },
+        },
+        Event::Reclaim(e) => Body::Reclaim {
+            duration_ns: e.duration_ns,
+            nr_reclaimed: e.nr_reclaimed,
+            order: e.order,
+            gfp_flags: e.gfp_flags,
+            memcg: e.memcg != 0,
+        },
+        Event::Oom(e) => {
+            let opt = |bit: u32, v: u64| (e.present & bit != 0).then_some(v);
+            Body::Oom {
+                victim_pid: e.victim_pid,
+                victim_comm: Comm(&e.victim_comm),
+                victim_uid: (e.present & oom_field::UID != 0).then_some(e.victim_uid),
+                total_vm_kb: opt(oom_field::TOTAL_VM, e.total_vm_kb),
+                anon_rss_kb: opt(oom_field::ANON_RSS, e.anon_rss_kb),
+                file_rss_kb: opt(oom_field::FILE_RSS, e.file_rss_kb),
+                shmem_rss_kb: opt(oom_field::SHMEM_RSS, e.shmem_rss_kb),
+                pgtables_kb: opt(oom_field::PGTABLES, e.pgtables_kb),
+                oom_score_adj: (e.present & oom_field::OOM_SCORE_ADJ != 0)
+                    .then_some(e.oom_score_adj),
+                trigger_pid: e.header.pid,
+                trigger_comm: Comm(&e.header.comm),
+            }
+        }
+        Event::Exec(e) => {
+            let len = (e.filename_len as usize).min(e.filename.len());
+            Body::Exec {
+                filename: String::from_utf8_lossy(&e.filename[..len])
+                    .trim_end_matches('\0')
+                    .to_owned(),
+                old_pid: e.old_pid,
+            }
+        }
+        Event::Exit(e) => Body::Exit {
+            tracked: e.tracked != 0,
+            stats: (&e.stats).into(),
+        },
+    };
+    let line = JsonLine {
+        ts: Rfc3339(clock.wall(h.ts_ns)),
+        ts_ns: h.ts_ns,
+        kind: kind_name(h.kind),
+        pid: h.pid,
+        tid: h.tid,
+        comm: Comm(&h.comm),
+        cpu: h.cpu,
+        cgroup,
+        body,
+    };
+    serde_json::to_writer(out, &line)
+}
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::{COMM_LEN, EventHeader};
+
+    use super::*;
+
+    fn header(kind: u32) -> EventHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..6].copy_from_slice(b"memhog");
+        EventHeader {
+            kind,
+            pid: 4242,
+            tid: 4243,
+            cpu: 0,
+            ts_ns: 1_000_000_000,
+            comm,
+        }
+    }
+
+    #[test]
+    fn mmap_text_and_json() {
+        let clock = Clock {
+            offset_ns: 1_700_000_000_000_000_000,
+        };
+        let event = Event::MemSyscall(MemSyscallEvent {
+            header: header(kind::MMAP),
+            addr: 0x7f00_0000_0000,
+            len: 1 << 20,
+            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            fd: -1,
+            ret: 0x7f00_0000_0000,
+            ..Default::default()
+        });
+        let mut line = String::new();
+        text(&mut line, &clock, &event, Some("/test"));
+        assert!(
+            line.ends_with("4242     memhog           mmap     addr=0x7f0000000000 len=1.0 MiB prot=rw- flags=private|anonymous fd=-1 cgroup=/test"),
+            "{line}"
+        );
+        let mut buf = Vec::new();
+        json(&mut buf, &clock, &event, None).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["kind"], "mmap");
+        assert_eq!(value["pid"], 4242);
+        assert_eq!(value["comm"], "memhog");
+        assert_eq!(value["len"], 1 << 20);
+        assert_eq!(value["failed"], false);
+        assert_eq!(value["ts"], "2023-11-14T22:13:21.000000000Z");
+    }
+
+    #[test]
+    fn failed_mmap_says_why() {
+        let event = Event::MemSyscall(MemSyscallEvent {
+            header: header(kind::MMAP),
+            len: 1 << 40,
+            ret: -12,
+            fd: -1,
+            ..Default::default()
+        });
+        let mut line = String::new();
+        text(&mut line, &Clock::new(), &event, None);
+        assert!(line.contains("FAILED: Cannot allocate memory"), "{line}");
+    }
+
+    #[test]
+    fn oom_json_has_victim_and_trigger_and_only_present_fields() {
+        let mut victim_comm = [0u8; COMM_LEN];
+        victim_comm[..3].copy_from_slice(b"hog");
+        let event = Event::Oom(OomEvent {
+            header: header(kind::OOM),
+            victim_pid: 99,
+            victim_comm,
+            anon_rss_kb: 1000,
+            present: oom_field::ANON_RSS | oom_field::COMM,
+            ..Default::default()
+        });
+        let mut buf = Vec::new();
+        json(&mut buf, &Clock::new(), &event, Some("/oomtest")).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["victim_pid"], 99);
+        assert_eq!(value["victim_comm"], "hog");
+        assert_eq!(value["anon_rss_kb"], 1000);
+        assert_eq!(value["trigger_pid"], 4242);
+        assert_eq!(value["cgroup"], "/oomtest");
+        assert!(
+            value.get("file_rss_kb").is_none(),
+            "absent fields are omitted: {value}"
+        );
+    }
+
+    #[test]
+    fn fault_cause_words() {
+        assert_eq!(fault_cause(0x6), "write, not-present");
+        assert_eq!(fault_cause(0x14), "exec, not-present");
+        assert_eq!(fault_cause(0x7), "write, protection");
+    }
+}

@@ -1,0 +1,88 @@
+//! Checks run before loading anything, so that a missing privilege or kernel facility is one
+//! clear line that says what to do, instead of an errno from deep inside the loader.
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability};
+
+use crate::tracefs::{Tracefs, TracefsError};
+
+/// Where the kernel exposes its BTF.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(
+        "memtrace needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: {missing}): run it with sudo, or grant them with `setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep <path-to-memtrace>`"
+    )]
+    Privileges { missing: String },
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+}
+
+/// What the checks found.
+#[derive(Debug)]
+pub struct Preflight {
+    pub tracefs: Tracefs,
+    /// Non-fatal findings to show the user once.
+    pub warnings: Vec<String>,
+}
+
+/// Privileges, tracefs, BTF.
+pub fn check() -> Result<Preflight, PreflightError> {
+    check_privileges()?;
+    let tracefs = Tracefs::discover()?;
+    let mut warnings = Vec::new();
+    if let Some(warning) = btf_warning(Path::new(KERNEL_BTF)) {
+        warnings.push(warning);
+    }
+    Ok(Preflight { tracefs, warnings })
+}
+
+/// CAP_BPF + CAP_PERFMON (Linux ≥ 5.8), or CAP_SYS_ADMIN which implies both on older kernels.
+pub fn check_privileges() -> Result<(), PreflightError> {
+    let has = |cap| caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false);
+    if has(Capability::CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        (Capability::CAP_BPF, "CAP_BPF"),
+        (Capability::CAP_PERFMON, "CAP_PERFMON"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| !has(*cap))
+    .map(|(_, name)| name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PreflightError::Privileges {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// memtrace reads tracepoint layouts from tracefs and uses no CO-RE relocations, so it runs
+/// without kernel BTF; its absence is worth one line because other BPF tools on the box will fail.
+pub fn btf_warning(path: &Path) -> Option<String> {
+    (!path.exists()).then(|| {
+        format!(
+            "kernel BTF not found at {}: memtrace does not need it (tracepoint layouts come from tracefs), continuing; BTF-based tools will not work on this kernel (CONFIG_DEBUG_INFO_BTF)",
+            PathBuf::from(path).display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btf_absence_is_a_warning_naming_the_path() {
+        let warning = btf_warning(Path::new("/nonexistent/vmlinux")).expect("warning");
+        assert!(
+            warning.starts_with("kernel BTF not found at /nonexistent/vmlinux"),
+            "{warning}"
+        );
+        assert_eq!(btf_warning(Path::new("/")), None);
+    }
+}

@@ -1,0 +1,420 @@
+//! Loading and attaching the kernel programs.
+//!
+//! Programs are grouped in probe families (faults, mmap, rss, reclaim, oom, lifecycle) with one
+//! lifecycle each, in the manner of retis: [`Family::can_run`] checks that the running kernel has
+//! the hooks and tracepoint fields the family needs (reading tracefs `format` files, which also
+//! yields the field offsets handed to the programs), [`Probes::load`] attaches every family that
+//! can run and records why the others could not, and dropping [`Probes`] (or
+//! [`Probes::detach`]) detaches everything. A family the kernel lacks is reported and skipped;
+//! the others run.
+mod family;
+
+use std::{collections::BTreeMap, fmt};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+};
+pub use family::{Family, FamilyPlan, Hook};
+use memtrace_common::{COMM_LEN, Config, Offsets, ProcStats, filter, globals, kind, loss, maps};
+
+use crate::tracefs::Tracefs;
+
+/// The eBPF object built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
+
+/// What to load and how big to make it.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub config: Config,
+    /// Families to attach (all by default).
+    pub families: Vec<Family>,
+    /// Capacity of the per-process counter map (`PROC_STATS`).
+    pub max_processes: u32,
+    /// Size of the discrete-event ring buffer, bytes (power of two, ≥ page size).
+    pub events_ring_bytes: u32,
+    /// Size of the fault-event ring buffer, bytes (power of two, ≥ page size).
+    pub fault_ring_bytes: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            config: Config {
+                event_mask: 0,
+                filter_flags: 0,
+                fault_sample_every: 0,
+                page_size: page_size(),
+                mmap_min_bytes: u64::MAX,
+                reclaim_min_ns: u64::MAX,
+            },
+            families: Family::ALL.to_vec(),
+            max_processes: 32768,
+            events_ring_bytes: 1 << 20,
+            fault_ring_bytes: page_size(),
+        }
+    }
+}
+
+/// The kernel's page size.
+pub fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
+}
+
+/// Errors from loading the programs. Attach failures of single families are not errors: they are
+/// reported in [`AttachReport`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "this memtrace binary has no eBPF object (it was built with AYA_BUILD_SKIP=1): rebuild with `cargo xtask build`"
+    )]
+    NoObject,
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("no probe family could be attached:\n{report}")]
+    NothingAttached { report: AttachReport },
+}
+
+/// Outcome of one family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FamilyStatus {
+    /// All hooks attached.
+    Attached { hooks: Vec<String> },
+    /// The required hooks attached; optional ones did not (each with its reason).
+    Partial {
+        hooks: Vec<String>,
+        missing: Vec<String>,
+    },
+    /// Not attached, with the reason.
+    Skipped { reason: String },
+    /// Not requested.
+    Disabled,
+}
+
+/// What attached and what did not, for the user and for `/readyz`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachReport {
+    pub families: BTreeMap<Family, FamilyStatus>,
+}
+
+impl AttachReport {
+    pub fn attached(&self, family: Family) -> bool {
+        matches!(
+            self.families.get(&family),
+            Some(FamilyStatus::Attached { .. } | FamilyStatus::Partial { .. })
+        )
+    }
+
+    pub fn any_attached(&self) -> bool {
+        self.families.keys().any(|family| self.attached(*family))
+    }
+
+    /// Number of hooks attached and of hooks that failed (skipped families count as one each).
+    pub fn counts(&self) -> (usize, usize) {
+        let mut ok = 0;
+        let mut failed = 0;
+        for status in self.families.values() {
+            match status {
+                FamilyStatus::Attached { hooks } => ok += hooks.len(),
+                FamilyStatus::Partial { hooks, missing } => {
+                    ok += hooks.len();
+                    failed += missing.len();
+                }
+                FamilyStatus::Skipped { .. } => failed += 1,
+                FamilyStatus::Disabled => {}
+            }
+        }
+        (ok, failed)
+    }
+}
+
+impl fmt::Display for AttachReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (family, status) in &self.families {
+            match status {
+                FamilyStatus::Attached { hooks } => {
+                    writeln!(f, "  {family:<9} attached: {}", hooks.join(", "))?
+                }
+                FamilyStatus::Partial { hooks, missing } => writeln!(
+                    f,
+                    "  {family:<9} attached: {}; without: {}",
+                    hooks.join(", "),
+                    missing.join("; ")
+                )?,
+                FamilyStatus::Skipped { reason } => writeln!(f, "  {family:<9} SKIPPED: {reason}")?,
+                FamilyStatus::Disabled => writeln!(f, "  {family:<9} disabled")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kernel-side loss counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelLosses {
+    /// Ring-buffer reserve failures by event kind (index = `memtrace_common::kind`).
+    pub ring_full: [u64; kind::COUNT as usize],
+    pub proc_stats_full: u64,
+    pub syscall_inflight_full: u64,
+    pub reclaim_inflight_full: u64,
+    pub mm_owner_full: u64,
+    pub filter_pids_full: u64,
+}
+
+impl KernelLosses {
+    pub fn ring_total(&self) -> u64 {
+        self.ring_full.iter().sum()
+    }
+
+    pub fn map_total(&self) -> u64 {
+        self.proc_stats_full
+            + self.syscall_inflight_full
+            + self.reclaim_inflight_full
+            + self.mm_owner_full
+            + self.filter_pids_full
+    }
+}
+
+/// The loaded, attached programs and their maps. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    report: AttachReport,
+    plan: FamilyPlan,
+}
+
+impl fmt::Debug for Probes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probes")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probes {
+    /// Read tracepoint formats, load the object with the resulting offsets and `options`, and
+    /// attach every requested family that can run.
+    pub fn load(tracefs: &Tracefs, options: &ProbeOptions) -> Result<Self, ProbeError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        let plan = FamilyPlan::new(tracefs, &options.families, options.config.filter_flags);
+        let offsets: Offsets = plan.offsets;
+        let config = options.config;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::CONFIG, &config, true)
+            .override_global(globals::OFFSETS, &offsets, true)
+            .map_max_entries(maps::PROC_STATS, options.max_processes)
+            .map_max_entries(maps::MM_OWNER, options.max_processes)
+            .map_max_entries(maps::EVENTS, options.events_ring_bytes)
+            .map_max_entries(maps::FAULT_EVENTS, options.fault_ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+
+        // aya-log: only present when a program logs; absence is not an error.
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => crate::logging::spawn_ebpf_logger(logger),
+            Err(err) => tracing::debug!("eBPF logger not started: {err}"),
+        }
+
+        let mut report = AttachReport::default();
+        for family in Family::ALL {
+            let status = if !options.families.contains(&family) {
+                FamilyStatus::Disabled
+            } else {
+                plan.attach(family, &mut ebpf)
+            };
+            report.families.insert(family, status);
+        }
+        if !report.any_attached() {
+            return Err(ProbeError::NothingAttached { report });
+        }
+        Ok(Self { ebpf, report, plan })
+    }
+
+    pub fn report(&self) -> &AttachReport {
+        &self.report
+    }
+
+    /// Tracepoint offsets that were passed to the programs.
+    pub fn offsets(&self) -> &Offsets {
+        &self.plan.offsets
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, ProbeError> {
+        self.ebpf.map(name).ok_or(ProbeError::MissingMap { name })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, ProbeError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap { name })
+    }
+
+    /// Counters of one live process, if the kernel tracks it.
+    pub fn process_stats(&self, tgid: u32) -> Result<Option<ProcStats>, ProbeError> {
+        let map: BpfHashMap<&MapData, u32, ProcStats> =
+            BpfHashMap::try_from(self.map(maps::PROC_STATS)?).map_err(|source| {
+                ProbeError::Map {
+                    name: maps::PROC_STATS,
+                    source,
+                }
+            })?;
+        match map.get(&tgid, 0) {
+            Ok(stats) => Ok(Some(stats)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(ProbeError::Map {
+                name: maps::PROC_STATS,
+                source,
+            }),
+        }
+    }
+
+    /// Counters of every process the kernel tracks. Entries that vanish while iterating (the
+    /// process exited) are skipped.
+    pub fn all_process_stats(&self) -> Result<Vec<(u32, ProcStats)>, ProbeError> {
+        let map: BpfHashMap<&MapData, u32, ProcStats> =
+            BpfHashMap::try_from(self.map(maps::PROC_STATS)?).map_err(|source| {
+                ProbeError::Map {
+                    name: maps::PROC_STATS,
+                    source,
+                }
+            })?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Number of entries in `PROC_STATS`.
+    pub fn tracked_processes(&self) -> Result<usize, ProbeError> {
+        let map: BpfHashMap<&MapData, u32, ProcStats> =
+            BpfHashMap::try_from(self.map(maps::PROC_STATS)?).map_err(|source| {
+                ProbeError::Map {
+                    name: maps::PROC_STATS,
+                    source,
+                }
+            })?;
+        Ok(map.keys().filter(Result::is_ok).count())
+    }
+
+    /// Remove the entry of a process that is gone. Needed only for processes whose exit the
+    /// programs could not see (e.g. they exited between load and attach).
+    pub fn forget_process(&mut self, tgid: u32) -> Result<(), ProbeError> {
+        let mut map: BpfHashMap<&mut MapData, u32, ProcStats> =
+            BpfHashMap::try_from(self.map_mut(maps::PROC_STATS)?).map_err(|source| {
+                ProbeError::Map {
+                    name: maps::PROC_STATS,
+                    source,
+                }
+            })?;
+        match map.remove(&tgid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(ProbeError::Map {
+                name: maps::PROC_STATS,
+                source,
+            }),
+        }
+    }
+
+    /// Kernel loss counters, summed over CPUs.
+    pub fn kernel_losses(&self) -> Result<KernelLosses, ProbeError> {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(maps::LOSSES)?)
+            .map_err(|source| ProbeError::Map {
+                name: maps::LOSSES,
+                source,
+            })?;
+        let slot = |index: u32| -> Result<u64, ProbeError> {
+            let values = map.get(&index, 0).map_err(|source| ProbeError::Map {
+                name: maps::LOSSES,
+                source,
+            })?;
+            Ok(values.iter().sum())
+        };
+        let mut losses = KernelLosses::default();
+        for k in 0..kind::COUNT {
+            losses.ring_full[k as usize] = slot(k)?;
+        }
+        losses.proc_stats_full = slot(loss::MAP_PROC_STATS)?;
+        losses.syscall_inflight_full = slot(loss::MAP_SYSCALL_INFLIGHT)?;
+        losses.reclaim_inflight_full = slot(loss::MAP_RECLAIM_INFLIGHT)?;
+        losses.mm_owner_full = slot(loss::MAP_MM_OWNER)?;
+        losses.filter_pids_full = slot(loss::MAP_FILTER_PIDS)?;
+        Ok(losses)
+    }
+
+    /// Add tgids to the live-trace pid filter (effective when the config has `filter::PIDS`).
+    pub fn add_filter_pids(&mut self, pids: &[u32]) -> Result<(), ProbeError> {
+        let mut map: BpfHashMap<&mut MapData, u32, u8> =
+            BpfHashMap::try_from(self.map_mut(maps::FILTER_PIDS)?).map_err(|source| {
+                ProbeError::Map {
+                    name: maps::FILTER_PIDS,
+                    source,
+                }
+            })?;
+        for pid in pids {
+            map.insert(pid, 1, 0).map_err(|source| ProbeError::Map {
+                name: maps::FILTER_PIDS,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Set the live-trace comm filter (effective with `filter::COMMS`). Names longer than the
+    /// kernel's 15 characters are cut as the kernel cuts them.
+    pub fn add_filter_comms(&mut self, comms: &[String]) -> Result<(), ProbeError> {
+        let mut map: BpfHashMap<&mut MapData, [u8; COMM_LEN], u8> =
+            BpfHashMap::try_from(self.map_mut(maps::FILTER_COMMS)?).map_err(|source| {
+                ProbeError::Map {
+                    name: maps::FILTER_COMMS,
+                    source,
+                }
+            })?;
+        for comm in comms {
+            map.insert(comm_key(comm), 1, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: maps::FILTER_COMMS,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Whether a filter is in force (so callers know whether `FILTER_PIDS` matters).
+    pub fn filters_pids(&self) -> bool {
+        self.plan.filter_flags & filter::PIDS != 0
+    }
+
+    /// Take the two ring buffers (discrete events, fault events) for reading.
+    pub fn take_rings(&mut self) -> Result<(RingBuf<MapData>, RingBuf<MapData>), ProbeError> {
+        let mut take = |name: &'static str| -> Result<RingBuf<MapData>, ProbeError> {
+            let map = self
+                .ebpf
+                .take_map(name)
+                .ok_or(ProbeError::MissingMap { name })?;
+            RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })
+        };
+        Ok((take(maps::EVENTS)?, take(maps::FAULT_EVENTS)?))
+    }
+
+    /// Detach and unload everything (also what `Drop` does).
+    pub fn detach(self) {
+        drop(self);
+    }
+}
+
+/// A comm as the kernel stores it: at most 15 bytes, NUL-padded to 16.
+pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let bytes = comm.as_bytes();
+    let len = bytes.len().min(COMM_LEN - 1);
+    key[..len].copy_from_slice(&bytes[..len]);
+    key
+}
