@@ -7,7 +7,9 @@
 pub mod cgroup;
 pub mod cli;
 pub mod events;
+pub mod export;
 pub mod logging;
+pub mod model;
 pub mod node;
 pub mod pipeline;
 pub mod preflight;

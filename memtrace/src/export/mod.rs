@@ -1,0 +1,1 @@
+//! Exporting the model: Prometheus metrics and the JSON API.

@@ -1,0 +1,2 @@
+//! The daemon's model of memory pressure (per process, per cgroup, per node).
+pub mod snapshot;

@@ -1,0 +1,209 @@
+//! The JSON snapshot schema (`GET /api/v1/snapshot`, `GET /api/v1/oom`), version 1.
+//!
+//! This is a published contract (the cluster mode consumes it from many nodes): fields are only
+//! ever added; a removal or a change of meaning bumps [`SCHEMA_VERSION`]. Every type here is
+//! self-contained (no reader types leak in) and round-trips through serde.
+use serde::{Deserialize, Serialize};
+
+use crate::events::ProcStatsJson;
+
+/// Version of this schema, carried in every snapshot.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema_version: u32,
+    pub node: NodeIdentityView,
+    /// RFC 3339 wall-clock time the snapshot was taken.
+    pub timestamp: String,
+    pub timestamp_unix_ms: u64,
+    /// Window over which the `rates` are computed.
+    pub rate_window_seconds: f64,
+    /// Processes, highest pressure score first.
+    pub processes: Vec<ProcessView>,
+    /// Cgroups, highest pressure score first.
+    pub cgroups: Vec<CgroupView>,
+    pub node_memory: NodeMemoryView,
+    /// Most recent OOM kills, newest first (without flight recordings; see `/api/v1/oom`).
+    pub recent_ooms: Vec<OomRecord>,
+    pub pipeline: PipelineView,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentityView {
+    pub hostname: String,
+    pub boot_id: String,
+    pub kernel_release: String,
+}
+
+/// Who a cgroup belongs to (parsed from its path).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerView {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub runtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pod_uid: Option<String>,
+    /// Kubernetes QoS class: Guaranteed, Burstable, BestEffort.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub qos: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub systemd_unit: Option<String>,
+}
+
+/// Per-second rates derived from two cumulative samples `rate_window_seconds` apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub faults_minor_per_sec: f64,
+    pub faults_major_per_sec: f64,
+    pub mmap_bytes_per_sec: f64,
+    pub munmap_bytes_per_sec: f64,
+    pub brk_grow_bytes_per_sec: f64,
+    /// Seconds stalled in reclaim per second of wall time (0–N for N threads).
+    pub reclaim_stall_seconds_per_sec: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub comm: String,
+    /// Truncated command line.
+    pub cmdline: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup: Option<String>,
+    pub owner: OwnerView,
+    /// Cumulative kernel counters since memtrace started watching the process.
+    pub counters: ProcStatsJson,
+    pub rates: Rates,
+    /// anon + file + shmem.
+    pub rss_bytes: u64,
+    /// 0–100, see README "Memory-pressure score".
+    pub pressure_score: f64,
+    pub oom_kills_as_victim: u64,
+    pub oom_kills_as_trigger: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PsiView {
+    pub some_avg10: f64,
+    pub some_avg60: f64,
+    pub some_total_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub full_avg10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub full_avg60: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub full_total_us: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupView {
+    /// As in /proc/<pid>/cgroup (the memory controller's hierarchy on hybrid hosts).
+    pub path: String,
+    pub owner: OwnerView,
+    pub processes: u32,
+    /// Sum of its live processes' counters plus those of its processes that exited.
+    pub counters: ProcStatsJson,
+    pub rates: Rates,
+    pub rss_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub usage_bytes: Option<u64>,
+    /// `None`: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub psi: Option<PsiView>,
+    /// cgroup v2 memory.events `oom_kill`, or v1 memory.oom_control `oom_kill`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernel_oom_kills: Option<u64>,
+    /// OOM kills memtrace saw in this cgroup.
+    pub oom_kills: u64,
+    pub pressure_score: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeMemoryView {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub psi: Option<PsiView>,
+    pub mem_total_bytes: u64,
+    pub mem_available_bytes: u64,
+    pub mem_free_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_free_bytes: u64,
+    pub anon_bytes: u64,
+    pub page_cache_bytes: u64,
+    /// Unusable free space index (0 = none, 1 = all free memory in too-small blocks).
+    pub fragmentation_index_order3: f64,
+    pub fragmentation_index_order9: f64,
+    pub pgfault_total: u64,
+    pub pgmajfault_total: u64,
+    pub allocstall_total: u64,
+    pub compact_stall_total: u64,
+    pub compact_fail_total: u64,
+    pub oom_kill_total: u64,
+    pub pgscan_direct_total: u64,
+    pub workingset_refault_total: u64,
+}
+
+/// One second of a victim's history before an OOM kill.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlightSample {
+    /// Seconds relative to the kill (≤ 0).
+    pub offset_seconds: f64,
+    pub rss_anon_bytes: u64,
+    pub rss_file_bytes: u64,
+    pub rss_shmem_bytes: u64,
+    pub faults_minor_per_sec: f64,
+    pub faults_major_per_sec: f64,
+    pub reclaim_stall_seconds_per_sec: f64,
+    /// The victim's cgroup usage at that time, where known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup_usage_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OomRecord {
+    pub timestamp: String,
+    pub timestamp_unix_ms: u64,
+    pub victim_pid: u32,
+    pub victim_comm: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub victim_cgroup: Option<String>,
+    pub victim_owner: OwnerView,
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    /// From the kernel's oom:mark_victim (absent where the kernel does not report them).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub anon_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shmem_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub total_vm_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pgtables_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub oom_score_adj: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup_limit_bytes: Option<u64>,
+    /// Up to 60 s of per-second history before the kill, oldest first (empty in snapshots).
+    #[serde(default)]
+    pub flight_recording: Vec<FlightSample>,
+}
+
+/// The daemon's own health: what attached and what was lost where.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineView {
+    pub probes_attached: u32,
+    pub probes_failed: u32,
+    pub tracked_processes: u64,
+    pub events_received: u64,
+    pub lost_kernel_ring_full: u64,
+    pub lost_kernel_map_full: u64,
+    pub lost_userspace_queue: u64,
+    pub lost_decode: u64,
+}
