@@ -5,6 +5,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, error::ErrorKind};
 
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn clap_errors_fold_to_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  --faults\n\nUsage: memtrace trace --faults --sample <N>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered),
+            "the following required arguments were not provided: --faults"
+        );
+        let rendered = "error: unexpected argument '--bogus' found\n\n  tip: to pass '--bogus' as a value, use '-- --bogus'\n\nUsage: x\n";
+        assert_eq!(one_line(rendered), "unexpected argument '--bogus' found");
+    }
+}
+
 /// memtrace: per-process kernel memory tracing with eBPF — page faults, mmap churn, RSS,
 /// reclaim stalls and OOM kills, live.
 #[derive(Debug, Parser)]
@@ -39,14 +55,31 @@ pub fn parse() -> Result<Cli, ExitCode> {
                 Err(ExitCode::from(2))
             }
             _ => {
-                let rendered = err.render().to_string();
-                let first = rendered.lines().next().unwrap_or("invalid arguments");
-                let message = first.strip_prefix("error: ").unwrap_or(first);
-                eprintln!("memtrace: error: {message} (see --help)");
+                eprintln!(
+                    "memtrace: error: {} (see --help)",
+                    one_line(&err.render().to_string())
+                );
                 Err(ExitCode::from(2))
             }
         },
     }
+}
+
+/// Clap's message up to the usage block, on one line: `error: the following required arguments
+/// were not provided:\n  --faults\n\nUsage: …` → `the following required arguments were not
+/// provided: --faults`.
+fn one_line(rendered: &str) -> String {
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("tip:"))
+        .collect();
+    let message = message.join(" ");
+    message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_owned()
 }
 
 /// Run the parsed command on a tokio runtime; errors print as one line and exit 1.

@@ -173,7 +173,7 @@ mod tests {
 
     fn header(kind: u32) -> EventHeader {
         let mut comm = [0u8; COMM_LEN];
-        comm[..5].copy_from_slice(b"stress");
+        comm[..6].copy_from_slice(b"stress");
         EventHeader {
             kind,
             pid: 42,

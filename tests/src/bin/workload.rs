@@ -1,1 +1,248 @@
-fn main() {}
+//! Workloads with known memory behaviour, driven by the privileged tests.
+//!
+//! Protocol: the workload prints `ready` when set up, waits for a `go` line on stdin, does its
+//! work, prints one JSON line of results, then waits for stdin to close before exiting, so the
+//! test can read `/proc/<pid>/stat` and the kernel maps while the process is still alive.
+//! Results are formatted into a buffer allocated before `go`, so that the measured phase does
+//! not call malloc (which could move the program break or mmap behind the test's back).
+use std::{
+    fmt::Write as _,
+    io::{BufRead, Write},
+    ptr,
+};
+
+fn wait_for(line: &str) {
+    let mut input = String::with_capacity(64);
+    loop {
+        input.clear();
+        match std::io::stdin().lock().read_line(&mut input) {
+            Ok(0) => return,
+            Ok(_) if input.trim() == line => return,
+            Ok(_) => {}
+            Err(err) => panic!("reading stdin: {err}"),
+        }
+    }
+}
+
+fn ready() {
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+}
+
+fn finish(results: &str) {
+    println!("{results}");
+    std::io::stdout().flush().expect("flush");
+    // Stay alive until the test is done looking at us.
+    wait_for("\u{0}never");
+}
+
+fn page_size() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// mmap anonymous private memory or die.
+fn map_anon(len: usize) -> *mut u8 {
+    // SAFETY: plain anonymous mapping.
+    let addr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(
+        addr,
+        libc::MAP_FAILED,
+        "mmap {len}: {}",
+        std::io::Error::last_os_error()
+    );
+    addr.cast()
+}
+
+/// Touch `pages` fresh anonymous pages: exactly one minor fault each.
+fn touch_anon(pages: usize) {
+    let mut out = String::with_capacity(256);
+    let page = page_size();
+    ready();
+    wait_for("go");
+    let base = map_anon(pages * page);
+    for i in 0..pages {
+        // SAFETY: inside the mapping.
+        unsafe { base.add(i * page).write_volatile(1) };
+    }
+    let _ = write!(out, "{{\"pages\":{pages},\"addr\":{}}}", base as usize);
+    finish(&out);
+}
+
+/// Read a file through mmap after dropping it from the page cache: major faults.
+fn major_file(path: &str) {
+    let mut out = String::with_capacity(256);
+    let file = std::fs::File::open(path).expect("open");
+    let len = file.metadata().expect("stat").len() as usize;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    ready();
+    wait_for("go");
+    // SAFETY: valid fd; whole-file advice.
+    let rc = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "fadvise");
+    // SAFETY: read-only shared mapping of an open file.
+    let addr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let base: *const u8 = addr.cast();
+    let mut sum = 0u64;
+    for i in (0..len).step_by(page_size()) {
+        // SAFETY: inside the mapping.
+        sum += u64::from(unsafe { base.add(i).read_volatile() });
+    }
+    let _ = write!(out, "{{\"len\":{len},\"sum\":{sum}}}");
+    finish(&out);
+}
+
+/// One of each mmap-family call with known sizes, plus calls that fail.
+fn syscalls() {
+    let mut out = String::with_capacity(1024);
+    let page = page_size();
+    ready();
+    wait_for("go");
+    // mmap 3 MiB, then munmap its first 1 MiB.
+    let map = map_anon(3 << 20);
+    // SAFETY: unmapping part of our own mapping.
+    assert_eq!(unsafe { libc::munmap(map.cast(), 1 << 20) }, 0);
+    // brk: query, then grow by 256 KiB, then shrink by 64 KiB (raw syscalls: the libc wrappers cache).
+    // SAFETY: brk syscalls on our own break.
+    let brk0 = unsafe { libc::syscall(libc::SYS_brk, 0) } as usize;
+    let brk1 = unsafe { libc::syscall(libc::SYS_brk, brk0 + (256 << 10)) } as usize;
+    let brk2 = unsafe { libc::syscall(libc::SYS_brk, brk1 - (64 << 10)) } as usize;
+    // mremap 2 MiB → 4 MiB.
+    let old = map_anon(2 << 20);
+    // SAFETY: remapping our own mapping.
+    let new = unsafe { libc::mremap(old.cast(), 2 << 20, 4 << 20, libc::MREMAP_MAYMOVE) };
+    assert_ne!(new, libc::MAP_FAILED);
+    // Failures: mmap with no MAP_PRIVATE/MAP_SHARED (EINVAL), munmap of an unaligned address (EINVAL).
+    // SAFETY: both calls fail without side effects.
+    let bad = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            5 << 20,
+            libc::PROT_READ,
+            libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(bad, libc::MAP_FAILED);
+    let bad_unmap = unsafe { libc::munmap(map.add(1).cast(), page) };
+    assert_eq!(bad_unmap, -1);
+    let _ = write!(
+        out,
+        "{{\"mmap_addr\":{},\"mmap_len\":{},\"munmap_addr\":{},\"munmap_len\":{},\"brk0\":{brk0},\"brk1\":{brk1},\"brk2\":{brk2},\"mremap_old\":{},\"mremap_new\":{},\"mremap_old_len\":{},\"mremap_new_len\":{},\"failed_mmap_len\":{}}}",
+        map as usize,
+        3 << 20,
+        map as usize,
+        1 << 20,
+        old as usize,
+        new as usize,
+        2 << 20,
+        4 << 20,
+        5 << 20
+    );
+    finish(&out);
+}
+
+/// Allocate and touch memory until the OOM killer ends us.
+fn hog() -> ! {
+    ready();
+    wait_for("go");
+    let page = page_size();
+    loop {
+        let chunk = map_anon(1 << 20);
+        for i in (0..(1 << 20)).step_by(page) {
+            // SAFETY: inside the mapping.
+            unsafe { chunk.add(i).write_volatile(1) };
+        }
+    }
+}
+
+/// Fork `n` children that each dirty a page and exit at once; prints their pids.
+fn churn(n: usize) {
+    let mut out = String::with_capacity(n * 8 + 64);
+    let mut pids = Vec::with_capacity(n);
+    let scratch = map_anon(page_size());
+    ready();
+    wait_for("go");
+    for _ in 0..n {
+        // SAFETY: the child only writes to memory and calls _exit.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                scratch.write_volatile(2); // a copy-on-write fault in the child
+                libc::_exit(0);
+            },
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            pid => pids.push(pid),
+        }
+    }
+    for &pid in &pids {
+        let mut status = 0;
+        // SAFETY: reaping our own children.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    out.push_str("{\"children\":[");
+    for (i, pid) in pids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{pid}");
+    }
+    out.push_str("]}");
+    finish(&out);
+}
+
+/// `n` mmap+munmap pairs of `len` bytes as fast as possible.
+fn burst(n: usize, len: usize) {
+    let mut out = String::with_capacity(128);
+    ready();
+    wait_for("go");
+    for _ in 0..n {
+        let addr = map_anon(len);
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(addr.cast(), len) };
+    }
+    let _ = write!(out, "{{\"mmaps\":{n}}}");
+    finish(&out);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| -> usize {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("argument {i} missing or not a number: {args:?}"))
+    };
+    match args.get(1).map(String::as_str) {
+        Some("touch-anon") => touch_anon(arg(2)),
+        Some("major-file") => major_file(args.get(2).expect("path")),
+        Some("syscalls") => syscalls(),
+        Some("hog") => hog(),
+        Some("churn") => churn(arg(2)),
+        Some("burst") => burst(arg(2), arg(3)),
+        other => {
+            eprintln!(
+                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | churn N | burst N LEN (got {other:?})"
+            );
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Support for the privileged integration tests: root check, driving workloads, loading memtrace.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use memtrace::{
+    events::Event,
+    pipeline::EventStream,
+    probes::{ProbeOptions, Probes},
+    tracefs::Tracefs,
+};
+
+/// These tests load eBPF programs into the running kernel: without root they must fail, loudly,
+/// never skip.
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the privileged tests load real eBPF programs and need root: run `cargo xtask test` as root"
+    );
+}
+
+/// A binary of this workspace next to the running test (`target/<profile>/deps/<test>` →
+/// `target/<profile>/<name>`), or from `$env_var`.
+fn workspace_bin(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo xtask test` (it builds every binary first)",
+        path.display()
+    );
+    path
+}
+
+/// The `memtrace-workload` binary (built by cargo for this package's integration tests).
+pub fn workload_bin() -> PathBuf {
+    workspace_bin("memtrace-workload", "MEMTRACE_WORKLOAD_BIN")
+}
+
+/// The `memtrace` binary.
+pub fn memtrace_bin() -> PathBuf {
+    workspace_bin("memtrace", "MEMTRACE_BIN")
+}
+
+/// A running workload (see `src/bin/workload.rs` for the protocol).
+pub struct Workload {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Workload {
+    /// Start it and wait for `ready`.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(workload_bin())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn workload");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut workload = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let line = workload.read_line();
+        assert_eq!(line, "ready", "workload {args:?} did not get ready");
+        workload
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read workload stdout");
+        line.trim().to_owned()
+    }
+
+    /// Send `go`, without waiting.
+    pub fn go(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "go").expect("write go");
+        stdin.flush().expect("flush");
+    }
+
+    /// Send `go` and return the workload's JSON results.
+    pub fn run(&mut self) -> serde_json::Value {
+        self.go();
+        let line = self.read_line();
+        serde_json::from_str(&line).unwrap_or_else(|err| panic!("workload results {line:?}: {err}"))
+    }
+
+    /// Close stdin and wait for exit.
+    pub fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        self.child.wait().expect("wait workload")
+    }
+}
+
+/// Minor and major faults of a live process, as the kernel counts them (`/proc/<pid>/stat`).
+pub fn proc_faults(pid: u32) -> (u64, u64) {
+    let stat = memtrace::procfs::ProcFs::new("/proc")
+        .stat(pid)
+        .expect("read /proc/<pid>/stat");
+    (stat.minflt, stat.majflt)
+}
+
+/// memtrace loaded in-process, with its event stream.
+pub struct Tracer {
+    pub probes: Probes,
+    pub stream: EventStream,
+}
+
+impl Tracer {
+    pub fn load(options: &ProbeOptions) -> Self {
+        require_root();
+        let tracefs = Tracefs::discover().expect("tracefs");
+        let mut probes = Probes::load(&tracefs, options).expect("load probes");
+        let (events, faults) = probes.take_rings().expect("rings");
+        let stream = EventStream::spawn(vec![events, faults], 4096).expect("stream");
+        Self { probes, stream }
+    }
+
+    /// Collect events until `done` returns true for the collected set, or `timeout`.
+    pub async fn collect_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&[Event]) -> bool,
+    ) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Vec::new();
+        while !done(&events) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.stream.batches.recv()).await {
+                Ok(Some(batch)) => events.extend(batch),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        events
+    }
+}
+
+/// A cgroup v1 memory cgroup with a limit, removed on drop.
+pub struct MemoryCgroup {
+    pub dir: PathBuf,
+    /// As in /proc/<pid>/cgroup.
+    pub path: String,
+}
+
+impl MemoryCgroup {
+    pub fn new(name: &str, limit_bytes: u64) -> Self {
+        let path = format!("/{name}-{}", std::process::id());
+        let dir = PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|err| {
+            panic!(
+                "mkdir {}: {err} (needs the cgroup v1 memory controller)",
+                dir.display()
+            )
+        });
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string())
+            .expect("set memory limit");
+        Self { dir, path }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // The cgroup can be removed only once its processes are gone.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
