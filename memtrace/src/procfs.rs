@@ -404,6 +404,21 @@ impl ProcessCache {
         Some(info)
     }
 
+    /// Like [`get`](Self::get), but a hit is returned without re-reading `/proc/<pid>/stat`.
+    ///
+    /// For callers that see every exec and exit (the daemon's event stream) and invalidate on
+    /// them: pid reuse then cannot go unnoticed, and a sampling tick over 10,000 processes costs
+    /// no /proc reads at all. Also answers for a process that has just exited, which is what an
+    /// OOM victim's enrichment needs.
+    pub fn get_trusted(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        self.clock += 1;
+        if let Some(entry) = self.entries.get_mut(&pid) {
+            entry.last_used = self.clock;
+            return Some(Arc::clone(&entry.info));
+        }
+        self.get(pid)
+    }
+
     /// Forgets `pid` (call on exec, which changes comm/cmdline, and on exit).
     pub fn invalidate(&mut self, pid: u32) {
         self.entries.remove(&pid);
@@ -759,6 +774,26 @@ mod tests {
         assert_eq!(cache.get(42), None);
         assert_eq!(cache.len(), 0);
         assert_eq!(cache.get(GONE_PID), None);
+    }
+
+    #[test]
+    fn trusted_hits_answer_without_proc_until_invalidated() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_proc(tmp.path(), 42, "app", 100, "app");
+        let mut cache = ProcessCache::new(ProcFs::new(tmp.path()), 16);
+        let first = cache.get_trusted(42).expect("process present");
+        fs::remove_dir_all(tmp.path().join("42")).unwrap();
+        let hit = cache.get_trusted(42).expect("trusted hit needs no /proc");
+        assert!(Arc::ptr_eq(&first, &hit));
+        assert!(
+            cache.get(42).is_none(),
+            "the validating get notices the process is gone"
+        );
+        cache.invalidate(42);
+        assert!(
+            cache.get_trusted(42).is_none(),
+            "after invalidation the process is gone"
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 /// Toolchain pinned in `rust-toolchain.toml`; the eBPF crate is built with it.
 const TOOLCHAIN: &str = "1.95.0";
 /// bpf-linker release known to work with aya 0.14 / aya-ebpf 0.2.1.
@@ -24,7 +26,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEFAULT_LLVM_MAJOR: u32 = 22;
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Debian packages `cargo xtask test` needs: (binary looked up on PATH, package providing it).
-const TEST_APT_PACKAGES: &[(&str, &str)] = &[("stress-ng", "stress-ng")];
+const TEST_APT_PACKAGES: &[(&str, &str)] =
+    &[("stress-ng", "stress-ng"), ("promtool", "prometheus")];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.
 #[derive(Parser)]
@@ -85,6 +88,10 @@ enum Cmd {
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         extra: Vec<OsString>,
     },
+    /// Benchmarks (overhead vs untraced and bpftrace, footprint, latency); writes BENCHMARKS.md.
+    ///
+    /// Example: sudo -E cargo xtask bench --runs 5
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +120,7 @@ fn run(cmd: Cmd) -> Result<()> {
             exec_memtrace(&ctx, release, &args)
         }
         Cmd::Test { extra } => test(&mut ctx, extra),
+        Cmd::Bench(args) => bench::run(&mut ctx, args),
     }
 }
 
@@ -498,6 +506,18 @@ fn test(ctx: &mut Ctx, extra: Vec<OsString>) -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
+            ],
+        ),
+        // The privileged tests run the `memtrace` and workload binaries as a user would; `cargo
+        // test` alone does not rebuild another package's binaries, so build them all first.
+        Step::cargo(
+            "build",
+            &[
+                "build",
+                "--workspace",
+                "--exclude",
+                "memtrace-ebpf",
+                "--bins",
             ],
         ),
         Step::cargo(

@@ -1,4 +1,6 @@
 //! The command line: one file per verb.
+pub mod daemon;
+pub mod oom;
 pub mod trace;
 
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ mod tests {
     name = "memtrace",
     version,
     propagate_version = true,
-    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json"
+    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,6 +41,10 @@ pub struct Cli {
 pub enum Command {
     /// Stream memory events live, then print a per-process summary.
     Trace(trace::TraceArgs),
+    /// Keep a per-process/per-cgroup memory-pressure model; serve Prometheus metrics and a JSON API.
+    Daemon(daemon::DaemonArgs),
+    /// Show recent OOM kills with the 60 s before each, from a running daemon.
+    Oom(oom::OomArgs),
 }
 
 /// Parse arguments; clap's own errors become one line (`memtrace: error: …`) and exit code 2.
@@ -84,7 +90,12 @@ fn one_line(rendered: &str) -> String {
 
 /// Run the parsed command on a tokio runtime; errors print as one line and exit 1.
 pub fn run(cli: Cli) -> ExitCode {
-    crate::logging::init("warn");
+    // The daemon's logs are its operational record; a trace keeps stderr for what matters.
+    crate::logging::init(if matches!(cli.command, Command::Daemon(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -99,6 +110,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Trace(args) => trace::run(args).await,
+            Command::Daemon(args) => daemon::run(args).await,
+            Command::Oom(args) => tokio::task::spawn_blocking(move || oom::run(args))
+                .await
+                .unwrap_or_else(|err| Err(anyhow::anyhow!("oom report task: {err}"))),
         }
     });
     match result {

@@ -1,1 +1,12 @@
 //! Exporting the model: Prometheus metrics and the JSON API.
+//!
+//! `prometheus` renders one snapshot as a bounded-cardinality text exposition; `http` serves it,
+//! the JSON snapshot and OOM history, and health/readiness.
+pub mod http;
+pub mod prometheus;
+
+#[cfg(test)]
+mod testutil;
+
+pub use self::http::{AppState, Published, router, serve};
+pub use self::prometheus::{BuildInfo, ExportConfig, render};

@@ -1,2 +1,875 @@
 //! The daemon's model of memory pressure (per process, per cgroup, per node).
+//!
+//! Raw cumulative kernel counters go in (one [`Model::observe_processes`] tick per
+//! `sample_interval`, plus ring-buffer events, cgroup and node readings); rates, rollups and
+//! scores are derived when a [`Snapshot`] is taken and never stored. Time is passed in by the
+//! caller, never read here, so the model is deterministic under test.
+//!
+//! Memory is bounded everywhere: each process and cgroup keeps a fixed-size ring of samples
+//! ([`ModelConfig::history_capacity`] entries, ≈ 61); exited processes are kept for
+//! `exited_grace` and at most `max_exited` of them; cgroups without live processes disappear
+//! unless OOM-killed within `oom_label_retention`; OOM records are capped at `max_oom_records`.
+//! The number of live processes is bounded by the caller's input (the kernel's `PROC_STATS` map).
+mod history;
+pub mod score;
 pub mod snapshot;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use memtrace_common::{ExitEvent, OomEvent, ProcStats, oom_field, rss_member};
+
+use crate::cgroup::{self, CgroupMemory};
+use crate::events::{Event, ProcStatsJson, comm_str};
+use crate::node::{NodePsi, NodeSample};
+use crate::procfs::ProcessInfo;
+use history::{Ring, Sample};
+use score::{RECENT_OOM_WINDOW, ScoreInputs, pressure_score};
+use snapshot::{
+    CgroupView, NodeIdentityView, NodeMemoryView, OomRecord, OwnerView, PipelineView, ProcessView,
+    PsiView, Rates, SCHEMA_VERSION, Snapshot,
+};
+
+/// Cgroup of processes whose cgroup is unknown.
+const ROOT_CGROUP: &str = "/";
+/// Comm of a process we know nothing about.
+const UNKNOWN_COMM: &str = "?";
+/// Upper bound on a history ring, whatever the configured windows (an hour at 1 s).
+const MAX_HISTORY: usize = 3600;
+
+/// Tuning of the [`Model`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Window over which rates are computed (10 s).
+    pub rate_window: Duration,
+    /// History kept before an OOM kill for its flight recording (60 s).
+    pub flight_window: Duration,
+    /// Pace at which the daemon calls [`Model::observe_processes`] (1 s); sizes the rings.
+    pub sample_interval: Duration,
+    /// OOM records kept; the oldest is dropped beyond this (64).
+    pub max_oom_records: usize,
+    /// How long an exited process's history is kept (10 s), so an OOM event that arrives after
+    /// the victim vanished from a tick (or after its exit event) still gets a flight recording.
+    pub exited_grace: Duration,
+    /// How long a cgroup without live processes stays listed after an OOM kill in it (1 h), so
+    /// the kill stays attributable to it in snapshots.
+    pub oom_label_retention: Duration,
+    /// Exited processes kept at most during their grace (2048): a fork storm must not grow the
+    /// model without bound. Beyond it, the earliest exited are forgotten first.
+    pub max_exited: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            rate_window: Duration::from_secs(10),
+            flight_window: Duration::from_secs(60),
+            sample_interval: Duration::from_secs(1),
+            max_oom_records: 64,
+            exited_grace: Duration::from_secs(10),
+            oom_label_retention: Duration::from_secs(3600),
+            max_exited: 2048,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Entries in every history ring: enough to span the longer of the rate and flight windows
+    /// at `sample_interval`, both ends included (61 with the defaults), at most 3600.
+    pub fn history_capacity(&self) -> usize {
+        let span = self.rate_window.max(self.flight_window).as_secs_f64();
+        let step = self.sample_interval.as_secs_f64();
+        if step <= 0.0 {
+            return MAX_HISTORY;
+        }
+        // Float-to-int `as` saturates; a tiny epsilon keeps 60.000000001 from becoming 62.
+        let intervals = (span / step - 1e-9).ceil().max(1.0) as usize;
+        intervals.saturating_add(1).min(MAX_HISTORY)
+    }
+}
+
+// ---- cumulative counter arithmetic -------------------------------------------------------------
+
+/// The monotonic counters of a [`ProcStats`] (everything but the RSS gauges, `brk_current` and
+/// `mm_id`), in a fixed order.
+fn cumulative(s: &ProcStats) -> [u64; 16] {
+    [
+        s.faults_user,
+        s.faults_kernel,
+        s.faults_major,
+        s.mmap_calls,
+        s.mmap_bytes,
+        s.munmap_calls,
+        s.munmap_bytes,
+        s.brk_calls,
+        s.brk_grow_bytes,
+        s.brk_shrink_bytes,
+        s.mremap_calls,
+        s.mremap_grow_bytes,
+        s.mremap_shrink_bytes,
+        s.failed_calls,
+        s.reclaim_stalls,
+        s.reclaim_ns,
+    ]
+}
+
+/// Stats with the given cumulative counters and zero gauges.
+fn from_cumulative(c: [u64; 16]) -> ProcStats {
+    ProcStats {
+        faults_user: c[0],
+        faults_kernel: c[1],
+        faults_major: c[2],
+        mmap_calls: c[3],
+        mmap_bytes: c[4],
+        munmap_calls: c[5],
+        munmap_bytes: c[6],
+        brk_calls: c[7],
+        brk_grow_bytes: c[8],
+        brk_shrink_bytes: c[9],
+        mremap_calls: c[10],
+        mremap_grow_bytes: c[11],
+        mremap_shrink_bytes: c[12],
+        failed_calls: c[13],
+        reclaim_stalls: c[14],
+        reclaim_ns: c[15],
+        ..ProcStats::default()
+    }
+}
+
+/// `acc += delta` on the cumulative counters (gauges of `acc` untouched).
+fn add_counters(acc: &mut ProcStats, delta: &ProcStats) {
+    let (a, d) = (cumulative(acc), cumulative(delta));
+    let rss = acc.rss;
+    *acc = from_cumulative(std::array::from_fn(|i| a[i].saturating_add(d[i])));
+    acc.rss = rss;
+}
+
+/// `a − b` on the cumulative counters, saturating; gauges zero.
+fn sub_counters(a: &ProcStats, b: &ProcStats) -> ProcStats {
+    let (a, b) = (cumulative(a), cumulative(b));
+    from_cumulative(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
+}
+
+/// Every cumulative counter of `a` is ≥ that of `b`: `a` can be a later reading of `b`'s process.
+fn dominates(a: &ProcStats, b: &ProcStats) -> bool {
+    cumulative(a)
+        .iter()
+        .zip(cumulative(b).iter())
+        .all(|(x, y)| x >= y)
+}
+
+fn rss_total(s: &ProcStats) -> u64 {
+    s.rss[rss_member::ANON]
+        .saturating_add(s.rss[rss_member::FILE])
+        .saturating_add(s.rss[rss_member::SHMEM])
+}
+
+// ---- state ------------------------------------------------------------------------------------
+
+/// One process (thread group) the model tracks.
+#[derive(Clone, Debug)]
+struct ProcessEntry {
+    /// Last known identity (kept when a tick does not know it).
+    info: Option<Arc<ProcessInfo>>,
+    /// Comm from an exec event, newer than `info` (the identity cache may predate the exec).
+    exec_comm: Option<String>,
+    latest: ProcStats,
+    /// Bounded ring of samples, oldest first.
+    history: Ring<Sample>,
+    /// Part of `latest` already folded into its cgroup's exited totals (after moving between
+    /// cgroups, or being revived from the exited list): the cgroup counts `latest − cgroup_base`.
+    cgroup_base: ProcStats,
+    /// The same for the node-wide totals.
+    node_base: ProcStats,
+    oom_kills_as_victim: u64,
+    oom_kills_as_trigger: u64,
+}
+
+impl ProcessEntry {
+    fn new(
+        now: Instant,
+        stats: &ProcStats,
+        info: Option<&Arc<ProcessInfo>>,
+        capacity: usize,
+    ) -> Self {
+        let mut history = Ring::new(capacity);
+        history.push(Sample::new(now, stats));
+        Self {
+            info: info.cloned(),
+            exec_comm: None,
+            latest: *stats,
+            history,
+            cgroup_base: ProcStats::default(),
+            node_base: ProcStats::default(),
+            oom_kills_as_victim: 0,
+            oom_kills_as_trigger: 0,
+        }
+    }
+
+    /// The cgroup as known, `None` if it is not.
+    fn cgroup(&self) -> Option<&str> {
+        self.info.as_ref().and_then(|i| i.cgroup.as_deref())
+    }
+
+    /// The cgroup it is rolled up into.
+    fn cgroup_key(&self) -> &str {
+        self.cgroup().unwrap_or(ROOT_CGROUP)
+    }
+
+    fn comm(&self) -> &str {
+        self.exec_comm
+            .as_deref()
+            .or(self.info.as_ref().map(|i| i.comm.as_str()))
+            .unwrap_or(UNKNOWN_COMM)
+    }
+
+    fn start_ticks(&self) -> Option<u64> {
+        self.info.as_ref().map(|i| i.start_ticks)
+    }
+}
+
+/// A process that left the live set, kept for `exited_grace`.
+#[derive(Clone, Debug)]
+struct ExitedEntry {
+    process: ProcessEntry,
+    exited_at: Instant,
+    /// Absolute counters already folded into the exited totals.
+    folded: ProcStats,
+    /// Its exit event was seen (the counters in `folded` are final).
+    exit_seen: bool,
+}
+
+#[derive(Clone, Debug)]
+struct CgroupEntry {
+    owner: OwnerView,
+    /// Totals of processes that left this cgroup (exited or moved out), so the cgroup's
+    /// cumulative counters never go backwards.
+    exited: ProcStats,
+    memory: Option<CgroupMemory>,
+    /// Bounded ring of (time, usage bytes), for flight recordings.
+    usage: Ring<(Instant, u64)>,
+    oom_kills: u64,
+    last_oom: Option<Instant>,
+}
+
+impl CgroupEntry {
+    fn new(path: &str, capacity: usize) -> Self {
+        Self {
+            owner: owner_view(path),
+            exited: ProcStats::default(),
+            memory: None,
+            usage: Ring::new(capacity),
+            oom_kills: 0,
+            last_oom: None,
+        }
+    }
+
+    fn oom_within(&self, now: Instant, window: Duration) -> bool {
+        self.last_oom
+            .is_some_and(|t| now.saturating_duration_since(t) <= window)
+    }
+}
+
+/// A value's serde spelling (the cgroup module's enums serialize as Kubernetes and runtimes
+/// spell them), so the JSON matches whatever `cgroup` declares.
+fn serde_name<T: serde::Serialize>(value: &T) -> Option<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn owner_view(path: &str) -> OwnerView {
+    let id = cgroup::identify(path);
+    OwnerView {
+        container_id: id.container_id,
+        runtime: id.runtime.as_ref().and_then(serde_name),
+        pod_uid: id.pod_uid,
+        qos: id.qos.as_ref().and_then(serde_name),
+        systemd_unit: id.systemd_unit,
+    }
+}
+
+fn cgroup_psi_view(psi: &cgroup::Psi) -> PsiView {
+    PsiView {
+        some_avg10: psi.some.avg10,
+        some_avg60: psi.some.avg60,
+        some_total_us: psi.some.total_us,
+        full_avg10: psi.full.map(|f| f.avg10),
+        full_avg60: psi.full.map(|f| f.avg60),
+        full_total_us: psi.full.map(|f| f.total_us),
+    }
+}
+
+fn node_psi_view(psi: &NodePsi) -> PsiView {
+    PsiView {
+        some_avg10: psi.some.avg10,
+        some_avg60: psi.some.avg60,
+        some_total_us: psi.some.total_us,
+        full_avg10: psi.full.as_ref().map(|f| f.avg10),
+        full_avg60: psi.full.as_ref().map(|f| f.avg60),
+        full_total_us: psi.full.as_ref().map(|f| f.total_us),
+    }
+}
+
+fn unix_ms(wall: SystemTime) -> u64 {
+    wall.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The memory-pressure model. See the module documentation.
+#[derive(Debug)]
+pub struct Model {
+    config: ModelConfig,
+    capacity: usize,
+    live: HashMap<u32, ProcessEntry>,
+    exited: HashMap<u32, ExitedEntry>,
+    cgroups: HashMap<String, CgroupEntry>,
+    node: Option<NodeSample>,
+    /// Counters of every process that exited (including ones never seen live), node-wide.
+    node_exited: ProcStats,
+    /// Newest first, at most `max_oom_records`.
+    ooms: VecDeque<OomRecord>,
+}
+
+impl Model {
+    pub fn new(config: ModelConfig) -> Self {
+        let capacity = config.history_capacity();
+        Self {
+            config,
+            capacity,
+            live: HashMap::new(),
+            exited: HashMap::new(),
+            cgroups: HashMap::new(),
+            node: None,
+            node_exited: ProcStats::default(),
+            ooms: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// One sampling tick: all live processes' kernel counters with their identity (`None` =
+    /// unknown: keep counting, comm "?" unless known before). A tracked process missing from the
+    /// tick is gone (its exit event may come later, or never): it moves to the exited list.
+    pub fn observe_processes(
+        &mut self,
+        now: Instant,
+        samples: &[(u32, ProcStats, Option<Arc<ProcessInfo>>)],
+    ) {
+        let mut present = HashSet::with_capacity(samples.len());
+        for (pid, stats, info) in samples {
+            present.insert(*pid);
+            self.observe_process(now, *pid, stats, info.as_ref());
+        }
+        let gone: Vec<u32> = self
+            .live
+            .keys()
+            .filter(|pid| !present.contains(*pid))
+            .copied()
+            .collect();
+        for pid in gone {
+            if let Some(entry) = self.live.remove(&pid) {
+                self.retire(now, pid, entry, None, false);
+            }
+        }
+        self.prune(now);
+    }
+
+    fn observe_process(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        stats: &ProcStats,
+        info: Option<&Arc<ProcessInfo>>,
+    ) {
+        let start = info.map(|i| i.start_ticks);
+        let same_start =
+            |known: Option<u64>| !matches!((start, known), (Some(a), Some(b)) if a != b);
+        if !self.live.contains_key(&pid)
+            && let Some(exited) = self.exited.get(&pid)
+            && same_start(exited.process.start_ticks())
+        {
+            if exited.exit_seen {
+                // Read from the kernel map before the exit removed it, handled after the exit
+                // event: the dead process, not a new one.
+                if dominates(&exited.folded, stats) {
+                    return;
+                }
+            } else if dominates(stats, &exited.folded)
+                && let Some(exited) = self.exited.remove(&pid)
+            {
+                // Missing from one tick but not dead: it comes back, with what was folded on its
+                // retirement as the base so no counter is counted twice.
+                let mut entry = exited.process;
+                entry.cgroup_base = exited.folded;
+                entry.node_base = exited.folded;
+                self.live.insert(pid, entry);
+            }
+        }
+
+        let Some(mut entry) = self.live.remove(&pid) else {
+            let entry = ProcessEntry::new(now, stats, info, self.capacity);
+            self.ensure_cgroup(entry.cgroup_key());
+            self.live.insert(pid, entry);
+            return;
+        };
+        if !same_start(entry.start_ticks()) || !dominates(stats, &entry.latest) {
+            // Pid reuse: the old process is gone (counters cannot go backwards).
+            self.retire(now, pid, entry, None, false);
+            let entry = ProcessEntry::new(now, stats, info, self.capacity);
+            self.ensure_cgroup(entry.cgroup_key());
+            self.live.insert(pid, entry);
+            return;
+        }
+        if let Some(info) = info {
+            let new_key = info.cgroup.as_deref().unwrap_or(ROOT_CGROUP);
+            if new_key != entry.cgroup_key() {
+                // Moved: what it did so far stays with the old cgroup.
+                let moved = sub_counters(&entry.latest, &entry.cgroup_base);
+                if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
+                    add_counters(&mut old.exited, &moved);
+                }
+                entry.cgroup_base = entry.latest;
+            }
+            entry.info = Some(Arc::clone(info));
+        }
+        entry.latest = *stats;
+        entry.history.push(Sample::new(now, stats));
+        self.ensure_cgroup(entry.cgroup_key());
+        self.live.insert(pid, entry);
+    }
+
+    fn ensure_cgroup(&mut self, path: &str) {
+        if !self.cgroups.contains_key(path) {
+            self.cgroups
+                .insert(path.to_owned(), CgroupEntry::new(path, self.capacity));
+        }
+    }
+
+    /// Moves a process to the exited list, folding its counters (`last`, else its latest) into
+    /// its cgroup's and the node's exited totals.
+    fn retire(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        entry: ProcessEntry,
+        last: Option<ProcStats>,
+        exit_seen: bool,
+    ) {
+        let last = last.unwrap_or(entry.latest);
+        if let Some(cg) = self.cgroups.get_mut(entry.cgroup_key()) {
+            add_counters(&mut cg.exited, &sub_counters(&last, &entry.cgroup_base));
+        }
+        add_counters(
+            &mut self.node_exited,
+            &sub_counters(&last, &entry.node_base),
+        );
+        self.exited.insert(
+            pid,
+            ExitedEntry {
+                process: entry,
+                exited_at: now,
+                folded: last,
+                exit_seen,
+            },
+        );
+        while self.exited.len() > self.config.max_exited {
+            let Some(oldest) = self
+                .exited
+                .iter()
+                .min_by_key(|(_, e)| e.exited_at)
+                .map(|(pid, _)| *pid)
+            else {
+                break;
+            };
+            self.exited.remove(&oldest);
+        }
+    }
+
+    /// Drops exited processes past their grace and cgroups with no process left and no recent
+    /// OOM kill.
+    fn prune(&mut self, now: Instant) {
+        let grace = self.config.exited_grace;
+        self.exited
+            .retain(|_, e| now.saturating_duration_since(e.exited_at) <= grace);
+        let in_use: HashSet<&str> = self
+            .live
+            .values()
+            .chain(self.exited.values().map(|e| &e.process))
+            .map(ProcessEntry::cgroup_key)
+            .collect();
+        let retention = self.config.oom_label_retention;
+        self.cgroups
+            .retain(|path, cg| in_use.contains(path.as_str()) || cg.oom_within(now, retention));
+    }
+
+    /// Discrete events from the ring buffer. Exit: the final counters are folded into the
+    /// cgroup's and node's exited totals and the process moves to the exited list; Oom: an
+    /// [`OomRecord`] with its flight recording; Exec: the comm is refreshed. Others are ignored
+    /// (their effect is in the counters already).
+    pub fn observe_event(&mut self, now: Instant, wall: SystemTime, event: &Event) {
+        match event {
+            Event::Exit(exit) => self.observe_exit(now, exit),
+            Event::Oom(oom) => self.observe_oom(now, wall, oom),
+            Event::Exec(exec) => {
+                if let Some(entry) = self.live.get_mut(&exec.header.pid) {
+                    let comm = comm_str(&exec.header.comm);
+                    if !comm.is_empty() {
+                        entry.exec_comm = Some(comm);
+                    }
+                }
+            }
+            Event::Fault(_) | Event::MemSyscall(_) | Event::Reclaim(_) => {}
+        }
+    }
+
+    fn observe_exit(&mut self, now: Instant, exit: &ExitEvent) {
+        let pid = exit.header.pid;
+        // Untracked: the kernel had no counters for it, the final ones mean nothing.
+        let last = (exit.tracked != 0).then_some(exit.stats);
+        // An exited entry still waiting for its exit event comes first: if a live entry has the
+        // same pid too, it is a newer process reusing the pid.
+        if let Some(exited) = self.exited.get_mut(&pid)
+            && !exited.exit_seen
+            && last.is_none_or(|s| dominates(&s, &exited.folded))
+        {
+            if let Some(last) = last {
+                let delta = sub_counters(&last, &exited.folded);
+                if let Some(cg) = self.cgroups.get_mut(exited.process.cgroup_key()) {
+                    add_counters(&mut cg.exited, &delta);
+                }
+                add_counters(&mut self.node_exited, &delta);
+                exited.folded = last;
+            }
+            exited.exit_seen = true;
+            return;
+        }
+        if let Some(entry) = self.live.get(&pid)
+            && last.is_none_or(|s| dominates(&s, &entry.latest))
+            && let Some(entry) = self.live.remove(&pid)
+        {
+            self.retire(now, pid, entry, last, true);
+            return;
+        }
+        // Never seen live (too short-lived for a tick): only the node totals know it.
+        if let Some(last) = last {
+            add_counters(&mut self.node_exited, &last);
+        }
+    }
+
+    /// The live or (within grace) exited entry of a pid, live first.
+    fn process(&self, now: Instant, pid: u32) -> Option<&ProcessEntry> {
+        let grace = self.config.exited_grace;
+        self.live.get(&pid).or_else(|| {
+            self.exited
+                .get(&pid)
+                .filter(|e| now.saturating_duration_since(e.exited_at) <= grace)
+                .map(|e| &e.process)
+        })
+    }
+
+    /// [`Model::process`], mutable.
+    fn process_mut(&mut self, now: Instant, pid: u32) -> Option<&mut ProcessEntry> {
+        let grace = self.config.exited_grace;
+        match self.live.get_mut(&pid) {
+            Some(entry) => Some(entry),
+            None => self
+                .exited
+                .get_mut(&pid)
+                .filter(|e| now.saturating_duration_since(e.exited_at) <= grace)
+                .map(|e| &mut e.process),
+        }
+    }
+
+    fn observe_oom(&mut self, now: Instant, wall: SystemTime, oom: &OomEvent) {
+        let present = |bit: u32| oom.present & bit != 0;
+        let bytes = |bit: u32, kb: u64| present(bit).then(|| kb.saturating_mul(1024));
+
+        let mut victim_cgroup = None;
+        let mut victim_comm = present(oom_field::COMM)
+            .then(|| comm_str(&oom.victim_comm))
+            .filter(|c| !c.is_empty());
+        let mut flight = Vec::new();
+        if let Some(victim) = self.process(now, oom.victim_pid) {
+            victim_cgroup = victim.cgroup().map(str::to_owned);
+            victim_comm = victim_comm.or_else(|| Some(victim.comm().to_owned()));
+            let usage = victim_cgroup
+                .as_deref()
+                .and_then(|path| self.cgroups.get(path))
+                .map(|cg| &cg.usage);
+            flight = history::flight_recording(
+                &victim.history,
+                usage,
+                now,
+                self.config.flight_window,
+                self.config.sample_interval,
+            );
+        }
+        if let Some(victim) = self.process_mut(now, oom.victim_pid) {
+            victim.oom_kills_as_victim += 1;
+        }
+        if let Some(trigger) = self.process_mut(now, oom.header.pid) {
+            trigger.oom_kills_as_trigger += 1;
+        }
+        let mut cgroup_limit_bytes = None;
+        let mut victim_owner = OwnerView::default();
+        if let Some(path) = victim_cgroup.as_deref() {
+            self.ensure_cgroup(path);
+            if let Some(cg) = self.cgroups.get_mut(path) {
+                cg.oom_kills += 1;
+                cg.last_oom = Some(now);
+                cgroup_limit_bytes = cg.memory.and_then(|m| m.limit_bytes);
+                victim_owner = cg.owner.clone();
+            }
+        }
+
+        let record = OomRecord {
+            timestamp: humantime::format_rfc3339_millis(wall).to_string(),
+            timestamp_unix_ms: unix_ms(wall),
+            victim_pid: oom.victim_pid,
+            victim_comm: victim_comm.unwrap_or_else(|| UNKNOWN_COMM.to_owned()),
+            victim_cgroup,
+            victim_owner,
+            trigger_pid: oom.header.pid,
+            trigger_comm: comm_str(&oom.header.comm),
+            anon_rss_bytes: bytes(oom_field::ANON_RSS, oom.anon_rss_kb),
+            file_rss_bytes: bytes(oom_field::FILE_RSS, oom.file_rss_kb),
+            shmem_rss_bytes: bytes(oom_field::SHMEM_RSS, oom.shmem_rss_kb),
+            total_vm_bytes: bytes(oom_field::TOTAL_VM, oom.total_vm_kb),
+            pgtables_bytes: bytes(oom_field::PGTABLES, oom.pgtables_kb),
+            uid: present(oom_field::UID).then_some(oom.victim_uid),
+            oom_score_adj: present(oom_field::OOM_SCORE_ADJ).then_some(oom.oom_score_adj),
+            cgroup_limit_bytes,
+            flight_recording: flight,
+        };
+        self.ooms.push_front(record);
+        self.ooms.truncate(self.config.max_oom_records);
+    }
+
+    /// The latest node-wide reading (replaces the previous one).
+    pub fn observe_node(&mut self, sample: NodeSample) {
+        self.node = Some(sample);
+    }
+
+    /// The latest memory reading of a cgroup. Paths the model does not track (see
+    /// [`Model::cgroup_paths`]) are ignored, so a caller cannot grow the model.
+    pub fn observe_cgroup(&mut self, now: Instant, path: &str, memory: CgroupMemory) {
+        if let Some(cg) = self.cgroups.get_mut(path) {
+            if let Some(usage) = memory.usage_bytes {
+                cg.usage.push((now, usage));
+            }
+            cg.memory = Some(memory);
+        }
+    }
+
+    /// Cgroups the daemon should read memory files for: those with live (or just exited)
+    /// processes, plus recently OOM-killed ones. Sorted.
+    pub fn cgroup_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self.cgroups.keys().cloned().collect();
+        paths.sort();
+        paths
+    }
+
+    /// Live processes.
+    pub fn process_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Cumulative counters of every process seen on this node, live or exited (never goes
+    /// backwards).
+    pub fn node_counters(&self) -> ProcStatsJson {
+        let mut total = self.node_exited;
+        for entry in self.live.values() {
+            add_counters(&mut total, &sub_counters(&entry.latest, &entry.node_base));
+        }
+        ProcStatsJson::from(&total)
+    }
+
+    /// OOM records, newest first, with their flight recordings.
+    pub fn oom_records(&self) -> Vec<OomRecord> {
+        self.ooms.iter().cloned().collect()
+    }
+
+    fn node_psi_some_avg10(&self) -> Option<f64> {
+        self.node
+            .as_ref()
+            .and_then(|n| n.psi.as_ref())
+            .map(|p| p.some.avg10)
+    }
+
+    /// Score inputs a cgroup contributes (usage, limit, PSI with node fallback, recent OOM).
+    fn cgroup_score_inputs(&self, now: Instant, path: &str) -> ScoreInputs {
+        let cg = self.cgroups.get(path);
+        let memory = cg.and_then(|c| c.memory.as_ref());
+        ScoreInputs {
+            usage_bytes: memory.and_then(|m| m.usage_bytes),
+            limit_bytes: memory.and_then(|m| m.limit_bytes),
+            psi_some_avg10: memory
+                .and_then(|m| m.pressure.map(|p| p.some.avg10))
+                .or_else(|| self.node_psi_some_avg10()),
+            recent_oom: cg.is_some_and(|c| c.oom_within(now, RECENT_OOM_WINDOW)),
+            ..ScoreInputs::default()
+        }
+    }
+
+    /// The whole model as the v1 schema: rates derived at `now`, processes and cgroups sorted by
+    /// pressure score (highest first), OOM records newest first without flight recordings.
+    pub fn snapshot(&self, now: Instant, wall: SystemTime, pipeline: PipelineView) -> Snapshot {
+        struct Rollup {
+            processes: u32,
+            counters: ProcStats,
+            rates: Rates,
+        }
+        let window = self.config.rate_window;
+        let mut rollups: HashMap<&str, Rollup> = HashMap::new();
+        let mut processes = Vec::with_capacity(self.live.len());
+        for (&pid, entry) in &self.live {
+            let rates = history::window_rates(&entry.history, now, window);
+            let key = entry.cgroup_key();
+            let rollup = rollups.entry(key).or_insert_with(|| Rollup {
+                processes: 0,
+                counters: ProcStats::default(),
+                rates: Rates::default(),
+            });
+            rollup.processes += 1;
+            add_counters(
+                &mut rollup.counters,
+                &sub_counters(&entry.latest, &entry.cgroup_base),
+            );
+            for (sum, rss) in rollup.counters.rss.iter_mut().zip(entry.latest.rss) {
+                *sum = sum.saturating_add(rss);
+            }
+            history::add_rates(&mut rollup.rates, &rates);
+
+            let score = pressure_score(&ScoreInputs {
+                major_faults_per_sec: rates.faults_major_per_sec,
+                reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
+                ..self.cgroup_score_inputs(now, key)
+            });
+            processes.push(ProcessView {
+                pid,
+                comm: entry.comm().to_owned(),
+                cmdline: entry
+                    .info
+                    .as_ref()
+                    .map(|i| i.cmdline.clone())
+                    .unwrap_or_default(),
+                cgroup: entry.cgroup().map(str::to_owned),
+                owner: self
+                    .cgroups
+                    .get(key)
+                    .map(|c| c.owner.clone())
+                    .unwrap_or_default(),
+                counters: ProcStatsJson::from(&entry.latest),
+                rates,
+                rss_bytes: rss_total(&entry.latest),
+                pressure_score: score,
+                oom_kills_as_victim: entry.oom_kills_as_victim,
+                oom_kills_as_trigger: entry.oom_kills_as_trigger,
+            });
+        }
+        processes.sort_by(|a, b| {
+            b.pressure_score
+                .total_cmp(&a.pressure_score)
+                .then(a.pid.cmp(&b.pid))
+        });
+
+        let mut cgroups = Vec::with_capacity(self.cgroups.len());
+        for (path, cg) in &self.cgroups {
+            let rollup = rollups.get(path.as_str());
+            let mut counters = cg.exited;
+            let mut rates = Rates::default();
+            if let Some(r) = rollup {
+                add_counters(&mut counters, &r.counters);
+                counters.rss = r.counters.rss;
+                rates = r.rates;
+            }
+            let memory = cg.memory.as_ref();
+            cgroups.push(CgroupView {
+                path: path.clone(),
+                owner: cg.owner.clone(),
+                processes: rollup.map_or(0, |r| r.processes),
+                counters: ProcStatsJson::from(&counters),
+                rates,
+                rss_bytes: rss_total(&counters),
+                usage_bytes: memory.and_then(|m| m.usage_bytes),
+                limit_bytes: memory.and_then(|m| m.limit_bytes),
+                psi: memory
+                    .and_then(|m| m.pressure.as_ref())
+                    .map(cgroup_psi_view),
+                kernel_oom_kills: memory
+                    .and_then(|m| m.events.map(|e| e.oom_kill).or(m.v1_oom_kill)),
+                oom_kills: cg.oom_kills,
+                pressure_score: pressure_score(&ScoreInputs {
+                    major_faults_per_sec: rates.faults_major_per_sec,
+                    reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
+                    ..self.cgroup_score_inputs(now, path)
+                }),
+            });
+        }
+        cgroups.sort_by(|a, b| {
+            b.pressure_score
+                .total_cmp(&a.pressure_score)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+
+        Snapshot {
+            schema_version: SCHEMA_VERSION,
+            node: self
+                .node
+                .as_ref()
+                .map(|n| NodeIdentityView {
+                    hostname: n.identity.hostname.clone(),
+                    boot_id: n.identity.boot_id.clone(),
+                    kernel_release: n.identity.kernel_release.clone(),
+                })
+                .unwrap_or_default(),
+            timestamp: humantime::format_rfc3339_millis(wall).to_string(),
+            timestamp_unix_ms: unix_ms(wall),
+            rate_window_seconds: window.as_secs_f64(),
+            processes,
+            cgroups,
+            node_memory: self.node.as_ref().map(node_memory_view).unwrap_or_default(),
+            recent_ooms: self
+                .ooms
+                .iter()
+                .map(|r| OomRecord {
+                    flight_recording: Vec::new(),
+                    ..r.clone()
+                })
+                .collect(),
+            pipeline,
+        }
+    }
+}
+
+fn node_memory_view(n: &NodeSample) -> NodeMemoryView {
+    NodeMemoryView {
+        psi: n.psi.as_ref().map(node_psi_view),
+        mem_total_bytes: n.meminfo.total,
+        mem_available_bytes: n.meminfo.available,
+        mem_free_bytes: n.meminfo.free,
+        swap_total_bytes: n.meminfo.swap_total,
+        swap_free_bytes: n.meminfo.swap_free,
+        anon_bytes: n.meminfo.anon_pages,
+        page_cache_bytes: n.meminfo.cached.saturating_add(n.meminfo.buffers),
+        fragmentation_index_order3: n.fragmentation_order3,
+        fragmentation_index_order9: n.fragmentation_order9,
+        pgfault_total: n.vmstat.pgfault,
+        pgmajfault_total: n.vmstat.pgmajfault,
+        allocstall_total: n.vmstat.allocstall,
+        compact_stall_total: n.vmstat.compact_stall,
+        compact_fail_total: n.vmstat.compact_fail,
+        oom_kill_total: n.vmstat.oom_kill,
+        pgscan_direct_total: n.vmstat.pgscan_direct,
+        workingset_refault_total: n.vmstat.workingset_refault,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -176,6 +176,68 @@ fn hog() -> ! {
     }
 }
 
+/// Like `hog`, but `step_kib` at a time every `delay_ms`: slow enough for a 1 s sampler to watch
+/// the RSS climb before the kill.
+fn slow_hog(step_kib: usize, delay_ms: u64) -> ! {
+    ready();
+    wait_for("go");
+    let page = page_size();
+    loop {
+        let chunk = map_anon(step_kib << 10);
+        for i in (0..(step_kib << 10)).step_by(page) {
+            // SAFETY: inside the mapping.
+            unsafe { chunk.add(i).write_volatile(1) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    }
+}
+
+/// Fork `n` children named `idle-<i>` that each dirty a few pages, then sleep until the parent
+/// is told to finish (they die with it: PR_SET_PDEATHSIG). Prints their pids.
+fn idle(n: usize) {
+    let mut out = String::with_capacity(n * 8 + 64);
+    let mut pids = Vec::with_capacity(n);
+    ready();
+    wait_for("go");
+    for i in 0..n {
+        let name = format!("idle-{i}\0");
+        // SAFETY: the child only touches memory, renames itself and sleeps.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+                let mem = map_anon(4 * page_size());
+                for p in 0..4 {
+                    mem.add(p * page_size()).write_volatile(1);
+                }
+                loop {
+                    libc::pause();
+                }
+            },
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            pid => pids.push(pid),
+        }
+    }
+    out.push_str("{\"children\":[");
+    for (i, pid) in pids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{pid}");
+    }
+    out.push_str("]}");
+    println!("{out}");
+    std::io::stdout().flush().expect("flush");
+    wait_for("\u{0}never");
+    for &pid in &pids {
+        // SAFETY: our own children.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
 /// Fork `n` children that each dirty a page and exit at once; prints their pids.
 fn churn(n: usize) {
     let mut out = String::with_capacity(n * 8 + 64);
@@ -236,11 +298,13 @@ fn main() {
         Some("major-file") => major_file(args.get(2).expect("path")),
         Some("syscalls") => syscalls(),
         Some("hog") => hog(),
+        Some("slow-hog") => slow_hog(arg(2), arg(3) as u64),
+        Some("idle") => idle(arg(2)),
         Some("churn") => churn(arg(2)),
         Some("burst") => burst(arg(2), arg(3)),
         other => {
             eprintln!(
-                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | churn N | burst N LEN (got {other:?})"
+                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN (got {other:?})"
             );
             std::process::exit(2);
         }

@@ -1,6 +1,10 @@
 //! Privileged integration tests: memtrace's real eBPF programs in the running kernel, checked
 //! against the kernel's own accounting. One test binary (aya's convention); run as root by
 //! `cargo xtask test`. Without root every test fails (never skips).
+#![expect(
+    clippy::await_holding_lock,
+    reason = "SERIAL orders whole tests, each on its own runtime: holding it across awaits is the point"
+)]
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
@@ -9,14 +13,16 @@ use std::{
     time::Duration,
 };
 
+mod daemon;
+
 use memtrace::{events::Event, probes::ProbeOptions};
 use memtrace_common::{Config, filter, kind};
 use memtrace_tests::{MemoryCgroup, Tracer, Workload, memtrace_bin, proc_faults, require_root};
 
 /// Tests share the kernel (ring sizes, cgroups, CPU): one at a time keeps them deterministic.
-static SERIAL: Mutex<()> = Mutex::new(());
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -204,7 +210,7 @@ async fn mmap_family_events_and_counters_carry_exact_sizes() {
 }
 
 /// Run `hog` in a 64 MiB memory cgroup until the OOM killer ends it; returns (pid, cgroup).
-fn oom_kill_in_cgroup() -> (u32, MemoryCgroup) {
+pub(crate) fn oom_kill_in_cgroup() -> (u32, MemoryCgroup) {
     let cgroup = MemoryCgroup::new("memtrace-oom", 64 << 20);
     let mut hog = Workload::start(&["hog"]);
     cgroup.add(hog.pid());

@@ -1,0 +1,429 @@
+//! `memtrace daemon`: keep the per-process / per-cgroup / node model up to date and serve it as
+//! Prometheus metrics and a JSON API.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use memtrace_common::{Config, kind};
+use serde::Deserialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cgroup::CgroupFs,
+    events::EventKindSet,
+    export::{
+        http::{self, AppState, Published},
+        prometheus::{BuildInfo, ExportConfig},
+    },
+    model::{Model, ModelConfig, snapshot::PipelineView},
+    node::NodeReader,
+    pipeline::EventStream,
+    preflight,
+    probes::{ProbeOptions, Probes, page_size},
+    procfs::{ProcFs, ProcessCache},
+    units::parse_duration,
+};
+
+/// Default listen address: loopback, so nothing is exposed unless asked for.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
+
+const EXAMPLES: &str = "\
+Examples:
+  memtrace daemon                                   serve on 127.0.0.1:9847
+  memtrace daemon --listen 0.0.0.0:9847 --top 100   expose to a Prometheus on the network
+  memtrace daemon --config /etc/memtrace/daemon.toml
+
+Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom (JSON), /healthz, /readyz.
+Config file keys (TOML; flags win): listen, top_processes, max_cgroups, interval, rate_window,
+max_processes, oom_retention. Logs: RUST_LOG=info (default), debug, …";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct DaemonArgs {
+    /// Address to serve metrics and the API on [default: 127.0.0.1:9847].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// TOML configuration file; command-line flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Workloads (comm + cgroup) exported with their own series; the rest are summed into
+    /// `comm="~other"` [default: 50].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+
+    /// Cgroups exported with their own series [default: 200].
+    #[arg(long, value_name = "N")]
+    pub max_cgroups: Option<usize>,
+
+    /// How often the model samples the kernel counters [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Window over which rates are computed [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rate_window: Option<Duration>,
+
+    /// Processes the kernel tracks at most (size of its per-process map) [default: 32768].
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<u32>,
+
+    /// How long an OOM kill keeps its labelled series after the victim is gone [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub oom_retention: Option<Duration>,
+}
+
+/// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub top_processes: Option<usize>,
+    pub max_cgroups: Option<usize>,
+    pub interval: Option<String>,
+    pub rate_window: Option<String>,
+    pub max_processes: Option<u32>,
+    pub oom_retention: Option<String>,
+}
+
+/// Effective settings after merging the file and the flags.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub top_processes: usize,
+    pub max_cgroups: usize,
+    pub interval: Duration,
+    pub rate_window: Duration,
+    pub max_processes: u32,
+    pub oom_retention: Duration,
+}
+
+impl Settings {
+    /// Flags win over the file; the file wins over defaults. Values are validated here.
+    pub fn resolve(args: &DaemonArgs, file: Option<(&Path, FileConfig)>) -> anyhow::Result<Self> {
+        let (path, file) = match file {
+            Some((path, file)) => (Some(path), file),
+            None => (None, FileConfig::default()),
+        };
+        let from_file = |key: &str, value: &Option<String>| -> anyhow::Result<Option<Duration>> {
+            value
+                .as_deref()
+                .map(|v| {
+                    parse_duration(v).map_err(|err| {
+                        anyhow::anyhow!(
+                            "{}: {key}: {err}",
+                            path.map_or_else(String::new, |p| p.display().to_string())
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let settings = Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            top_processes: args.top.or(file.top_processes).unwrap_or(50),
+            max_cgroups: args.max_cgroups.or(file.max_cgroups).unwrap_or(200),
+            interval: args
+                .interval
+                .or(from_file("interval", &file.interval)?)
+                .unwrap_or(Duration::from_secs(1)),
+            rate_window: args
+                .rate_window
+                .or(from_file("rate_window", &file.rate_window)?)
+                .unwrap_or(Duration::from_secs(10)),
+            max_processes: args.max_processes.or(file.max_processes).unwrap_or(32768),
+            oom_retention: args
+                .oom_retention
+                .or(from_file("oom_retention", &file.oom_retention)?)
+                .unwrap_or(Duration::from_secs(3600)),
+        };
+        if settings.top_processes == 0 {
+            bail!("--top must be at least 1");
+        }
+        if settings.interval < Duration::from_millis(100)
+            || settings.interval > Duration::from_secs(60)
+        {
+            bail!(
+                "--interval must be between 100ms and 60s (got {:?})",
+                settings.interval
+            );
+        }
+        if settings.rate_window < settings.interval {
+            bail!(
+                "--rate-window ({:?}) must be at least --interval ({:?})",
+                settings.rate_window,
+                settings.interval
+            );
+        }
+        if settings.max_processes < 1024 {
+            bail!("--max-processes must be at least 1024");
+        }
+        Ok(settings)
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|err| {
+        // toml's message spans lines (with a source excerpt); the first line says what is wrong.
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_owned();
+        anyhow::anyhow!("config file {}: {message}", path.display())
+    })
+}
+
+pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => Some((path.as_path(), load_file(path)?)),
+        None => None,
+    };
+    let settings = Settings::resolve(&args, file)?;
+    // Bind first: a port in use is the most common start-up failure, and it needs no privileges.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (use --listen to pick another address)",
+                settings.listen
+            )
+        })?;
+
+    // With port 0 the kernel picks one: report the real address.
+    let local = listener.local_addr().unwrap_or(settings.listen);
+    let checks = preflight::check()?;
+    for warning in &checks.warnings {
+        tracing::warn!("{warning}");
+    }
+    let mask = EventKindSet::from_kinds(&[kind::OOM, kind::EXIT, kind::EXEC]);
+    let options = ProbeOptions {
+        config: Config {
+            event_mask: mask.0,
+            filter_flags: 0,
+            fault_sample_every: 0,
+            page_size: page_size(),
+            mmap_min_bytes: u64::MAX,
+            reclaim_min_ns: u64::MAX,
+        },
+        max_processes: settings.max_processes,
+        ..ProbeOptions::default()
+    };
+    let mut probes =
+        Probes::load(&checks.tracefs, &options).context("loading the eBPF programs")?;
+    let report = probes.report().clone();
+    for (family, status) in &report.families {
+        tracing::info!("probe family {family}: {status:?}");
+    }
+    let (probes_attached, probes_failed) = report.counts();
+    let (events, faults) = probes.take_rings()?;
+    let mut stream =
+        EventStream::spawn(vec![events, faults], 1024).context("reading the ring buffers")?;
+
+    let mut model = Model::new(ModelConfig {
+        rate_window: settings.rate_window,
+        sample_interval: settings.interval,
+        oom_label_retention: settings.oom_retention,
+        ..ModelConfig::default()
+    });
+    let node_reader = NodeReader::new("/proc");
+    let cgroups = CgroupFs::new("/sys/fs/cgroup");
+    let mut cache = ProcessCache::new(ProcFs::new("/proc"), settings.max_processes as usize);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (publish, published) = tokio::sync::watch::channel(Published::default());
+    let not_ready_reason = Arc::new(std::sync::Mutex::new(
+        "waiting for the first sample".to_owned(),
+    ));
+    let state = Arc::new(AppState {
+        published,
+        ready: Arc::clone(&ready),
+        not_ready_reason: Arc::clone(&not_ready_reason),
+        export: ExportConfig {
+            top_processes: settings.top_processes,
+            max_cgroups: settings.max_cgroups,
+            oom_label_retention: settings.oom_retention,
+        },
+        build: BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel: kernel_release(),
+        },
+    });
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&state), async {
+        let _ = server_stopped.await;
+    }));
+    tracing::info!("memtrace daemon: {probes_attached} probes attached, serving on http://{local}");
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = stream.batches.recv() => {
+                let Some(batch) = batch else { break };
+                let now = Instant::now();
+                let wall = SystemTime::now();
+                for event in &batch {
+                    // Identity must be read while the process still exists: an OOM victim's
+                    // cgroup is looked up now, before its exit empties /proc/<pid>.
+                    let pid = event.subject_pid();
+                    let _ = cache.get_trusted(pid);
+                    model.observe_event(now, wall, event);
+                    match event {
+                        crate::events::Event::Exit(_) | crate::events::Event::Exec(_) => cache.invalidate(pid),
+                        _ => {}
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                sample(&mut model, &probes, &mut cache, &node_reader, &cgroups, now);
+                let losses = probes.kernel_losses().unwrap_or_default();
+                let counters = stream.counters.snapshot();
+                let pipeline = PipelineView {
+                    probes_attached: probes_attached as u32,
+                    probes_failed: probes_failed as u32,
+                    tracked_processes: model.process_count() as u64,
+                    events_received: counters.decoded,
+                    lost_kernel_ring_full: losses.ring_total(),
+                    lost_kernel_map_full: losses.map_total(),
+                    lost_userspace_queue: counters.queue_drops,
+                    lost_decode: counters.decode_errors,
+                };
+                let snapshot = model.snapshot(now, SystemTime::now(), pipeline);
+                let _ = publish.send(Published { snapshot: Arc::new(snapshot), ooms: Arc::new(model.oom_records()) });
+                if !ready.swap(true, Ordering::Relaxed) {
+                    tracing::info!("ready");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    ready.store(false, Ordering::Relaxed);
+    if let Ok(mut reason) = not_ready_reason.lock() {
+        *reason = "shutting down".to_owned();
+    }
+    let _ = stop_server.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(err))) => tracing::warn!("http server: {err}"),
+        Err(_) => tracing::warn!("http server did not stop within 5 s"),
+        _ => {}
+    }
+    drop(stream);
+    // Processes that exited between load and attach, or whose exit was lost, leave entries
+    // behind; detaching unloads the maps with them.
+    probes.detach();
+    Ok(())
+}
+
+/// One sampling tick: kernel counters with identities, the node, and the cgroups in use.
+fn sample(
+    model: &mut Model,
+    probes: &Probes,
+    cache: &mut ProcessCache,
+    node: &NodeReader,
+    cgroups: &CgroupFs,
+    now: Instant,
+) {
+    match probes.all_process_stats() {
+        Ok(stats) => {
+            let samples: Vec<_> = stats
+                .into_iter()
+                .map(|(pid, s)| (pid, s, cache.get_trusted(pid)))
+                .collect();
+            model.observe_processes(now, &samples);
+        }
+        Err(err) => tracing::warn!("reading per-process counters: {err}"),
+    }
+    match node.sample() {
+        Ok(sample) => model.observe_node(sample),
+        Err(err) => tracing::debug!("node sample: {err}"),
+    }
+    for path in model.cgroup_paths() {
+        match cgroups.memory(&path) {
+            Ok(memory) => model.observe_cgroup(now, &path, memory),
+            Err(err) => tracing::debug!("cgroup {path}: {err}"),
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> DaemonArgs {
+        DaemonArgs {
+            listen: None,
+            config: None,
+            top: None,
+            max_cgroups: None,
+            interval: None,
+            rate_window: None,
+            max_processes: None,
+            oom_retention: None,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let file: FileConfig =
+            toml::from_str("listen = \"0.0.0.0:9000\"\ntop_processes = 10\ninterval = \"2s\"")
+                .unwrap();
+        let mut flags = args();
+        flags.top = Some(20);
+        let settings = Settings::resolve(&flags, Some((Path::new("x.toml"), file))).unwrap();
+        assert_eq!(settings.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(settings.top_processes, 20, "flag wins");
+        assert_eq!(
+            settings.interval,
+            Duration::from_secs(2),
+            "file wins over default"
+        );
+        assert_eq!(settings.rate_window, Duration::from_secs(10), "default");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let err = toml::from_str::<FileConfig>("lisen = \"x\"").unwrap_err();
+        assert!(
+            err.message().contains("unknown field `lisen`"),
+            "{}",
+            err.message()
+        );
+        let file: FileConfig = toml::from_str("interval = \"soon\"").unwrap();
+        let err = Settings::resolve(&args(), Some((Path::new("d.toml"), file))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("d.toml: interval: invalid duration 'soon'"),
+            "{err}"
+        );
+        let mut flags = args();
+        flags.interval = Some(Duration::from_secs(5));
+        flags.rate_window = Some(Duration::from_secs(1));
+        let err = Settings::resolve(&flags, None).unwrap_err();
+        assert!(err.to_string().contains("--rate-window"), "{err}");
+    }
+}

@@ -1,0 +1,183 @@
+//! `memtrace oom`: recent OOM kills with their flight recordings, from a running daemon.
+use std::{fmt::Write as _, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Deserialize;
+
+use crate::{cli::daemon::DEFAULT_LISTEN, model::snapshot::OomRecord, units::human_bytes};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  memtrace oom                 the last kills seen by the local daemon\n  memtrace oom --last 1 --json\n  memtrace oom --url http://10.0.0.5:9847"
+)]
+pub struct OomArgs {
+    /// Base URL of a running `memtrace daemon`.
+    #[arg(long, value_name = "URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    pub url: String,
+
+    /// Show only the N most recent kills.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+
+    /// Print the API's JSON instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `GET /api/v1/oom`.
+#[derive(Debug, Deserialize)]
+pub struct OomResponse {
+    pub schema_version: u32,
+    pub ooms: Vec<OomRecord>,
+}
+
+pub fn run(args: OomArgs) -> anyhow::Result<()> {
+    let url = format!("{}/api/v1/oom", args.url.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(&url).call().with_context(|| {
+        format!(
+            "cannot reach the memtrace daemon at {url} (is `memtrace daemon` running? see --url)"
+        )
+    })?;
+    let body: OomResponse = response
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("{url} did not answer with the OOM schema"))?;
+    let mut ooms = body.ooms;
+    if let Some(last) = args.last {
+        ooms.truncate(last);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "schema_version": body.schema_version, "ooms": ooms })
+            )?
+        );
+        return Ok(());
+    }
+    if ooms.is_empty() {
+        println!("no OOM kills seen since the daemon started");
+        return Ok(());
+    }
+    for oom in &ooms {
+        print!("{}", report(oom));
+    }
+    Ok(())
+}
+
+fn opt_bytes(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_owned(), human_bytes)
+}
+
+/// The human report of one kill.
+pub fn report(oom: &OomRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "OOM kill at {}", oom.timestamp);
+    let _ = write!(out, "  victim   {} ({})", oom.victim_pid, oom.victim_comm);
+    if let Some(cgroup) = &oom.victim_cgroup {
+        let _ = write!(out, "  cgroup {cgroup}");
+    }
+    if let Some(pod) = &oom.victim_owner.pod_uid {
+        let _ = write!(out, "  pod {pod}");
+    }
+    if let Some(container) = &oom.victim_owner.container_id {
+        let _ = write!(out, "  container {}", &container[..container.len().min(12)]);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "  trigger  {} ({})", oom.trigger_pid, oom.trigger_comm);
+    let _ = writeln!(
+        out,
+        "  memory   anon {}  file {}  shmem {}  total_vm {}  pgtables {}  cgroup limit {}",
+        opt_bytes(oom.anon_rss_bytes),
+        opt_bytes(oom.file_rss_bytes),
+        opt_bytes(oom.shmem_rss_bytes),
+        opt_bytes(oom.total_vm_bytes),
+        opt_bytes(oom.pgtables_bytes),
+        oom.cgroup_limit_bytes
+            .map_or_else(|| "none".to_owned(), human_bytes),
+    );
+    if let (Some(uid), Some(adj)) = (oom.uid, oom.oom_score_adj) {
+        let _ = writeln!(out, "  uid {uid}  oom_score_adj {adj}");
+    }
+    if oom.flight_recording.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (no history: the process was not seen before the kill)\n"
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "  the last {} s before the kill:",
+        oom.flight_recording.len()
+    );
+    let _ = writeln!(
+        out,
+        "    {:>6} {:>11} {:>11} {:>10} {:>9} {:>13} {:>13}",
+        "t(s)", "rss_anon", "rss_file", "minflt/s", "majflt/s", "reclaim ms/s", "cgroup usage"
+    );
+    for s in &oom.flight_recording {
+        let _ = writeln!(
+            out,
+            "    {:>6.1} {:>11} {:>11} {:>10.0} {:>9.0} {:>13.1} {:>13}",
+            s.offset_seconds,
+            human_bytes(s.rss_anon_bytes),
+            human_bytes(s.rss_file_bytes),
+            s.faults_minor_per_sec,
+            s.faults_major_per_sec,
+            s.reclaim_stall_seconds_per_sec * 1000.0,
+            opt_bytes(s.cgroup_usage_bytes),
+        );
+    }
+    let _ = writeln!(out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::snapshot::FlightSample;
+
+    #[test]
+    fn report_shows_victim_trigger_and_history() {
+        let oom = OomRecord {
+            timestamp: "2026-11-24T02:31:05.123Z".into(),
+            victim_pid: 4242,
+            victim_comm: "memhog".into(),
+            victim_cgroup: Some("/oomtest".into()),
+            trigger_pid: 4242,
+            trigger_comm: "memhog".into(),
+            anon_rss_bytes: Some(63 << 20),
+            cgroup_limit_bytes: Some(64 << 20),
+            flight_recording: vec![
+                FlightSample {
+                    offset_seconds: -1.0,
+                    rss_anon_bytes: 32 << 20,
+                    faults_minor_per_sec: 8000.0,
+                    ..Default::default()
+                },
+                FlightSample {
+                    offset_seconds: 0.0,
+                    rss_anon_bytes: 63 << 20,
+                    faults_minor_per_sec: 8100.0,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = report(&oom);
+        assert!(
+            text.contains("victim   4242 (memhog)  cgroup /oomtest"),
+            "{text}"
+        );
+        assert!(text.contains("anon 63.0 MiB"), "{text}");
+        assert!(text.contains("cgroup limit 64.0 MiB"), "{text}");
+        assert!(text.contains("  -1.0    32.0 MiB"), "{text}");
+        assert!(text.contains("the last 2 s before the kill"), "{text}");
+    }
+}

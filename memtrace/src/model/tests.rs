@@ -1,0 +1,710 @@
+//! Deterministic model tests: synthetic samples at explicit instants (`t0 + n s`).
+use memtrace_common::{COMM_LEN, EventHeader, kind};
+
+use super::*;
+use crate::cgroup::{MemoryEvents, Psi, PsiLine};
+use crate::node::{MemInfo, NodeIdentity, PsiTotals, VmStat};
+
+const MIB: u64 = 1 << 20;
+const POD: &str = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
+
+fn at(t0: Instant, secs: u64) -> Instant {
+    t0 + Duration::from_secs(secs)
+}
+
+fn wall(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+fn close(actual: f64, expected: f64) {
+    assert!(
+        (actual - expected).abs() < 1e-9,
+        "expected {expected}, got {actual}"
+    );
+}
+
+fn info(pid: u32, comm: &str, cgroup: &str, start_ticks: u64) -> Option<Arc<ProcessInfo>> {
+    Some(Arc::new(ProcessInfo {
+        pid,
+        comm: comm.to_owned(),
+        cmdline: format!("{comm} --serve"),
+        cgroup: Some(cgroup.to_owned()),
+        start_ticks,
+    }))
+}
+
+/// Stats with `minor` minor and `major` major faults (all user mode) and `anon` bytes of RSS.
+fn stats(minor: u64, major: u64, anon: u64) -> ProcStats {
+    let mut s = ProcStats {
+        faults_user: minor + major,
+        faults_major: major,
+        ..ProcStats::default()
+    };
+    s.rss[rss_member::ANON] = anon;
+    s
+}
+
+fn comm(name: &str) -> [u8; COMM_LEN] {
+    let mut c = [0u8; COMM_LEN];
+    c[..name.len()].copy_from_slice(name.as_bytes());
+    c
+}
+
+fn header(kind: u32, pid: u32, name: &str) -> EventHeader {
+    EventHeader {
+        kind,
+        pid,
+        tid: pid,
+        cpu: 0,
+        ts_ns: 0,
+        comm: comm(name),
+    }
+}
+
+fn oom(trigger: u32, victim: u32, present: u32) -> Event {
+    Event::Oom(OomEvent {
+        header: header(kind::OOM, trigger, "trigger"),
+        victim_pid: victim,
+        victim_uid: 1000,
+        total_vm_kb: 4096,
+        anon_rss_kb: 2048,
+        file_rss_kb: 16,
+        shmem_rss_kb: 0,
+        pgtables_kb: 8,
+        oom_score_adj: 900,
+        present,
+        victim_comm: comm("victim"),
+    })
+}
+
+fn exit(pid: u32, final_stats: ProcStats) -> Event {
+    Event::Exit(ExitEvent {
+        header: header(kind::EXIT, pid, "exiting"),
+        stats: final_stats,
+        tracked: 1,
+        reserved: 0,
+    })
+}
+
+fn memory(usage: u64, limit: Option<u64>, psi_some_avg10: Option<f64>) -> CgroupMemory {
+    let line = |avg10| PsiLine {
+        avg10,
+        avg60: 1.0,
+        avg300: 0.5,
+        total_us: 1234,
+    };
+    CgroupMemory {
+        version: 2,
+        usage_bytes: Some(usage),
+        limit_bytes: limit,
+        swap_usage_bytes: None,
+        pressure: psi_some_avg10.map(|a| Psi {
+            some: line(a),
+            full: Some(line(a / 2.0)),
+        }),
+        events: Some(MemoryEvents {
+            oom_kill: 3,
+            ..MemoryEvents::default()
+        }),
+        v1_oom_kill: None,
+        v1_under_oom: None,
+    }
+}
+
+fn node_sample(psi_some_avg10: f64) -> NodeSample {
+    let totals = |avg10| PsiTotals {
+        avg10,
+        avg60: 2.0,
+        avg300: 1.0,
+        total_us: 99,
+    };
+    NodeSample {
+        identity: NodeIdentity {
+            hostname: "node-1".to_owned(),
+            boot_id: "boot".to_owned(),
+            kernel_release: "6.8.0".to_owned(),
+        },
+        psi: Some(NodePsi {
+            some: totals(psi_some_avg10),
+            full: None,
+        }),
+        vmstat: VmStat {
+            pgfault: 500,
+            pgmajfault: 7,
+            allocstall: 3,
+            oom_kill: 1,
+            workingset_refault: 11,
+            ..VmStat::default()
+        },
+        meminfo: MemInfo {
+            total: 8 << 30,
+            free: 1 << 30,
+            available: 2 << 30,
+            buffers: 10 * MIB,
+            cached: 100 * MIB,
+            anon_pages: 3 << 30,
+            ..MemInfo::default()
+        },
+        buddy: Vec::new(),
+        fragmentation_order3: 0.25,
+        fragmentation_order9: 0.75,
+    }
+}
+
+fn pipeline() -> PipelineView {
+    PipelineView {
+        probes_attached: 12,
+        events_received: 345,
+        ..PipelineView::default()
+    }
+}
+
+fn cgroup_view<'a>(snap: &'a Snapshot, path: &str) -> &'a CgroupView {
+    snap.cgroups
+        .iter()
+        .find(|c| c.path == path)
+        .unwrap_or_else(|| panic!("no cgroup {path} in {:?}", snap.cgroups))
+}
+
+fn process_view(snap: &Snapshot, pid: u32) -> &ProcessView {
+    snap.processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .unwrap_or_else(|| panic!("no pid {pid}"))
+}
+
+#[test]
+fn default_history_covers_flight_window() {
+    let config = ModelConfig::default();
+    assert_eq!(config.history_capacity(), 61);
+    let fast = ModelConfig {
+        sample_interval: Duration::from_millis(500),
+        ..ModelConfig::default()
+    };
+    assert_eq!(fast.history_capacity(), 121);
+    let zero = ModelConfig {
+        sample_interval: Duration::ZERO,
+        ..ModelConfig::default()
+    };
+    assert_eq!(zero.history_capacity(), MAX_HISTORY);
+}
+
+#[test]
+fn rates_over_window() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let who = info(10, "app", "/app.slice", 1);
+    // 1000 minor + 5 major faults, 20 ms of reclaim stall and 1 MiB mmap'd per second.
+    let tick = |n: u64| {
+        let mut s = stats(1000 * n, 5 * n, MIB);
+        s.reclaim_ns = 20_000_000 * n;
+        s.mmap_bytes = MIB * n;
+        s
+    };
+    for n in 0..10 {
+        model.observe_processes(at(t0, n), &[(10, tick(n), who.clone())]);
+    }
+    let snap = model.snapshot(at(t0, 9), wall(9), pipeline());
+    let p = process_view(&snap, 10);
+    close(p.rates.faults_minor_per_sec, 1000.0);
+    close(p.rates.faults_major_per_sec, 5.0);
+    close(p.rates.reclaim_stall_seconds_per_sec, 0.02);
+    close(p.rates.mmap_bytes_per_sec, MIB as f64);
+    assert_eq!(p.counters.faults_minor, 9000);
+    assert_eq!(p.rss_bytes, MIB);
+    close(snap.rate_window_seconds, 10.0);
+
+    // The rate follows the window: 30 more ticks at 3000/s, only those count after 10 s.
+    for n in 10..40 {
+        let mut s = tick(9);
+        s.faults_user += 3000 * (n - 9);
+        model.observe_processes(at(t0, n), &[(10, s, who.clone())]);
+    }
+    let snap = model.snapshot(at(t0, 39), wall(39), pipeline());
+    close(process_view(&snap, 10).rates.faults_minor_per_sec, 3000.0);
+    // Between ticks: the divisor is the time between the samples used, not the window.
+    let snap = model.snapshot(
+        at(t0, 39) + Duration::from_millis(500),
+        wall(39),
+        pipeline(),
+    );
+    close(process_view(&snap, 10).rates.faults_minor_per_sec, 3000.0);
+    close(
+        cgroup_view(&snap, "/app.slice").rates.faults_minor_per_sec,
+        3000.0,
+    );
+}
+
+#[test]
+fn single_sample_has_zero_rates() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    model.observe_processes(t0, &[(7, stats(5000, 50, 0), None)]);
+    let snap = model.snapshot(t0, wall(0), pipeline());
+    let p = process_view(&snap, 7);
+    assert_eq!(p.rates, Rates::default());
+    assert_eq!(p.comm, "?");
+    assert_eq!(p.cgroup, None);
+    assert_eq!(cgroup_view(&snap, "/").processes, 1);
+}
+
+#[test]
+fn pid_reuse_resets_history() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let old = info(20, "old", "/a", 100);
+    for n in 0..5 {
+        model.observe_processes(at(t0, n), &[(20, stats(10_000 * n, 0, 0), old.clone())]);
+    }
+    // Same pid, counters backwards, identity unknown this tick: a new process.
+    model.observe_processes(at(t0, 5), &[(20, stats(100, 0, 0), None)]);
+    let snap = model.snapshot(at(t0, 5), wall(5), pipeline());
+    let p = process_view(&snap, 20);
+    assert_eq!(p.rates, Rates::default(), "history restarted");
+    assert_eq!(p.counters.faults_minor, 100);
+    assert_eq!(p.comm, "?", "the old identity is not carried over");
+    // The old process's 40000 faults stay with its cgroup.
+    assert_eq!(cgroup_view(&snap, "/a").counters.faults_minor, 40_000);
+    assert_eq!(cgroup_view(&snap, "/a").processes, 0);
+
+    model.observe_processes(at(t0, 6), &[(20, stats(300, 0, 0), None)]);
+    let snap = model.snapshot(at(t0, 6), wall(6), pipeline());
+    close(process_view(&snap, 20).rates.faults_minor_per_sec, 200.0);
+
+    // A different start time also means a new process, even with counters going up.
+    model.observe_processes(at(t0, 7), &[(20, stats(500, 0, 0), info(20, "x", "/b", 1))]);
+    model.observe_processes(at(t0, 8), &[(20, stats(600, 0, 0), info(20, "y", "/b", 2))]);
+    let snap = model.snapshot(at(t0, 8), wall(8), pipeline());
+    let p = process_view(&snap, 20);
+    assert_eq!((p.comm.as_str(), p.rates), ("y", Rates::default()));
+    // The 300 faults counted while its cgroup was unknown went to "/" (now unlisted: nothing
+    // lives there); "/b" got the 200 since, plus the 600 of the process with the newer start.
+    assert_eq!(cgroup_view(&snap, "/b").counters.faults_minor, 200 + 600);
+    assert_eq!(model.cgroup_paths(), ["/b"]);
+}
+
+#[test]
+fn identity_unknown_keeps_previous_and_exec_refreshes_comm() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    model.observe_processes(t0, &[(30, stats(1, 0, 0), info(30, "bash", "/u", 5))]);
+    model.observe_processes(at(t0, 1), &[(30, stats(2, 0, 0), None)]);
+    let snap = model.snapshot(at(t0, 1), wall(1), pipeline());
+    let p = process_view(&snap, 30);
+    assert_eq!((p.comm.as_str(), p.cgroup.as_deref()), ("bash", Some("/u")));
+    assert_eq!(p.cmdline, "bash --serve");
+
+    let exec = Event::Exec(memtrace_common::ExecEvent {
+        header: header(kind::EXEC, 30, "postgres"),
+        old_pid: 30,
+        filename_len: 0,
+        filename: [0; memtrace_common::FILENAME_LEN],
+    });
+    model.observe_event(at(t0, 1), wall(1), &exec);
+    // The identity cache still says bash; the exec is newer.
+    model.observe_processes(
+        at(t0, 2),
+        &[(30, stats(3, 0, 0), info(30, "bash", "/u", 5))],
+    );
+    let snap = model.snapshot(at(t0, 2), wall(2), pipeline());
+    assert_eq!(process_view(&snap, 30).comm, "postgres");
+}
+
+/// A victim whose anon RSS climbs 10 MiB per tick for 70 s, then vanishes from the ticks; the
+/// OOM event arrives 2 s later, within the exited grace.
+#[test]
+fn absent_victim_oom_within_grace_gets_flight_recording() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let victim = info(40, "hog", POD, 7);
+    let bystander = info(41, "sidecar", POD, 8);
+    for n in 0..70 {
+        let mut s = stats(1000 * n, 2 * n, 10 * MIB * (n + 1));
+        s.rss[rss_member::FILE] = MIB;
+        s.reclaim_ns = 50_000_000 * n;
+        model.observe_processes(
+            at(t0, n),
+            &[
+                (40, s, victim.clone()),
+                (41, stats(n, 0, MIB), bystander.clone()),
+            ],
+        );
+        model.observe_cgroup(
+            at(t0, n),
+            POD,
+            memory(12 * MIB * (n + 1), Some(1 << 30), None),
+        );
+    }
+    assert_eq!(model.process_count(), 2);
+    model.observe_processes(at(t0, 70), &[(41, stats(70, 0, MIB), bystander.clone())]);
+    assert_eq!(
+        model.process_count(),
+        1,
+        "the absent victim left the live list"
+    );
+
+    let present = oom_field::COMM | oom_field::ANON_RSS | oom_field::UID;
+    model.observe_event(at(t0, 71), wall(71), &oom(41, 40, present));
+
+    let records = model.oom_records();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!((r.victim_pid, r.victim_comm.as_str()), (40, "victim"));
+    assert_eq!((r.trigger_pid, r.trigger_comm.as_str()), (41, "trigger"));
+    assert_eq!(r.victim_cgroup.as_deref(), Some(POD));
+    assert_eq!(r.victim_owner.runtime.as_deref(), Some("containerd"));
+    assert_eq!(r.victim_owner.qos.as_deref(), Some("Burstable"));
+    assert_eq!(
+        r.victim_owner.pod_uid.as_deref(),
+        Some("1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9")
+    );
+    assert_eq!(r.anon_rss_bytes, Some(2048 * 1024));
+    assert_eq!(r.uid, Some(1000));
+    assert_eq!((r.file_rss_bytes, r.total_vm_bytes), (None, None));
+    assert_eq!((r.pgtables_bytes, r.oom_score_adj), (None, None));
+    assert_eq!(r.cgroup_limit_bytes, Some(1 << 30));
+    assert_eq!(r.timestamp, "2023-11-14T22:14:31.000Z");
+    assert_eq!(r.timestamp_unix_ms, (1_700_000_000 + 71) * 1000);
+
+    // Samples at t = 11..=69 are within 60 s of the kill at t = 71.
+    let flight = &r.flight_recording;
+    assert_eq!(flight.len(), 59);
+    assert!(flight.len() <= 61);
+    close(flight[0].offset_seconds, -60.0);
+    close(flight[58].offset_seconds, -2.0);
+    for pair in flight.windows(2) {
+        assert!(pair[0].offset_seconds < pair[1].offset_seconds);
+        assert!(
+            pair[0].rss_anon_bytes < pair[1].rss_anon_bytes,
+            "RSS climbs"
+        );
+        assert!(pair[1].offset_seconds <= 0.0);
+    }
+    assert_eq!(flight[58].rss_anon_bytes, 700 * MIB);
+    assert_eq!(flight[58].rss_file_bytes, MIB);
+    // The first sample's rates come from the sample before the window.
+    close(flight[0].faults_minor_per_sec, 1000.0);
+    close(flight[0].faults_major_per_sec, 2.0);
+    close(flight[30].reclaim_stall_seconds_per_sec, 0.05);
+    assert_eq!(flight[0].cgroup_usage_bytes, Some(12 * MIB * 12));
+    assert_eq!(flight[58].cgroup_usage_bytes, Some(12 * MIB * 70));
+
+    // Counted on both processes and the cgroup; the snapshot omits the flight recording.
+    let snap = model.snapshot(at(t0, 71), wall(71), pipeline());
+    assert_eq!(process_view(&snap, 41).oom_kills_as_trigger, 1);
+    assert_eq!(cgroup_view(&snap, POD).oom_kills, 1);
+    assert_eq!(cgroup_view(&snap, POD).kernel_oom_kills, Some(3));
+    assert_eq!(snap.recent_ooms.len(), 1);
+    assert!(snap.recent_ooms[0].flight_recording.is_empty());
+    assert_eq!(snap.recent_ooms[0].victim_pid, 40);
+}
+
+#[test]
+fn oom_after_grace_or_for_unknown_victim_has_no_history() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    for n in 0..5 {
+        model.observe_processes(at(t0, n), &[(50, stats(n, 0, MIB), info(50, "a", "/x", 1))]);
+    }
+    model.observe_processes(at(t0, 5), &[]);
+    // 11 s after it vanished: past the 10 s grace.
+    model.observe_event(at(t0, 16), wall(16), &oom(1, 50, 0));
+    model.observe_event(at(t0, 17), wall(17), &oom(1, 999, oom_field::COMM));
+    let records = model.oom_records();
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[0].victim_pid, records[1].victim_pid), (999, 50));
+    assert_eq!(records[0].victim_comm, "victim");
+    assert_eq!(records[1].victim_comm, "?");
+    for r in &records {
+        assert_eq!(r.victim_cgroup, None);
+        assert_eq!(r.victim_owner, OwnerView::default());
+        assert!(r.flight_recording.is_empty());
+        assert_eq!((r.anon_rss_bytes, r.cgroup_limit_bytes), (None, None));
+    }
+}
+
+#[test]
+fn cgroup_counters_stay_monotonic_when_a_member_exits() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let (a, b) = (info(60, "a", "/svc", 1), info(61, "b", "/svc", 2));
+    for n in 0..3 {
+        model.observe_processes(
+            at(t0, n),
+            &[
+                (60, stats(100 * n, n, MIB), a.clone()),
+                (61, stats(10 * n, 0, 2 * MIB), b.clone()),
+            ],
+        );
+    }
+    let minor = |model: &Model, secs| {
+        let snap = model.snapshot(at(t0, secs), wall(secs), pipeline());
+        let cg = cgroup_view(&snap, "/svc").clone();
+        (cg.counters.faults_minor, cg.processes, cg.rss_bytes)
+    };
+    assert_eq!(minor(&model, 2), (200 + 20, 2, 3 * MIB));
+
+    // 60 exits with more faults than the last tick showed; it is then absent from the kernel
+    // map, but one stale read still includes it.
+    model.observe_event(at(t0, 2), wall(2), &exit(60, stats(250, 2, 0)));
+    assert_eq!(minor(&model, 2), (250 + 20, 1, 2 * MIB));
+    assert_eq!(model.process_count(), 1);
+    model.observe_processes(
+        at(t0, 3),
+        &[
+            (60, stats(200, 2, MIB), a.clone()),
+            (61, stats(30, 0, 2 * MIB), b.clone()),
+        ],
+    );
+    assert_eq!(
+        model.process_count(),
+        1,
+        "stale read of the dead process ignored"
+    );
+    assert_eq!(minor(&model, 3), (250 + 30, 1, 2 * MIB));
+
+    // 61 vanishes first; its exit event (with 5 more faults) comes later and adds only those.
+    model.observe_processes(at(t0, 4), &[]);
+    assert_eq!(minor(&model, 4), (250 + 30, 0, 0));
+    model.observe_event(at(t0, 5), wall(5), &exit(61, stats(35, 0, 0)));
+    assert_eq!(minor(&model, 5), (250 + 35, 0, 0));
+    assert_eq!(model.node_counters().faults_minor, 285);
+
+    // A process never seen live only reaches the node totals.
+    model.observe_event(at(t0, 5), wall(5), &exit(62, stats(1000, 0, 0)));
+    assert_eq!(model.node_counters().faults_minor, 1285);
+    assert_eq!(minor(&model, 5).0, 285);
+}
+
+#[test]
+fn missing_from_one_tick_then_back_is_not_double_counted() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let a = info(70, "a", "/svc", 1);
+    model.observe_processes(t0, &[(70, stats(100, 0, 0), a.clone())]);
+    model.observe_processes(at(t0, 1), &[]);
+    model.observe_processes(at(t0, 2), &[(70, stats(300, 0, 0), a.clone())]);
+    let snap = model.snapshot(at(t0, 2), wall(2), pipeline());
+    assert_eq!(cgroup_view(&snap, "/svc").counters.faults_minor, 300);
+    // Its history survived: (300 − 100) / 2 s.
+    close(process_view(&snap, 70).rates.faults_minor_per_sec, 100.0);
+    assert_eq!(model.node_counters().faults_minor, 300);
+}
+
+#[test]
+fn moving_between_cgroups_keeps_both_monotonic() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let stay = info(81, "stay", "/old", 1);
+    model.observe_processes(
+        t0,
+        &[
+            (80, stats(100, 0, 0), info(80, "a", "/old", 1)),
+            (81, stats(1, 0, 0), stay.clone()),
+        ],
+    );
+    model.observe_processes(
+        at(t0, 1),
+        &[
+            (80, stats(150, 0, 0), info(80, "a", "/new", 1)),
+            (81, stats(2, 0, 0), stay.clone()),
+        ],
+    );
+    let snap = model.snapshot(at(t0, 1), wall(1), pipeline());
+    // What 80 did in /old stays there; /new counts only what it did since the move.
+    assert_eq!(cgroup_view(&snap, "/old").counters.faults_minor, 100 + 2);
+    assert_eq!(cgroup_view(&snap, "/old").processes, 1);
+    assert_eq!(cgroup_view(&snap, "/new").counters.faults_minor, 50);
+    assert_eq!(process_view(&snap, 80).counters.faults_minor, 150);
+    // Once /old has no process left (and no OOM kill), it is no longer listed.
+    model.observe_processes(
+        at(t0, 2),
+        &[(80, stats(160, 0, 0), info(80, "a", "/new", 1))],
+    );
+    model.observe_processes(
+        at(t0, 20),
+        &[(80, stats(170, 0, 0), info(80, "a", "/new", 1))],
+    );
+    assert_eq!(model.cgroup_paths(), ["/new"]);
+}
+
+#[test]
+fn snapshot_scores_use_cgroup_limit_psi_and_recent_oom() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    model.observe_node(node_sample(5.0));
+    // /limited: 50 major faults/s, 75% of its limit, its own PSI 12.5.
+    // /unlimited: 50 major faults/s, no limit, no PSI of its own (node PSI 5 → 3 points).
+    for n in 0..=10 {
+        model.observe_processes(
+            at(t0, n),
+            &[
+                (90, stats(0, 50 * n, 0), info(90, "l", "/limited", 1)),
+                (91, stats(0, 50 * n, 0), info(91, "u", "/unlimited", 1)),
+                (92, stats(0, 0, 0), info(92, "idle", "/idle", 1)),
+            ],
+        );
+    }
+    model.observe_cgroup(at(t0, 10), "/limited", memory(750, Some(1000), Some(12.5)));
+    model.observe_cgroup(at(t0, 10), "/unlimited", memory(1 << 40, None, None));
+    let snap = model.snapshot(at(t0, 10), wall(10), pipeline());
+    // 12.5 (major) + 12.5 (usage) + 7.5 (PSI)
+    close(process_view(&snap, 90).pressure_score, 32.5);
+    close(cgroup_view(&snap, "/limited").pressure_score, 32.5);
+    // 12.5 (major) + 0 (unlimited) + 3 (node PSI)
+    close(process_view(&snap, 91).pressure_score, 15.5);
+    close(cgroup_view(&snap, "/unlimited").pressure_score, 15.5);
+    close(process_view(&snap, 92).pressure_score, 3.0);
+    let limited = cgroup_view(&snap, "/limited");
+    assert_eq!(limited.limit_bytes, Some(1000));
+    assert_eq!(limited.psi.map(|p| p.some_avg10), Some(12.5));
+    assert_eq!(cgroup_view(&snap, "/unlimited").limit_bytes, None);
+
+    // An OOM kill in /unlimited adds 10 points for 5 minutes.
+    model.observe_event(at(t0, 10), wall(10), &oom(91, 91, 0));
+    let snap = model.snapshot(at(t0, 10), wall(10), pipeline());
+    close(process_view(&snap, 91).pressure_score, 25.5);
+    close(cgroup_view(&snap, "/unlimited").pressure_score, 25.5);
+    assert_eq!(process_view(&snap, 91).oom_kills_as_victim, 1);
+    assert_eq!(process_view(&snap, 91).oom_kills_as_trigger, 1);
+    let later = at(t0, 10) + RECENT_OOM_WINDOW + Duration::from_secs(1);
+    let snap = model.snapshot(later, wall(400), pipeline());
+    // Rates are over the last 10 s before `later`: no samples, so only the cgroup terms remain.
+    close(cgroup_view(&snap, "/unlimited").pressure_score, 3.0);
+}
+
+#[test]
+fn snapshot_is_sorted_by_score() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    for n in 0..=10 {
+        model.observe_processes(
+            at(t0, n),
+            &[
+                (1, stats(0, 10 * n, 0), info(1, "low", "/low", 1)),
+                (2, stats(0, 90 * n, 0), info(2, "high", "/high", 1)),
+                (3, stats(0, 40 * n, 0), info(3, "mid", "/mid", 1)),
+                (4, stats(0, 40 * n, 0), info(4, "mid2", "/mid", 1)),
+            ],
+        );
+    }
+    let snap = model.snapshot(at(t0, 10), wall(10), pipeline());
+    let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [2, 3, 4, 1], "ties broken by pid");
+    let scores: Vec<f64> = snap.processes.iter().map(|p| p.pressure_score).collect();
+    assert_eq!(scores, [22.5, 10.0, 10.0, 2.5]);
+    let paths: Vec<&str> = snap.cgroups.iter().map(|c| c.path.as_str()).collect();
+    // /mid sums its two members: 80/s → 20 points.
+    assert_eq!(paths, ["/high", "/mid", "/low"]);
+    close(snap.cgroups[1].pressure_score, 20.0);
+    assert_eq!(snap.cgroups[1].processes, 2);
+}
+
+#[test]
+fn snapshot_json_round_trip() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    model.observe_node(node_sample(1.5));
+    for n in 0..3 {
+        model.observe_processes(
+            at(t0, n),
+            &[(5, stats(7 * n, n, MIB), info(5, "db", POD, 1))],
+        );
+    }
+    model.observe_cgroup(at(t0, 2), POD, memory(3 * MIB, Some(8 * MIB), Some(0.5)));
+    model.observe_event(at(t0, 2), wall(2), &oom(5, 5, oom_field::ANON_RSS));
+    let snap = model.snapshot(at(t0, 2), wall(2), pipeline());
+    assert_eq!(snap.schema_version, SCHEMA_VERSION);
+    assert_eq!(snap.node.hostname, "node-1");
+    assert_eq!(snap.node_memory.page_cache_bytes, 110 * MIB);
+    assert_eq!(snap.node_memory.anon_bytes, 3 << 30);
+    assert_eq!(snap.node_memory.pgmajfault_total, 7);
+    assert_eq!(snap.node_memory.psi.map(|p| p.some_avg10), Some(1.5));
+    close(snap.node_memory.fragmentation_index_order9, 0.75);
+    assert_eq!(snap.pipeline, pipeline());
+    assert_eq!(snap.timestamp, "2023-11-14T22:13:22.000Z");
+
+    let json = serde_json::to_string(&snap).unwrap();
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, snap);
+    let records = model.oom_records();
+    assert_eq!(records[0].flight_recording.len(), 3);
+    let json = serde_json::to_string(&records).unwrap();
+    let back: Vec<OomRecord> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, records);
+}
+
+#[test]
+fn oom_records_are_bounded_newest_first() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig {
+        max_oom_records: 3,
+        ..ModelConfig::default()
+    });
+    for victim in 1..=5u32 {
+        model.observe_event(at(t0, u64::from(victim)), wall(0), &oom(1, victim, 0));
+    }
+    let victims: Vec<u32> = model.oom_records().iter().map(|r| r.victim_pid).collect();
+    assert_eq!(victims, [5, 4, 3]);
+    let snap = model.snapshot(at(t0, 6), wall(6), pipeline());
+    assert_eq!(snap.recent_ooms.len(), 3);
+}
+
+#[test]
+fn cgroups_expire_after_retention() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig {
+        oom_label_retention: Duration::from_secs(100),
+        ..ModelConfig::default()
+    });
+    model.observe_processes(
+        t0,
+        &[
+            (1, stats(1, 0, 0), info(1, "a", "/quiet", 1)),
+            (2, stats(1, 0, 0), info(2, "b", "/killed", 1)),
+        ],
+    );
+    model.observe_event(t0, wall(0), &oom(2, 2, 0));
+    assert_eq!(model.cgroup_paths(), ["/killed", "/quiet"]);
+    // Both processes gone; kept during the exited grace.
+    model.observe_processes(at(t0, 1), &[]);
+    assert_eq!(model.cgroup_paths(), ["/killed", "/quiet"]);
+    // After the grace only the OOM-killed cgroup stays, until the retention runs out.
+    model.observe_processes(at(t0, 20), &[]);
+    assert_eq!(model.cgroup_paths(), ["/killed"]);
+    let snap = model.snapshot(at(t0, 20), wall(20), pipeline());
+    assert_eq!(snap.cgroups.len(), 1);
+    assert_eq!(
+        (snap.cgroups[0].oom_kills, snap.cgroups[0].processes),
+        (1, 0)
+    );
+    model.observe_processes(at(t0, 100), &[]);
+    assert_eq!(model.cgroup_paths(), ["/killed"]);
+    model.observe_processes(at(t0, 101), &[]);
+    assert!(model.cgroup_paths().is_empty());
+    assert!(
+        model
+            .snapshot(at(t0, 101), wall(101), pipeline())
+            .cgroups
+            .is_empty()
+    );
+    // Readings for untracked cgroups are ignored.
+    model.observe_cgroup(at(t0, 101), "/quiet", memory(1, None, None));
+    assert!(model.cgroup_paths().is_empty());
+}
+
+#[test]
+fn exited_list_is_bounded() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig {
+        max_exited: 2,
+        ..ModelConfig::default()
+    });
+    for pid in 1..=4u32 {
+        model.observe_processes(at(t0, u64::from(pid)), &[(pid, stats(1, 0, MIB), None)]);
+    }
+    // Pids 1..=3 retired at t = 2, 3, 4; only the 2 most recent are kept.
+    assert_eq!(model.exited.len(), 2);
+    assert!(model.exited.contains_key(&2) && model.exited.contains_key(&3));
+    assert_eq!(model.live[&4].history.len(), 1);
+}

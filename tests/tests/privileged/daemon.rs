@@ -1,0 +1,469 @@
+//! `memtrace daemon` as an SRE runs it: scraped by a real Prometheus, checked by promtool,
+//! bounded under 1,000 processes, and its OOM flight recorder fed by a real OOM kill.
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use memtrace::model::snapshot::{OomRecord, Snapshot};
+use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
+
+use crate::serial;
+
+/// A running `memtrace daemon`, stopped with SIGTERM on drop.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(memtrace_bin())
+            .args(["daemon", "--listen", "127.0.0.1:0", "--interval", "1s"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn memtrace daemon");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep draining the log so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("daemon did not report its address")
+            .parse()
+            .expect("address");
+        let daemon = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(daemon.addr, "/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "daemon not ready within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = get(self.addr, "/metrics");
+        assert_eq!(status, 200);
+        body
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    match agent.get(&format!("http://{addr}{path}")).call() {
+        Ok(mut response) => (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// Sample lines of one metric family: (labels, value).
+fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric == name).then(|| (labels.to_owned(), value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A real Prometheus server on loopback scraping `target` every second.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: memtrace\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run prometheus (Debian package `prometheus`; cargo xtask test installs it)");
+        let prometheus = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(prometheus.addr(), "/-/ready").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        prometheus
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Instant query through Prometheus's HTTP API: `[(labels, value)]`.
+    fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut response = agent
+            .get(&format!("http://{}/api/v1/query", self.addr()))
+            .query("query", promql)
+            .call()
+            .expect("prometheus query");
+        let body: serde_json::Value = response.body_mut().read_json().expect("query JSON");
+        assert_eq!(body["status"], "success", "{body}");
+        body["data"]["result"]
+            .as_array()
+            .expect("vector")
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"].clone(),
+                    r["value"][1]
+                        .as_str()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(f64::NAN),
+                )
+            })
+            .collect()
+    }
+
+    /// Poll `promql` until `ok` holds for its result, or fail after `timeout`.
+    fn wait_for(
+        &self,
+        promql: &str,
+        timeout: Duration,
+        ok: impl Fn(&[(serde_json::Value, f64)]) -> bool,
+    ) -> Vec<(serde_json::Value, f64)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = self.query(promql);
+            if ok(&result) {
+                return result;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql}: condition not met within {timeout:?}; last result {result:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
+    require_root();
+    let _serial = serial();
+    let daemon = Daemon::start(&[]);
+    let prometheus = Prometheus::start(daemon.addr);
+
+    // A known workload: 30,000 fresh pages.
+    let mut workload = Workload::start(&["touch-anon", "30000"]);
+    let before = prometheus
+        .query(r#"memtrace_process_page_faults_total{comm="memtrace-worklo",type="minor"}"#);
+    workload.run();
+    let after = prometheus.wait_for(
+        r#"memtrace_process_page_faults_total{comm="memtrace-worklo",type="minor"}"#,
+        Duration::from_secs(20),
+        |r| r.iter().any(|(_, v)| *v >= 30_000.0),
+    );
+    let before_max = before.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    let after_max = after.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    assert!(
+        after_max >= before_max + 30_000.0,
+        "fault counter rose by {} (before {before_max})",
+        after_max - before_max
+    );
+    assert!(workload.finish().success());
+
+    // A real OOM kill in a 64 MiB memory cgroup, slow enough for the flight recorder to see it.
+    let cgroup = MemoryCgroup::new("memtrace-prom-oom", 64 << 20);
+    let mut hog = Workload::start(&["slow-hog", "2048", "150"]);
+    cgroup.add(hog.pid());
+    let victim = hog.pid();
+    hog.go();
+    let status = hog.finish();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "not OOM-killed: {status:?}"
+    );
+
+    let query = format!(
+        r#"memtrace_oom_kills_total{{comm="memtrace-worklo",cgroup="{}"}}"#,
+        cgroup.path
+    );
+    let kills = prometheus.wait_for(&query, Duration::from_secs(20), |r| {
+        r.iter().any(|(_, v)| *v >= 1.0)
+    });
+    let (labels, _) = &kills[0];
+    assert_eq!(labels["comm"], "memtrace-worklo");
+    assert_eq!(labels["cgroup"], cgroup.path.as_str());
+    // The OOM stays visible after the victim (and soon its cgroup) is gone.
+    assert!(
+        prometheus
+            .query(r#"memtrace_node_oom_kills_total"#)
+            .iter()
+            .any(|(_, v)| *v >= 1.0)
+    );
+
+    // The flight recording: the victim's RSS climbing in the seconds before the kill.
+    let (status, body) = get(daemon.addr, "/api/v1/oom");
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("oom JSON");
+    assert_eq!(body["schema_version"], 1);
+    let ooms: Vec<OomRecord> =
+        serde_json::from_value(body["ooms"].clone()).expect("OomRecord schema");
+    let oom = ooms
+        .iter()
+        .find(|o| o.victim_pid == victim)
+        .unwrap_or_else(|| panic!("victim {victim} not in {ooms:#?}"));
+    assert_eq!(oom.victim_cgroup.as_deref(), Some(cgroup.path.as_str()));
+    assert_eq!(oom.cgroup_limit_bytes, Some(64 << 20));
+    let rss: Vec<u64> = oom
+        .flight_recording
+        .iter()
+        .map(|s| s.rss_anon_bytes)
+        .collect();
+    assert!(rss.len() >= 3, "flight recording too short: {rss:?}");
+    assert!(
+        rss.windows(2).all(|w| w[0] <= w[1]),
+        "RSS not climbing: {rss:?}"
+    );
+    assert!(rss.last() > rss.first(), "RSS not climbing: {rss:?}");
+    assert!(oom.flight_recording.iter().all(|s| s.offset_seconds <= 0.0));
+
+    // `memtrace oom` prints it for a human.
+    let out = Command::new(memtrace_bin())
+        .args(["oom", "--url", &format!("http://{}", daemon.addr)])
+        .output()
+        .expect("memtrace oom");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "victim   {victim} (memtrace-worklo)  cgroup {}",
+            cgroup.path
+        )),
+        "{text}"
+    );
+    assert!(text.contains("before the kill"), "{text}");
+}
+
+#[test]
+fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
+    require_root();
+    let _serial = serial();
+    let daemon = Daemon::start(&[]);
+    std::thread::sleep(Duration::from_millis(1500)); // a tick with rates
+    let metrics = daemon.metrics();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`; cargo xtask test installs it)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("feed promtool");
+    let out = promtool.wait_with_output().expect("promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics: {report}"
+    );
+    for family in [
+        "memtrace_process_page_faults_total",
+        "memtrace_node_memory_available_bytes",
+        "memtrace_probes",
+        "memtrace_build_info",
+    ] {
+        assert!(!samples(&metrics, family).is_empty(), "{family} missing");
+    }
+    let attached: f64 = samples(&metrics, "memtrace_probes")
+        .iter()
+        .filter(|(l, _)| l.contains("attached"))
+        .map(|(_, v)| *v)
+        .sum();
+    assert!(attached >= 19.0, "probes attached: {attached}");
+
+    let (status, body) = get(daemon.addr, "/api/v1/snapshot");
+    assert_eq!(status, 200);
+    let snapshot: Snapshot = serde_json::from_str(&body).expect("snapshot matches the v1 schema");
+    assert_eq!(snapshot.schema_version, 1);
+    assert!(!snapshot.node.boot_id.is_empty() && !snapshot.node.kernel_release.is_empty());
+    assert!(!snapshot.processes.is_empty());
+    let original: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let reencoded = serde_json::to_value(&snapshot).expect("serialize");
+    assert_eq!(
+        original["processes"].as_array().map(Vec::len),
+        reencoded["processes"].as_array().map(Vec::len)
+    );
+    assert_eq!(original["node"], reencoded["node"]);
+    assert_eq!(original["pipeline"], reencoded["pipeline"]);
+    assert_eq!(get(daemon.addr, "/healthz"), (200, "ok".to_owned()));
+    assert_eq!(get(daemon.addr, "/nope").0, 404);
+}
+
+#[test]
+fn a_thousand_processes_stay_within_the_series_bound_and_leave_when_gone() {
+    require_root();
+    let _serial = serial();
+    const TOP: usize = 50;
+    let daemon = Daemon::start(&["--top", &TOP.to_string()]);
+    let mut idle = Workload::start(&["idle", "1000"]);
+    let r = idle.run();
+    let children: HashSet<u64> = r["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .filter_map(|p| p.as_u64())
+        .collect();
+    assert_eq!(children.len(), 1000);
+
+    // Wait until the daemon's model holds them all.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = get(daemon.addr, "/api/v1/snapshot");
+        let snapshot: Snapshot = serde_json::from_str(&body).expect("snapshot");
+        let seen = snapshot
+            .processes
+            .iter()
+            .filter(|p| children.contains(&u64::from(p.pid)))
+            .count();
+        if seen == 1000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon saw {seen} of 1000 children"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let metrics = daemon.metrics();
+    let faults = samples(&metrics, "memtrace_process_page_faults_total");
+    let minor: Vec<_> = faults
+        .iter()
+        .filter(|(l, _)| l.contains(r#"type="minor""#))
+        .collect();
+    assert!(
+        minor.len() <= TOP + 1,
+        "{} workload series for minor faults (bound {})",
+        minor.len(),
+        TOP + 1
+    );
+    assert!(
+        minor.iter().any(|(l, _)| l.contains(r#"comm="~other""#)),
+        "no ~other aggregate"
+    );
+    let idle_series = minor
+        .iter()
+        .filter(|(l, _)| l.contains(r#"comm="idle-"#))
+        .count();
+    assert!(idle_series <= TOP, "{idle_series} idle-* series");
+    assert!(
+        metrics
+            .lines()
+            .all(|l| l.starts_with('#') || !l.contains("pid=")),
+        "a pid label leaked"
+    );
+    let exported = samples(&metrics, "memtrace_exported_series")[0].1 as usize;
+    let lines = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    assert_eq!(exported, lines, "exported_series must count the exposition");
+    // README bound with the defaults: 50 workloads + ~other, 200 cgroups + ~other, node and self.
+    assert!(
+        exported <= 2_500,
+        "{exported} series exceed the documented bound"
+    );
+
+    // They exit: their series leave within two sampling intervals.
+    assert!(idle.finish().success());
+    std::thread::sleep(Duration::from_millis(2_500));
+    let metrics = daemon.metrics();
+    let left = samples(&metrics, "memtrace_process_page_faults_total")
+        .iter()
+        .filter(|(l, _)| l.contains(r#"comm="idle-"#))
+        .count();
+    assert_eq!(left, 0, "series of exited processes still exported");
+}
