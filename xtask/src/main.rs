@@ -26,8 +26,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEFAULT_LLVM_MAJOR: u32 = 22;
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Debian packages `cargo xtask test` needs: (binary looked up on PATH, package providing it).
-const TEST_APT_PACKAGES: &[(&str, &str)] =
-    &[("stress-ng", "stress-ng"), ("promtool", "prometheus")];
+const TEST_APT_PACKAGES: &[(&str, &str)] = &[("promtool", "prometheus")];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.
 #[derive(Parser)]
@@ -79,7 +78,7 @@ enum Cmd {
     /// Runs, stopping at the first failure: `cargo fmt --all -- --check`;
     /// `cargo clippy --workspace --exclude memtrace-ebpf --all-targets -- -D warnings`;
     /// `cargo test --workspace --exclude memtrace-ebpf [EXTRA]` (RUST_BACKTRACE=1). Before that
-    /// it runs setup, mounts tracefs and apt-installs missing test tools (stress-ng).
+    /// it runs setup, mounts tracefs and apt-installs missing test tools (prometheus, for promtool and the scrape test).
     /// Must run as root: the integration tests load real eBPF programs and fail rather than skip.
     ///
     /// Example: sudo -E cargo xtask test -- lifecycle -- --nocapture

@@ -25,12 +25,12 @@ use crate::{
 
 const EXAMPLES: &str = "\
 Examples:
-  memtrace trace                                 OOM kills, reclaim stalls and mmap-family calls ≥ 1 MiB, system-wide
-  memtrace trace --event oom,mmap                OOM kills and mmaps (≥ 1 MiB)
-  memtrace trace -p 1234                         every mmap/munmap/brk/mremap of pid 1234 (no size floor when filtered)
-  memtrace trace -p 1234 --faults --sample 100   plus every 100th page fault, with address and cause
-  memtrace trace --comm redis-server -e vm,reclaim -o json
-  memtrace trace --cgroup /oomtest -e oom -d 60s   (cgroup path as in /proc/<pid>/cgroup)
+  memtrace trace                        OOM kills, reclaim stalls, mmap-family calls >= 1 MiB
+  memtrace trace -e oom,mmap            OOM kills and mmaps (>= 1 MiB)
+  memtrace trace -p 1234                every mmap/munmap/brk/mremap of pid 1234 (no size floor)
+  memtrace trace -p 1234 --faults --sample 100   ... plus every 100th page fault, with its cause
+  memtrace trace -c redis-server -e vm,reclaim -o json
+  memtrace trace --cgroup /oomtest -e oom -d 60s    (cgroup path as in /proc/<pid>/cgroup)
 
 Event kinds: fault, mmap, munmap, brk, mremap, reclaim, oom, exec, exit; groups: vm (the four
 mmap-family calls), all. Counters (faults, mapped bytes, stalls, RSS) are always kept in the
@@ -276,10 +276,16 @@ impl Tracer {
     fn handle(&mut self, event: &Event) {
         let pid = event.subject_pid();
         // The process may be gone (exit, OOM victim): the cache answers from what it saw.
-        let info = self.cache.get(pid);
+        // Trusted lookups: exits and execs (always in the kernel mask) invalidate entries, so a
+        // cached identity is current, and it still answers for a process that just exited.
+        let info = self.cache.get_trusted(pid);
         let cgroup = info.as_ref().and_then(|i| i.cgroup.clone());
         if let Event::Exit(e) = event {
-            let comm = comm_str(&e.header.comm);
+            // The exiting task may be any thread (named e.g. "tokio-runtime-w"): prefer the
+            // process's own name when it was seen alive.
+            let comm = info
+                .as_ref()
+                .map_or_else(|| comm_str(&e.header.comm), |i| i.comm.clone());
             if self.selection.matches(pid, &comm, cgroup.as_deref()) && e.tracked != 0 {
                 self.exited.insert(
                     pid,
@@ -495,6 +501,8 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut kernel_mask = shown;
     // Exit events carry final counters for the summary, whether or not they are shown.
     kernel_mask.insert(kind::EXIT);
+    // Exec events keep the identity cache honest (comm changes), shown or not.
+    kernel_mask.insert(kind::EXEC);
     if !args.faults {
         kernel_mask.0 &= !(1 << kind::FAULT);
     }
