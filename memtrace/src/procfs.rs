@@ -10,6 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -333,7 +334,15 @@ struct CacheEntry {
     info: Arc<ProcessInfo>,
     /// Value of `ProcessCache::clock` at the last hit; smallest = least recently used.
     last_used: u64,
+    /// When the identity was read: trusted hits re-read it after [`TRUSTED_TTL`].
+    read_at: Instant,
 }
+
+/// How long [`ProcessCache::get_trusted`] serves an identity without re-reading it. Exec and
+/// exit invalidate at once; this bounds staleness for what no event announces: a process moved
+/// to another cgroup by writing its pid to `cgroup.procs`. At 10,000 processes it costs ~330
+/// identity reads per second.
+pub const TRUSTED_TTL: Duration = Duration::from_secs(30);
 
 /// Per-pid identity cache so a hot event loop does not re-read /proc for every event.
 ///
@@ -399,6 +408,7 @@ impl ProcessCache {
             CacheEntry {
                 info: Arc::clone(&info),
                 last_used: self.clock,
+                read_at: Instant::now(),
             },
         );
         Some(info)
@@ -412,9 +422,17 @@ impl ProcessCache {
     /// OOM victim's enrichment needs.
     pub fn get_trusted(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
         self.clock += 1;
-        if let Some(entry) = self.entries.get_mut(&pid) {
-            entry.last_used = self.clock;
-            return Some(Arc::clone(&entry.info));
+        match self.entries.get_mut(&pid) {
+            Some(entry) if entry.read_at.elapsed() < TRUSTED_TTL => {
+                entry.last_used = self.clock;
+                return Some(Arc::clone(&entry.info));
+            }
+            // Too old: read it again (a process gone by now keeps its last identity).
+            Some(_) => {
+                let stale = self.entries.remove(&pid).map(|entry| entry.info);
+                return self.get(pid).or(stale);
+            }
+            None => {}
         }
         self.get(pid)
     }

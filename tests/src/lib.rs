@@ -64,8 +64,39 @@ pub struct Workload {
 impl Workload {
     /// Start it and wait for `ready`.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(workload_bin())
-            .args(args)
+        Self::spawn(Command::new(workload_bin()).args(args))
+    }
+
+    /// Start it inside `cgroup`: placed there between fork and exec, as container runtimes do,
+    /// so it never runs (or is seen) anywhere else.
+    pub fn start_in(cgroup: &MemoryCgroup, args: &[&str]) -> Self {
+        use std::os::{fd::AsRawFd, unix::process::CommandExt};
+        // Opened here: between fork and exec only async-signal-safe calls are allowed (the test
+        // harness is multi-threaded), so the child just write(2)s "0" (= itself) to it.
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(cgroup.dir.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        let fd = procs.as_raw_fd();
+        let mut command = Command::new(workload_bin());
+        command.args(args);
+        // SAFETY: the hook calls only write(2) on an fd that outlives the spawn.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let workload = Self::spawn(&mut command);
+        drop(procs);
+        workload
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -78,7 +109,7 @@ impl Workload {
             stdout,
         };
         let line = workload.read_line();
-        assert_eq!(line, "ready", "workload {args:?} did not get ready");
+        assert_eq!(line, "ready", "workload {command:?} did not get ready");
         workload
     }
 

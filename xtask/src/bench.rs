@@ -78,10 +78,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     fault_iters: u32,
     /// bench-mmap iterations in benchmark 2.
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     mmap_iters: u32,
     /// bench-faults iterations in each live-trace trial of benchmark 3.
-    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     throughput_iters: u32,
     /// Length of benchmark 4's quiet window, in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -653,7 +653,7 @@ fn read_trimmed(path: &str) -> String {
 
 struct HttpResponse {
     status: u16,
-    body_len: usize,
+    body: Vec<u8>,
 }
 
 fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse> {
@@ -677,10 +677,8 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpRespo
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no status code")?;
-    Ok(HttpResponse {
-        status,
-        body_len: buf.len() - head_end - 4,
-    })
+    buf.drain(..head_end + 4);
+    Ok(HttpResponse { status, body: buf })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -964,6 +962,8 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     let mut samples: [Vec<Option<Sample>>; 3] = Default::default();
     let mut failed: [Option<String>; 3] = Default::default();
     let mut memtrace_cpu = Vec::new();
+    // Tracers of other people running during a round's untraced run skew that round.
+    let mut foreign: Vec<Vec<String>> = vec![Vec::new(); runs];
 
     say("warm-up run (discarded)");
     env.run_workload(env.workload(&spec.bin, &spec.args, true))?;
@@ -976,6 +976,9 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
                 continue;
             }
             check_interrupt()?;
+            if v == Variant::Untraced {
+                foreign[round] = other_tracers();
+            }
             match run_variant(env, spec, v) {
                 Ok((s, cpu)) => {
                     say(format!(
@@ -1102,7 +1105,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     );
     md!(body, "| Round | untraced | {} | bpftrace |", labels[1]);
     md!(body, "|---|---|---|---|");
-    for r in 0..runs {
+    for (r, others) in foreign.iter().enumerate() {
         let cell = |v: usize| {
             samples[v]
                 .get(r)
@@ -1112,13 +1115,24 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
                     format!("{:.1} / {:.1}", s.wall, s.cpu)
                 })
         };
+        let mark = if others.is_empty() { "" } else { " †" };
         md!(
             body,
-            "| {} | {} | {} | {} |",
+            "| {}{mark} | {} | {} | {} |",
             r + 1,
             cell(0),
             cell(1),
             cell(2)
+        );
+    }
+    let mut tainted: Vec<String> = foreign.iter().flatten().cloned().collect();
+    tainted.sort();
+    tainted.dedup();
+    if !tainted.is_empty() {
+        md!(
+            body,
+            "\n† Someone else's tracer was running during that round's untraced run ({}): its baseline is traced too.",
+            tainted.join(", ")
         );
     }
     md!(body, "\n</details>\n");
@@ -1171,7 +1185,10 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
                     body,
                     "In-kernel cost of memtrace's programs during one extra run with `kernel.bpf_stats_enabled=1` (restored afterwards; invocations are system-wide):\n"
                 );
-                md!(body, "| Program | Type | Invocations | ns / invocation |");
+                md!(
+                    body,
+                    "| Program (the kernel keeps 15 characters) | Type | Invocations | ns / invocation |"
+                );
                 md!(body, "|---|---|---|---|");
                 let mut idle = Vec::new();
                 for c in &costs {
@@ -1532,6 +1549,16 @@ fn bench_throughput(env: &Env) -> Result<Section> {
             zero_loss.unwrap_or(0)
         );
     }
+    let (ring_lost, queue_lost): (u64, u64) = trials
+        .iter()
+        .filter(|t| t.ring == THROUGHPUT_RING)
+        .fold((0, 0), |(r, q), t| (r + t.ring_full, q + t.queue_drops));
+    if queue_lost > ring_lost {
+        md!(
+            body,
+            "Most losses ({queue_lost} vs {ring_lost} in the kernel ring) are in memtrace's userspace queue: the consumer (decode → filter → render → write) is the bottleneck, not the kernel ring.\n"
+        );
+    }
     if zero_loss == Some(1) {
         md!(
             body,
@@ -1625,6 +1652,8 @@ fn pid_room(n: usize) -> Result<Option<Sysctl>> {
 struct Footprint {
     n: usize,
     processes: usize,
+    /// `memtrace_tracked_processes` from /metrics.
+    tracked: Option<f64>,
     rss_kib: u64,
     hwm_kib: u64,
     quiet_cpu_pct: f64,
@@ -1646,7 +1675,7 @@ fn scrape(env: &Env, path: &'static str) -> Result<ScrapeResult> {
         let t = Instant::now();
         let r = http_get(env.args.listen, path, Duration::from_secs(30))?;
         latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        bytes = r.body_len;
+        bytes = r.body.len();
         if r.status != 200 {
             non_ok += 1;
         }
@@ -1656,6 +1685,17 @@ fn scrape(env: &Env, path: &'static str) -> Result<ScrapeResult> {
         latencies_ms,
         bytes,
         non_ok,
+    })
+}
+
+/// The daemon's `memtrace_tracked_processes` gauge.
+fn tracked_processes(env: &Env) -> Option<f64> {
+    let r = http_get(env.args.listen, "/metrics", Duration::from_secs(10)).ok()?;
+    String::from_utf8_lossy(&r.body).lines().find_map(|l| {
+        l.strip_prefix("memtrace_tracked_processes ")?
+            .trim()
+            .parse()
+            .ok()
     })
 }
 
@@ -1683,6 +1723,7 @@ fn footprint(
         result = Some(Footprint {
             n,
             processes: process_count(),
+            tracked: tracked_processes(env),
             rss_kib: status_kib(pid, "VmRSS")?,
             hwm_kib: status_kib(pid, "VmHWM")?,
             quiet_cpu_pct: ticks as f64 / clk_tck() / started.elapsed().as_secs_f64() * 100.0,
@@ -1778,15 +1819,16 @@ fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) ->
         commands_block(&mut s.body, &commands);
         md!(
             s.body,
-            "| Idle processes spawned | processes on the system | VmRSS | VmHWM | CPU, quiet |"
+            "| Idle processes spawned | processes on the system | tracked by the daemon | VmRSS | VmHWM | CPU, quiet |"
         );
-        md!(s.body, "|---|---|---|---|---|");
+        md!(s.body, "|---|---|---|---|---|---|");
         for r in &rows {
             md!(
                 s.body,
-                "| {} | {} | {:.1} MiB | {:.1} MiB | {:.2}% |",
+                "| {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.2}% |",
                 r.n,
                 r.processes,
+                r.tracked.map_or("?".to_owned(), |t| format!("{t:.0}")),
                 r.rss_kib as f64 / 1024.0,
                 r.hwm_kib as f64 / 1024.0,
                 r.quiet_cpu_pct
@@ -1989,7 +2031,7 @@ fn bench_micro(env: &Env) -> Result<Section> {
     }
     md!(
         section.body,
-        "criterion (`--quick`), in-process, no kernel involved. Estimates with criterion's confidence interval.\n"
+        "criterion (`--quick`), in-process, no kernel involved; low – estimate – high is criterion's confidence interval. `decode/*`: `Event::decode` of one ring-buffer record; `render/*`: one event rendered as a JSON line / a text line into a reused buffer; `model/observe_event_exit`: `Model::observe_event` for an exit record; `model/observe_processes_10k_tick`: one sampling tick of 10,000 live processes (divide by 10,000 for the per-process cost).\n"
     );
     md!(
         section.body,

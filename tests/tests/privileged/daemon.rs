@@ -243,8 +243,7 @@ fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
 
     // A real OOM kill in a 64 MiB memory cgroup, slow enough for the flight recorder to see it.
     let cgroup = MemoryCgroup::new("memtrace-prom-oom", 64 << 20);
-    let mut hog = Workload::start(&["slow-hog", "2048", "150"]);
-    cgroup.add(hog.pid());
+    let mut hog = Workload::start_in(&cgroup, &["slow-hog", "2048", "150"]);
     let victim = hog.pid();
     hog.go();
     let status = hog.finish();

@@ -212,8 +212,7 @@ async fn mmap_family_events_and_counters_carry_exact_sizes() {
 /// Run `hog` in a 64 MiB memory cgroup until the OOM killer ends it; returns (pid, cgroup).
 pub(crate) fn oom_kill_in_cgroup() -> (u32, MemoryCgroup) {
     let cgroup = MemoryCgroup::new("memtrace-oom", 64 << 20);
-    let mut hog = Workload::start(&["hog"]);
-    cgroup.add(hog.pid());
+    let mut hog = Workload::start_in(&cgroup, &["hog"]);
     hog.go();
     let pid = hog.pid();
     let status = hog.finish();
