@@ -130,7 +130,8 @@ pub struct OomOffsets {
 }
 const _: () = assert!(size_of::<OomOffsets>() == 40);
 
-/// Offsets in `kmem:rss_stat`.
+/// Offsets for RSS tracking: the classic `kmem:rss_stat` record's fields, and the kernel struct
+/// layout (from vmlinux BTF) that the raw-tracepoint variant reads instead of the record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RssOffsets {
@@ -138,6 +139,14 @@ pub struct RssOffsets {
     pub curr: u32,
     pub member: u32,
     pub size: u32,
+    /// `offsetof(struct task_struct, mm)`.
+    pub task_mm: u32,
+    /// `offsetof(struct mm_struct, rss_stat)`.
+    pub mm_rss_stat: u32,
+    /// `sizeof(struct percpu_counter)`.
+    pub counter_size: u32,
+    /// `offsetof(struct percpu_counter, count)`.
+    pub counter_count: u32,
 }
 
 /// Offsets in the `vmscan` reclaim begin/end records.
@@ -180,7 +189,7 @@ pub struct Offsets {
     pub reclaim: ReclaimOffsets,
     pub sched: SchedOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 16 + 16 + 24);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -216,6 +225,10 @@ impl Offsets {
             curr: FIELD_ABSENT,
             member: FIELD_ABSENT,
             size: FIELD_ABSENT,
+            task_mm: FIELD_ABSENT,
+            mm_rss_stat: FIELD_ABSENT,
+            counter_size: FIELD_ABSENT,
+            counter_count: FIELD_ABSENT,
         },
         reclaim: ReclaimOffsets {
             begin_order: FIELD_ABSENT,
@@ -273,9 +286,10 @@ pub struct ProcStats {
     pub rss: [u64; rss_member::COUNT],
     /// Last known program break (0: not yet seen); brk growth is measured against it.
     pub brk_current: u64,
-    /// `mm_id` from `kmem:rss_stat` last seen for this process (to attribute `curr == 0` updates).
-    pub mm_id: u32,
-    pub reserved: u32,
+    /// The process's mm as `kmem:rss_stat` identifies it (the `mm_struct` address with the raw
+    /// tracepoint, the hashed `mm_id` with the classic one), to attribute updates made from
+    /// another task's context.
+    pub mm_key: u64,
 }
 const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8);
 

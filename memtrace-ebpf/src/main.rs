@@ -22,10 +22,14 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::{BPF_NOEXIST, pt_regs},
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+        pt_regs,
+    },
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
     },
     macros::{map, perf_event, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -66,7 +70,7 @@ static RECLAIM_INFLIGHT: HashMap<u64, ReclaimStart> = HashMap::with_max_entries(
 /// `kmem:rss_stat` `mm_id` → tgid, to attribute RSS changes made from another task's context
 /// (reclaim, the OOM reaper, page migration).
 #[map]
-static MM_OWNER: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
+static MM_OWNER: HashMap<u64, u32> = HashMap::with_max_entries(32768, 0);
 /// Live-trace filter: tgids (and, with FOLLOW_FORKS, their descendants' task ids).
 #[map]
 static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
@@ -154,15 +158,31 @@ fn filter_pass(config: &Config, tgid: u32) -> bool {
     true
 }
 
-/// Send `event` to `ring`, counting a full ring as a loss of that kind.
+/// Send `event` to `ring`, counting a full ring as a loss of that kind. `flags` are the
+/// submit flags (0: the kernel's adaptive wake-up).
 #[inline(always)]
-fn emit<T: 'static>(ring: &RingBuf, kind: u32, event: T) {
+fn emit<T: 'static>(ring: &RingBuf, kind: u32, event: T, flags: u64) {
     match ring.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(event);
-            entry.submit(0);
+            entry.submit(flags);
         }
         None => count_loss(kind),
+    }
+}
+
+/// Submit flags for the fault stream. A wake-up per record (an IRQ work item and a reader
+/// wake-up, at up to a million records a second) would cost more than the record itself, so the
+/// reader is woken only once a quarter of the ring is filled; below that it drains on its own
+/// timer (every 10 ms, see `memtrace::pipeline`).
+#[inline(always)]
+fn fault_submit_flags() -> u64 {
+    let pending = FAULT_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = FAULT_EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    if pending >= size / 4 {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 
@@ -265,6 +285,7 @@ fn on_fault(ctx: &RawTracePointContext, user: u32) {
             user,
             reserved: 0,
         },
+        fault_submit_flags(),
     );
 }
 
@@ -487,7 +508,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
         event.len
     };
     if config.wants(kind) && size >= config.mmap_min_bytes && filter_pass(&config, tgid) {
-        emit(&EVENTS, kind, event);
+        emit(&EVENTS, kind, event, 0);
     }
 }
 
@@ -495,6 +516,53 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
 // RSS by type. `curr` says whether the mm is the current task's; otherwise (reclaim, the OOM
 // reaper, migration) the owner is found through `MM_OWNER`, and entries are never created, so a
 // process tearing down its mm after exit cannot resurrect its entry.
+//
+// `kmem:rss_stat` fires on every RSS counter change, i.e. on nearly every page fault, so it is as
+// hot as the fault hook. The raw-tracepoint variant (`rss_stat_raw`, used when vmlinux BTF gives
+// the struct layout) skips the kernel's trace-record marshalling (hashing the mm pointer, reading
+// the counter, filling a perf buffer) and reads the one counter it needs itself. The classic
+// variant (`rss_stat`) is the fallback for kernels without BTF.
+
+/// Record `bytes` as the RSS of type `member` of the mm identified by `mm_key`.
+#[inline(always)]
+fn rss_update(mm_key: u64, curr: bool, member: u32, bytes: u64) {
+    if member as usize >= rss_member::COUNT {
+        return;
+    }
+    let (stats, tgid) = if curr {
+        let (_, tgid) = current();
+        (stats_entry(tgid), tgid)
+    } else {
+        match MM_OWNER.get_ptr(mm_key) {
+            // SAFETY: map value pointer.
+            Some(owner) => {
+                let owner = unsafe { *owner };
+                (PROC_STATS.get_ptr_mut(owner), owner)
+            }
+            None => return,
+        }
+    };
+    let Some(stats) = stats else {
+        return;
+    };
+    // The mask (COUNT is 4) is a bound the verifier can see whatever the compiler makes of the
+    // check above; an index it cannot bound is refused as an unbounded map-value access.
+    let index = member as usize & (rss_member::COUNT - 1);
+    // SAFETY (block): map value pointer; `index` < COUNT.
+    unsafe {
+        *(&raw mut (*stats).rss).cast::<u64>().add(index) = bytes;
+        if curr && (*stats).mm_key != mm_key {
+            let old = (*stats).mm_key;
+            if old != 0 && MM_OWNER.get_ptr(old).is_some_and(|owner| *owner == tgid) {
+                let _ = MM_OWNER.remove(old);
+            }
+            if MM_OWNER.insert(mm_key, tgid, 0).is_err() {
+                count_loss(loss::MAP_MM_OWNER);
+            }
+            (*stats).mm_key = mm_key;
+        }
+    }
+}
 
 #[tracepoint(category = "kmem", name = "rss_stat")]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
@@ -507,43 +575,53 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
-    let (stats, tgid) = if curr != 0 {
-        let (_, tgid) = current();
-        (stats_entry(tgid), tgid)
-    } else {
-        match MM_OWNER.get_ptr(mm_id) {
-            // SAFETY: map value pointer.
-            Some(owner) => {
-                let owner = unsafe { *owner };
-                (PROC_STATS.get_ptr_mut(owner), owner)
-            }
-            None => return 0,
-        }
-    };
-    let Some(stats) = stats else {
+    rss_update(
+        u64::from(mm_id),
+        curr != 0,
+        member as u32,
+        size.max(0) as u64,
+    );
+    0
+}
+
+/// TP_PROTO(struct mm_struct *mm, int member): the same value the classic record carries
+/// (`percpu_counter_read_positive(&mm->rss_stat[member])` pages), read directly.
+#[raw_tracepoint(tracepoint = "rss_stat")]
+pub fn rss_stat_raw(ctx: RawTracePointContext) -> i32 {
+    let o = OFFSETS.load().rss;
+    let mm: u64 = ctx.arg(0);
+    let member: u64 = ctx.arg(1);
+    if member >= rss_member::COUNT as u64 || mm == 0 {
         return 0;
-    };
-    let bytes = if size > 0 { size as u64 } else { 0 };
-    // SAFETY (block): map value pointer; `member` is bounds-checked by the match.
-    unsafe {
-        match member as usize {
-            rss_member::FILE => (*stats).rss[rss_member::FILE] = bytes,
-            rss_member::ANON => (*stats).rss[rss_member::ANON] = bytes,
-            rss_member::SWAP => (*stats).rss[rss_member::SWAP] = bytes,
-            rss_member::SHMEM => (*stats).rss[rss_member::SHMEM] = bytes,
-            _ => return 0,
-        }
-        if curr != 0 && (*stats).mm_id != mm_id {
-            let old = (*stats).mm_id;
-            if old != 0 && MM_OWNER.get_ptr(old).is_some_and(|owner| *owner == tgid) {
-                let _ = MM_OWNER.remove(old);
-            }
-            if MM_OWNER.insert(mm_id, tgid, 0).is_err() {
-                count_loss(loss::MAP_MM_OWNER);
-            }
-            (*stats).mm_id = mm_id;
-        }
     }
+    // SAFETY (block): kernel pointers read through checked `bpf_probe_read_kernel`, at offsets
+    // from this kernel's BTF.
+    let (count, current_mm) = unsafe {
+        let counter = mm
+            + u64::from(o.mm_rss_stat)
+            + member * u64::from(o.counter_size)
+            + u64::from(o.counter_count);
+        let Ok(count) = bpf_probe_read_kernel(counter as *const i64) else {
+            return 0;
+        };
+        // Fast path (nearly every call: a process faulting in its own memory): the mm is the
+        // one already recorded for the current process, so `current->mm` need not be read.
+        let (_, tgid) = current();
+        if let Some(stats) = PROC_STATS.get_ptr_mut(tgid)
+            && (*stats).mm_key == mm
+        {
+            let bytes = count.max(0) as u64 * u64::from(CONFIG.load().page_size);
+            let index = member as usize & (rss_member::COUNT - 1);
+            *(&raw mut (*stats).rss).cast::<u64>().add(index) = bytes;
+            return 0;
+        }
+        let task = bpf_get_current_task();
+        let current_mm =
+            bpf_probe_read_kernel((task + u64::from(o.task_mm)) as *const u64).unwrap_or(0);
+        (count, current_mm)
+    };
+    let bytes = count.max(0) as u64 * u64::from(CONFIG.load().page_size);
+    rss_update(mm, current_mm == mm, member as u32, bytes);
     0
 }
 
@@ -625,6 +703,7 @@ fn on_reclaim_end(ctx: &TracePointContext) {
                 order: start.order,
                 memcg: start.memcg,
             },
+            0,
         );
     }
 }
@@ -675,7 +754,7 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         &ctx,
         "oom: victim pid {} marked (trigger pid {})", event.victim_pid, event.header.pid
     );
-    emit(&EVENTS, kind::OOM, event);
+    emit(&EVENTS, kind::OOM, event, 0);
     0
 }
 
@@ -757,13 +836,13 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     if let Some(stats) = stats {
         // SAFETY: map value pointer, read before removal.
-        let mm_id = unsafe { (*stats).mm_id };
-        if mm_id != 0
+        let mm_key = unsafe { (*stats).mm_key };
+        if mm_key != 0
             && MM_OWNER
-                .get_ptr(mm_id)
+                .get_ptr(mm_key)
                 .is_some_and(|owner| unsafe { *owner } == tgid)
         {
-            let _ = MM_OWNER.remove(mm_id);
+            let _ = MM_OWNER.remove(mm_key);
         }
         let _ = PROC_STATS.remove(tgid);
     }

@@ -21,6 +21,9 @@ use crate::events::Event;
 /// Most events per batch: bounds consumer latency under a flood.
 const MAX_BATCH: usize = 4096;
 
+/// Rings are also drained on this timer, for records submitted without a wake-up.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Userspace stage counters (the kernel stages are in `KernelLosses`).
 #[derive(Debug, Default)]
 pub struct PipelineCounters {
@@ -110,36 +113,49 @@ async fn read_ring(
     tx: mpsc::Sender<Vec<Event>>,
     counters: Arc<PipelineCounters>,
 ) {
+    // The fault stream submits without waking the reader until a quarter of its ring is full
+    // (a wake-up per record would cost more than the record): below that, this timer drains it.
+    let mut drain_timer = tokio::time::interval(DRAIN_EVERY);
+    drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(guard) => guard,
-            Err(err) => {
-                tracing::error!("ring buffer poll failed: {err}");
-                return;
-            }
-        };
-        let ring = guard.get_inner_mut();
-        let mut batch = Vec::new();
-        while let Some(record) = ring.next() {
-            match Event::decode(&record) {
-                Ok(event) => batch.push(event),
+        tokio::select! {
+            ready = fd.readable_mut() => match ready {
+                // Clear before draining: a record submitted meanwhile re-arms readiness.
+                Ok(mut guard) => guard.clear_ready(),
                 Err(err) => {
-                    if counters.decode_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        tracing::warn!(
-                            "undecodable ring record (further ones only counted): {err}"
-                        );
-                    }
+                    tracing::error!("ring buffer poll failed: {err}");
+                    return;
                 }
-            }
-            if batch.len() >= MAX_BATCH && !send(&tx, &counters, std::mem::take(&mut batch)) {
-                return;
-            }
+            },
+            _ = drain_timer.tick() => {}
         }
-        if !batch.is_empty() && !send(&tx, &counters, batch) {
+        if !drain(fd.get_mut(), &tx, &counters) {
             return;
         }
-        guard.clear_ready();
     }
+}
+
+/// Decode everything the ring holds into batches; false once the consumer is gone.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    tx: &mpsc::Sender<Vec<Event>>,
+    counters: &PipelineCounters,
+) -> bool {
+    let mut batch = Vec::new();
+    while let Some(record) = ring.next() {
+        match Event::decode(&record) {
+            Ok(event) => batch.push(event),
+            Err(err) => {
+                if counters.decode_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!("undecodable ring record (further ones only counted): {err}");
+                }
+            }
+        }
+        if batch.len() >= MAX_BATCH && !send(tx, counters, std::mem::take(&mut batch)) {
+            return false;
+        }
+    }
+    batch.is_empty() || send(tx, counters, batch)
 }
 
 /// Hand a batch over; false once the consumer is gone.

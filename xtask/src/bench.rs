@@ -596,8 +596,30 @@ fn clk_tck() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+/// CPU time of a process in nanoseconds: the sum of its threads' run time from
+/// `/proc/<pid>/task/*/schedstat` (nanosecond precision, unlike utime/stime's clock ticks);
+/// falls back to utime + stime when schedstat is unavailable.
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0u64;
+    let mut found = false;
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            if let Some(ns) = text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                total += ns;
+                found = true;
+            }
+        }
+    }
+    if found {
+        return Ok(total);
+    }
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat
         .rfind(')')
@@ -607,7 +629,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     // Fields 14 and 15 of proc(5); `after` starts at field 3.
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
+    Ok(((utime + stime) as f64 / clk_tck() * 1e9) as u64)
 }
 
 /// A `Vm…:` line of /proc/<pid>/status, in KiB.
@@ -934,14 +956,14 @@ fn run_variant(env: &Env, spec: &OverheadSpec, v: Variant) -> Result<(Sample, Op
         Variant::Memtrace => {
             let (mut memtrace, _) = env.start_memtrace()?;
             pause(SETTLE)?;
-            let t0 = cpu_ticks(memtrace.pid())?;
+            let t0 = cpu_ns(memtrace.pid())?;
             let run = env.run_workload(workload())?;
-            let ticks = cpu_ticks(memtrace.pid())? - t0;
+            let used_ns = cpu_ns(memtrace.pid())?.saturating_sub(t0);
             if !memtrace.alive() {
                 bail!("memtrace died during the run: {}", memtrace.log_tail());
             }
             memtrace.stop(STOP_GRACE)?;
-            let cpu_pct = ticks as f64 / clk_tck() / run.wall.as_secs_f64() * 100.0;
+            let cpu_pct = used_ns as f64 / 1e9 / run.wall.as_secs_f64() * 100.0;
             Ok((sample(&run)?, Some(cpu_pct)))
         }
         Variant::Bpftrace => {
@@ -1082,7 +1104,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     if let Some(c) = summarize(&memtrace_cpu) {
         md!(
             body,
-            "{}'s own CPU while the workload ran (utime+stime / wall, % of one core): {}.\n",
+            "{}'s own CPU while the workload ran (CPU time of its threads / wall, % of one core): {}.\n",
             labels[1],
             fmt_summary(Some(c), 1, "%")
         );
@@ -1505,14 +1527,14 @@ fn bench_throughput(env: &Env) -> Result<Section> {
     );
     md!(
         body,
-        "| --sample | ring | events written | rate | consumer rate | lost (ring full / queue / undecodable) | produced (counted ÷ N) | written + lost − produced |"
+        "| --sample | ring | events written | rate | consumer rate | workload ns/fault | lost (ring full / queue / undecodable) | produced (counted ÷ N) | written + lost − produced |"
     );
-    md!(body, "|---|---|---|---|---|---|---|---|");
+    md!(body, "|---|---|---|---|---|---|---|---|---|");
     for t in &trials {
         let diff = (t.fault_lines + t.lost()) as f64 - t.produced();
         md!(
             body,
-            "| {} | {} | {} | {} | {} | {} ({} / {} / {}) | {:.0} | {:+.0} ({:+.3}%) |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} ({} / {} / {}) | {:.0} | {:+.0} ({:+.3}%) |",
             t.sample,
             t.ring,
             t.fault_lines,
@@ -1522,6 +1544,7 @@ fn bench_throughput(env: &Env) -> Result<Section> {
             } else {
                 "—".into()
             },
+            t.loop_secs * 1e9 / (t.counted.max(1) as f64),
             t.lost(),
             t.ring_full,
             t.queue_drops,
@@ -1529,6 +1552,12 @@ fn bench_throughput(env: &Env) -> Result<Section> {
             t.produced(),
             diff,
             diff / t.produced().max(1.0) * 100.0
+        );
+    }
+    if trials.iter().any(|t| t.ring == TINY_RING) {
+        md!(
+            body,
+            "\nThe {TINY_RING} row uses a deliberately tiny fault ring to force losses and check that every produced event is either written or counted as lost."
         );
     }
     md!(body);
@@ -1562,7 +1591,7 @@ fn bench_throughput(env: &Env) -> Result<Section> {
     if zero_loss == Some(1) {
         md!(
             body,
-            "Nothing was lost even streaming every fault, so the rate above is bounded by how fast the workload faults (with tracing on), not by memtrace.\n"
+            "Nothing was lost even streaming every fault, so the rate above is bounded by how fast the workload faults while every fault is streamed (compare its ns/fault with benchmark 1's), not by memtrace's consumer.\n"
         );
     }
     match summarize(&best) {
@@ -1716,17 +1745,17 @@ fn footprint(
     let pid = daemon.pid();
     let mut result = None;
     if quiet {
-        let t0 = cpu_ticks(pid)?;
+        let t0 = cpu_ns(pid)?;
         let started = Instant::now();
         pause(Duration::from_secs(env.args.quiet_secs))?;
-        let ticks = cpu_ticks(pid)? - t0;
+        let used_ns = cpu_ns(pid)?.saturating_sub(t0);
         result = Some(Footprint {
             n,
             processes: process_count(),
             tracked: tracked_processes(env),
             rss_kib: status_kib(pid, "VmRSS")?,
             hwm_kib: status_kib(pid, "VmHWM")?,
-            quiet_cpu_pct: ticks as f64 / clk_tck() / started.elapsed().as_secs_f64() * 100.0,
+            quiet_cpu_pct: used_ns as f64 / 1e9 / started.elapsed().as_secs_f64() * 100.0,
         });
     }
     let mut scrapes = Vec::new();
@@ -1813,7 +1842,7 @@ fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) ->
         };
         md!(
             s.body,
-            "The daemon is started, then `bench-mmap --idle N` forks N children that each dirty 4 pages and sleep (so the daemon sees every one of them fault); after 5 s of settling, CPU is utime+stime over a {} s quiet window (% of one core) and RSS is VmRSS (VmHWM = peak). {ambient} processes were running before the benchmark.\n",
+            "The daemon is started, then `bench-mmap --idle N` forks N children that each dirty 4 pages and sleep (so the daemon sees every one of them fault); after 5 s of settling, CPU is the daemon's CPU time (sum of its threads' schedstat run time) over a {} s quiet window (% of one core) and RSS is VmRSS (VmHWM = peak). {ambient} processes were running before the benchmark.\n",
             env.args.quiet_secs
         );
         commands_block(&mut s.body, &commands);
@@ -2184,7 +2213,11 @@ fn other_tracers() -> Vec<String> {
                 continue;
             }
             let comm = read_trimmed(&format!("/proc/{pid}/comm"));
-            if comm == "memtrace" || comm == "bpftrace" {
+            // A zombie has released its programs.
+            let zombie = read_trimmed(&format!("/proc/{pid}/stat"))
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            if (comm == "memtrace" || comm == "bpftrace") && !zombie {
                 found.push(format!("{comm} ({pid})"));
             }
         }

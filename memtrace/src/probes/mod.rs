@@ -7,6 +7,7 @@
 //! can run and records why the others could not, and dropping [`Probes`] (or
 //! [`Probes::detach`]) detaches everything. A family the kernel lacks is reported and skipped;
 //! the others run.
+pub mod btf;
 mod family;
 
 use std::{collections::BTreeMap, fmt};
@@ -35,6 +36,8 @@ pub struct ProbeOptions {
     pub events_ring_bytes: u32,
     /// Size of the fault-event ring buffer, bytes (power of two, ≥ page size).
     pub fault_ring_bytes: u32,
+    /// The kernel's BTF (struct layouts for the raw rss_stat hook).
+    pub btf_path: std::path::PathBuf,
 }
 
 impl Default for ProbeOptions {
@@ -52,6 +55,7 @@ impl Default for ProbeOptions {
             max_processes: 32768,
             events_ring_bytes: 1 << 20,
             fault_ring_bytes: page_size(),
+            btf_path: crate::preflight::KERNEL_BTF.into(),
         }
     }
 }
@@ -207,7 +211,21 @@ impl Probes {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
-        let plan = FamilyPlan::new(tracefs, &options.families, options.config.filter_flags);
+        // Struct layouts for programs that read kernel memory (the raw rss_stat hook): from the
+        // running kernel's BTF; without BTF the slower classic tracepoint is used instead.
+        let rss_layout = if options.families.contains(&Family::Rss) {
+            btf::KernelBtf::open(&options.btf_path)
+                .and_then(|btf| btf.rss_layout())
+                .map_err(|err| err.to_string())
+        } else {
+            Err("not needed".to_owned())
+        };
+        let plan = FamilyPlan::new(
+            tracefs,
+            &options.families,
+            options.config.filter_flags,
+            &rss_layout,
+        );
         let offsets: Offsets = plan.offsets;
         let config = options.config;
         let mut ebpf = EbpfLoader::new()

@@ -1,0 +1,165 @@
+//! Kernel struct layouts from vmlinux BTF, for programs that read kernel memory directly.
+//!
+//! Rust eBPF has no CO-RE relocations, so instead of hard-coding `struct mm_struct` offsets the
+//! loader resolves them here, at load time, from the running kernel's own BTF, and hands them to
+//! the programs as read-only globals (the same way tracefs gives tracepoint record offsets).
+//! Anonymous struct/union members are searched through, as the kernel nests most `mm_struct`
+//! fields in them.
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, Type};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading kernel BTF {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("kernel BTF has no struct {name}")]
+    NoStruct { name: String },
+    #[error("kernel BTF: struct {parent} has no member {member}")]
+    NoMember { parent: String, member: String },
+    #[error("kernel BTF: {what} is a bitfield or not byte-aligned")]
+    Unaligned { what: String },
+}
+
+/// The offsets the raw `kmem:rss_stat` program needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RssLayout {
+    /// `offsetof(struct task_struct, mm)`.
+    pub task_mm: u32,
+    /// `offsetof(struct mm_struct, rss_stat)` (an array of `struct percpu_counter`).
+    pub mm_rss_stat: u32,
+    /// `sizeof(struct percpu_counter)`.
+    pub counter_size: u32,
+    /// `offsetof(struct percpu_counter, count)`.
+    pub counter_count: u32,
+}
+
+/// A parsed BTF file.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open(path: &Path) -> Result<Self, BtfError> {
+        let btf = Btf::from_file(path).map_err(|err| BtfError::Read {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })?;
+        Ok(Self { btf })
+    }
+
+    fn strukt(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                // Skip forward declarations and empty definitions of the same name.
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoStruct {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Bit offset of `member` in `strukt`, looking inside anonymous members.
+    fn member_bits(&self, strukt: &btf_rs::Struct, member: &str) -> Option<u32> {
+        for m in &strukt.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            if name == member {
+                return Some(m.bit_offset());
+            }
+            if name.is_empty() {
+                // Anonymous struct or union: its members live at this member's offset.
+                let inner = match self.btf.resolve_chained_type(m) {
+                    Ok(Type::Struct(s) | Type::Union(s)) => s,
+                    _ => continue,
+                };
+                if let Some(bits) = self.member_bits(&inner, member) {
+                    return Some(m.bit_offset() + bits);
+                }
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `member` in `struct parent`.
+    pub fn offset_of(&self, parent: &str, member: &str) -> Result<u32, BtfError> {
+        let strukt = self.strukt(parent)?;
+        let bits = self
+            .member_bits(&strukt, member)
+            .ok_or_else(|| BtfError::NoMember {
+                parent: parent.to_owned(),
+                member: member.to_owned(),
+            })?;
+        if bits % 8 != 0 {
+            return Err(BtfError::Unaligned {
+                what: format!("{parent}.{member}"),
+            });
+        }
+        Ok(bits / 8)
+    }
+
+    pub fn size_of(&self, name: &str) -> Result<u32, BtfError> {
+        Ok(self.strukt(name)?.size() as u32)
+    }
+
+    pub fn rss_layout(&self) -> Result<RssLayout, BtfError> {
+        Ok(RssLayout {
+            task_mm: self.offset_of("task_struct", "mm")?,
+            mm_rss_stat: self.offset_of("mm_struct", "rss_stat")?,
+            counter_size: self.size_of("percpu_counter")?,
+            counter_count: self.offset_of("percpu_counter", "count")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the running kernel's BTF: the layout must be found and plausible. (The exact
+    /// offsets vary by kernel config; `percpu_counter` is `{ raw_spinlock_t lock; s64 count; … }`.)
+    #[test]
+    fn resolves_the_rss_layout_of_the_running_kernel() {
+        let path = Path::new(crate::preflight::KERNEL_BTF);
+        assert!(
+            path.exists(),
+            "this test needs kernel BTF at {}",
+            path.display()
+        );
+        let layout = KernelBtf::open(path).unwrap().rss_layout().unwrap();
+        assert_eq!(layout.counter_count % 8, 0);
+        assert!(layout.counter_count < layout.counter_size);
+        assert!(
+            layout.counter_size >= 16 && layout.counter_size <= 128,
+            "{layout:?}"
+        );
+        assert!(
+            layout.mm_rss_stat > 0 && layout.mm_rss_stat < 8192,
+            "{layout:?}"
+        );
+        assert!(layout.task_mm > 0 && layout.task_mm < 16384, "{layout:?}");
+    }
+
+    #[test]
+    fn missing_things_are_named() {
+        let btf = KernelBtf::open(Path::new(crate::preflight::KERNEL_BTF)).unwrap();
+        assert_eq!(
+            btf.offset_of("mm_struct", "no_such_member")
+                .unwrap_err()
+                .to_string(),
+            "kernel BTF: struct mm_struct has no member no_such_member"
+        );
+        assert_eq!(
+            btf.size_of("no_such_struct_xyz").unwrap_err().to_string(),
+            "kernel BTF has no struct no_such_struct_xyz"
+        );
+        assert!(
+            KernelBtf::open(Path::new("/nonexistent/vmlinux"))
+                .unwrap_err()
+                .to_string()
+                .starts_with("reading kernel BTF /nonexistent/vmlinux")
+        );
+    }
+}
