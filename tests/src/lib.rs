@@ -146,6 +146,11 @@ impl Workload {
     }
 }
 
+/// Online CPUs.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Minor and major faults of a live process, as the kernel counts them (`/proc/<pid>/stat`).
 pub fn proc_faults(pid: u32) -> (u64, u64) {
     let stat = memtrace::procfs::ProcFs::new("/proc")
