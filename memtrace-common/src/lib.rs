@@ -183,7 +183,9 @@ pub struct Offsets {
     pub mremap_enter: SyscallEnterOffsets,
     /// `ret` in `syscalls:sys_exit_*` (one layout for all of them).
     pub syscall_exit_ret: u32,
-    pub reserved: u32,
+    /// Non-zero: the exit programs read the arguments from the task's saved registers, and the
+    /// entry programs are not attached (x86-64 with BTF).
+    pub syscall_args_from_regs: u32,
     pub oom: OomOffsets,
     pub rss: RssOffsets,
     pub reclaim: ReclaimOffsets,
@@ -207,7 +209,7 @@ impl Offsets {
             args: [FIELD_ABSENT; 6],
         },
         syscall_exit_ret: FIELD_ABSENT,
-        reserved: 0,
+        syscall_args_from_regs: 0,
         oom: OomOffsets {
             pid: FIELD_ABSENT,
             comm: FIELD_ABSENT,

@@ -28,8 +28,8 @@ use aya_ebpf::{
     },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_task_pt_regs,
     },
     macros::{map, perf_event, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -384,6 +384,28 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The current syscall's first five arguments, from the user register frame the kernel saved at
+/// entry (`struct pt_regs` is the architecture's uapi frame; x86-64 passes arguments in rdi,
+/// rsi, rdx, r10, r8). `None` where that is not available.
+#[inline(always)]
+fn syscall_args_from_regs() -> Option<[u64; 5]> {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: BTF task pointer of the current task; register reads are checked.
+        unsafe {
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+            // r10 … rdi are contiguous in the frame: one read for all five.
+            let frame = bpf_probe_read_kernel(&raw const (*regs).r10 as *const [u64; 8]).ok()?;
+            // [r10, r9, r8, rax, rcx, rdx, rsi, rdi]
+            Some([frame[7], frame[6], frame[5], frame[0], frame[2]])
+        }
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 #[inline(always)]
 const fn page_align(len: u64, page_size: u32) -> u64 {
     let mask = page_size as u64 - 1;
@@ -399,16 +421,30 @@ const fn is_error(ret: i64) -> bool {
 #[inline(always)]
 fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     let (pid_tgid, tgid) = current();
-    let Some(saved) = SYSCALL_INFLIGHT.get_ptr(pid_tgid) else {
-        return;
+    let offsets = OFFSETS.load();
+    let saved = if offsets.syscall_args_from_regs != 0 {
+        // The arguments are still in the task's saved user registers at syscall exit: one
+        // program per call and no per-thread map (needs BTF for the task pointer).
+        match syscall_args_from_regs() {
+            Some(args) => SyscallArgs {
+                kind,
+                reserved: 0,
+                args,
+            },
+            None => return,
+        }
+    } else {
+        let Some(saved) = SYSCALL_INFLIGHT.get_ptr(pid_tgid) else {
+            return;
+        };
+        // SAFETY: map value pointer; copied before the entry is removed.
+        let saved = unsafe { *saved };
+        let _ = SYSCALL_INFLIGHT.remove(pid_tgid);
+        saved
     };
-    // SAFETY: map value pointer; copied before the entry is removed.
-    let saved = unsafe { *saved };
-    let _ = SYSCALL_INFLIGHT.remove(pid_tgid);
     if saved.kind != kind {
         return;
     }
-    let offsets = OFFSETS.load();
     let Some(ret) = field::<i64>(ctx, offsets.syscall_exit_ret) else {
         return;
     };

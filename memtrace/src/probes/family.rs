@@ -158,7 +158,7 @@ impl FamilyPlan {
             }
             let planned = match family {
                 Family::Faults => Self::plan_faults(tracefs),
-                Family::Mmap => Self::plan_mmap(tracefs, &mut offsets),
+                Family::Mmap => Self::plan_mmap(tracefs, &mut offsets, rss_layout.is_ok()),
                 Family::Rss => Self::plan_rss(tracefs, &mut offsets, rss_layout),
                 Family::Reclaim => Self::plan_reclaim(tracefs, &mut offsets),
                 Family::Oom => Self::plan_oom(tracefs, &mut offsets),
@@ -199,7 +199,12 @@ impl FamilyPlan {
         ]
     }
 
-    fn plan_mmap(tracefs: &Tracefs, offsets: &mut Offsets) -> Vec<PlannedHook> {
+    /// With BTF on x86-64 only the exit tracepoints are attached: they read the arguments from
+    /// the task's saved registers, which halves the programs per call and needs no per-thread
+    /// map. Otherwise entry saves the arguments for exit.
+    fn plan_mmap(tracefs: &Tracefs, offsets: &mut Offsets, have_btf: bool) -> Vec<PlannedHook> {
+        let args_from_regs = have_btf && cfg!(target_arch = "x86_64");
+        offsets.syscall_args_from_regs = u32::from(args_from_regs);
         // (syscall, argument names read at entry, required)
         let calls: [(&str, &[&str], bool); 4] = [
             ("mmap", &["addr", "len", "prot", "flags", "fd"], true),
@@ -254,11 +259,13 @@ impl FamilyPlan {
                 required,
                 unusable: unusable.clone(),
             });
-            planned.push(PlannedHook {
-                hook: tp(enter_prog, "syscalls", enter_prog),
-                required,
-                unusable,
-            });
+            if !args_from_regs {
+                planned.push(PlannedHook {
+                    hook: tp(enter_prog, "syscalls", enter_prog),
+                    required,
+                    unusable,
+                });
+            }
         }
         if let Some(ret) = exit_ret {
             offsets.syscall_exit_ret = ret;

@@ -461,7 +461,10 @@ async fn fault_stream_is_complete_sampled_and_accounted() {
             // The few faults the child took between fork and exec ran under the test's own
             // comm, which the comm filter rightly excludes.
             let unstreamed = faults - mine.len() as u64;
-            assert!(unstreamed <= 8, "{unstreamed} of {faults} faults not streamed");
+            assert!(
+                unstreamed <= 8,
+                "{unstreamed} of {faults} faults not streamed"
+            );
         } else {
             // One in N per CPU: the per-CPU remainders make it at most one short per CPU.
             let expected = faults / u64::from(sample);
