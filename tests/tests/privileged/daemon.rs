@@ -357,12 +357,17 @@ fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
     ] {
         assert!(!samples(&metrics, family).is_empty(), "{family} missing");
     }
-    let attached: f64 = samples(&metrics, "memtrace_probes")
-        .iter()
-        .filter(|(l, _)| l.contains("attached"))
-        .map(|(_, v)| *v)
-        .sum();
-    assert!(attached >= 19.0, "probes attached: {attached}");
+    let probes = samples(&metrics, "memtrace_probes");
+    let state = |s: &str| {
+        probes
+            .iter()
+            .filter(|(l, _)| l.contains(s))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    // 15 hooks with BTF on x86-64 (exit-only syscall hooks), 19 without; none may fail here.
+    assert!(state("attached") >= 15.0, "probes attached: {probes:?}");
+    assert_eq!(state("failed"), 0.0, "probes failed: {probes:?}");
 
     let (status, body) = get(daemon.addr, "/api/v1/snapshot");
     assert_eq!(status, 200);
