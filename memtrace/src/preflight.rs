@@ -61,12 +61,13 @@ pub fn check_privileges() -> Result<(), PreflightError> {
     }
 }
 
-/// memtrace reads tracepoint layouts from tracefs and uses no CO-RE relocations, so it runs
-/// without kernel BTF; its absence is worth one line because other BPF tools on the box will fail.
+/// memtrace runs without kernel BTF: tracepoint layouts come from tracefs. BTF only enables the
+/// cheaper hooks (struct offsets for the raw `rss_stat` program, the task pointer for reading
+/// syscall arguments at exit), so its absence is a warning saying what it costs.
 pub fn btf_warning(path: &Path) -> Option<String> {
     (!path.exists()).then(|| {
         format!(
-            "kernel BTF not found at {}: memtrace does not need it (tracepoint layouts come from tracefs), continuing; BTF-based tools will not work on this kernel (CONFIG_DEBUG_INFO_BTF)",
+            "kernel BTF not found at {}: continuing with the slower fallbacks (classic kmem:rss_stat tracepoint, syscall entry+exit pairs); a kernel with CONFIG_DEBUG_INFO_BTF=y costs less per page fault and mmap",
             PathBuf::from(path).display()
         )
     })
