@@ -577,6 +577,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         let _ = tracer.out.flush();
     }
 
+    // Persistent streams, created once: a signal that arrives while a batch is being printed is
+    // kept for the next `select!` (a fresh `ctrl_c()` future per iteration would miss it).
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let deadline = tracer
         .args
@@ -606,7 +609,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                 }
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = &mut sleep_until_deadline => break,
             _ = async { interval.as_mut().expect("guarded").tick().await }, if interval.is_some() => {
