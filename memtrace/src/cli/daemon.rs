@@ -20,12 +20,15 @@ use crate::{
     cgroup::CgroupFs,
     events::EventKindSet,
     export::{
-        http::{self, AppState, Published},
+        http::{self, AppState, Published, ViewRequest},
         prometheus::{BuildInfo, ExportConfig},
     },
-    model::{Model, ModelConfig, snapshot::PipelineView},
+    model::{
+        Model, ModelConfig,
+        snapshot::{OomRecord, PipelineView, Snapshot},
+    },
     node::NodeReader,
-    pipeline::EventStream,
+    pipeline::{EventStream, PipelineCounters},
     preflight,
     probes::{ProbeOptions, Probes, page_size},
     procfs::{ProcFs, ProcessCache},
@@ -245,12 +248,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut cache = ProcessCache::new(ProcFs::new("/proc"), settings.max_processes as usize);
 
     let ready = Arc::new(AtomicBool::new(false));
-    let (publish, published) = tokio::sync::watch::channel(Published::default());
+    // Handlers ask this loop for views of the model; see `export::http`.
+    let (views, mut view_requests) = tokio::sync::mpsc::channel::<ViewRequest>(64);
     let not_ready_reason = Arc::new(std::sync::Mutex::new(
         "waiting for the first sample".to_owned(),
     ));
     let state = Arc::new(AppState {
-        published,
+        views,
         ready: Arc::clone(&ready),
         not_ready_reason: Arc::clone(&not_ready_reason),
         export: ExportConfig {
@@ -269,9 +273,18 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }));
     tracing::info!("memtrace daemon: {probes_attached} probes attached, serving on http://{local}");
 
+    // Persistent streams: a signal arriving while the loop is busy is kept, not missed.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pipeline_source = PipelineSource {
+        probes_attached: probes_attached as u32,
+        probes_failed: probes_failed as u32,
+        counters: Arc::clone(&stream.counters),
+    };
+    let mut cached = CachedViews::default();
+    let mut kernel_reader = KernelReader::default();
     loop {
         tokio::select! {
             batch = stream.batches.recv() => {
@@ -286,36 +299,35 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     model.observe_event(now, wall, event);
                     match event {
                         crate::events::Event::Exit(_) | crate::events::Event::Exec(_) => cache.invalidate(pid),
+                        // A kill is news: do not serve views from before it.
+                        crate::events::Event::Oom(_) => cached = CachedViews::default(),
                         _ => {}
                     }
                 }
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                sample(&mut model, &probes, &mut cache, &node_reader, &cgroups, now);
-                let losses = probes.kernel_losses().unwrap_or_default();
-                let counters = stream.counters.snapshot();
-                let pipeline = PipelineView {
-                    probes_attached: probes_attached as u32,
-                    probes_failed: probes_failed as u32,
-                    tracked_processes: model.process_count() as u64,
-                    events_received: counters.decoded,
-                    lost_kernel_ring_full: losses.ring_total(),
-                    lost_kernel_map_full: losses.map_total(),
-                    lost_userspace_queue: counters.queue_drops,
-                    lost_decode: counters.decode_errors,
-                };
-                let snapshot = model.snapshot(now, SystemTime::now(), pipeline);
-                let _ = publish.send(Published { snapshot: Arc::new(snapshot), ooms: Arc::new(model.oom_records()) });
+                // Views built during the last tick are out of date: drop them (and their memory)
+                // before sampling.
+                cached = CachedViews::default();
+                sample(&mut model, &probes, &mut cache, &node_reader, &cgroups, now, &mut kernel_reader);
                 if !ready.swap(true, Ordering::Relaxed) {
                     tracing::info!("ready");
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            Some(request) = view_requests.recv() => {
+                let view = cached.get(request.want, &model, &probes, &pipeline_source);
+                let _ = request.reply.send(view);
+            }
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
     tracing::info!("shutting down");
+    // Requests still queued, and any later ones, get a 503 at once rather than waiting for the
+    // server to give up on them.
+    drop(view_requests);
+    drop(cached);
     ready.store(false, Ordering::Relaxed);
     if let Ok(mut reason) = not_ready_reason.lock() {
         *reason = "shutting down".to_owned();
@@ -333,6 +345,76 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a [`PipelineView`] is made of besides the model.
+struct PipelineSource {
+    probes_attached: u32,
+    probes_failed: u32,
+    counters: Arc<PipelineCounters>,
+}
+
+impl PipelineSource {
+    fn view(&self, model: &Model, probes: &Probes) -> PipelineView {
+        let losses = probes.kernel_losses().unwrap_or_default();
+        let counters = self.counters.snapshot();
+        PipelineView {
+            probes_attached: self.probes_attached,
+            probes_failed: self.probes_failed,
+            tracked_processes: model.process_count() as u64,
+            events_received: counters.decoded,
+            lost_kernel_ring_full: losses.ring_total(),
+            lost_kernel_map_full: losses.map_total(),
+            lost_userspace_queue: counters.queue_drops,
+            lost_decode: counters.decode_errors,
+        }
+    }
+}
+
+/// Views built since the last sampling tick: however many scrapes come in one interval, each
+/// view is built at most once (an idle daemon nobody scrapes builds none).
+#[derive(Default)]
+struct CachedViews {
+    snapshot: Option<Arc<Snapshot>>,
+    ooms: Option<Arc<Vec<OomRecord>>>,
+}
+
+impl CachedViews {
+    fn get(
+        &mut self,
+        want: http::Want,
+        model: &Model,
+        probes: &Probes,
+        pipeline: &PipelineSource,
+    ) -> Published {
+        let mut view = Published::default();
+        if want.snapshot {
+            view.snapshot = Arc::clone(self.snapshot.get_or_insert_with(|| {
+                let pipeline = pipeline.view(model, probes);
+                Arc::new(model.snapshot(Instant::now(), SystemTime::now(), pipeline))
+            }));
+        }
+        if want.ooms {
+            view.ooms = Arc::clone(
+                self.ooms
+                    .get_or_insert_with(|| Arc::new(model.oom_records())),
+            );
+        }
+        view
+    }
+}
+
+/// Reads `PROC_STATS` in batches; its buffers are kept between ticks (10,000 processes need
+/// 2 MB of them).
+#[derive(Default)]
+struct KernelReader {
+    reader: crate::probes::batch::ProcStatsReader,
+    stats: Vec<(u32, memtrace_common::ProcStats)>,
+    samples: Vec<(
+        u32,
+        memtrace_common::ProcStats,
+        Option<Arc<crate::procfs::ProcessInfo>>,
+    )>,
+}
+
 /// One sampling tick: kernel counters with identities, the node, and the cgroups in use.
 fn sample(
     model: &mut Model,
@@ -341,14 +423,31 @@ fn sample(
     node: &NodeReader,
     cgroups: &CgroupFs,
     now: Instant,
+    kernel: &mut KernelReader,
 ) {
-    match probes.all_process_stats() {
-        Ok(stats) => {
-            let samples: Vec<_> = stats
-                .into_iter()
-                .map(|(pid, s)| (pid, s, cache.get_trusted(pid)))
-                .collect();
-            model.observe_processes(now, &samples);
+    let samples = &mut kernel.samples;
+    // Batched map reads: at 10,000 processes, key-by-key reading is 20,000 syscalls a tick.
+    let read = probes
+        .process_stats_fd()
+        .map_err(|err| err.to_string())
+        .and_then(|fd| {
+            kernel
+                .reader
+                .read(fd, &mut kernel.stats)
+                .map_err(|err| err.to_string())
+        });
+    match read {
+        Ok(()) => {
+            samples.clear();
+            samples.extend(
+                kernel
+                    .stats
+                    .iter()
+                    .map(|&(pid, s)| (pid, s, cache.get_trusted(pid))),
+            );
+            model.observe_processes(now, samples);
+            // Identities are shared with the cache; do not keep them alive past the tick.
+            samples.clear();
         }
         Err(err) => tracing::warn!("reading per-process counters: {err}"),
     }

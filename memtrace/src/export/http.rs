@@ -1,10 +1,10 @@
 //! The daemon's HTTP endpoint: `/metrics` for Prometheus, the JSON API, health and readiness.
 //!
-//! Publication goes through a [`tokio::sync::watch`] channel rather than an `RwLock`: there is one
-//! writer (the model, once per interval) and readers only ever want the latest value, which is
-//! exactly `watch`'s contract. A reader holds the read guard only long enough to clone two `Arc`s,
-//! so a slow scrape never delays the writer, and the writer's `send` is never blocked behind
-//! rendering; `changed()` is there should an endpoint ever want to wait for the next snapshot.
+//! Views of the model are built on demand: a handler sends a [`ViewRequest`] to the loop that owns
+//! the model and awaits the reply. Building a snapshot of 10,000 processes every interval whether
+//! or not anyone asks was most of an idle daemon's CPU time; the owner builds one only when asked
+//! and keeps it until its next sampling tick, so concurrent scrapes share one build. Rendering
+//! and serialization happen here, on the server's threads, never in the model's loop.
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,19 +20,36 @@ use serde::Serialize;
 use super::prometheus::{self as prom, BuildInfo, ExportConfig};
 use crate::model::snapshot::{OomRecord, SCHEMA_VERSION, Snapshot};
 
-/// What the model last published.
+/// A view of the model, as a handler gets it.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
+    /// Empty unless asked for ([`Want::snapshot`]).
     pub snapshot: Arc<Snapshot>,
-    /// OOM history with flight recordings (any order; served newest first).
+    /// OOM history with flight recordings (any order; served newest first). Empty unless asked
+    /// for ([`Want::ooms`]).
     pub ooms: Arc<Vec<OomRecord>>,
+}
+
+/// Which parts of [`Published`] a handler needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub snapshot: bool,
+    pub ooms: bool,
+}
+
+/// A handler's request to the model's owner, answered on `reply`.
+#[derive(Debug)]
+pub struct ViewRequest {
+    pub want: Want,
+    pub reply: tokio::sync::oneshot::Sender<Published>,
 }
 
 /// Shared by all handlers.
 #[derive(Debug)]
 pub struct AppState {
-    pub published: tokio::sync::watch::Receiver<Published>,
-    /// Set once the probes are attached and a first snapshot is published.
+    /// To the model's owner. A closed channel (or a dropped reply) means it has stopped.
+    pub views: tokio::sync::mpsc::Sender<ViewRequest>,
+    /// Set once the probes are attached and a first sample is taken.
     pub ready: Arc<AtomicBool>,
     /// Why the daemon is not ready yet (served by `/readyz` while `ready` is false).
     pub not_ready_reason: Arc<Mutex<String>>,
@@ -76,9 +93,22 @@ pub async fn serve(
         .await
 }
 
-fn latest(state: &AppState) -> Published {
-    // Clone the Arcs and release the guard before any real work.
-    state.published.borrow().clone()
+/// The model's current view, or a 503 if its owner has stopped (the daemon is shutting down).
+async fn latest(state: &AppState, want: Want) -> Result<Published, Response> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let stopped = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response()
+    };
+    state
+        .views
+        .send(ViewRequest { want, reply })
+        .await
+        .map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())
 }
 
 fn now_unix_ms() -> u64 {
@@ -98,7 +128,14 @@ fn json_response<T: Serialize>(value: &T) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let p = latest(&state);
+    let want = Want {
+        snapshot: true,
+        ooms: true,
+    };
+    let p = match latest(&state, want).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
     match prom::try_render(
         &p.snapshot,
         &p.ooms,
@@ -120,7 +157,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn snapshot(State(state): State<Arc<AppState>>) -> Response {
-    json_response(&*latest(&state).snapshot)
+    let want = Want {
+        snapshot: true,
+        ooms: false,
+    };
+    match latest(&state, want).await {
+        Ok(p) => json_response(&*p.snapshot),
+        Err(response) => response,
+    }
 }
 
 #[derive(Serialize)]
@@ -130,7 +174,14 @@ struct OomResponse<'a> {
 }
 
 async fn oom(State(state): State<Arc<AppState>>) -> Response {
-    let p = latest(&state);
+    let want = Want {
+        snapshot: false,
+        ooms: true,
+    };
+    let p = match latest(&state, want).await {
+        Ok(p) => p,
+        Err(response) => return response,
+    };
     let mut ooms: Vec<&OomRecord> = p.ooms.iter().collect();
     // Newest first; stable, so equal timestamps keep the history's order.
     ooms.sort_by_key(|o| std::cmp::Reverse(o.timestamp_unix_ms));
@@ -250,9 +301,28 @@ mod tests {
         let mut newest = testutil::oom("newest", None, Default::default(), 0);
         newest.timestamp_unix_ms = now_unix_ms() - 1000;
         ooms.push(newest);
+        // Stands in for the daemon loop: answers with whatever was last "published".
         let (publish, published) = tokio::sync::watch::channel(Published::default());
+        let (views, mut requests) = tokio::sync::mpsc::channel::<ViewRequest>(8);
+        let owner = tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                let p = published.borrow().clone();
+                let _ = request.reply.send(Published {
+                    snapshot: if request.want.snapshot {
+                        p.snapshot
+                    } else {
+                        Arc::default()
+                    },
+                    ooms: if request.want.ooms {
+                        p.ooms
+                    } else {
+                        Arc::default()
+                    },
+                });
+            }
+        });
         let state = Arc::new(AppState {
-            published,
+            views,
             ready: Arc::new(AtomicBool::new(false)),
             not_ready_reason: Arc::new(Mutex::new("attaching probes".to_owned())),
             export: ExportConfig::default(),
@@ -348,6 +418,14 @@ mod tests {
             (r.status, r.body.as_str()),
             (503, "not ready: shutting down")
         );
+
+        // The model's owner gone (shutting down): 503, not a hang.
+        owner.abort();
+        let _ = owner.await;
+        for target in ["/metrics", "/api/v1/snapshot", "/api/v1/oom"] {
+            let r = request(addr, "GET", target).await;
+            assert_eq!(r.status, 503, "{target}");
+        }
 
         stop.send(()).expect("stop");
         server

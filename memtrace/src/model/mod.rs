@@ -24,7 +24,7 @@ use crate::cgroup::{self, CgroupMemory};
 use crate::events::{Event, ProcStatsJson, comm_str};
 use crate::node::{NodePsi, NodeSample};
 use crate::procfs::ProcessInfo;
-use history::{Ring, Sample};
+use history::{Ring, Sample, SampleHistory};
 use score::{RECENT_OOM_WINDOW, ScoreInputs, pressure_score};
 use snapshot::{
     CgroupView, NodeIdentityView, NodeMemoryView, OomRecord, OwnerView, PipelineView, ProcessView,
@@ -167,6 +167,25 @@ fn rss_total(s: &ProcStats) -> u64 {
 
 // ---- state ------------------------------------------------------------------------------------
 
+/// A counter base (see [`ProcessEntry::cgroup_base`]): zero for almost every process, so it is
+/// boxed only when it is not, which keeps 200 bytes per process out of the common case.
+#[derive(Clone, Debug, Default)]
+struct Base(Option<Box<ProcStats>>);
+
+impl Base {
+    fn set(&mut self, base: &ProcStats) {
+        self.0 = (*base != ProcStats::default()).then(|| Box::new(*base));
+    }
+
+    /// `counters − base` on the cumulative counters, saturating; gauges zero.
+    fn since(&self, counters: &ProcStats) -> ProcStats {
+        match &self.0 {
+            Some(base) => sub_counters(counters, base),
+            None => sub_counters(counters, &ProcStats::default()),
+        }
+    }
+}
+
 /// One process (thread group) the model tracks.
 #[derive(Clone, Debug)]
 struct ProcessEntry {
@@ -175,13 +194,15 @@ struct ProcessEntry {
     /// Comm from an exec event, newer than `info` (the identity cache may predate the exec).
     exec_comm: Option<String>,
     latest: ProcStats,
-    /// Bounded ring of samples, oldest first.
-    history: Ring<Sample>,
+    /// Bounded history of samples, oldest first.
+    history: SampleHistory,
     /// Part of `latest` already folded into its cgroup's exited totals (after moving between
     /// cgroups, or being revived from the exited list): the cgroup counts `latest − cgroup_base`.
-    cgroup_base: ProcStats,
+    cgroup_base: Base,
     /// The same for the node-wide totals.
-    node_base: ProcStats,
+    node_base: Base,
+    /// The last [`Model::observe_processes`] tick that listed it.
+    seen: u64,
     oom_kills_as_victim: u64,
     oom_kills_as_trigger: u64,
 }
@@ -193,15 +214,14 @@ impl ProcessEntry {
         info: Option<&Arc<ProcessInfo>>,
         capacity: usize,
     ) -> Self {
-        let mut history = Ring::new(capacity);
-        history.push(Sample::new(now, stats));
         Self {
             info: info.cloned(),
             exec_comm: None,
             latest: *stats,
-            history,
-            cgroup_base: ProcStats::default(),
-            node_base: ProcStats::default(),
+            history: SampleHistory::new(capacity, Sample::new(now, stats)),
+            cgroup_base: Base::default(),
+            node_base: Base::default(),
+            seen: 0,
             oom_kills_as_victim: 0,
             oom_kills_as_trigger: 0,
         }
@@ -319,19 +339,67 @@ fn unix_ms(wall: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Adds a cgroup entry unless there is one; whether it did.
+fn insert_cgroup(cgroups: &mut HashMap<String, CgroupEntry>, path: &str, capacity: usize) -> bool {
+    if cgroups.contains_key(path) {
+        return false;
+    }
+    cgroups.insert(path.to_owned(), CgroupEntry::new(path, capacity));
+    true
+}
+
+/// Hashing for pid-keyed maps: pids are small kernel-assigned integers, so one multiply (folded,
+/// to mix both halves) replaces SipHash on the per-tick path.
+#[derive(Clone, Copy, Debug, Default)]
+struct PidHash;
+
+impl std::hash::BuildHasher for PidHash {
+    type Hasher = PidHasher;
+
+    fn build_hasher(&self) -> PidHasher {
+        PidHasher(0)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        let m = u128::from(self.0) * 0x9e37_79b9_7f4a_7c15;
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(32)) ^ u64::from(n);
+    }
+}
+
 /// The memory-pressure model. See the module documentation.
 #[derive(Debug)]
 pub struct Model {
     config: ModelConfig,
     capacity: usize,
-    live: HashMap<u32, ProcessEntry>,
-    exited: HashMap<u32, ExitedEntry>,
+    live: HashMap<u32, ProcessEntry, PidHash>,
+    exited: HashMap<u32, ExitedEntry, PidHash>,
     cgroups: HashMap<String, CgroupEntry>,
     node: Option<NodeSample>,
     /// Counters of every process that exited (including ones never seen live), node-wide.
     node_exited: ProcStats,
     /// Newest first, at most `max_oom_records`.
     ooms: VecDeque<OomRecord>,
+    /// [`Model::observe_processes`] calls so far (stamps [`ProcessEntry::seen`]).
+    tick: u64,
+    /// A cgroup may have lost its last process since the last [`Model::prune`] sweep.
+    cgroups_dirty: bool,
+    /// The last sweep kept a cgroup only for a recent OOM kill: sweep again, it may expire.
+    oom_retained: bool,
 }
 
 impl Model {
@@ -340,12 +408,15 @@ impl Model {
         Self {
             config,
             capacity,
-            live: HashMap::new(),
-            exited: HashMap::new(),
+            live: HashMap::default(),
+            exited: HashMap::default(),
             cgroups: HashMap::new(),
             node: None,
             node_exited: ProcStats::default(),
             ooms: VecDeque::new(),
+            tick: 0,
+            cgroups_dirty: false,
+            oom_retained: false,
         }
     }
 
@@ -361,16 +432,16 @@ impl Model {
         now: Instant,
         samples: &[(u32, ProcStats, Option<Arc<ProcessInfo>>)],
     ) {
-        let mut present = HashSet::with_capacity(samples.len());
+        self.tick += 1;
         for (pid, stats, info) in samples {
-            present.insert(*pid);
             self.observe_process(now, *pid, stats, info.as_ref());
         }
+        let tick = self.tick;
         let gone: Vec<u32> = self
             .live
-            .keys()
-            .filter(|pid| !present.contains(*pid))
-            .copied()
+            .iter()
+            .filter(|(_, entry)| entry.seen != tick)
+            .map(|(pid, _)| *pid)
             .collect();
         for pid in gone {
             if let Some(entry) = self.live.remove(&pid) {
@@ -406,48 +477,71 @@ impl Model {
                 // Missing from one tick but not dead: it comes back, with what was folded on its
                 // retirement as the base so no counter is counted twice.
                 let mut entry = exited.process;
-                entry.cgroup_base = exited.folded;
-                entry.node_base = exited.folded;
+                entry.cgroup_base.set(&exited.folded);
+                entry.node_base.set(&exited.folded);
+                self.ensure_cgroup(entry.cgroup_key());
                 self.live.insert(pid, entry);
+                self.cgroups_dirty = true;
             }
         }
 
-        let Some(mut entry) = self.live.remove(&pid) else {
-            let entry = ProcessEntry::new(now, stats, info, self.capacity);
-            self.ensure_cgroup(entry.cgroup_key());
-            self.live.insert(pid, entry);
+        // Updated in place: this runs for every process every tick.
+        let Some(entry) = self.live.get_mut(&pid) else {
+            self.insert_live(now, pid, stats, info);
             return;
         };
         if !same_start(entry.start_ticks()) || !dominates(stats, &entry.latest) {
             // Pid reuse: the old process is gone (counters cannot go backwards).
-            self.retire(now, pid, entry, None, false);
-            let entry = ProcessEntry::new(now, stats, info, self.capacity);
-            self.ensure_cgroup(entry.cgroup_key());
-            self.live.insert(pid, entry);
+            if let Some(old) = self.live.remove(&pid) {
+                self.retire(now, pid, old, None, false);
+            }
+            self.insert_live(now, pid, stats, info);
             return;
         }
+        entry.seen = self.tick;
         if let Some(info) = info {
             let new_key = info.cgroup.as_deref().unwrap_or(ROOT_CGROUP);
             if new_key != entry.cgroup_key() {
                 // Moved: what it did so far stays with the old cgroup.
-                let moved = sub_counters(&entry.latest, &entry.cgroup_base);
+                let moved = entry.cgroup_base.since(&entry.latest);
                 if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
                     add_counters(&mut old.exited, &moved);
                 }
-                entry.cgroup_base = entry.latest;
+                entry.cgroup_base.set(&entry.latest);
+                entry.info = Some(Arc::clone(info));
+                insert_cgroup(&mut self.cgroups, entry.cgroup_key(), self.capacity);
+                self.cgroups_dirty = true;
+            } else if !entry
+                .info
+                .as_ref()
+                .is_some_and(|known| Arc::ptr_eq(known, info))
+            {
+                entry.info = Some(Arc::clone(info));
             }
-            entry.info = Some(Arc::clone(info));
         }
+        // The cgroup entry exists: it was made when the process arrived in it, and cgroups in
+        // use are never pruned.
         entry.latest = *stats;
         entry.history.push(Sample::new(now, stats));
+    }
+
+    /// A new live process, seen in this tick.
+    fn insert_live(
+        &mut self,
+        now: Instant,
+        pid: u32,
+        stats: &ProcStats,
+        info: Option<&Arc<ProcessInfo>>,
+    ) {
+        let mut entry = ProcessEntry::new(now, stats, info, self.capacity);
+        entry.seen = self.tick;
         self.ensure_cgroup(entry.cgroup_key());
         self.live.insert(pid, entry);
     }
 
     fn ensure_cgroup(&mut self, path: &str) {
-        if !self.cgroups.contains_key(path) {
-            self.cgroups
-                .insert(path.to_owned(), CgroupEntry::new(path, self.capacity));
+        if insert_cgroup(&mut self.cgroups, path, self.capacity) {
+            self.cgroups_dirty = true;
         }
     }
 
@@ -462,13 +556,12 @@ impl Model {
         exit_seen: bool,
     ) {
         let last = last.unwrap_or(entry.latest);
+        // It may replace an exited entry of the same pid (reused), the last user of its cgroup.
+        self.cgroups_dirty = true;
         if let Some(cg) = self.cgroups.get_mut(entry.cgroup_key()) {
-            add_counters(&mut cg.exited, &sub_counters(&last, &entry.cgroup_base));
+            add_counters(&mut cg.exited, &entry.cgroup_base.since(&last));
         }
-        add_counters(
-            &mut self.node_exited,
-            &sub_counters(&last, &entry.node_base),
-        );
+        add_counters(&mut self.node_exited, &entry.node_base.since(&last));
         self.exited.insert(
             pid,
             ExitedEntry {
@@ -493,10 +586,21 @@ impl Model {
 
     /// Drops exited processes past their grace and cgroups with no process left and no recent
     /// OOM kill.
+    ///
+    /// Which cgroups are in use changes only when a process moves or an exited one is dropped,
+    /// and an OOM kill's retention only ends with time: without either, the sweep (a hash of
+    /// every process's cgroup path) is skipped.
     fn prune(&mut self, now: Instant) {
         let grace = self.config.exited_grace;
+        let exited = self.exited.len();
         self.exited
             .retain(|_, e| now.saturating_duration_since(e.exited_at) <= grace);
+        if self.exited.len() != exited {
+            self.cgroups_dirty = true;
+        }
+        if !self.cgroups_dirty && !self.oom_retained {
+            return;
+        }
         let in_use: HashSet<&str> = self
             .live
             .values()
@@ -504,8 +608,17 @@ impl Model {
             .map(ProcessEntry::cgroup_key)
             .collect();
         let retention = self.config.oom_label_retention;
-        self.cgroups
-            .retain(|path, cg| in_use.contains(path.as_str()) || cg.oom_within(now, retention));
+        let mut oom_retained = false;
+        self.cgroups.retain(|path, cg| {
+            if in_use.contains(path.as_str()) {
+                return true;
+            }
+            let keep = cg.oom_within(now, retention);
+            oom_retained |= keep;
+            keep
+        });
+        self.oom_retained = oom_retained;
+        self.cgroups_dirty = false;
     }
 
     /// Discrete events from the ring buffer. Exit: the final counters are folded into the
@@ -623,6 +736,7 @@ impl Model {
             if let Some(cg) = self.cgroups.get_mut(path) {
                 cg.oom_kills += 1;
                 cg.last_oom = Some(now);
+                self.cgroups_dirty = true;
                 cgroup_limit_bytes = cg.memory.and_then(|m| m.limit_bytes);
                 victim_owner = cg.owner.clone();
             }
@@ -685,7 +799,7 @@ impl Model {
     pub fn node_counters(&self) -> ProcStatsJson {
         let mut total = self.node_exited;
         for entry in self.live.values() {
-            add_counters(&mut total, &sub_counters(&entry.latest, &entry.node_base));
+            add_counters(&mut total, &entry.node_base.since(&entry.latest));
         }
         ProcStatsJson::from(&total)
     }
@@ -739,7 +853,7 @@ impl Model {
             rollup.processes += 1;
             add_counters(
                 &mut rollup.counters,
-                &sub_counters(&entry.latest, &entry.cgroup_base),
+                &entry.cgroup_base.since(&entry.latest),
             );
             for (sum, rss) in rollup.counters.rss.iter_mut().zip(entry.latest.rss) {
                 *sum = sum.saturating_add(rss);

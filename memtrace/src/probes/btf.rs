@@ -39,6 +39,12 @@ pub struct KernelBtf {
     btf: Btf,
 }
 
+impl std::fmt::Debug for KernelBtf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelBtf").finish_non_exhaustive()
+    }
+}
+
 impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self, BtfError> {
         let btf = Btf::from_file(path).map_err(|err| BtfError::Read {

@@ -7,6 +7,7 @@
 //! can run and records why the others could not, and dropping [`Probes`] (or
 //! [`Probes::detach`]) detaches everything. A family the kernel lacks is reported and skipped;
 //! the others run.
+pub mod batch;
 pub mod btf;
 mod family;
 
@@ -278,16 +279,17 @@ impl Probes {
             .ok_or(ProbeError::MissingMap { name })
     }
 
+    /// The per-process counter map, read-only.
+    fn proc_stats_map(&self) -> Result<BpfHashMap<&MapData, u32, ProcStats>, ProbeError> {
+        BpfHashMap::try_from(self.map(maps::PROC_STATS)?).map_err(|source| ProbeError::Map {
+            name: maps::PROC_STATS,
+            source,
+        })
+    }
+
     /// Counters of one live process, if the kernel tracks it.
     pub fn process_stats(&self, tgid: u32) -> Result<Option<ProcStats>, ProbeError> {
-        let map: BpfHashMap<&MapData, u32, ProcStats> =
-            BpfHashMap::try_from(self.map(maps::PROC_STATS)?).map_err(|source| {
-                ProbeError::Map {
-                    name: maps::PROC_STATS,
-                    source,
-                }
-            })?;
-        match map.get(&tgid, 0) {
+        match self.proc_stats_map()?.get(&tgid, 0) {
             Ok(stats) => Ok(Some(stats)),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(ProbeError::Map {
@@ -297,29 +299,27 @@ impl Probes {
         }
     }
 
-    /// Counters of every process the kernel tracks. Entries that vanish while iterating (the
-    /// process exited) are skipped.
+    /// Counters of every process the kernel tracks, key by key (two syscalls per entry; the
+    /// daemon reads in batches through [`Probes::process_stats_fd`]). Entries that vanish while
+    /// iterating (the process exited) are skipped.
     pub fn all_process_stats(&self) -> Result<Vec<(u32, ProcStats)>, ProbeError> {
-        let map: BpfHashMap<&MapData, u32, ProcStats> =
-            BpfHashMap::try_from(self.map(maps::PROC_STATS)?).map_err(|source| {
-                ProbeError::Map {
-                    name: maps::PROC_STATS,
-                    source,
-                }
-            })?;
-        Ok(map.iter().filter_map(Result::ok).collect())
+        Ok(self
+            .proc_stats_map()?
+            .iter()
+            .filter_map(Result::ok)
+            .collect())
+    }
+
+    /// The `PROC_STATS` map's descriptor, for [`batch::ProcStatsReader`] / [`batch::lookup_all`].
+    pub fn process_stats_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, ProbeError> {
+        batch::map_fd(self.map(maps::PROC_STATS)?).ok_or(ProbeError::MissingMap {
+            name: maps::PROC_STATS,
+        })
     }
 
     /// Number of entries in `PROC_STATS`.
     pub fn tracked_processes(&self) -> Result<usize, ProbeError> {
-        let map: BpfHashMap<&MapData, u32, ProcStats> =
-            BpfHashMap::try_from(self.map(maps::PROC_STATS)?).map_err(|source| {
-                ProbeError::Map {
-                    name: maps::PROC_STATS,
-                    source,
-                }
-            })?;
-        Ok(map.keys().filter(Result::is_ok).count())
+        Ok(self.proc_stats_map()?.keys().filter(Result::is_ok).count())
     }
 
     /// Remove the entry of a process that is gone. Needed only for processes whose exit the
