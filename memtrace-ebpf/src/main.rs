@@ -80,6 +80,21 @@ static FILTER_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64,
 /// Loss counters, indexed by `memtrace_common::loss`.
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::SLOTS, 0);
+/// Per-CPU: the (mm, type) of the last RSS update, to thin bursts (see `rss_stat_raw`).
+#[map]
+static RSS_LAST: PerCpuArray<RssLast> = PerCpuArray::with_max_entries(1, 0);
+
+/// See `rss_stat_raw`: at most this many consecutive updates of one (mm, type) on one CPU are
+/// folded into one.
+const RSS_SAMPLE_EVERY: u64 = 32;
+
+#[repr(C)]
+struct RssLast {
+    mm: u64,
+    member: u64,
+    skipped: u64,
+}
+
 /// Per-CPU fault counter for 1-in-N sampling of the fault stream.
 #[map]
 static SAMPLE_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -454,8 +469,9 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     };
     let page = config.page_size;
     let failed = is_error(ret);
+    // The header (comm, time, CPU: three helper calls) is filled only if the event is sent;
+    // the daemon counts these calls without streaming them.
     let mut event = MemSyscallEvent {
-        header: header(kind, pid_tgid),
         ret,
         ..MemSyscallEvent::default()
     };
@@ -544,6 +560,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
         event.len
     };
     if config.wants(kind) && size >= config.mmap_min_bytes && filter_pass(&config, tgid) {
+        event.header = header(kind, pid_tgid);
         emit(&EVENTS, kind, event, 0);
     }
 }
@@ -629,6 +646,25 @@ pub fn rss_stat_raw(ctx: RawTracePointContext) -> i32 {
     let member: u64 = ctx.arg(1);
     if member >= rss_member::COUNT as u64 || mm == 0 {
         return 0;
+    }
+    // During a burst of changes to one (mm, type) on one CPU (a process faulting in memory),
+    // record one in RSS_SAMPLE_EVERY. The value recorded is `percpu_counter_read`, which the
+    // kernel itself lets lag the true RSS by up to a per-CPU batch (dozens of pages per CPU), so
+    // this adds error of the same order, and a skipped call costs a per-CPU array slot instead
+    // of a hash lookup and a kernel read. The first change of a burst is always recorded.
+    if let Some(last) = RSS_LAST.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; programs do not nest on one CPU for this hook.
+        unsafe {
+            if (*last).mm == mm && (*last).member == member {
+                (*last).skipped += 1;
+                if (*last).skipped < RSS_SAMPLE_EVERY {
+                    return 0;
+                }
+            }
+            (*last).mm = mm;
+            (*last).member = member;
+            (*last).skipped = 0;
+        }
     }
     // SAFETY (block): kernel pointers read through checked `bpf_probe_read_kernel`, at offsets
     // from this kernel's BTF.
