@@ -186,14 +186,15 @@ fn emit<T: 'static>(ring: &RingBuf, kind: u32, event: T, flags: u64) {
     }
 }
 
-/// Submit flags for the fault stream. A wake-up per record (an IRQ work item and a reader
-/// wake-up, at up to a million records a second) would cost more than the record itself, so the
-/// reader is woken only once a quarter of the ring is filled; below that it drains on its own
-/// timer (every 10 ms, see `memtrace::pipeline`).
+/// Submit flags that batch reader wake-ups. A wake-up is an IRQ work item, a self-IPI (a VM exit
+/// under virtualisation: microseconds) and a reader wake-up; per record it costs more than the
+/// record, at a million faults a second or a thousand exits. So the reader is woken only once a
+/// quarter of `ring` is filled; below that it drains on its own timer (every 10 ms, see
+/// `memtrace::pipeline`). Only OOM events wake it at once.
 #[inline(always)]
-fn fault_submit_flags() -> u64 {
-    let pending = FAULT_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let size = FAULT_EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+fn batched_wakeup(ring: &RingBuf) -> u64 {
+    let pending = ring.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = ring.query(u64::from(BPF_RB_RING_SIZE));
     if pending >= size / 4 {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
@@ -300,7 +301,7 @@ fn on_fault(ctx: &RawTracePointContext, user: u32) {
             user,
             reserved: 0,
         },
-        fault_submit_flags(),
+        batched_wakeup(&FAULT_EVENTS),
     );
 }
 
@@ -561,7 +562,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     };
     if config.wants(kind) && size >= config.mmap_min_bytes && filter_pass(&config, tgid) {
         event.header = header(kind, pid_tgid);
-        emit(&EVENTS, kind, event, 0);
+        emit(&EVENTS, kind, event, batched_wakeup(&EVENTS));
     }
 }
 
@@ -775,7 +776,7 @@ fn on_reclaim_end(ctx: &TracePointContext) {
                 order: start.order,
                 memcg: start.memcg,
             },
-            0,
+            batched_wakeup(&EVENTS),
         );
     }
 }
@@ -858,7 +859,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             &mut (*event).filename,
         ) as u32;
     }
-    entry.submit(0);
+    entry.submit(batched_wakeup(&EVENTS));
     0
 }
 
@@ -901,7 +902,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
                     }
                     (*event).reserved = 0;
                 }
-                entry.submit(0);
+                entry.submit(batched_wakeup(&EVENTS));
             }
             None => count_loss(kind::EXIT),
         }

@@ -169,7 +169,11 @@ impl Tracer {
     pub fn load(options: &ProbeOptions) -> Self {
         require_root();
         let tracefs = Tracefs::discover().expect("tracefs");
-        let mut probes = Probes::load(&tracefs, options).expect("load probes");
+        Self::from_probes(Probes::load(&tracefs, options).expect("load probes"))
+    }
+
+    /// Start reading the rings of already loaded probes.
+    pub fn from_probes(mut probes: Probes) -> Self {
         let (events, faults) = probes.take_rings().expect("rings");
         let stream = EventStream::spawn(vec![events, faults], 4096).expect("stream");
         Self { probes, stream }

@@ -487,15 +487,18 @@ async fn overflowing_a_tiny_ring_loses_nothing_silently() {
     // One page: ~39 mmap records fit.
     options.events_ring_bytes = memtrace::probes::page_size();
     options.config.filter_flags = filter::COMMS;
-    let mut tracer = Tracer::load(&options);
-    tracer
-        .probes
+    // Nobody reads the ring during the burst (a live reader can keep up with it), so it must
+    // overflow; reading starts after.
+    let tracefs = memtrace::tracefs::Tracefs::discover().expect("tracefs");
+    let mut probes = memtrace::probes::Probes::load(&tracefs, &options).expect("load probes");
+    probes
         .add_filter_comms(&["memtrace-worklo".to_owned()])
         .expect("comm filter");
     const MMAPS: usize = 2000;
     let mut workload = Workload::start(&["burst", &MMAPS.to_string(), "65536"]);
     let pid = workload.pid();
     workload.run();
+    let mut tracer = Tracer::from_probes(probes);
     // Produced: every mmap the workload made (start-up included), as the kernel counted them.
     let stats = tracer
         .probes
