@@ -18,7 +18,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
 pub use family::{Family, FamilyPlan, Hook};
-use memtrace_common::{COMM_LEN, Config, Offsets, ProcStats, filter, globals, kind, loss, maps};
+use memtrace_common::{COMM_LEN, Config, Offsets, ProcStats, globals, kind, loss, maps};
 
 use crate::tracefs::Tracefs;
 
@@ -194,7 +194,6 @@ impl KernelLosses {
 pub struct Probes {
     ebpf: Ebpf,
     report: AttachReport,
-    plan: FamilyPlan,
 }
 
 impl fmt::Debug for Probes {
@@ -257,16 +256,11 @@ impl Probes {
         if !report.any_attached() {
             return Err(ProbeError::NothingAttached { report });
         }
-        Ok(Self { ebpf, report, plan })
+        Ok(Self { ebpf, report })
     }
 
     pub fn report(&self) -> &AttachReport {
         &self.report
-    }
-
-    /// Tracepoint offsets that were passed to the programs.
-    pub fn offsets(&self) -> &Offsets {
-        &self.plan.offsets
     }
 
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, ProbeError> {
@@ -320,25 +314,6 @@ impl Probes {
     /// Number of entries in `PROC_STATS`.
     pub fn tracked_processes(&self) -> Result<usize, ProbeError> {
         Ok(self.proc_stats_map()?.keys().filter(Result::is_ok).count())
-    }
-
-    /// Remove the entry of a process that is gone. Needed only for processes whose exit the
-    /// programs could not see (e.g. they exited between load and attach).
-    pub fn forget_process(&mut self, tgid: u32) -> Result<(), ProbeError> {
-        let mut map: BpfHashMap<&mut MapData, u32, ProcStats> =
-            BpfHashMap::try_from(self.map_mut(maps::PROC_STATS)?).map_err(|source| {
-                ProbeError::Map {
-                    name: maps::PROC_STATS,
-                    source,
-                }
-            })?;
-        match map.remove(&tgid) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(ProbeError::Map {
-                name: maps::PROC_STATS,
-                source,
-            }),
-        }
     }
 
     /// Kernel loss counters, summed over CPUs.
@@ -403,11 +378,6 @@ impl Probes {
                 })?;
         }
         Ok(())
-    }
-
-    /// Whether a filter is in force (so callers know whether `FILTER_PIDS` matters).
-    pub fn filters_pids(&self) -> bool {
-        self.plan.filter_flags & filter::PIDS != 0
     }
 
     /// Take the two ring buffers (discrete events, fault events) for reading.
