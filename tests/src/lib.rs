@@ -146,6 +146,45 @@ impl Workload {
     }
 }
 
+/// The kernel's page size.
+pub fn page_size() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// `len` bytes of anonymous private read-write memory; panics if the kernel refuses.
+pub fn map_anon(len: usize) -> *mut u8 {
+    // SAFETY: plain anonymous mapping.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(
+        addr,
+        libc::MAP_FAILED,
+        "mmap {len}: {}",
+        std::io::Error::last_os_error()
+    );
+    addr.cast()
+}
+
+/// CPU time of the calling thread, ns (immune to preemption by other processes).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Online CPUs.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)

@@ -10,22 +10,8 @@
 //! `faults` is the kernel's own count (`getrusage` minor faults over the touching loops).
 //!
 //! Usage: `bench-faults [--iters K] [--mib M]`
+use memtrace_tests::{page_size, thread_cpu_ns};
 use std::{ptr, time::Instant};
-
-fn page_size() -> usize {
-    // SAFETY: no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn minor_faults() -> u64 {
     // SAFETY: all-zero is a valid rusage.

@@ -9,6 +9,7 @@
 //! and then sleep in `pause()`. Prints `ready N` once every child has touched its pages, then
 //! waits for stdin to close (or a line), kills the children and reaps them. Children die with
 //! the parent (PR_SET_PDEATHSIG), so a SIGKILL of the parent cleans up too.
+use memtrace_tests::{map_anon, page_size, thread_cpu_ns};
 use std::{
     io::{BufRead as _, Write as _},
     ptr,
@@ -16,39 +17,6 @@ use std::{
 };
 
 const CHUNK: usize = 64 << 10;
-
-fn page_size() -> usize {
-    // SAFETY: no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn map_anon(len: usize) -> *mut u8 {
-    // SAFETY: plain anonymous mapping.
-    let addr = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return ptr::null_mut();
-    }
-    addr.cast()
-}
 
 enum Mode {
     Churn { iters: usize },

@@ -5,6 +5,7 @@
 //! test can read `/proc/<pid>/stat` and the kernel maps while the process is still alive.
 //! Results are formatted into a buffer allocated before `go`, so that the measured phase does
 //! not call malloc (which could move the program break or mmap behind the test's back).
+use memtrace_tests::{map_anon, page_size};
 use std::{
     fmt::Write as _,
     io::{BufRead, Write},
@@ -34,33 +35,6 @@ fn finish(results: &str) {
     std::io::stdout().flush().expect("flush");
     // Stay alive until the test is done looking at us.
     wait_for("\u{0}never");
-}
-
-fn page_size() -> usize {
-    // SAFETY: no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-/// mmap anonymous private memory or die.
-fn map_anon(len: usize) -> *mut u8 {
-    // SAFETY: plain anonymous mapping.
-    let addr = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(
-        addr,
-        libc::MAP_FAILED,
-        "mmap {len}: {}",
-        std::io::Error::last_os_error()
-    );
-    addr.cast()
 }
 
 /// Touch `pages` fresh anonymous pages: exactly one minor fault each.
