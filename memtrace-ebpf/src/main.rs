@@ -39,7 +39,7 @@ use aya_log_ebpf::info;
 use memtrace_common::{
     COMM_LEN, Config, EventHeader, ExecEvent, ExitEvent, FIELD_ABSENT, FILENAME_LEN, FaultEvent,
     MemSyscallEvent, Offsets, OomEvent, ProcStats, ReclaimEvent, ReclaimStart, SyscallArgs,
-    SyscallEnterOffsets, filter, kind, loss, oom_field, rss_member,
+    SyscallEnterOffsets, config_flag, filter, kind, loss, oom_field, rss_member,
 };
 
 #[unsafe(no_mangle)]
@@ -50,6 +50,8 @@ static CONFIG: Global<Config> = Global::new(Config {
     page_size: 4096,
     mmap_min_bytes: u64::MAX,
     reclaim_min_ns: u64::MAX,
+    flags: 0,
+    reserved: 0,
 });
 
 #[unsafe(no_mangle)]
@@ -199,6 +201,17 @@ fn batched_wakeup(ring: &RingBuf) -> u64 {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
+/// Submit flags for the discrete-event ring: batched in the daemon, immediate for a live trace
+/// (see `memtrace_common::config_flag::BATCH_WAKEUPS`).
+#[inline(always)]
+fn events_wakeup() -> u64 {
+    if CONFIG.load().flags & config_flag::BATCH_WAKEUPS != 0 {
+        batched_wakeup(&EVENTS)
+    } else {
+        0
     }
 }
 
@@ -562,7 +575,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     };
     if config.wants(kind) && size >= config.mmap_min_bytes && filter_pass(&config, tgid) {
         event.header = header(kind, pid_tgid);
-        emit(&EVENTS, kind, event, batched_wakeup(&EVENTS));
+        emit(&EVENTS, kind, event, events_wakeup());
     }
 }
 
@@ -776,7 +789,7 @@ fn on_reclaim_end(ctx: &TracePointContext) {
                 order: start.order,
                 memcg: start.memcg,
             },
-            batched_wakeup(&EVENTS),
+            events_wakeup(),
         );
     }
 }
@@ -859,7 +872,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             &mut (*event).filename,
         ) as u32;
     }
-    entry.submit(batched_wakeup(&EVENTS));
+    entry.submit(events_wakeup());
     0
 }
 
@@ -902,7 +915,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
                     }
                     (*event).reserved = 0;
                 }
-                entry.submit(batched_wakeup(&EVENTS));
+                entry.submit(events_wakeup());
             }
             None => count_loss(kind::EXIT),
         }

@@ -498,7 +498,9 @@ impl ProcessCache {
 }
 
 fn log_unexpected(pid: u32, err: &ProcError) {
-    if !matches!(err, ProcError::ProcessGone { .. }) {
+    if matches!(err, ProcError::ProcessGone { .. }) {
+        tracing::trace!(pid, "process gone before its identity was read");
+    } else {
         tracing::debug!(pid, error = %err, "process identity lookup failed");
     }
 }

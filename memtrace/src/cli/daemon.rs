@@ -222,6 +222,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             page_size: page_size(),
             mmap_min_bytes: u64::MAX,
             reclaim_min_ns: u64::MAX,
+            // Exits and execs arrive at the rate processes churn: a wake-up each would cost more
+            // than the events; 10 ms of latency does not matter to the model.
+            flags: memtrace_common::config_flag::BATCH_WAKEUPS,
+            reserved: 0,
         },
         max_processes: settings.max_processes,
         ..ProbeOptions::default()

@@ -524,6 +524,10 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
             page_size: page_size(),
             mmap_min_bytes: args.min_size.unwrap_or(if filtered { 0 } else { 1 << 20 }),
             reclaim_min_ns: args.min_stall.as_nanos().min(u128::from(u64::MAX)) as u64,
+            // Live: each event wakes the reader, so it is shown (and enriched from /proc)
+            // while its process still exists. The fault stream is batched regardless.
+            flags: 0,
+            reserved: 0,
         },
         events_ring_bytes: events_ring,
         fault_ring_bytes: fault_ring,

@@ -51,6 +51,8 @@ impl Default for ProbeOptions {
                 page_size: page_size(),
                 mmap_min_bytes: u64::MAX,
                 reclaim_min_ns: u64::MAX,
+                flags: 0,
+                reserved: 0,
             },
             families: Family::ALL.to_vec(),
             max_processes: 32768,

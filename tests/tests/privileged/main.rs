@@ -736,3 +736,75 @@ fn cli_trace_shows_a_real_oom_kill_and_mmaps_live() {
     assert!(summary, "no final summary after Ctrl-C");
     assert!(status.success(), "memtrace exited with {status:?}");
 }
+
+/// `trace --cgroup`: only processes in the cgroup, including ones that join it after the trace
+/// started; the same calls made outside it are not shown.
+#[test]
+fn cli_trace_cgroup_filter_shows_only_its_processes() {
+    require_root();
+    let _serial = serial();
+    let cgroup = MemoryCgroup::new("memtrace-filter", 1 << 30);
+    let mut child = Command::new(memtrace_bin())
+        .args([
+            "trace",
+            "--cgroup",
+            &cgroup.path,
+            "--event",
+            "vm",
+            "--output",
+            "json",
+            "--no-summary",
+            "--duration",
+            "30s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtrace");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read stderr");
+    assert!(
+        line.starts_with("memtrace: tracing with"),
+        "unexpected start: {line}"
+    );
+
+    let mut inside = Workload::start_in(&cgroup, &["syscalls"]);
+    let mut outside = Workload::start(&["syscalls"]);
+        "DEBUG inside {} cgroup: {:?}",
+        inside.pid(),
+        std::fs::read_to_string(format!("/proc/{}/cgroup", inside.pid()))
+    );
+    // Joining after the trace started: picked up by the once-a-second cgroup rescan.
+    std::thread::sleep(Duration::from_millis(1500));
+    let inside_map = inside.run();
+    outside.run();
+    let (inside_pid, outside_pid) = (inside.pid(), outside.pid());
+    assert!(inside.finish().success() && outside.finish().success());
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("memtrace output");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["pid"] == inside_pid
+            && e["kind"] == "mmap"
+            && e["addr"] == inside_map["mmap_addr"]),
+        "the 3 MiB mmap of the process in the cgroup is missing: {events:?}"
+    );
+    // Only the process in the cgroup: nothing from the identical process outside it. (The
+    // `cgroup` field shown is not asserted: in the full suite it was once "/" for a process
+    // placed in the cgroup before exec — an enrichment race under investigation, see README.)
+    assert!(
+        events.iter().all(|e| e["pid"] == inside_pid),
+        "an event from outside the cgroup: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["pid"] == outside_pid),
+        "the process outside the cgroup was shown"
+    );
+}
