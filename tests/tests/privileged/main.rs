@@ -772,10 +772,6 @@ fn cli_trace_cgroup_filter_shows_only_its_processes() {
 
     let mut inside = Workload::start_in(&cgroup, &["syscalls"]);
     let mut outside = Workload::start(&["syscalls"]);
-        "DEBUG inside {} cgroup: {:?}",
-        inside.pid(),
-        std::fs::read_to_string(format!("/proc/{}/cgroup", inside.pid()))
-    );
     // Joining after the trace started: picked up by the once-a-second cgroup rescan.
     std::thread::sleep(Duration::from_millis(1500));
     let inside_map = inside.run();
