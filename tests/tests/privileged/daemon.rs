@@ -455,10 +455,11 @@ fn a_thousand_processes_stay_within_the_series_bound_and_leave_when_gone() {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .count();
     assert_eq!(exported, lines, "exported_series must count the exposition");
-    // README bound with the defaults: 50 workloads + ~other, 200 cgroups + ~other, node and self.
+    // The README's bound: 17 × (top + 1) + 10 × (max-cgroups + 1) + 26 (default max-cgroups 200).
+    let bound = 17 * (TOP + 1) + 10 * (200 + 1) + 26;
     assert!(
-        exported <= 2_500,
-        "{exported} series exceed the documented bound"
+        exported <= bound,
+        "{exported} series exceed the documented bound {bound}"
     );
 
     // They exit: their series leave within two sampling intervals.
