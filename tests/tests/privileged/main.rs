@@ -804,3 +804,30 @@ fn cli_trace_cgroup_filter_shows_only_its_processes() {
         "the process outside the cgroup was shown"
     );
 }
+
+/// The least-privilege claim of the README and the systemd unit: no root, only CAP_BPF,
+/// CAP_PERFMON and CAP_DAC_READ_SEARCH (as ambient capabilities of an unprivileged user).
+#[test]
+fn cli_runs_as_an_unprivileged_user_with_three_capabilities() {
+    require_root();
+    let caps = "+bpf,+perfmon,+dac_read_search";
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(memtrace_bin())
+        .args(["trace", "-e", "oom", "-d", "1s", "--no-summary"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = stderr_line(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.lines().any(|l| l == "memtrace: tracing with faults, mmap, rss, reclaim, oom, lifecycle probes attached; Ctrl-C to stop"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("warning"),
+        "nothing may be degraded without root: {err}"
+    );
+}
