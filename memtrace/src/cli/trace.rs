@@ -335,7 +335,8 @@ impl Tracer {
     fn summary_rows(&mut self, probes: &Probes) -> Vec<SummaryRow> {
         let mut rows: BTreeMap<u32, SummaryRow> = self.exited.clone();
         if let Ok(live) = probes.all_process_stats() {
-            for (pid, stats) in live {
+            // Like the event stream, the summary leaves memtrace itself out.
+            for (pid, stats) in live.into_iter().filter(|(pid, _)| *pid != self.own_pid) {
                 let info = self.cache.get(pid);
                 let comm = info
                     .as_ref()
