@@ -10,8 +10,8 @@
 //! `faults` is the kernel's own count (`getrusage` minor faults over the touching loops).
 //!
 //! Usage: `bench-faults [--iters K] [--mib M]`
-use memtrace_tests::{page_size, thread_cpu_ns};
-use std::{ptr, time::Instant};
+use memtrace_tests::{map_anon, page_size, thread_cpu_ns};
+use std::time::Instant;
 
 fn minor_faults() -> u64 {
     // SAFETY: all-zero is a valid rusage.
@@ -61,23 +61,7 @@ fn main() {
     let mut cpu_ns = 0u64;
     let mut faults = 0u64;
     for _ in 0..iters {
-        // SAFETY: plain anonymous mapping.
-        let addr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            addr,
-            libc::MAP_FAILED,
-            "mmap {len}: {}",
-            std::io::Error::last_os_error()
-        );
+        let addr: *mut libc::c_void = map_anon(len).cast();
         // One fault per 4 KiB page, whatever the THP setting.
         // SAFETY: advice on our own mapping.
         unsafe { libc::madvise(addr, len, libc::MADV_NOHUGEPAGE) };

@@ -192,14 +192,7 @@ fn idle(n: usize) {
             pid => pids.push(pid),
         }
     }
-    out.push_str("{\"children\":[");
-    for (i, pid) in pids.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{pid}");
-    }
-    out.push_str("]}");
+    write_children(&mut out, &pids);
     println!("{out}");
     std::io::stdout().flush().expect("flush");
     wait_for("\u{0}never");
@@ -210,6 +203,18 @@ fn idle(n: usize) {
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
     }
+}
+
+/// `{"children":[pid,…]}` into `out` (pre-allocated by the caller: no malloc while measured).
+fn write_children(out: &mut String, pids: &[libc::pid_t]) {
+    out.push_str("{\"children\":[");
+    for (i, pid) in pids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{pid}");
+    }
+    out.push_str("]}");
 }
 
 /// Fork `n` children that each dirty a page and exit at once; prints their pids.
@@ -235,14 +240,7 @@ fn churn(n: usize) {
         // SAFETY: reaping our own children.
         unsafe { libc::waitpid(pid, &mut status, 0) };
     }
-    out.push_str("{\"children\":[");
-    for (i, pid) in pids.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{pid}");
-    }
-    out.push_str("]}");
+    write_children(&mut out, &pids);
     finish(&out);
 }
 

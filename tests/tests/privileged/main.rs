@@ -655,22 +655,14 @@ fn cli_without_btf_warns_once_and_still_traces() {
     );
 }
 
-/// The "done" criterion: `memtrace trace --event oom,mmap` shows a real OOM kill and
-/// real mmaps, live, as JSON lines; Ctrl-C (SIGINT) ends it cleanly with a summary.
-#[test]
-fn cli_trace_shows_a_real_oom_kill_and_mmaps_live() {
-    require_root();
-    let _serial = serial();
+/// Start `memtrace trace ARGS` with piped output and wait until its probes are attached. The
+/// stderr reader is returned too: keep it alive, or memtrace's later stderr writes would fail.
+fn spawn_attached_trace(
+    args: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
     let mut child = Command::new(memtrace_bin())
-        .args([
-            "trace",
-            "--event",
-            "oom,mmap",
-            "--output",
-            "json",
-            "--duration",
-            "60s",
-        ])
+        .arg("trace")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -683,6 +675,23 @@ fn cli_trace_shows_a_real_oom_kill_and_mmaps_live() {
         line.starts_with("memtrace: tracing with"),
         "unexpected start: {line}"
     );
+    (child, stderr)
+}
+
+/// The "done" criterion: `memtrace trace --event oom,mmap` shows a real OOM kill and
+/// real mmaps, live, as JSON lines; Ctrl-C (SIGINT) ends it cleanly with a summary.
+#[test]
+fn cli_trace_shows_a_real_oom_kill_and_mmaps_live() {
+    require_root();
+    let _serial = serial();
+    let (mut child, _stderr) = spawn_attached_trace(&[
+        "--event",
+        "oom,mmap",
+        "--output",
+        "json",
+        "--duration",
+        "60s",
+    ]);
 
     let mut syscalls = Workload::start(&["syscalls"]);
     let mapped = syscalls.run();
@@ -744,31 +753,17 @@ fn cli_trace_cgroup_filter_shows_only_its_processes() {
     require_root();
     let _serial = serial();
     let cgroup = MemoryCgroup::new("memtrace-filter", 1 << 30);
-    let mut child = Command::new(memtrace_bin())
-        .args([
-            "trace",
-            "--cgroup",
-            &cgroup.path,
-            "--event",
-            "vm",
-            "--output",
-            "json",
-            "--no-summary",
-            "--duration",
-            "30s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memtrace");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("read stderr");
-    assert!(
-        line.starts_with("memtrace: tracing with"),
-        "unexpected start: {line}"
-    );
+    let (child, _stderr) = spawn_attached_trace(&[
+        "--cgroup",
+        &cgroup.path,
+        "--event",
+        "vm",
+        "--output",
+        "json",
+        "--no-summary",
+        "--duration",
+        "30s",
+    ]);
 
     let mut inside = Workload::start_in(&cgroup, &["syscalls"]);
     let mut outside = Workload::start(&["syscalls"]);
