@@ -185,6 +185,35 @@ pub struct SchedOffsets {
     pub fork_child_pid: u32,
 }
 
+/// Kernel struct layout (from vmlinux BTF) read by the task sampler (`task_sampler`, a BPF task
+/// iterator) and by `sched_process_exit` for a process's final fault counts. `task_min_flt ==
+/// FIELD_ABSENT`: not available (no BTF), and the fault counters come from the fault hooks.
+/// The sampler also reads `mm->rss_stat` at the [`RssOffsets`] layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `task_struct.flags` (`PF_*`).
+    pub task_flags: u32,
+    pub task_min_flt: u32,
+    pub task_maj_flt: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_group_leader: u32,
+    /// `task_struct.start_time` (monotonic ns): tells a reused pid from the process it had.
+    pub task_start_time: u32,
+    /// `signal_struct.{min,maj}_flt`: faults of the group's threads already reaped.
+    pub signal_min_flt: u32,
+    pub signal_maj_flt: u32,
+    /// `signal_struct.thread_head` and `task_struct.thread_node`: the list of a process's
+    /// threads not yet reaped (Linux 6.7+; absent before, and the exit hook counts only the
+    /// exiting thread and the leader).
+    pub signal_thread_head: u32,
+    pub task_thread_node: u32,
+}
+const _: () = assert!(size_of::<TaskOffsets>() == 52);
+
 /// All tracepoint field offsets, parsed from tracefs `format` files at load time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,8 +231,9 @@ pub struct Offsets {
     pub rss: RssOffsets,
     pub reclaim: ReclaimOffsets,
     pub sched: SchedOffsets,
+    pub task: TaskOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 52);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -258,6 +288,21 @@ impl Offsets {
             fork_parent_pid: FIELD_ABSENT,
             fork_child_pid: FIELD_ABSENT,
         },
+        task: TaskOffsets {
+            task_pid: FIELD_ABSENT,
+            task_tgid: FIELD_ABSENT,
+            task_flags: FIELD_ABSENT,
+            task_min_flt: FIELD_ABSENT,
+            task_maj_flt: FIELD_ABSENT,
+            task_mm: FIELD_ABSENT,
+            task_signal: FIELD_ABSENT,
+            task_group_leader: FIELD_ABSENT,
+            task_start_time: FIELD_ABSENT,
+            signal_min_flt: FIELD_ABSENT,
+            signal_maj_flt: FIELD_ABSENT,
+            signal_thread_head: FIELD_ABSENT,
+            task_thread_node: FIELD_ABSENT,
+        },
     };
 }
 
@@ -304,8 +349,19 @@ pub struct ProcStats {
     /// tracepoint, the hashed `mm_id` with the classic one), to attribute updates made from
     /// another task's context.
     pub mm_key: u64,
+    /// [`proc_flag`] bits.
+    pub flags: u64,
 }
-const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8);
+const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8 + 8);
+
+/// Bits of [`ProcStats::flags`].
+pub mod proc_flag {
+    /// Faults and RSS come from the kernel's own per-task counters (`min_flt`, `maj_flt`,
+    /// `mm->rss_stat`, sampled by the task iterator), not from the fault hooks: the counts are
+    /// exact, but the kernel does not split them by mode, so `faults_user` holds all faults
+    /// and `faults_kernel` is 0 and meaningless.
+    pub const TASK_COUNTERS: u64 = 1 << 0;
+}
 
 impl ProcStats {
     pub const fn faults_minor(&self) -> u64 {
@@ -436,10 +492,39 @@ pub struct ExitEvent {
     pub stats: ProcStats,
     /// 1 if the process had a `PROC_STATS` entry (0: it was never seen, or the map was full).
     pub tracked: u32,
-    pub reserved: u32,
+    /// 1 if `task_faults_*` are set (the kernel has BTF for the task layout).
+    pub task_counters: u32,
+    /// The process's minor and major faults by the kernel's own per-task counters, at the exit
+    /// of its last thread (what `/proc/<pid>/stat` would say): the final values for the task
+    /// sampler, which has no `PROC_STATS` fault counts.
+    pub task_faults_minor: u64,
+    pub task_faults_major: u64,
 }
 const _: () =
-    assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 8);
+    assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 24);
+
+/// One task (thread) as the task sampler (`task_sampler`, a BPF task iterator) writes it to its
+/// seq file. Userspace sums the threads of each process. Kernel threads are not written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskSample {
+    pub tgid: u32,
+    pub tid: u32,
+    /// This thread's own `min_flt` / `maj_flt`; 0 for a non-leader thread already exiting (its
+    /// counts are moving to the group's, below).
+    pub min_flt: u64,
+    pub maj_flt: u64,
+    /// Group leader only (`tid == tgid`; 0 otherwise): the faults of threads already reaped
+    /// (`signal->min_flt`, `maj_flt`) and the process start time (monotonic ns).
+    pub group_min_flt: u64,
+    pub group_maj_flt: u64,
+    pub start_time_ns: u64,
+    /// RSS in pages by [`rss_member`] (`mm->rss_stat`), and the mm's address as a key; 0 for a
+    /// thread without an mm (an exited leader's zombie).
+    pub rss_pages: [u64; rss_member::COUNT],
+    pub mm: u64,
+}
+const _: () = assert!(size_of::<TaskSample>() == 8 + 5 * 8 + 4 * 8 + 8);
 
 /// Key of `SYSCALL_INFLIGHT` values: the arguments an mmap-family entry saw, used at exit.
 #[repr(C)]
@@ -469,6 +554,7 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for ProcStats {}
+    unsafe impl aya::Pod for TaskSample {}
     unsafe impl aya::Pod for SyscallArgs {}
     unsafe impl aya::Pod for ReclaimStart {}
 }

@@ -24,12 +24,12 @@ use aya_ebpf::{
     EbpfContext, Global,
     bindings::{
         BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
-        pt_regs,
+        pt_regs, seq_file,
     },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_task_pt_regs,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_seq_write, bpf_task_pt_regs,
     },
     macros::{map, perf_event, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -39,7 +39,7 @@ use aya_log_ebpf::info;
 use memtrace_common::{
     COMM_LEN, Config, EventHeader, ExecEvent, ExitEvent, FIELD_ABSENT, FILENAME_LEN, FaultEvent,
     MemSyscallEvent, Offsets, OomEvent, ProcStats, ReclaimEvent, ReclaimStart, SyscallArgs,
-    SyscallEnterOffsets, config_flag, filter, kind, loss, oom_field, rss_member,
+    SyscallEnterOffsets, TaskSample, config_flag, filter, kind, loss, oom_field, rss_member,
 };
 
 #[unsafe(no_mangle)]
@@ -56,6 +56,21 @@ static CONFIG: Global<Config> = Global::new(Config {
 
 #[unsafe(no_mangle)]
 static OFFSETS: Global<Offsets> = Global::new(Offsets::ABSENT);
+
+/// One part of `OFFSETS`, e.g. `offset!(task.task_mm)`. `OFFSETS.load()` is a volatile copy of
+/// the whole struct (about 250 bytes of stack and as many loads); hot programs read only what
+/// they use.
+macro_rules! offset {
+    ($($field:tt)+) => {
+        // SAFETY: `Global` is `repr(transparent)` over an initialised `Offsets`; a volatile read
+        // of one of its fields, like `Global::load` of the whole.
+        unsafe {
+            core::ptr::read_volatile(
+                &raw const (*(&raw const OFFSETS).cast::<Offsets>()).$($field)+,
+            )
+        }
+    };
+}
 
 // Sizes are defaults; the loader resizes them (`map_max_entries`) from its options.
 
@@ -450,8 +465,7 @@ const fn is_error(ret: i64) -> bool {
 #[inline(always)]
 fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     let (pid_tgid, tgid) = current();
-    let offsets = OFFSETS.load();
-    let saved = if offsets.syscall_args_from_regs != 0 {
+    let saved = if offset!(syscall_args_from_regs) != 0 {
         // The arguments are still in the task's saved user registers at syscall exit: one
         // program per call and no per-thread map (needs BTF for the task pointer).
         match syscall_args_from_regs() {
@@ -474,7 +488,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     if saved.kind != kind {
         return;
     }
-    let Some(ret) = field::<i64>(ctx, offsets.syscall_exit_ret) else {
+    let Some(ret) = field::<i64>(ctx, offset!(syscall_exit_ret)) else {
         return;
     };
     let config = CONFIG.load();
@@ -913,7 +927,18 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
                             (*event).tracked = 0;
                         }
                     }
-                    (*event).reserved = 0;
+                    match final_task_faults() {
+                        Some((minor, major)) => {
+                            (*event).task_counters = 1;
+                            (*event).task_faults_minor = minor;
+                            (*event).task_faults_major = major;
+                        }
+                        None => {
+                            (*event).task_counters = 0;
+                            (*event).task_faults_minor = 0;
+                            (*event).task_faults_major = 0;
+                        }
+                    }
                 }
                 entry.submit(events_wakeup());
             }
@@ -934,6 +959,179 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     }
     if config.filter_flags & filter::FOLLOW_FORKS != 0 {
         let _ = FILTER_PIDS.remove(tgid);
+    }
+    0
+}
+
+/// Threads walked at a process's exit (see `final_task_faults`); a larger group may be counted
+/// short, which userspace bounds below by the last sampler pass.
+const EXIT_MAX_THREADS: u32 = 256;
+
+/// A process's (minor, major) faults by the kernel's per-task counters, read as its last thread
+/// exits: what `/proc/<pid>/stat` sums, i.e. the reaped threads' total in `signal` plus every
+/// thread still on the group's list. At `exit_group` all threads die at once and others may
+/// still be between their exit and their reaping (which moves their counts into `signal`), so
+/// the list is walked and `signal`'s totals are read before and after: equal, nothing moved
+/// meanwhile and the sum is exact; else it is read again.
+#[inline(always)]
+fn final_task_faults() -> Option<(u64, u64)> {
+    let t = offset!(task);
+    if t.task_min_flt == FIELD_ABSENT {
+        return None;
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let signal = read_kernel::<u64>(task + u64::from(t.task_signal));
+    if signal == 0 {
+        return Some(task_faults(task, &t));
+    }
+    let reaped = || {
+        (
+            read_kernel::<u64>(signal + u64::from(t.signal_min_flt)),
+            read_kernel::<u64>(signal + u64::from(t.signal_maj_flt)),
+        )
+    };
+    if t.signal_thread_head == FIELD_ABSENT || t.task_thread_node == FIELD_ABSENT {
+        // Older kernels: the exiting thread and a zombie leader, not threads exiting with it.
+        let (mut minor, mut major) = reaped();
+        let (own_min, own_maj) = task_faults(task, &t);
+        minor += own_min;
+        major += own_maj;
+        let leader = read_kernel::<u64>(task + u64::from(t.task_group_leader));
+        if leader != 0 && leader != task {
+            let (lmin, lmaj) = task_faults(leader, &t);
+            minor += lmin;
+            major += lmaj;
+        }
+        return Some((minor, major));
+    }
+    let head = signal + u64::from(t.signal_thread_head);
+    let mut total = (0, 0);
+    for _attempt in 0..2 {
+        let before = reaped();
+        let (mut minor, mut major) = before;
+        let mut node = read_kernel::<u64>(head);
+        for _ in 0..EXIT_MAX_THREADS {
+            if node == head || node == 0 {
+                break;
+            }
+            let (tmin, tmaj) = task_faults(node - u64::from(t.task_thread_node), &t);
+            minor += tmin;
+            major += tmaj;
+            node = read_kernel::<u64>(node);
+        }
+        total = (minor, major);
+        if reaped() == before {
+            break;
+        }
+    }
+    Some(total)
+}
+
+/// A kernel value at `addr`, 0 if it cannot be read.
+#[inline(always)]
+fn read_kernel<T: Default>(addr: u64) -> T {
+    // SAFETY: checked `bpf_probe_read_kernel`; the address is built from a kernel pointer and a
+    // BTF offset.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
+}
+
+/// One task's own (min_flt, maj_flt).
+#[inline(always)]
+fn task_faults(task: u64, t: &memtrace_common::TaskOffsets) -> (u64, u64) {
+    (
+        read_kernel::<u64>(task + u64::from(t.task_min_flt)),
+        read_kernel::<u64>(task + u64::from(t.task_maj_flt)),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task sampler: a BPF task iterator the daemon reads once per sampling tick. It writes each
+// task's fault counters and RSS, which the kernel keeps anyway, so the daemon needs no program
+// on the fault path at all (the fault and rss_stat hooks cost 60–110 ns per fault). Tracing
+// programs of this kind need BTF but no trampoline, so they work where fentry does not.
+
+/// `struct bpf_iter_meta` (include/linux/bpf.h, stable since 5.8).
+#[repr(C)]
+pub struct BpfIterMeta {
+    seq: *mut seq_file,
+    session_id: u64,
+    seq_num: u64,
+}
+
+/// `struct bpf_iter__task`: the context of a task iterator; `task` is NULL once, at the end.
+#[repr(C)]
+pub struct BpfIterTask {
+    meta: *mut BpfIterMeta,
+    task: *mut core::ffi::c_void,
+}
+
+/// `PF_EXITING` / `PF_KTHREAD` (include/linux/sched.h; unchanged since 2.6).
+const PF_EXITING: u32 = 0x0000_0004;
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub extern "C" fn task_sampler(ctx: *mut BpfIterTask) -> i32 {
+    // SAFETY: the iterator context; `meta` is always valid, `task` is checked below.
+    let (meta, task) = unsafe { ((*ctx).meta, (*ctx).task as u64) };
+    if task == 0 {
+        return 0;
+    }
+    let t = offset!(task);
+    let flags = read_kernel::<u32>(task + u64::from(t.task_flags));
+    if flags & PF_KTHREAD != 0 {
+        return 0;
+    }
+    let tid = read_kernel::<i32>(task + u64::from(t.task_pid)) as u32;
+    let tgid = read_kernel::<i32>(task + u64::from(t.task_tgid)) as u32;
+    let leader = tid == tgid;
+    let mut sample = TaskSample {
+        tgid,
+        tid,
+        ..TaskSample::default()
+    };
+    // A non-leader thread that is exiting is about to move its counts into `signal`: counting
+    // it now could count it twice, so it is left out until then (the daemon keeps counters
+    // monotonic). A leader's counts only move there once the whole process is gone, so an
+    // exited leader (a zombie while its other threads run) still counts.
+    if leader || flags & PF_EXITING == 0 {
+        (sample.min_flt, sample.maj_flt) = task_faults(task, &t);
+    }
+    let mut mm = read_kernel::<u64>(task + u64::from(t.task_mm));
+    if leader {
+        let signal = read_kernel::<u64>(task + u64::from(t.task_signal));
+        if signal != 0 {
+            sample.group_min_flt = read_kernel::<u64>(signal + u64::from(t.signal_min_flt));
+            sample.group_maj_flt = read_kernel::<u64>(signal + u64::from(t.signal_maj_flt));
+        }
+        sample.start_time_ns = read_kernel::<u64>(task + u64::from(t.task_start_time));
+    } else if mm != 0 {
+        // Threads share the leader's mm: its RSS is read once, from the leader, unless the
+        // leader has none left (it exited first).
+        let group_leader = read_kernel::<u64>(task + u64::from(t.task_group_leader));
+        if group_leader != 0 && read_kernel::<u64>(group_leader + u64::from(t.task_mm)) != 0 {
+            mm = 0;
+        }
+    }
+    if mm != 0 {
+        let rss = offset!(rss);
+        let mut counter = mm + u64::from(rss.mm_rss_stat) + u64::from(rss.counter_count);
+        for pages in sample.rss_pages.iter_mut() {
+            // `percpu_counter_read_positive`, as /proc/<pid>/status reports it.
+            *pages = read_kernel::<i64>(counter).max(0) as u64;
+            counter += u64::from(rss.counter_size);
+        }
+        sample.mm = mm;
+    }
+    // SAFETY: `meta` is the iterator's metadata; the record is a plain struct on the stack. A
+    // full seq buffer (-EOVERFLOW) makes the kernel run this task again for the next read().
+    unsafe {
+        bpf_seq_write(
+            (*meta).seq,
+            (&raw const sample).cast(),
+            size_of::<TaskSample>() as u32,
+        );
     }
     0
 }

@@ -67,7 +67,7 @@ fn exit_record(pid: u32) -> Vec<u8> {
             ..Default::default()
         },
         tracked: 1,
-        reserved: 0,
+        ..ExitEvent::default()
     })
 }
 

@@ -144,6 +144,28 @@ impl Workload {
         drop(self.stdin.take());
         self.child.wait().expect("wait workload")
     }
+
+    /// Close stdin, reap it, and return its (minor, major) faults as the kernel reports them
+    /// to the parent (`wait4` resource usage: every thread's, final).
+    pub fn finish_with_faults(mut self) -> (u64, u64) {
+        drop(self.stdin.take());
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: reaping our own child (std's `Child` is not waited for after this).
+        let rc = unsafe { libc::wait4(self.child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(
+            rc,
+            self.child.id() as i32,
+            "wait4: {}",
+            std::io::Error::last_os_error()
+        );
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+        (usage.ru_minflt as u64, usage.ru_majflt as u64)
+    }
 }
 
 /// The kernel's page size.

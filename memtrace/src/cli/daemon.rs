@@ -30,7 +30,7 @@ use crate::{
     node::NodeReader,
     pipeline::{EventStream, PipelineCounters},
     preflight,
-    probes::{ProbeOptions, Probes, page_size},
+    probes::{Family, ProbeOptions, Probes, page_size, tasks::TaskSampler},
     procfs::{ProcFs, ProcessCache},
     units::parse_duration,
 };
@@ -228,6 +228,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             reserved: 0,
         },
         max_processes: settings.max_processes,
+        // Faults and RSS from the kernel's per-task counters, read each tick: no program runs
+        // on the fault path (the per-fault hooks are the fallback, see `Probes::load`).
+        families: Family::SAMPLED.to_vec(),
         ..ProbeOptions::default()
     };
     let mut probes =
@@ -289,13 +292,17 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     let mut cached = CachedViews::default();
     let mut kernel_reader = KernelReader::default();
+    let sampling_tasks = report.attached(Family::Tasks);
     loop {
         tokio::select! {
             batch = stream.batches.recv() => {
-                let Some(batch) = batch else { break };
+                let Some(mut batch) = batch else { break };
                 let now = Instant::now();
                 let wall = SystemTime::now();
-                for event in &batch {
+                for event in &mut batch {
+                    if sampling_tasks && let crate::events::Event::Exit(exit) = event {
+                        kernel_reader.tasks.complete_exit(exit);
+                    }
                     // Identity must be read while the process still exists: an OOM victim's
                     // cgroup is looked up now, before its exit empties /proc/<pid>.
                     let pid = event.subject_pid();
@@ -314,7 +321,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 // Views built during the last tick are out of date: drop them (and their memory)
                 // before sampling.
                 cached = CachedViews::default();
-                sample(&mut model, &probes, &mut cache, &node_reader, &cgroups, now, &mut kernel_reader);
+                sample(&mut model, &mut probes, &mut cache, &node_reader, &cgroups, now, &mut kernel_reader);
                 if !ready.swap(true, Ordering::Relaxed) {
                     tracing::info!("ready");
                 }
@@ -406,12 +413,15 @@ impl CachedViews {
     }
 }
 
-/// Reads `PROC_STATS` in batches; its buffers are kept between ticks (10,000 processes need
-/// 2 MB of them).
+/// Reads `PROC_STATS` in batches and runs the task sampler; buffers are kept between ticks
+/// (10,000 processes need 2 MB of them).
 #[derive(Default)]
 struct KernelReader {
     reader: crate::probes::batch::ProcStatsReader,
     stats: Vec<(u32, memtrace_common::ProcStats)>,
+    tasks: TaskSampler,
+    /// `stats` by pid, to merge with the task sampler's totals.
+    by_pid: std::collections::HashMap<u32, memtrace_common::ProcStats>,
     samples: Vec<(
         u32,
         memtrace_common::ProcStats,
@@ -420,9 +430,13 @@ struct KernelReader {
 }
 
 /// One sampling tick: kernel counters with identities, the node, and the cgroups in use.
+///
+/// With the task sampler, the processes are those it finds (every user process), with faults
+/// and RSS from it and the hook counters (mmap family, reclaim) from `PROC_STATS`; otherwise
+/// they are `PROC_STATS`'s entries.
 fn sample(
     model: &mut Model,
-    probes: &Probes,
+    probes: &mut Probes,
     cache: &mut ProcessCache,
     node: &NodeReader,
     cgroups: &CgroupFs,
@@ -440,20 +454,48 @@ fn sample(
                 .read(fd, &mut kernel.stats)
                 .map_err(|err| err.to_string())
         });
-    match read {
-        Ok(()) => {
-            samples.clear();
+    let tasks = match probes.task_iterator() {
+        Ok(None) => Ok(None),
+        Ok(Some(file)) => kernel
+            .tasks
+            .read(file)
+            .map(Some)
+            .map_err(|err| format!("task sampler: {err}")),
+        Err(err) => Err(err.to_string()),
+    };
+    samples.clear();
+    let complete = match (read, tasks) {
+        (Ok(()), Ok(None)) => {
             samples.extend(
                 kernel
                     .stats
                     .iter()
                     .map(|&(pid, s)| (pid, s, cache.get_trusted(pid))),
             );
-            model.observe_processes(now, samples);
-            // Identities are shared with the cache; do not keep them alive past the tick.
-            samples.clear();
+            true
         }
-        Err(err) => tracing::warn!("reading per-process counters: {err}"),
+        (Ok(()), Ok(Some(totals))) => {
+            let page = u64::from(page_size());
+            kernel.by_pid.clear();
+            kernel.by_pid.extend(kernel.stats.iter().copied());
+            samples.extend(totals.iter().map(|(&pid, totals)| {
+                let mut stats = kernel.by_pid.get(&pid).copied().unwrap_or_default();
+                totals.apply(&mut stats, page);
+                (pid, stats, cache.get_trusted(pid))
+            }));
+            true
+        }
+        // A tick without complete counters is skipped: half of them would read as processes
+        // whose counters went backwards.
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!("reading per-process counters: {err}");
+            false
+        }
+    };
+    if complete {
+        model.observe_processes(now, samples);
+        // Identities are shared with the cache; do not keep them alive past the tick.
+        samples.clear();
     }
     match node.sample() {
         Ok(sample) => model.observe_node(sample),

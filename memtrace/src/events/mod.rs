@@ -19,8 +19,13 @@ use memtrace_common::{
 pub struct ProcStatsJson {
     pub faults_minor: u64,
     pub faults_major: u64,
-    pub faults_user: u64,
-    pub faults_kernel: u64,
+    /// Faults taken in user / kernel mode: only with the fault hooks (a live trace, or the
+    /// daemon without BTF). Absent when the counts come from the kernel's per-task counters,
+    /// which do not split them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults_user: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults_kernel: Option<u64>,
     pub mmap_calls: u64,
     pub mmap_bytes: u64,
     pub munmap_calls: u64,
@@ -42,11 +47,12 @@ pub struct ProcStatsJson {
 
 impl From<&ProcStats> for ProcStatsJson {
     fn from(s: &ProcStats) -> Self {
+        let mode_split = s.flags & memtrace_common::proc_flag::TASK_COUNTERS == 0;
         Self {
             faults_minor: s.faults_minor(),
             faults_major: s.faults_major,
-            faults_user: s.faults_user,
-            faults_kernel: s.faults_kernel,
+            faults_user: mode_split.then_some(s.faults_user),
+            faults_kernel: mode_split.then_some(s.faults_kernel),
             mmap_calls: s.mmap_calls,
             mmap_bytes: s.mmap_bytes,
             munmap_calls: s.munmap_calls,
@@ -228,7 +234,7 @@ mod tests {
                 ..Default::default()
             },
             tracked: 1,
-            reserved: 0,
+            ..ExitEvent::default()
         };
         let Event::Exit(decoded) = Event::decode(&bytes_of(&exit)).unwrap() else {
             panic!("not an exit")

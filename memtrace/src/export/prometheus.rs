@@ -186,11 +186,18 @@ fn add_stats(acc: &mut ProcStatsJson, s: &ProcStatsJson) {
     macro_rules! sum {
         ($($f:ident),* $(,)?) => { $( acc.$f = acc.$f.saturating_add(s.$f); )* };
     }
+    // Known for the sum only if known for every part.
+    acc.faults_user = acc
+        .faults_user
+        .zip(s.faults_user)
+        .map(|(a, b)| a.saturating_add(b));
+    acc.faults_kernel = acc
+        .faults_kernel
+        .zip(s.faults_kernel)
+        .map(|(a, b)| a.saturating_add(b));
     sum!(
         faults_minor,
         faults_major,
-        faults_user,
-        faults_kernel,
         mmap_calls,
         mmap_bytes,
         munmap_calls,
@@ -240,6 +247,12 @@ impl<'a> Workload<'a> {
             cgroup,
             pod_uid: owner_str(&owner.pod_uid),
             container_id: owner_str(&owner.container_id),
+            // An empty sum: the split is known until a part without it is added.
+            counters: ProcStatsJson {
+                faults_user: Some(0),
+                faults_kernel: Some(0),
+                ..ProcStatsJson::default()
+            },
             ..Self::default()
         }
     }

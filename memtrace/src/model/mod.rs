@@ -140,15 +140,21 @@ fn from_cumulative(c: [u64; 16]) -> ProcStats {
 /// `acc += delta` on the cumulative counters (gauges of `acc` untouched).
 fn add_counters(acc: &mut ProcStats, delta: &ProcStats) {
     let (a, d) = (cumulative(acc), cumulative(delta));
-    let rss = acc.rss;
+    let (rss, flags) = (acc.rss, acc.flags);
     *acc = from_cumulative(std::array::from_fn(|i| a[i].saturating_add(d[i])));
     acc.rss = rss;
+    // A sum that includes per-task counts has no user/kernel split either.
+    acc.flags = flags | delta.flags;
 }
 
 /// `a − b` on the cumulative counters, saturating; gauges zero.
 fn sub_counters(a: &ProcStats, b: &ProcStats) -> ProcStats {
+    let flags = a.flags;
     let (a, b) = (cumulative(a), cumulative(b));
-    from_cumulative(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
+    ProcStats {
+        flags,
+        ..from_cumulative(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
+    }
 }
 
 /// Every cumulative counter of `a` is ≥ that of `b`: `a` can be a later reading of `b`'s process.

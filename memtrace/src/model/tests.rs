@@ -82,7 +82,7 @@ fn exit(pid: u32, final_stats: ProcStats) -> Event {
         header: header(kind::EXIT, pid, "exiting"),
         stats: final_stats,
         tracked: 1,
-        reserved: 0,
+        ..ExitEvent::default()
     })
 }
 

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
+use memtrace_common::{FIELD_ABSENT, TaskOffsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -114,6 +115,38 @@ impl KernelBtf {
         Ok(self.strukt(name)?.size() as u32)
     }
 
+    /// The task and signal layout the task sampler and the exit hook read (see
+    /// [`memtrace_common::TaskOffsets`]).
+    pub fn task_layout(&self) -> Result<TaskOffsets, BtfError> {
+        let task = |member| self.offset_of("task_struct", member);
+        let signal = |member| self.offset_of("signal_struct", member);
+        Ok(TaskOffsets {
+            task_pid: task("pid")?,
+            task_tgid: task("tgid")?,
+            task_flags: task("flags")?,
+            task_min_flt: task("min_flt")?,
+            task_maj_flt: task("maj_flt")?,
+            task_mm: task("mm")?,
+            task_signal: task("signal")?,
+            task_group_leader: task("group_leader")?,
+            task_start_time: task("start_time")?,
+            signal_min_flt: signal("min_flt")?,
+            signal_maj_flt: signal("maj_flt")?,
+            // Optional (Linux 6.7+): without them the exit count may miss a thread.
+            signal_thread_head: signal("thread_head").unwrap_or(FIELD_ABSENT),
+            task_thread_node: task("thread_node").unwrap_or(FIELD_ABSENT),
+        })
+    }
+
+    /// Whether the kernel offers the BPF task iterator (`bpf_iter_task`, Linux 5.8+).
+    pub fn has_task_iterator(&self) -> bool {
+        self.btf
+            .resolve_types_by_name("bpf_iter_task")
+            .unwrap_or_default()
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
+    }
+
     pub fn rss_layout(&self) -> Result<RssLayout, BtfError> {
         Ok(RssLayout {
             task_mm: self.offset_of("task_struct", "mm")?,
@@ -150,6 +183,23 @@ mod tests {
             "{layout:?}"
         );
         assert!(layout.task_mm > 0 && layout.task_mm < 16384, "{layout:?}");
+    }
+
+    #[test]
+    fn resolves_the_task_layout_of_the_running_kernel() {
+        let btf = KernelBtf::open(Path::new(crate::preflight::KERNEL_BTF)).unwrap();
+        let t = btf.task_layout().unwrap();
+        // `pid` and `tgid` are adjacent `pid_t`s; the fault counters adjacent `unsigned long`s.
+        assert_eq!(t.task_tgid, t.task_pid + 4, "{t:?}");
+        assert_eq!(t.task_maj_flt, t.task_min_flt + 8, "{t:?}");
+        assert_eq!(t.signal_maj_flt, t.signal_min_flt + 8, "{t:?}");
+        assert_eq!(t.task_mm, btf.rss_layout().unwrap().task_mm);
+        assert_ne!(
+            t.signal_thread_head, FIELD_ABSENT,
+            "Linux 6.7+ has thread_head"
+        );
+        assert_ne!(t.task_thread_node, FIELD_ABSENT);
+        assert!(btf.has_task_iterator());
     }
 
     #[test]

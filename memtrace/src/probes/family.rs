@@ -5,20 +5,32 @@ use std::{collections::BTreeMap, fmt};
 use aya::{
     Ebpf,
     programs::{
-        PerfEvent, RawTracePoint, TracePoint,
+        Iter, PerfEvent, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::online_cpus,
 };
-use memtrace_common::{FIELD_ABSENT, Offsets, SyscallEnterOffsets, filter};
+use memtrace_common::{FIELD_ABSENT, Offsets, SyscallEnterOffsets, TaskOffsets, filter};
 
 use super::{FamilyStatus, btf::RssLayout};
+
+/// What vmlinux BTF says (or why it could not), for the families that read kernel structs.
+#[derive(Clone, Debug)]
+pub struct BtfLayouts {
+    pub rss: Result<RssLayout, String>,
+    pub task: Result<TaskOffsets, String>,
+    pub task_iterator: bool,
+}
 use crate::tracefs::{Tracefs, TracefsError, TracepointFormat};
 
 /// A group of programs that make sense only together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
+    /// Per-task fault counters and RSS, sampled from the kernel's own counters by a BPF task
+    /// iterator each tick: exact, and nothing runs on the fault path (the daemon's default;
+    /// needs BTF). Replaces `faults` and `rss` where it runs.
+    Tasks,
     /// Page faults: user, kernel, major.
     Faults,
     /// mmap, munmap, brk, mremap.
@@ -34,7 +46,8 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
+        Family::Tasks,
         Family::Faults,
         Family::Mmap,
         Family::Rss,
@@ -43,8 +56,32 @@ impl Family {
         Family::Lifecycle,
     ];
 
+    /// What a live trace attaches: every hook, for exact per-event streams.
+    pub const HOOKS: [Family; 6] = [
+        Family::Faults,
+        Family::Mmap,
+        Family::Rss,
+        Family::Reclaim,
+        Family::Oom,
+        Family::Lifecycle,
+    ];
+
+    /// What the daemon attaches: the task sampler instead of the per-fault hooks (which
+    /// [`super::Probes::load`] attaches instead if the sampler cannot run).
+    pub const SAMPLED: [Family; 5] = [
+        Family::Tasks,
+        Family::Mmap,
+        Family::Reclaim,
+        Family::Oom,
+        Family::Lifecycle,
+    ];
+
+    /// The hook families the task sampler replaces.
+    pub const REPLACED_BY_TASKS: [Family; 2] = [Family::Faults, Family::Rss];
+
     pub fn name(self) -> &'static str {
         match self {
+            Family::Tasks => "tasks",
             Family::Faults => "faults",
             Family::Mmap => "mmap",
             Family::Rss => "rss",
@@ -82,6 +119,9 @@ pub enum Hook {
         event: SoftwareEvent,
         label: &'static str,
     },
+    /// BPF task iterator: loaded here, run (attached) once per read, see
+    /// [`super::Probes::task_iterator`].
+    TaskIterator { program: &'static str },
 }
 
 impl Hook {
@@ -89,7 +129,8 @@ impl Hook {
         match self {
             Hook::RawTracepoint { program, .. }
             | Hook::Tracepoint { program, .. }
-            | Hook::PerfSoftware { program, .. } => program,
+            | Hook::PerfSoftware { program, .. }
+            | Hook::TaskIterator { program } => program,
         }
     }
 
@@ -98,6 +139,7 @@ impl Hook {
             Hook::RawTracepoint { category, name, .. } => format!("raw_tp {category}:{name}"),
             Hook::Tracepoint { category, name, .. } => format!("{category}:{name}"),
             Hook::PerfSoftware { label, .. } => format!("perf {label}"),
+            Hook::TaskIterator { .. } => "iter/task".to_owned(),
         }
     }
 }
@@ -144,19 +186,26 @@ fn syscall_args(
 impl FamilyPlan {
     /// `can_run` for every family: check each hook's tracepoint and fields in tracefs, and
     /// collect the offsets the programs will read.
+    ///
+    /// With [`Family::Tasks`] requested, the families it replaces are planned too, so they can be
+    /// attached instead if the sampler cannot be.
     pub fn new(
         tracefs: &Tracefs,
         families: &[Family],
         filter_flags: u32,
-        rss_layout: &Result<RssLayout, String>,
+        btf: &BtfLayouts,
     ) -> Self {
+        let rss_layout = &btf.rss;
         let mut offsets = Offsets::ABSENT;
         let mut hooks = BTreeMap::new();
+        let fallback = families.contains(&Family::Tasks);
         for family in Family::ALL {
-            if !families.contains(&family) {
+            let as_fallback = fallback && Family::REPLACED_BY_TASKS.contains(&family);
+            if !families.contains(&family) && !as_fallback {
                 continue;
             }
             let planned = match family {
+                Family::Tasks => Self::plan_tasks(&mut offsets, btf),
                 Family::Faults => Self::plan_faults(tracefs),
                 Family::Mmap => Self::plan_mmap(tracefs, &mut offsets, rss_layout.is_ok()),
                 Family::Rss => Self::plan_rss(tracefs, &mut offsets, rss_layout),
@@ -171,6 +220,28 @@ impl FamilyPlan {
             filter_flags,
             hooks,
         }
+    }
+
+    fn plan_tasks(offsets: &mut Offsets, btf: &BtfLayouts) -> Vec<PlannedHook> {
+        let unusable = match (&btf.rss, &btf.task, btf.task_iterator) {
+            (Ok(rss), Ok(task), true) => {
+                offsets.task = *task;
+                offsets.rss.task_mm = rss.task_mm;
+                offsets.rss.mm_rss_stat = rss.mm_rss_stat;
+                offsets.rss.counter_size = rss.counter_size;
+                offsets.rss.counter_count = rss.counter_count;
+                None
+            }
+            (Err(reason), _, _) | (_, Err(reason), _) => Some(reason.clone()),
+            (_, _, false) => Some("this kernel has no BPF task iterator (Linux 5.8+)".to_owned()),
+        };
+        vec![PlannedHook {
+            hook: Hook::TaskIterator {
+                program: "task_sampler",
+            },
+            required: true,
+            unusable,
+        }]
     }
 
     fn plan_faults(tracefs: &Tracefs) -> Vec<PlannedHook> {
@@ -477,7 +548,12 @@ impl FamilyPlan {
 
     /// Load and attach one family's programs. Optional hooks that fail are reported; a required
     /// one that fails detaches the family's others again.
-    pub fn attach(&self, family: Family, ebpf: &mut Ebpf) -> FamilyStatus {
+    pub fn attach(
+        &self,
+        family: Family,
+        ebpf: &mut Ebpf,
+        kernel_btf: Option<&aya::Btf>,
+    ) -> FamilyStatus {
         let Some(planned) = self.hooks.get(&family) else {
             return FamilyStatus::Disabled;
         };
@@ -497,7 +573,7 @@ impl FamilyPlan {
                 missing.push(format!("{} ({reason})", p.hook.label()));
                 continue;
             }
-            match attach_hook(ebpf, &p.hook) {
+            match attach_hook(ebpf, &p.hook, kernel_btf) {
                 Ok(()) => attached.push(p.hook.label()),
                 Err(reason) if p.required => {
                     for done in planned
@@ -530,6 +606,7 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
             aya::programs::Program::TracePoint(p) => p.unload(),
             aya::programs::Program::RawTracePoint(p) => p.unload(),
             aya::programs::Program::PerfEvent(p) => p.unload(),
+            aya::programs::Program::Iter(p) => p.unload(),
             _ => Ok(()),
         };
         if let Err(err) = result {
@@ -540,7 +617,7 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
 
 /// Load (verify) and attach one program. Errors are flattened to a one-line reason, with the
 /// verifier's last lines when it refused the program.
-fn attach_hook(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
+fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, kernel_btf: Option<&aya::Btf>) -> Result<(), String> {
     let name = hook.program();
     let program = ebpf
         .program_mut(name)
@@ -584,6 +661,14 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook) -> Result<(), String> {
             let program: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             program.load().map_err(reason)?;
             program.attach(category, tp_name).map_err(reason)?;
+        }
+        Hook::TaskIterator { .. } => {
+            let program: &mut Iter = program.try_into().map_err(|e| format!("{e}"))?;
+            let btf = kernel_btf.ok_or("the kernel's BTF could not be parsed")?;
+            program.load("task", btf).map_err(reason)?;
+            // Checked now, so a kernel that refuses to run it is reported at start-up.
+            let link = program.attach().map_err(reason)?;
+            program.detach(link).map_err(reason)?;
         }
         Hook::PerfSoftware { event, .. } => {
             let program: &mut PerfEvent = program.try_into().map_err(|e| format!("{e}"))?;

@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod btf;
 mod family;
+pub mod tasks;
 
 use std::{collections::BTreeMap, fmt};
 
@@ -17,7 +18,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
-pub use family::{Family, FamilyPlan, Hook};
+pub use family::{BtfLayouts, Family, FamilyPlan, Hook};
 use memtrace_common::{COMM_LEN, Config, Offsets, ProcStats, globals, kind, loss, maps};
 
 use crate::tracefs::Tracefs;
@@ -29,7 +30,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
     pub config: Config,
-    /// Families to attach (all by default).
+    /// Families to attach (every hook family by default, as a live trace needs).
     pub families: Vec<Family>,
     /// Capacity of the per-process counter map (`PROC_STATS`).
     pub max_processes: u32,
@@ -54,7 +55,7 @@ impl Default for ProbeOptions {
                 flags: 0,
                 reserved: 0,
             },
-            families: Family::ALL.to_vec(),
+            families: Family::HOOKS.to_vec(),
             max_processes: 32768,
             events_ring_bytes: 1 << 20,
             fault_ring_bytes: page_size(),
@@ -90,6 +91,8 @@ pub enum ProbeError {
     },
     #[error("no probe family could be attached:\n{report}")]
     NothingAttached { report: AttachReport },
+    #[error("running the task iterator: {0}")]
+    TaskIterator(String),
 }
 
 /// Outcome of one family.
@@ -213,24 +216,49 @@ impl Probes {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
-        // Struct layouts for programs that read kernel memory (the raw rss_stat hook): from the
-        // running kernel's BTF; without BTF the slower classic tracepoint is used instead.
-        let rss_layout = if options.families.contains(&Family::Rss) {
-            btf::KernelBtf::open(&options.btf_path)
-                .and_then(|btf| btf.rss_layout())
-                .map_err(|err| err.to_string())
-        } else {
-            Err("not needed".to_owned())
+        // Struct layouts for programs that read kernel memory (the task sampler, the raw
+        // rss_stat hook, syscall arguments from saved registers): from the running kernel's
+        // BTF; without BTF, slower hooks that need none are used instead.
+        let kernel = btf::KernelBtf::open(&options.btf_path).map_err(|err| err.to_string());
+        let layouts = BtfLayouts {
+            rss: kernel
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|btf| btf.rss_layout().map_err(|err| err.to_string())),
+            task: kernel
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|btf| btf.task_layout().map_err(|err| err.to_string())),
+            task_iterator: kernel.as_ref().is_ok_and(|btf| btf.has_task_iterator()),
         };
+        drop(kernel);
         let plan = FamilyPlan::new(
             tracefs,
             &options.families,
             options.config.filter_flags,
-            &rss_layout,
+            &layouts,
         );
+        // The task iterator is loaded against a BTF function id: aya needs its own parse of the
+        // kernel's BTF for that, which the loader then reuses for the object.
+        let wants_tasks = options.families.contains(&Family::Tasks);
+        let aya_btf = if wants_tasks && layouts.task_iterator {
+            match aya::Btf::parse_file(&options.btf_path, aya::Endianness::default()) {
+                Ok(btf) => Some(btf),
+                Err(err) => {
+                    tracing::warn!("parsing {}: {err}", options.btf_path.display());
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let offsets: Offsets = plan.offsets;
         let config = options.config;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(btf) = &aya_btf {
+            loader.btf(Some(btf));
+        }
+        let mut ebpf = loader
             .override_global(globals::CONFIG, &config, true)
             .override_global(globals::OFFSETS, &offsets, true)
             .map_max_entries(maps::PROC_STATS, options.max_processes)
@@ -247,14 +275,25 @@ impl Probes {
         }
 
         let mut report = AttachReport::default();
+        // `Tasks` comes first in `ALL`: whether it attached decides the fallbacks.
         for family in Family::ALL {
-            let status = if !options.families.contains(&family) {
-                FamilyStatus::Disabled
+            let fallback = wants_tasks
+                && Family::REPLACED_BY_TASKS.contains(&family)
+                && !report.attached(Family::Tasks);
+            let status = if options.families.contains(&family) || fallback {
+                if fallback {
+                    tracing::warn!(
+                        "the task sampler is unavailable: attaching the {family} hooks instead \
+                         (they cost on every page fault)"
+                    );
+                }
+                plan.attach(family, &mut ebpf, aya_btf.as_ref())
             } else {
-                plan.attach(family, &mut ebpf)
+                FamilyStatus::Disabled
             };
             report.families.insert(family, status);
         }
+        drop(aya_btf);
         if !report.any_attached() {
             return Err(ProbeError::NothingAttached { report });
         }
@@ -380,6 +419,28 @@ impl Probes {
                 })?;
         }
         Ok(())
+    }
+
+    /// One pass of the task sampler: a file whose reads yield a [`memtrace_common::TaskSample`]
+    /// per task (see [`tasks::TaskSampler`]). `None` if [`Family::Tasks`] is not attached. Each
+    /// pass is a new iterator link: the kernel runs the program while the file is read.
+    pub fn task_iterator(&mut self) -> Result<Option<std::fs::File>, ProbeError> {
+        if !self.report.attached(Family::Tasks) {
+            return Ok(None);
+        }
+        let program: &mut aya::programs::Iter = self
+            .ebpf
+            .program_mut("task_sampler")
+            .ok_or_else(|| ProbeError::TaskIterator("program task_sampler missing".to_owned()))?
+            .try_into()
+            .map_err(|err| ProbeError::TaskIterator(format!("{err}")))?;
+        let link = program
+            .attach()
+            .and_then(|id| program.take_link(id))
+            .map_err(|err| ProbeError::TaskIterator(format!("{err}")))?;
+        link.into_file()
+            .map(Some)
+            .map_err(|err| ProbeError::TaskIterator(format!("{err}")))
     }
 
     /// Take the two ring buffers (discrete events, fault events) for reading.

@@ -52,6 +52,41 @@ fn touch_anon(pages: usize) {
     finish(&out);
 }
 
+/// `threads` threads each touch `pages` fresh pages: all but the last exit (and are reaped,
+/// moving their counts into the process's), the last stays until the process exits, so the
+/// process ends with `exit_group` killing a thread that faulted.
+fn threads(threads: usize, pages: usize) {
+    let mut out = String::with_capacity(256);
+    ready();
+    wait_for("go");
+    let touch = move || {
+        let page = page_size();
+        let base = map_anon(pages * page);
+        for i in 0..pages {
+            // SAFETY: inside the mapping.
+            unsafe { base.add(i * page).write_volatile(1) };
+        }
+    };
+    for _ in 1..threads {
+        std::thread::spawn(touch).join().expect("thread");
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        touch();
+        done_tx.send(()).expect("send");
+        loop {
+            std::thread::park();
+        }
+    });
+    done_rx.recv().expect("last thread");
+    let _ = write!(
+        out,
+        "{{\"threads\":{threads},\"pages\":{}}}",
+        threads * pages
+    );
+    finish(&out);
+}
+
 /// Read a file through mmap after dropping it from the page cache: major faults.
 fn major_file(path: &str) {
     let mut out = String::with_capacity(256);
@@ -267,6 +302,7 @@ fn main() {
     };
     match args.get(1).map(String::as_str) {
         Some("touch-anon") => touch_anon(arg(2)),
+        Some("threads") => threads(arg(2), arg(3)),
         Some("major-file") => major_file(args.get(2).expect("path")),
         Some("syscalls") => syscalls(),
         Some("hog") => hog(),
