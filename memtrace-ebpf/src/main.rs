@@ -435,13 +435,13 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
 fn syscall_args_from_regs() -> Option<[u64; 5]> {
     #[cfg(bpf_target_arch = "x86_64")]
     {
-        // SAFETY: BTF task pointer of the current task; register reads are checked.
+        // SAFETY: `bpf_task_pt_regs` returns a BTF-typed pointer to the current task's user
+        // register frame: the verifier checks these loads against `struct pt_regs` and the JIT
+        // makes them fault-safe, so they need no `bpf_probe_read_kernel` call (which cost more
+        // than the rest of the program here).
         unsafe {
             let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-            // r10 … rdi are contiguous in the frame: one read for all five.
-            let frame = bpf_probe_read_kernel(&raw const (*regs).r10 as *const [u64; 8]).ok()?;
-            // [r10, r9, r8, rax, rcx, rdx, rsi, rdi]
-            Some([frame[7], frame[6], frame[5], frame[0], frame[2]])
+            Some([(*regs).rdi, (*regs).rsi, (*regs).rdx, (*regs).r10, (*regs).r8])
         }
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
@@ -464,7 +464,7 @@ const fn is_error(ret: i64) -> bool {
 
 #[inline(always)]
 fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
-    let (pid_tgid, tgid) = current();
+    let pid_tgid = bpf_get_current_pid_tgid();
     let saved = if offset!(syscall_args_from_regs) != 0 {
         // The arguments are still in the task's saved user registers at syscall exit: one
         // program per call and no per-thread map (needs BTF for the task pointer).
@@ -491,6 +491,13 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     let Some(ret) = field::<i64>(ctx, offset!(syscall_exit_ret)) else {
         return;
     };
+    account_syscall(pid_tgid, kind, saved.args, ret);
+}
+
+/// Count one finished mmap-family call (`args` as the syscall got them) and report it if asked.
+#[inline(always)]
+fn account_syscall(pid_tgid: u64, kind: u32, args: [u64; 5], ret: i64) {
+    let tgid = (pid_tgid >> 32) as u32;
     let config = CONFIG.load();
     let Some(stats) = stats_entry(tgid) else {
         return;
@@ -508,7 +515,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
     unsafe {
         match kind {
             kind::MMAP => {
-                let [_addr, len, prot, flags, fd] = saved.args;
+                let [_addr, len, prot, flags, fd] = args;
                 event.addr = if failed { 0 } else { ret as u64 };
                 event.len = len;
                 event.prot = prot as u32;
@@ -520,7 +527,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
                 }
             }
             kind::MUNMAP => {
-                let [addr, len, ..] = saved.args;
+                let [addr, len, ..] = args;
                 event.addr = addr;
                 event.len = len;
                 if !failed {
@@ -529,7 +536,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
                 }
             }
             kind::BRK => {
-                let requested = saved.args[0];
+                let requested = args[0];
                 let new_brk = ret as u64;
                 let old_brk = (*stats).brk_current;
                 (*stats).brk_current = new_brk;
@@ -559,7 +566,7 @@ fn on_syscall_exit(ctx: &TracePointContext, kind: u32) {
                 }
             }
             kind::MREMAP => {
-                let [addr, old_len, new_len, flags, _new_addr] = saved.args;
+                let [addr, old_len, new_len, flags, _new_addr] = args;
                 event.old_addr = addr;
                 event.old_len = old_len;
                 event.addr = if failed { 0 } else { ret as u64 };
