@@ -163,6 +163,12 @@ fn current() -> (u64, u32) {
 
 #[inline(always)]
 fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+    header_with_comm(kind, pid_tgid, current_comm())
+}
+
+/// [`header`] with the comm already read (by [`filter_pass`]).
+#[inline(always)]
+fn header_with_comm(kind: u32, pid_tgid: u64, comm: [u8; COMM_LEN]) -> EventHeader {
     EventHeader {
         kind,
         pid: (pid_tgid >> 32) as u32,
@@ -171,23 +177,27 @@ fn header(kind: u32, pid_tgid: u64) -> EventHeader {
         cpu: unsafe { bpf_get_smp_processor_id() },
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        comm,
     }
 }
 
-/// The live-trace filter (pids and/or comms); always true when no filter is configured.
 #[inline(always)]
-fn filter_pass(config: &Config, tgid: u32) -> bool {
+fn current_comm() -> [u8; COMM_LEN] {
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+/// The live-trace filter (pids and/or comms). `Some(comm)` if the current task passes (always,
+/// when no filter is configured): the comm is read once, for the filter and the event header.
+#[inline(always)]
+fn filter_pass(config: &Config, tgid: u32) -> Option<[u8; COMM_LEN]> {
     if config.filter_flags & filter::PIDS != 0 && FILTER_PIDS.get_ptr(tgid).is_none() {
-        return false;
+        return None;
     }
-    if config.filter_flags & filter::COMMS != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-        if FILTER_COMMS.get_ptr(comm).is_none() {
-            return false;
-        }
+    let comm = current_comm();
+    if config.filter_flags & filter::COMMS != 0 && FILTER_COMMS.get_ptr(comm).is_none() {
+        return None;
     }
-    true
+    Some(comm)
 }
 
 /// Send `event` to `ring`, counting a full ring as a loss of that kind. `flags` are the
@@ -296,9 +306,9 @@ fn on_fault(ctx: &RawTracePointContext, user: u32) {
     if config.fault_sample_every == 0 || !config.wants(kind::FAULT) {
         return;
     }
-    if !filter_pass(&config, tgid) {
+    let Some(comm) = filter_pass(&config, tgid) else {
         return;
-    }
+    };
     if config.fault_sample_every > 1 {
         let Some(counter) = SAMPLE_COUNTER.get_ptr_mut(0) else {
             return;
@@ -322,7 +332,7 @@ fn on_fault(ctx: &RawTracePointContext, user: u32) {
         &FAULT_EVENTS,
         kind::FAULT,
         FaultEvent {
-            header: header(kind::FAULT, pid_tgid),
+            header: header_with_comm(kind::FAULT, pid_tgid, comm),
             address,
             ip,
             error_code,
@@ -441,7 +451,13 @@ fn syscall_args_from_regs() -> Option<[u64; 5]> {
         // than the rest of the program here).
         unsafe {
             let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-            Some([(*regs).rdi, (*regs).rsi, (*regs).rdx, (*regs).r10, (*regs).r8])
+            Some([
+                (*regs).rdi,
+                (*regs).rsi,
+                (*regs).rdx,
+                (*regs).r10,
+                (*regs).r8,
+            ])
         }
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
@@ -594,8 +610,11 @@ fn account_syscall(pid_tgid: u64, kind: u32, args: [u64; 5], ret: i64) {
     } else {
         event.len
     };
-    if config.wants(kind) && size >= config.mmap_min_bytes && filter_pass(&config, tgid) {
-        event.header = header(kind, pid_tgid);
+    if config.wants(kind)
+        && size >= config.mmap_min_bytes
+        && let Some(comm) = filter_pass(&config, tgid)
+    {
+        event.header = header_with_comm(kind, pid_tgid, comm);
         emit(&EVENTS, kind, event, events_wakeup());
     }
 }
@@ -796,14 +815,14 @@ fn on_reclaim_end(ctx: &TracePointContext) {
     let config = CONFIG.load();
     if config.wants(kind::RECLAIM)
         && duration_ns >= config.reclaim_min_ns
-        && filter_pass(&config, tgid)
+        && let Some(comm) = filter_pass(&config, tgid)
     {
         let nr_reclaimed = field::<u64>(ctx, OFFSETS.load().reclaim.end_nr_reclaimed).unwrap_or(0);
         emit(
             &EVENTS,
             kind::RECLAIM,
             ReclaimEvent {
-                header: header(kind::RECLAIM, pid_tgid),
+                header: header_with_comm(kind::RECLAIM, pid_tgid, comm),
                 duration_ns,
                 nr_reclaimed,
                 gfp_flags: start.gfp_flags,
@@ -1036,11 +1055,23 @@ fn final_task_faults() -> Option<(u64, u64)> {
 }
 
 /// A kernel value at `addr`, 0 if it cannot be read.
+///
+/// Branch-free on purpose: the helper zeroes the destination when the read fails, so its
+/// return value is not looked at. A branch per read multiplies the paths the verifier walks
+/// through the exit hook's thread-list loop (seconds of load time instead of milliseconds).
 #[inline(always)]
 fn read_kernel<T: Default>(addr: u64) -> T {
-    // SAFETY: checked `bpf_probe_read_kernel`; the address is built from a kernel pointer and a
-    // BTF offset.
-    unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
+    let mut value = T::default();
+    // SAFETY: checked kernel read into a local of the right size; the address is built from a
+    // kernel pointer and a BTF offset.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&raw mut value).cast(),
+            size_of::<T>() as u32,
+            addr as *const core::ffi::c_void,
+        );
+    }
+    value
 }
 
 /// One task's own (min_flt, maj_flt).
@@ -1049,6 +1080,25 @@ fn task_faults(task: u64, t: &memtrace_common::TaskOffsets) -> (u64, u64) {
     (
         read_kernel::<u64>(task + u64::from(t.task_min_flt)),
         read_kernel::<u64>(task + u64::from(t.task_maj_flt)),
+    )
+}
+
+/// A field of a BTF-typed kernel object (`base` derived from a BTF pointer the verifier knows,
+/// `base + offset` a member by vmlinux BTF): a plain load the verifier checks against the type
+/// and the JIT makes fault-safe, about a tenth of a `bpf_probe_read_kernel` call here. A NULL
+/// base (a task without an mm) reads as 0.
+#[inline(always)]
+fn load_btf<T: Copy>(addr: u64) -> T {
+    // SAFETY: see above; the verifier refuses the program rather than allow a bad access.
+    unsafe { core::ptr::read_volatile(addr as *const T) }
+}
+
+/// [`task_faults`] through [`load_btf`].
+#[inline(always)]
+fn task_faults_btf(task: u64, t: &memtrace_common::TaskOffsets) -> (u64, u64) {
+    (
+        load_btf::<u64>(task + u64::from(t.task_min_flt)),
+        load_btf::<u64>(task + u64::from(t.task_maj_flt)),
     )
 }
 
@@ -1086,12 +1136,12 @@ pub extern "C" fn task_sampler(ctx: *mut BpfIterTask) -> i32 {
         return 0;
     }
     let t = offset!(task);
-    let flags = read_kernel::<u32>(task + u64::from(t.task_flags));
+    let flags = load_btf::<u32>(task + u64::from(t.task_flags));
     if flags & PF_KTHREAD != 0 {
         return 0;
     }
-    let tid = read_kernel::<i32>(task + u64::from(t.task_pid)) as u32;
-    let tgid = read_kernel::<i32>(task + u64::from(t.task_tgid)) as u32;
+    let tid = load_btf::<i32>(task + u64::from(t.task_pid)) as u32;
+    let tgid = load_btf::<i32>(task + u64::from(t.task_tgid)) as u32;
     let leader = tid == tgid;
     let mut sample = TaskSample {
         tgid,
@@ -1103,21 +1153,21 @@ pub extern "C" fn task_sampler(ctx: *mut BpfIterTask) -> i32 {
     // monotonic). A leader's counts only move there once the whole process is gone, so an
     // exited leader (a zombie while its other threads run) still counts.
     if leader || flags & PF_EXITING == 0 {
-        (sample.min_flt, sample.maj_flt) = task_faults(task, &t);
+        (sample.min_flt, sample.maj_flt) = task_faults_btf(task, &t);
     }
-    let mut mm = read_kernel::<u64>(task + u64::from(t.task_mm));
+    let mut mm = load_btf::<u64>(task + u64::from(t.task_mm));
     if leader {
-        let signal = read_kernel::<u64>(task + u64::from(t.task_signal));
+        let signal = load_btf::<u64>(task + u64::from(t.task_signal));
         if signal != 0 {
-            sample.group_min_flt = read_kernel::<u64>(signal + u64::from(t.signal_min_flt));
-            sample.group_maj_flt = read_kernel::<u64>(signal + u64::from(t.signal_maj_flt));
+            sample.group_min_flt = load_btf::<u64>(signal + u64::from(t.signal_min_flt));
+            sample.group_maj_flt = load_btf::<u64>(signal + u64::from(t.signal_maj_flt));
         }
-        sample.start_time_ns = read_kernel::<u64>(task + u64::from(t.task_start_time));
+        sample.start_time_ns = load_btf::<u64>(task + u64::from(t.task_start_time));
     } else if mm != 0 {
         // Threads share the leader's mm: its RSS is read once, from the leader, unless the
         // leader has none left (it exited first).
-        let group_leader = read_kernel::<u64>(task + u64::from(t.task_group_leader));
-        if group_leader != 0 && read_kernel::<u64>(group_leader + u64::from(t.task_mm)) != 0 {
+        let group_leader = load_btf::<u64>(task + u64::from(t.task_group_leader));
+        if group_leader != 0 && load_btf::<u64>(group_leader + u64::from(t.task_mm)) != 0 {
             mm = 0;
         }
     }
@@ -1126,7 +1176,7 @@ pub extern "C" fn task_sampler(ctx: *mut BpfIterTask) -> i32 {
         let mut counter = mm + u64::from(rss.mm_rss_stat) + u64::from(rss.counter_count);
         for pages in sample.rss_pages.iter_mut() {
             // `percpu_counter_read_positive`, as /proc/<pid>/status reports it.
-            *pages = read_kernel::<i64>(counter).max(0) as u64;
+            *pages = load_btf::<i64>(counter).max(0) as u64;
             counter += u64::from(rss.counter_size);
         }
         sample.mm = mm;

@@ -421,7 +421,7 @@ struct KernelReader {
     stats: Vec<(u32, memtrace_common::ProcStats)>,
     tasks: TaskSampler,
     /// `stats` by pid, to merge with the task sampler's totals.
-    by_pid: std::collections::HashMap<u32, memtrace_common::ProcStats>,
+    by_pid: crate::probes::tasks::PidMap<memtrace_common::ProcStats>,
     samples: Vec<(
         u32,
         memtrace_common::ProcStats,
@@ -454,6 +454,7 @@ fn sample(
                 .read(fd, &mut kernel.stats)
                 .map_err(|err| err.to_string())
         });
+    let pass_started = Instant::now();
     let tasks = match probes.task_iterator() {
         Ok(None) => Ok(None),
         Ok(Some(file)) => kernel
@@ -463,6 +464,11 @@ fn sample(
             .map_err(|err| format!("task sampler: {err}")),
         Err(err) => Err(err.to_string()),
     };
+    tracing::debug!(
+        processes = tasks.as_ref().ok().and_then(|t| t.map(|t| t.len())),
+        elapsed_us = pass_started.elapsed().as_micros() as u64,
+        "task sampler pass"
+    );
     samples.clear();
     let complete = match (read, tasks) {
         (Ok(()), Ok(None)) => {

@@ -7,7 +7,6 @@
 //! much as reading one `/proc/<pid>/stat` per hundred processes. The counts are what
 //! `/proc/<pid>/stat` shows; the price is resolution (one value per tick, and the last faults of
 //! a process come with its exit event, see [`TaskSampler::complete_exit`]).
-use std::collections::HashMap;
 use std::io::{self, Read};
 
 use memtrace_common::{ExitEvent, ProcStats, TaskSample, proc_flag, rss_member};
@@ -16,6 +15,10 @@ use memtrace_common::{ExitEvent, ProcStats, TaskSample, proc_flag, rss_member};
 /// pages, per call).
 const READ_CHUNK: usize = 64 * 1024;
 const RECORD: usize = size_of::<TaskSample>();
+
+/// Maps keyed by pid, rebuilt every tick for every process: a fast non-cryptographic hash
+/// (pids are not attacker-chosen keys worth SipHash's cost here).
+pub type PidMap<V> = std::collections::HashMap<u32, V, foldhash::fast::RandomState>;
 
 /// One process's counters from one pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -52,9 +55,9 @@ impl TaskTotals {
 #[derive(Debug, Default)]
 pub struct TaskSampler {
     buf: Vec<u8>,
-    pass: HashMap<u32, TaskTotals>,
+    pass: PidMap<TaskTotals>,
     /// The previous pass's totals (after clamping), by tgid.
-    last: HashMap<u32, TaskTotals>,
+    last: PidMap<TaskTotals>,
     /// Records read in the last pass.
     pub records: usize,
 }
@@ -62,7 +65,7 @@ pub struct TaskSampler {
 impl TaskSampler {
     /// Read one pass from `source` (the file from [`super::Probes::task_iterator`], or a
     /// fixture) and return every process's totals, by tgid.
-    pub fn read(&mut self, mut source: impl Read) -> io::Result<&HashMap<u32, TaskTotals>> {
+    pub fn read(&mut self, mut source: impl Read) -> io::Result<&PidMap<TaskTotals>> {
         self.pass.clear();
         self.buf.clear();
         self.records = 0;
@@ -135,7 +138,7 @@ impl TaskSampler {
     }
 }
 
-fn add_sample(pass: &mut HashMap<u32, TaskTotals>, s: &TaskSample) {
+fn add_sample(pass: &mut PidMap<TaskTotals>, s: &TaskSample) {
     let totals = pass.entry(s.tgid).or_default();
     totals.faults_minor += s.min_flt + s.group_min_flt;
     totals.faults_major += s.maj_flt + s.group_maj_flt;
