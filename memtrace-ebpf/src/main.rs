@@ -1009,7 +1009,7 @@ fn final_task_faults() -> Option<(u64, u64)> {
     let task = unsafe { bpf_get_current_task() };
     let signal = read_kernel::<u64>(task + u64::from(t.task_signal));
     if signal == 0 {
-        return Some(task_faults(task, &t));
+        return Some(task_faults(task, &t, read_kernel::<u64>));
     }
     let reaped = || {
         (
@@ -1020,12 +1020,12 @@ fn final_task_faults() -> Option<(u64, u64)> {
     if t.signal_thread_head == FIELD_ABSENT || t.task_thread_node == FIELD_ABSENT {
         // Older kernels: the exiting thread and a zombie leader, not threads exiting with it.
         let (mut minor, mut major) = reaped();
-        let (own_min, own_maj) = task_faults(task, &t);
+        let (own_min, own_maj) = task_faults(task, &t, read_kernel::<u64>);
         minor += own_min;
         major += own_maj;
         let leader = read_kernel::<u64>(task + u64::from(t.task_group_leader));
         if leader != 0 && leader != task {
-            let (lmin, lmaj) = task_faults(leader, &t);
+            let (lmin, lmaj) = task_faults(leader, &t, read_kernel::<u64>);
             minor += lmin;
             major += lmaj;
         }
@@ -1041,7 +1041,8 @@ fn final_task_faults() -> Option<(u64, u64)> {
             if node == head || node == 0 {
                 break;
             }
-            let (tmin, tmaj) = task_faults(node - u64::from(t.task_thread_node), &t);
+            let (tmin, tmaj) =
+                task_faults(node - u64::from(t.task_thread_node), &t, read_kernel::<u64>);
             minor += tmin;
             major += tmaj;
             node = read_kernel::<u64>(node);
@@ -1074,12 +1075,13 @@ fn read_kernel<T: Default>(addr: u64) -> T {
     value
 }
 
-/// One task's own (min_flt, maj_flt).
+/// One task's own (min_flt, maj_flt), through `load` ([`read_kernel`] for a plain task
+/// address, [`load_btf`] for a BTF-typed one).
 #[inline(always)]
-fn task_faults(task: u64, t: &memtrace_common::TaskOffsets) -> (u64, u64) {
+fn task_faults(task: u64, t: &memtrace_common::TaskOffsets, load: fn(u64) -> u64) -> (u64, u64) {
     (
-        read_kernel::<u64>(task + u64::from(t.task_min_flt)),
-        read_kernel::<u64>(task + u64::from(t.task_maj_flt)),
+        load(task + u64::from(t.task_min_flt)),
+        load(task + u64::from(t.task_maj_flt)),
     )
 }
 
@@ -1091,15 +1093,6 @@ fn task_faults(task: u64, t: &memtrace_common::TaskOffsets) -> (u64, u64) {
 fn load_btf<T: Copy>(addr: u64) -> T {
     // SAFETY: see above; the verifier refuses the program rather than allow a bad access.
     unsafe { core::ptr::read_volatile(addr as *const T) }
-}
-
-/// [`task_faults`] through [`load_btf`].
-#[inline(always)]
-fn task_faults_btf(task: u64, t: &memtrace_common::TaskOffsets) -> (u64, u64) {
-    (
-        load_btf::<u64>(task + u64::from(t.task_min_flt)),
-        load_btf::<u64>(task + u64::from(t.task_maj_flt)),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1153,7 +1146,7 @@ pub extern "C" fn task_sampler(ctx: *mut BpfIterTask) -> i32 {
     // monotonic). A leader's counts only move there once the whole process is gone, so an
     // exited leader (a zombie while its other threads run) still counts.
     if leader || flags & PF_EXITING == 0 {
-        (sample.min_flt, sample.maj_flt) = task_faults_btf(task, &t);
+        (sample.min_flt, sample.maj_flt) = task_faults(task, &t, load_btf::<u64>);
     }
     let mut mm = load_btf::<u64>(task + u64::from(t.task_mm));
     if leader {

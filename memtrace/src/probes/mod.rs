@@ -220,15 +220,17 @@ impl Probes {
         // rss_stat hook, syscall arguments from saved registers): from the running kernel's
         // BTF; without BTF, slower hooks that need none are used instead.
         let kernel = btf::KernelBtf::open(&options.btf_path).map_err(|err| err.to_string());
+        // One query of the parsed BTF, or why there is none.
+        fn query<T>(
+            kernel: &Result<btf::KernelBtf, String>,
+            f: impl FnOnce(&btf::KernelBtf) -> Result<T, btf::BtfError>,
+        ) -> Result<T, String> {
+            let btf = kernel.as_ref().map_err(Clone::clone)?;
+            f(btf).map_err(|err| err.to_string())
+        }
         let layouts = BtfLayouts {
-            rss: kernel
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|btf| btf.rss_layout().map_err(|err| err.to_string())),
-            task: kernel
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|btf| btf.task_layout().map_err(|err| err.to_string())),
+            rss: query(&kernel, btf::KernelBtf::rss_layout),
+            task: query(&kernel, btf::KernelBtf::task_layout),
             task_iterator: kernel.as_ref().is_ok_and(|btf| btf.has_task_iterator()),
         };
         drop(kernel);
