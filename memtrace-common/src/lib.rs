@@ -504,7 +504,9 @@ const _: () =
     assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 24);
 
 /// One task (thread) as the task sampler (`task_sampler`, a BPF task iterator) writes it to its
-/// seq file. Userspace sums the threads of each process. Kernel threads are not written.
+/// seq file. Userspace sums the threads of each process. Kernel threads are not written. With
+/// [`task_sample_flag::HOOK_STATS`] set, the process's `PROC_STATS` entry follows the record as
+/// a [`ProcStats`], so one pass carries every per-process counter.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskSample {
@@ -523,8 +525,17 @@ pub struct TaskSample {
     /// thread without an mm (an exited leader's zombie).
     pub rss_pages: [u64; rss_member::COUNT],
     pub mm: u64,
+    /// [`task_sample_flag`] bits.
+    pub flags: u64,
 }
-const _: () = assert!(size_of::<TaskSample>() == 8 + 5 * 8 + 4 * 8 + 8);
+const _: () = assert!(size_of::<TaskSample>() == 8 + 5 * 8 + 4 * 8 + 8 + 8);
+
+/// Bits of [`TaskSample::flags`].
+pub mod task_sample_flag {
+    /// A [`super::ProcStats`] (the process's hook counters: mmap family, reclaim) follows this
+    /// record. Set on group leaders that have a `PROC_STATS` entry.
+    pub const HOOK_STATS: u64 = 1 << 0;
+}
 
 /// Key of `SYSCALL_INFLIGHT` values: the arguments an mmap-family entry saw, used at exit.
 #[repr(C)]

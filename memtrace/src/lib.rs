@@ -17,3 +17,7 @@ pub mod probes;
 pub mod procfs;
 pub mod tracefs;
 pub mod units;
+
+/// Maps keyed by pid, touched for every process every tick: a fast non-cryptographic hash (pids
+/// are small kernel-assigned integers, not keys an attacker picks to collide).
+pub type PidMap<V> = std::collections::HashMap<u32, V, foldhash::fast::RandomState>;

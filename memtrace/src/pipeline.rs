@@ -8,6 +8,7 @@ use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
 };
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
@@ -21,8 +22,13 @@ use crate::events::Event;
 /// Most events per batch: bounds consumer latency under a flood.
 const MAX_BATCH: usize = 4096;
 
-/// Rings are also drained on this timer, for records submitted without a wake-up.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// Rings are also drained on a timer, for records submitted without a wake-up (the kernel side
+/// wakes the reader only once a quarter of a ring is full, or for an OOM kill). A live trace
+/// prints as it goes: every 10 ms.
+pub const DRAIN_EVERY_LIVE: Duration = Duration::from_millis(10);
+/// The daemon folds events into a model it samples once a second: every 100 ms is a tenth of
+/// the idle wake-ups of [`DRAIN_EVERY_LIVE`] and still well inside a sampling tick.
+pub const DRAIN_EVERY_DAEMON: Duration = Duration::from_millis(100);
 
 /// Userspace stage counters (the kernel stages are in `KernelLosses`).
 #[derive(Debug, Default)]
@@ -66,8 +72,13 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// Start one reader task per ring. `queue_batches` bounds the channel (in batches).
-    pub fn spawn(rings: Vec<RingBuf<MapData>>, queue_batches: usize) -> std::io::Result<Self> {
+    /// Start one reader task per ring. `queue_batches` bounds the channel (in batches);
+    /// `drain_every` is the timer for records submitted without a wake-up.
+    pub fn spawn(
+        rings: Vec<RingBuf<MapData>>,
+        queue_batches: usize,
+        drain_every: Duration,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(queue_batches.max(1));
         let counters = Arc::new(PipelineCounters::default());
         let mut readers = Vec::new();
@@ -80,6 +91,7 @@ impl EventStream {
                 fd,
                 tx.clone(),
                 Arc::clone(&counters),
+                drain_every,
             )));
         }
         Ok(Self {
@@ -112,10 +124,11 @@ async fn read_ring(
     mut fd: AsyncFd<RingBuf<MapData>>,
     tx: mpsc::Sender<Vec<Event>>,
     counters: Arc<PipelineCounters>,
+    drain_every: Duration,
 ) {
     // The fault stream submits without waking the reader until a quarter of its ring is full
     // (a wake-up per record would cost more than the record): below that, this timer drains it.
-    let mut drain_timer = tokio::time::interval(DRAIN_EVERY);
+    let mut drain_timer = tokio::time::interval(drain_every);
     drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -5,7 +5,7 @@
 //! error variant ([`ProcError::ProcessGone`]): it is the normal outcome of a race, not a fault to
 //! log. The root is a constructor argument so tests point it at fixture trees.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -356,7 +356,7 @@ pub struct ProcessCache {
     procfs: ProcFs,
     capacity: usize,
     clock: u64,
-    entries: HashMap<u32, CacheEntry>,
+    entries: crate::PidMap<CacheEntry>,
 }
 
 impl ProcessCache {
@@ -367,7 +367,7 @@ impl ProcessCache {
             procfs,
             capacity,
             clock: 0,
-            entries: HashMap::with_capacity(capacity),
+            entries: crate::PidMap::with_capacity_and_hasher(capacity, Default::default()),
         }
     }
 
@@ -420,10 +420,11 @@ impl ProcessCache {
     /// them: pid reuse then cannot go unnoticed, and a sampling tick over 10,000 processes costs
     /// no /proc reads at all. Also answers for a process that has just exited, which is what an
     /// OOM victim's enrichment needs.
-    pub fn get_trusted(&mut self, pid: u32) -> Option<Arc<ProcessInfo>> {
+    /// `now` is the caller's clock reading (one per tick, not one per process).
+    pub fn get_trusted(&mut self, pid: u32, now: Instant) -> Option<Arc<ProcessInfo>> {
         self.clock += 1;
         match self.entries.get_mut(&pid) {
-            Some(entry) if entry.read_at.elapsed() < TRUSTED_TTL => {
+            Some(entry) if now.saturating_duration_since(entry.read_at) < TRUSTED_TTL => {
                 entry.last_used = self.clock;
                 return Some(Arc::clone(&entry.info));
             }
@@ -801,9 +802,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         write_proc(tmp.path(), 42, "app", 100, "app");
         let mut cache = ProcessCache::new(ProcFs::new(tmp.path()), 16);
-        let first = cache.get_trusted(42).expect("process present");
+        let now = Instant::now();
+        let first = cache.get_trusted(42, now).expect("process present");
         fs::remove_dir_all(tmp.path().join("42")).unwrap();
-        let hit = cache.get_trusted(42).expect("trusted hit needs no /proc");
+        let hit = cache
+            .get_trusted(42, now)
+            .expect("trusted hit needs no /proc");
         assert!(Arc::ptr_eq(&first, &hit));
         assert!(
             cache.get(42).is_none(),
@@ -811,8 +815,31 @@ mod tests {
         );
         cache.invalidate(42);
         assert!(
-            cache.get_trusted(42).is_none(),
+            cache.get_trusted(42, now).is_none(),
             "after invalidation the process is gone"
+        );
+    }
+
+    #[test]
+    fn trusted_identities_are_read_again_after_their_ttl() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_proc(tmp.path(), 42, "app", 100, "app");
+        let mut cache = ProcessCache::new(ProcFs::new(tmp.path()), 16);
+        let now = Instant::now();
+        let first = cache.get_trusted(42, now).expect("process present");
+        // Moved to another cgroup: no event announces that.
+        fs::write(tmp.path().join("42/cgroup"), "0::/moved.slice\n").unwrap();
+        let before = cache.get_trusted(42, now + TRUSTED_TTL / 2).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &before),
+            "within the TTL: the cached identity"
+        );
+        // (`read_at` is the real clock at the read, a little after `now`.)
+        let after = cache.get_trusted(42, now + TRUSTED_TTL * 2).unwrap();
+        assert_eq!(
+            after.cgroup.as_deref(),
+            Some("/moved.slice"),
+            "after the TTL: read again"
         );
     }
 

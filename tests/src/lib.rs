@@ -236,7 +236,12 @@ impl Tracer {
     /// Start reading the rings of already loaded probes.
     pub fn from_probes(mut probes: Probes) -> Self {
         let (events, faults) = probes.take_rings().expect("rings");
-        let stream = EventStream::spawn(vec![events, faults], 4096).expect("stream");
+        let stream = EventStream::spawn(
+            vec![events, faults],
+            4096,
+            memtrace::pipeline::DRAIN_EVERY_LIVE,
+        )
+        .expect("stream");
         Self { probes, stream }
     }
 

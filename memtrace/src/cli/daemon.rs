@@ -241,8 +241,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let (probes_attached, probes_failed) = report.counts();
     let (events, faults) = probes.take_rings()?;
-    let mut stream =
-        EventStream::spawn(vec![events, faults], 1024).context("reading the ring buffers")?;
+    let mut stream = EventStream::spawn(
+        vec![events, faults],
+        1024,
+        crate::pipeline::DRAIN_EVERY_DAEMON,
+    )
+    .context("reading the ring buffers")?;
 
     let mut model = Model::new(ModelConfig {
         rate_window: settings.rate_window,
@@ -306,7 +310,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                     // Identity must be read while the process still exists: an OOM victim's
                     // cgroup is looked up now, before its exit empties /proc/<pid>.
                     let pid = event.subject_pid();
-                    let _ = cache.get_trusted(pid);
+                    let _ = cache.get_trusted(pid, now);
                     model.observe_event(now, wall, event);
                     match event {
                         crate::events::Event::Exit(_) | crate::events::Event::Exec(_) => cache.invalidate(pid),
@@ -420,8 +424,6 @@ struct KernelReader {
     reader: crate::probes::batch::ProcStatsReader,
     stats: Vec<(u32, memtrace_common::ProcStats)>,
     tasks: TaskSampler,
-    /// `stats` by pid, to merge with the task sampler's totals.
-    by_pid: crate::probes::tasks::PidMap<memtrace_common::ProcStats>,
     samples: Vec<(
         u32,
         memtrace_common::ProcStats,
@@ -431,9 +433,10 @@ struct KernelReader {
 
 /// One sampling tick: kernel counters with identities, the node, and the cgroups in use.
 ///
-/// With the task sampler, the processes are those it finds (every user process), with faults
-/// and RSS from it and the hook counters (mmap family, reclaim) from `PROC_STATS`; otherwise
-/// they are `PROC_STATS`'s entries.
+/// With the task sampler, the processes are those it finds (every user process), and one pass
+/// carries all their counters: faults and RSS from the kernel's task counters, the hook counters
+/// (mmap family, reclaim) from `PROC_STATS`. Without it they are `PROC_STATS`'s entries, read
+/// in batches.
 fn sample(
     model: &mut Model,
     probes: &mut Probes,
@@ -444,16 +447,6 @@ fn sample(
     kernel: &mut KernelReader,
 ) {
     let samples = &mut kernel.samples;
-    // Batched map reads: at 10,000 processes, key-by-key reading is 20,000 syscalls a tick.
-    let read = probes
-        .process_stats_fd()
-        .map_err(|err| err.to_string())
-        .and_then(|fd| {
-            kernel
-                .reader
-                .read(fd, &mut kernel.stats)
-                .map_err(|err| err.to_string())
-        });
     let pass_started = Instant::now();
     let tasks = match probes.task_iterator() {
         Ok(None) => Ok(None),
@@ -470,30 +463,41 @@ fn sample(
         "task sampler pass"
     );
     samples.clear();
-    let complete = match (read, tasks) {
-        (Ok(()), Ok(None)) => {
-            samples.extend(
-                kernel
-                    .stats
-                    .iter()
-                    .map(|&(pid, s)| (pid, s, cache.get_trusted(pid))),
-            );
-            true
-        }
-        (Ok(()), Ok(Some(totals))) => {
+    let read = match tasks {
+        Ok(Some(totals)) => {
             let page = u64::from(page_size());
-            kernel.by_pid.clear();
-            kernel.by_pid.extend(kernel.stats.iter().copied());
-            samples.extend(totals.iter().map(|(&pid, totals)| {
-                let mut stats = kernel.by_pid.get(&pid).copied().unwrap_or_default();
-                totals.apply(&mut stats, page);
-                (pid, stats, cache.get_trusted(pid))
-            }));
-            true
+            samples.extend(
+                totals
+                    .iter()
+                    .map(|(&pid, totals)| (pid, totals.stats(page), cache.get_trusted(pid, now))),
+            );
+            Ok(())
         }
-        // A tick without complete counters is skipped: half of them would read as processes
-        // whose counters went backwards.
-        (Err(err), _) | (_, Err(err)) => {
+        // Batched map reads: at 10,000 processes, key-by-key reading is 20,000 syscalls a tick.
+        Ok(None) => probes
+            .process_stats_fd()
+            .map_err(|err| err.to_string())
+            .and_then(|fd| {
+                kernel
+                    .reader
+                    .read(fd, &mut kernel.stats)
+                    .map_err(|err| err.to_string())
+            })
+            .map(|()| {
+                samples.extend(
+                    kernel
+                        .stats
+                        .iter()
+                        .map(|&(pid, s)| (pid, s, cache.get_trusted(pid, now))),
+                );
+            }),
+        Err(err) => Err(err),
+    };
+    // A tick without complete counters is skipped: half of them would read as processes whose
+    // counters went backwards.
+    let complete = match read {
+        Ok(()) => true,
+        Err(err) => {
             tracing::warn!("reading per-process counters: {err}");
             false
         }

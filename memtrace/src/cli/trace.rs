@@ -3,7 +3,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     io::Write as _,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -278,7 +278,7 @@ impl Tracer {
         // The process may be gone (exit, OOM victim): the cache answers from what it saw.
         // Trusted lookups: exits and execs (always in the kernel mask) invalidate entries, so a
         // cached identity is current, and it still answers for a process that just exited.
-        let info = self.cache.get_trusted(pid);
+        let info = self.cache.get_trusted(pid, Instant::now());
         let cgroup = info.as_ref().and_then(|i| i.cgroup.clone());
         if let Event::Exit(e) = event {
             // The exiting task may be any thread (named e.g. "tokio-runtime-w"): prefer the
@@ -562,8 +562,12 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     selection.cgroup = cgroup;
 
     let (events, faults) = probes.take_rings()?;
-    let mut stream =
-        EventStream::spawn(vec![events, faults], 1024).context("reading the ring buffers")?;
+    let mut stream = EventStream::spawn(
+        vec![events, faults],
+        1024,
+        crate::pipeline::DRAIN_EVERY_LIVE,
+    )
+    .context("reading the ring buffers")?;
 
     let mut tracer = Tracer {
         shown,

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use memtrace_common::{ExitEvent, OomEvent, ProcStats, oom_field, rss_member};
 
+use crate::PidMap;
 use crate::cgroup::{self, CgroupMemory};
 use crate::events::{Event, ProcStatsJson, comm_str};
 use crate::node::{NodePsi, NodeSample};
@@ -354,46 +355,13 @@ fn insert_cgroup(cgroups: &mut HashMap<String, CgroupEntry>, path: &str, capacit
     true
 }
 
-/// Hashing for pid-keyed maps: pids are small kernel-assigned integers, so one multiply (folded,
-/// to mix both halves) replaces SipHash on the per-tick path.
-#[derive(Clone, Copy, Debug, Default)]
-struct PidHash;
-
-impl std::hash::BuildHasher for PidHash {
-    type Hasher = PidHasher;
-
-    fn build_hasher(&self) -> PidHasher {
-        PidHasher(0)
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct PidHasher(u64);
-
-impl std::hash::Hasher for PidHasher {
-    fn finish(&self) -> u64 {
-        let m = u128::from(self.0) * 0x9e37_79b9_7f4a_7c15;
-        (m as u64) ^ ((m >> 64) as u64)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0.rotate_left(32)) ^ u64::from(n);
-    }
-}
-
 /// The memory-pressure model. See the module documentation.
 #[derive(Debug)]
 pub struct Model {
     config: ModelConfig,
     capacity: usize,
-    live: HashMap<u32, ProcessEntry, PidHash>,
-    exited: HashMap<u32, ExitedEntry, PidHash>,
+    live: PidMap<ProcessEntry>,
+    exited: PidMap<ExitedEntry>,
     cgroups: HashMap<String, CgroupEntry>,
     node: Option<NodeSample>,
     /// Counters of every process that exited (including ones never seen live), node-wide.

@@ -9,16 +9,16 @@
 //! a process come with its exit event, see [`TaskSampler::complete_exit`]).
 use std::io::{self, Read};
 
-use memtrace_common::{ExitEvent, ProcStats, TaskSample, proc_flag, rss_member};
+use memtrace_common::{ExitEvent, ProcStats, TaskSample, proc_flag, rss_member, task_sample_flag};
+
+pub use crate::PidMap;
 
 /// Bytes asked for per `read()` of the iterator (the kernel fills at most its seq buffer, 8
 /// pages, per call).
 const READ_CHUNK: usize = 64 * 1024;
 const RECORD: usize = size_of::<TaskSample>();
-
-/// Maps keyed by pid, rebuilt every tick for every process: a fast non-cryptographic hash
-/// (pids are not attacker-chosen keys worth SipHash's cost here).
-pub type PidMap<V> = std::collections::HashMap<u32, V, foldhash::fast::RandomState>;
+/// The process's hook counters after a record with [`task_sample_flag::HOOK_STATS`].
+const HOOK_STATS: usize = size_of::<ProcStats>();
 
 /// One process's counters from one pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub struct TaskTotals {
     pub mm: u64,
     /// Process start (monotonic ns); 0 if the pass did not see its leader.
     pub start_time_ns: u64,
+    /// The hook counters (mmap family, reclaim) from `PROC_STATS`, as the leader's record
+    /// carried them; zero if it has none (no such call yet).
+    pub hooks: ProcStats,
 }
 
 impl TaskTotals {
@@ -45,6 +48,13 @@ impl TaskTotals {
         }
         stats.mm_key = self.mm;
         stats.flags |= proc_flag::TASK_COUNTERS;
+    }
+
+    /// Every counter of the process: the hook counters with these applied.
+    pub fn stats(&self, page_size: u64) -> ProcStats {
+        let mut stats = self.hooks;
+        self.apply(&mut stats, page_size);
+        stats
     }
 }
 
@@ -81,21 +91,15 @@ impl TaskSampler {
                 Err(err) => return Err(err),
             };
             filled += n;
-            let whole = filled - filled % RECORD;
-            for record in self.buf[..whole].chunks_exact(RECORD) {
-                // SAFETY: `record` is exactly one `TaskSample` of plain integers (Pod).
-                let sample = unsafe { record.as_ptr().cast::<TaskSample>().read_unaligned() };
-                add_sample(&mut self.pass, &sample);
-                self.records += 1;
-            }
+            let used = parse_records(&self.buf[..filled], &mut self.pass, &mut self.records);
             // Keep a partial record for the next read.
-            self.buf.copy_within(whole..filled, 0);
-            filled -= whole;
+            self.buf.copy_within(used..filled, 0);
+            filled -= used;
         }
         if filled != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("task iterator ended inside a record ({filled} of {RECORD} bytes)"),
+                format!("task iterator ended inside a record ({filled} bytes left over)"),
             ));
         }
         for (tgid, totals) in &mut self.pass {
@@ -138,8 +142,34 @@ impl TaskSampler {
     }
 }
 
-fn add_sample(pass: &mut PidMap<TaskTotals>, s: &TaskSample) {
+/// Add every whole record in `buf` to `pass`; returns the bytes used (the rest is the start of
+/// a record the next read completes).
+fn parse_records(buf: &[u8], pass: &mut PidMap<TaskTotals>, records: &mut usize) -> usize {
+    let mut at = 0;
+    while let Some(record) = buf.get(at..at + RECORD) {
+        // SAFETY: `record` is exactly one `TaskSample` of plain integers (Pod).
+        let sample = unsafe { record.as_ptr().cast::<TaskSample>().read_unaligned() };
+        let hooks = if sample.flags & task_sample_flag::HOOK_STATS != 0 {
+            let Some(stats) = buf.get(at + RECORD..at + RECORD + HOOK_STATS) else {
+                break;
+            };
+            // SAFETY: exactly one `ProcStats` of plain integers (Pod).
+            Some(unsafe { stats.as_ptr().cast::<ProcStats>().read_unaligned() })
+        } else {
+            None
+        };
+        add_sample(pass, &sample, hooks);
+        *records += 1;
+        at += RECORD + if hooks.is_some() { HOOK_STATS } else { 0 };
+    }
+    at
+}
+
+fn add_sample(pass: &mut PidMap<TaskTotals>, s: &TaskSample, hooks: Option<ProcStats>) {
     let totals = pass.entry(s.tgid).or_default();
+    if let Some(hooks) = hooks {
+        totals.hooks = hooks;
+    }
     totals.faults_minor += s.min_flt + s.group_min_flt;
     totals.faults_major += s.maj_flt + s.group_maj_flt;
     if s.tid == s.tgid {
@@ -226,6 +256,51 @@ mod tests {
         assert_eq!(totals[&10].rss_pages, [1, 2, 3, 4]);
         assert_eq!(totals[&20].faults_minor, 7);
         assert_eq!(sampler.records, 3);
+    }
+
+    #[test]
+    fn a_leaders_hook_counters_come_with_its_record() {
+        let mut leader = sample(10, 10, 100, 1);
+        leader.flags = task_sample_flag::HOOK_STATS;
+        let hooks = ProcStats {
+            mmap_calls: 7,
+            mmap_bytes: 7 << 20,
+            reclaim_ns: 55,
+            faults_user: 999, // replaced by the task counters
+            ..ProcStats::default()
+        };
+        let mut data = bytes(&[leader]);
+        // SAFETY: plain integers, no padding (asserted in memtrace-common).
+        data.extend_from_slice(unsafe {
+            std::slice::from_raw_parts((&raw const hooks).cast::<u8>(), HOOK_STATS)
+        });
+        data.extend(bytes(&[sample(10, 11, 30, 0), sample(20, 20, 7, 0)]));
+        // Every split point, including inside the counters that follow a record.
+        for step in [1, 37, RECORD, RECORD + 1, RECORD + HOOK_STATS - 1] {
+            let mut sampler = TaskSampler::default();
+            let totals = sampler
+                .read(Trickle {
+                    data: data.clone(),
+                    at: 0,
+                    step,
+                })
+                .unwrap();
+            let stats = totals[&10].stats(4096);
+            assert_eq!(stats.mmap_calls, 7, "step {step}");
+            assert_eq!(stats.mmap_bytes, 7 << 20);
+            assert_eq!(stats.reclaim_ns, 55);
+            assert_eq!(stats.faults_user, 131, "faults from the task counters");
+            assert_eq!(stats.rss[0], 4096, "RSS from the task counters, in bytes");
+            assert_ne!(stats.flags & proc_flag::TASK_COUNTERS, 0);
+            assert_eq!(totals[&20].stats(4096).mmap_calls, 0, "no entry: zero");
+            assert_eq!(sampler.records, 3, "step {step}");
+        }
+
+        // A record that announces counters the stream does not hold is truncated.
+        let err = TaskSampler::default()
+            .read(&data[..RECORD + HOOK_STATS - 8])
+            .unwrap_err();
+        assert!(err.to_string().contains("ended inside a record"), "{err}");
     }
 
     #[test]

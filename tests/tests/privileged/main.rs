@@ -129,6 +129,15 @@ async fn task_sampler_counts_what_the_kernel_counts_live_and_at_exit() {
         anon.abs_diff(proc_anon) <= 1 << 20,
         "anon RSS {anon} vs /proc {proc_anon}"
     );
+    // The leader's record carries the hook counters: the same as the process's map entry
+    // (the workload is idle), and its threads' stacks were mmapped.
+    let entry = tracer
+        .probes
+        .process_stats(pid)
+        .expect("map")
+        .expect("mmap hooks made an entry");
+    assert_eq!(totals.hooks, entry, "sampler's hook counters vs PROC_STATS");
+    assert!(totals.hooks.mmap_calls >= THREADS, "{:?}", totals.hooks);
 
     let (final_minor, final_major) = workload.finish_with_faults();
     let events = tracer
