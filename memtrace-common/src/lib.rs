@@ -211,8 +211,11 @@ pub struct TaskOffsets {
     /// exiting thread and the leader).
     pub signal_thread_head: u32,
     pub task_thread_node: u32,
+    /// `task_struct.comm`. Unlike the rest, set whenever kernel BTF is there (not only with the
+    /// task sampler): every program that reads the comm uses it, see `current_comm`.
+    pub task_comm: u32,
 }
-const _: () = assert!(size_of::<TaskOffsets>() == 52);
+const _: () = assert!(size_of::<TaskOffsets>() == 56);
 
 /// All tracepoint field offsets, parsed from tracefs `format` files at load time.
 #[repr(C)]
@@ -233,7 +236,7 @@ pub struct Offsets {
     pub sched: SchedOffsets,
     pub task: TaskOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 52);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 56);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -302,6 +305,7 @@ impl Offsets {
             signal_maj_flt: FIELD_ABSENT,
             signal_thread_head: FIELD_ABSENT,
             task_thread_node: FIELD_ABSENT,
+            task_comm: FIELD_ABSENT,
         },
     };
 }

@@ -135,6 +135,7 @@ impl KernelBtf {
             // Optional (Linux 6.7+): without them the exit count may miss a thread.
             signal_thread_head: signal("thread_head").unwrap_or(FIELD_ABSENT),
             task_thread_node: task("thread_node").unwrap_or(FIELD_ABSENT),
+            task_comm: task("comm")?,
         })
     }
 
@@ -199,6 +200,7 @@ mod tests {
             "Linux 6.7+ has thread_head"
         );
         assert_ne!(t.task_thread_node, FIELD_ABSENT);
+        assert!(t.task_comm > 0, "{t:?}");
         assert!(btf.has_task_iterator());
     }
 

@@ -197,6 +197,10 @@ impl FamilyPlan {
     ) -> Self {
         let rss_layout = &btf.rss;
         let mut offsets = Offsets::ABSENT;
+        // Every family's programs read the comm; with BTF they load it from the task directly.
+        if let Ok(task) = &btf.task {
+            offsets.task.task_comm = task.task_comm;
+        }
         let mut hooks = BTreeMap::new();
         let fallback = families.contains(&Family::Tasks);
         for family in Family::ALL {

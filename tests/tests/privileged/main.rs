@@ -570,13 +570,26 @@ async fn fault_stream_is_complete_sampled_and_accounted() {
             .iter()
             .filter(|f| (base..base + 20_000 * 4096).contains(&f.address))
             .collect::<Vec<_>>();
-        // The touched pages: user-mode write faults on not-present pages.
+        // The touched pages: user-mode write faults on not-present pages, by an instruction in
+        // the workload's executable mappings, under its comm.
         assert!(
             in_region
                 .iter()
                 .all(|f| f.user == 1 && f.error_code & 0x6 == 0x6),
             "sample {sample}"
         );
+        let text = executable_ranges(pid);
+        for f in &in_region {
+            assert!(
+                text.iter().any(|r| r.contains(&f.ip)),
+                "ip {:#x} outside the workload's code {text:x?}",
+                f.ip
+            );
+            assert_eq!(
+                memtrace::events::comm_str(&f.header.comm),
+                "memtrace-worklo"
+            );
+        }
         if sample == 1 {
             assert_eq!(in_region.len(), 20_000, "one event per touched page");
             // The few faults the child took between fork and exec ran under the test's own
@@ -946,4 +959,26 @@ fn cli_runs_as_an_unprivileged_user_with_three_capabilities() {
         !err.contains("warning"),
         "nothing may be degraded without root: {err}"
     );
+}
+
+/// The executable mappings of `pid`, from `/proc/<pid>/maps`.
+fn executable_ranges(pid: u32) -> Vec<std::ops::Range<u64>> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .expect("maps")
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(1)
+                .is_some_and(|p| p.contains('x'))
+        })
+        .map(|line| {
+            let (start, end) = line
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .split_once('-')
+                .unwrap();
+            u64::from_str_radix(start, 16).unwrap()..u64::from_str_radix(end, 16).unwrap()
+        })
+        .collect()
 }
