@@ -44,6 +44,9 @@ const BPFTRACE_READY_MARKER: &str = "Attaching";
 const BPFTRACE_FAULTS: &str = "tracepoint:exceptions:page_fault_user { @[pid] = count(); }";
 const BPFTRACE_MMAP: &str =
     "tracepoint:syscalls:sys_enter_mmap,tracepoint:syscalls:sys_enter_munmap { @[pid] = count(); }";
+/// Empty programs on the tracepoints memtrace's mmap family uses: what attaching there costs
+/// before any program does work (the syscall-tracepoint slow path and dispatch).
+const FLOOR_MMAP: &str = "tracepoint:syscalls:sys_exit_mmap,tracepoint:syscalls:sys_exit_munmap {}";
 /// Pause between a tracer reporting ready and the workload starting (the daemon's first /proc
 /// scan, bpftrace finishing its attach).
 const SETTLE: Duration = Duration::from_millis(500);
@@ -910,16 +913,24 @@ fn commands_block(body: &mut String, commands: &[String]) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Benchmarks 1 and 2: overhead on a workload, untraced | memtrace | bpftrace, interleaved.
+// Benchmarks 1 and 2: overhead on a workload, untraced | memtrace | bpftrace (| floor),
+// interleaved.
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     Untraced,
     Memtrace,
     Bpftrace,
+    /// Empty programs on memtrace's hooks ([`OverheadSpec::floor`]).
+    Floor,
 }
 
-const VARIANTS: [Variant; 3] = [Variant::Untraced, Variant::Memtrace, Variant::Bpftrace];
+const VARIANTS: [Variant; 4] = [
+    Variant::Untraced,
+    Variant::Memtrace,
+    Variant::Bpftrace,
+    Variant::Floor,
+];
 
 #[derive(Clone, Copy)]
 struct Sample {
@@ -935,6 +946,9 @@ struct OverheadSpec {
     cpu_key: &'static str,
     unit: &'static str,
     bpftrace: &'static str,
+    /// A bpftrace program with empty actions on the hooks memtrace runs for this workload, to
+    /// measure the cost of the attach points themselves in the same run.
+    floor: Option<&'static str>,
     /// Target for memtrace's pairwise overhead, in %.
     target_pct: f64,
     /// Target for memtrace's overhead as a fraction of bpftrace's.
@@ -966,8 +980,12 @@ fn run_variant(env: &Env, spec: &OverheadSpec, v: Variant) -> Result<(Sample, Op
             let cpu_pct = used_ns as f64 / 1e9 / run.wall.as_secs_f64() * 100.0;
             Ok((sample(&run)?, Some(cpu_pct)))
         }
-        Variant::Bpftrace => {
-            let mut bpftrace = env.start_bpftrace(spec.bpftrace)?;
+        Variant::Bpftrace | Variant::Floor => {
+            let program = match v {
+                Variant::Floor => spec.floor.context("no floor program for this benchmark")?,
+                _ => spec.bpftrace,
+            };
+            let mut bpftrace = env.start_bpftrace(program)?;
             pause(SETTLE)?;
             let run = env.run_workload(workload())?;
             if !bpftrace.alive() {
@@ -981,8 +999,12 @@ fn run_variant(env: &Env, spec: &OverheadSpec, v: Variant) -> Result<(Sample, Op
 
 fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Result<()> {
     let runs = env.args.runs as usize;
-    let mut samples: [Vec<Option<Sample>>; 3] = Default::default();
-    let mut failed: [Option<String>; 3] = Default::default();
+    let variants: Vec<Variant> = VARIANTS
+        .into_iter()
+        .filter(|&v| v != Variant::Floor || spec.floor.is_some())
+        .collect();
+    let mut samples: [Vec<Option<Sample>>; 4] = Default::default();
+    let mut failed: [Option<String>; 4] = Default::default();
     let mut memtrace_cpu = Vec::new();
     // Tracers of other people running during a round's untraced run skew that round.
     let mut foreign: Vec<Vec<String>> = vec![Vec::new(); runs];
@@ -990,7 +1012,9 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     say("warm-up run (discarded)");
     env.run_workload(env.workload(&spec.bin, &spec.args, true))?;
     for round in 0..runs {
-        let order: Vec<Variant> = (0..3).map(|i| VARIANTS[(i + round) % 3]).collect();
+        let order: Vec<Variant> = (0..variants.len())
+            .map(|i| variants[(i + round) % variants.len()])
+            .collect();
         for v in order {
             let i = v as usize;
             if failed[i].is_some() {
@@ -1045,6 +1069,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         "untraced".to_owned(),
         env.running_label().to_owned(),
         "bpftrace".to_owned(),
+        "floor: empty programs on memtrace's tracepoints".to_owned(),
     ];
 
     let body = &mut section.body;
@@ -1054,7 +1079,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         u = spec.unit
     );
     md!(body, "|---|---|---|---|---|---|");
-    for v in VARIANTS {
+    for &v in &variants {
         let i = v as usize;
         if let Some(e) = &failed[i]
             && samples[i].iter().all(Option::is_none)
@@ -1101,6 +1126,17 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
             f.n
         );
     }
+    if let (Some(floor), Some(ours)) = (
+        summarize(&pairwise(Variant::Floor, wall)),
+        summarize(&pairwise(Variant::Memtrace, wall)),
+    ) {
+        md!(
+            body,
+            "Attach floor: empty programs on the same tracepoints cost **{:+.1}%** in this run (median pairwise). Any program there pays it: attaching a syscall tracepoint sends every syscall through the kernel's slow path and the tracepoint's dispatch. memtrace's own programs add {:+.1} points on top.\n",
+            floor.median,
+            ours.median - floor.median
+        );
+    }
     if let Some(c) = summarize(&memtrace_cpu) {
         md!(
             body,
@@ -1125,8 +1161,16 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         "<details><summary>Per-round {} (wall / CPU); order rotates each round</summary>\n",
         spec.unit
     );
-    md!(body, "| Round | untraced | {} | bpftrace |", labels[1]);
-    md!(body, "|---|---|---|---|");
+    md!(
+        body,
+        "| Round | {} |",
+        variants
+            .iter()
+            .map(|&v| labels[v as usize].as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    md!(body, "|---|{}", "---|".repeat(variants.len()));
     for (r, others) in foreign.iter().enumerate() {
         let cell = |v: usize| {
             samples[v]
@@ -1140,11 +1184,13 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         let mark = if others.is_empty() { "" } else { " †" };
         md!(
             body,
-            "| {}{mark} | {} | {} | {} |",
+            "| {}{mark} | {} |",
             r + 1,
-            cell(0),
-            cell(1),
-            cell(2)
+            variants
+                .iter()
+                .map(|&v| cell(v as usize))
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
     }
     let mut tainted: Vec<String> = foreign.iter().flatten().cloned().collect();
@@ -1257,6 +1303,7 @@ fn bench_faults(env: &Env) -> Result<Section> {
         cpu_key: "cpu_ns_per_fault",
         unit: "ns/fault",
         bpftrace: BPFTRACE_FAULTS,
+        floor: None,
         target_pct: 2.0,
         target_frac: 1.0 / 3.0,
         target_frac_text: "≤ 0.33",
@@ -1286,6 +1333,7 @@ fn bench_mmap(env: &Env) -> Result<Section> {
         cpu_key: "cpu_ns_per_iter",
         unit: "ns/iteration",
         bpftrace: BPFTRACE_MMAP,
+        floor: Some(FLOOR_MMAP),
         target_pct: 5.0,
         target_frac: 1.0,
         target_frac_text: "< 1 (below bpftrace)",
