@@ -56,7 +56,7 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// Fault ring of the live-trace trials (memtrace's default size).
 const THROUGHPUT_RING: &str = "16M";
 /// A deliberately tiny fault ring, to check the loss accounting when nothing else loses.
-const TINY_RING: &str = "64K";
+const TINY_RING: &str = "4K";
 const SAMPLE_LADDER: &[u32] = &[1, 2, 4, 8, 16, 32, 64, 128];
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 const PID_MAX_SYSCTL: &str = "/proc/sys/kernel/pid_max";

@@ -273,20 +273,21 @@ struct Tracer {
 }
 
 impl Tracer {
-    fn handle(&mut self, event: &Event) {
+    /// One event; `now` is when its batch arrived.
+    fn handle(&mut self, event: &Event, now: Instant) {
         let pid = event.subject_pid();
         // The process may be gone (exit, OOM victim): the cache answers from what it saw.
         // Trusted lookups: exits and execs (always in the kernel mask) invalidate entries, so a
         // cached identity is current, and it still answers for a process that just exited.
-        let info = self.cache.get_trusted(pid, Instant::now());
-        let cgroup = info.as_ref().and_then(|i| i.cgroup.clone());
+        let info = self.cache.get_trusted(pid, now);
+        let cgroup = info.as_ref().and_then(|i| i.cgroup.as_deref());
         if let Event::Exit(e) = event {
             // The exiting task may be any thread (named e.g. "tokio-runtime-w"): prefer the
             // process's own name when it was seen alive.
             let comm = info
                 .as_ref()
                 .map_or_else(|| comm_str(&e.header.comm), |i| i.comm.clone());
-            if self.selection.matches(pid, &comm, cgroup.as_deref()) && e.tracked != 0 {
+            if self.selection.matches(pid, &comm, cgroup) && e.tracked != 0 {
                 self.exited.insert(
                     pid,
                     SummaryRow {
@@ -305,19 +306,19 @@ impl Tracer {
         // memtrace's own ring-buffer maps and allocations are not what the user is looking for.
         if event.header().pid == self.own_pid
             || !self.shown.contains(event.kind())
-            || !self.selection.matches_event(event, cgroup.as_deref())
+            || !self.selection.matches_event(event, cgroup)
         {
             return;
         }
         let result = match self.args.output {
             OutputFormat::Text => {
                 self.text.clear();
-                render::text(&mut self.text, &self.clock, event, cgroup.as_deref());
+                render::text(&mut self.text, &self.clock, event, cgroup);
                 writeln!(self.out, "{}", self.text)
             }
             OutputFormat::Json => {
                 self.json.clear();
-                render::json(&mut self.json, &self.clock, event, cgroup.as_deref())
+                render::json(&mut self.json, &self.clock, event, cgroup)
                     .map_err(std::io::Error::other)
                     .and_then(|()| {
                         self.json.push(b'\n');
@@ -611,8 +612,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
         tokio::select! {
             batch = stream.batches.recv() => match batch {
                 Some(batch) => {
+                    let now = Instant::now();
                     for event in &batch {
-                        tracer.handle(event);
+                        tracer.handle(event, now);
                     }
                     let _ = tracer.out.flush();
                 }
@@ -639,8 +641,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
 
     // Events already in the rings belong to the trace: give the readers a moment to drain.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let now = Instant::now();
     for event in stream.try_drain() {
-        tracer.handle(&event);
+        tracer.handle(&event, now);
     }
     let snapshot = stream.counters.snapshot();
     if !tracer.args.no_summary {
