@@ -214,8 +214,10 @@ pub struct TaskOffsets {
     /// `task_struct.comm`. Unlike the rest, set whenever kernel BTF is there (not only with the
     /// task sampler): every program that reads the comm uses it, see `current_comm`.
     pub task_comm: u32,
+    /// `mm_struct.total_vm` (pages mapped: the process's virtual size).
+    pub mm_total_vm: u32,
 }
-const _: () = assert!(size_of::<TaskOffsets>() == 56);
+const _: () = assert!(size_of::<TaskOffsets>() == 60);
 
 /// All tracepoint field offsets, parsed from tracefs `format` files at load time.
 #[repr(C)]
@@ -236,7 +238,7 @@ pub struct Offsets {
     pub sched: SchedOffsets,
     pub task: TaskOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 56);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -306,6 +308,7 @@ impl Offsets {
             signal_thread_head: FIELD_ABSENT,
             task_thread_node: FIELD_ABSENT,
             task_comm: FIELD_ABSENT,
+            mm_total_vm: FIELD_ABSENT,
         },
     };
 }
@@ -355,8 +358,12 @@ pub struct ProcStats {
     pub mm_key: u64,
     /// [`proc_flag`] bits.
     pub flags: u64,
+    /// Virtual memory size in bytes (`mm->total_vm`), with [`proc_flag::TASK_COUNTERS`] (the
+    /// task sampler reads it each tick; no hook maintains it). The daemon's measure of how much
+    /// a process maps, whichever call maps it, without a program on the mmap path.
+    pub vm_bytes: u64,
 }
-const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8 + 8);
+const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8 + 8 + 8);
 
 /// Bits of [`ProcStats::flags`].
 pub mod proc_flag {
@@ -531,8 +538,10 @@ pub struct TaskSample {
     pub mm: u64,
     /// [`task_sample_flag`] bits.
     pub flags: u64,
+    /// `mm->total_vm` in pages, with `rss_pages` (0 without an mm).
+    pub total_vm_pages: u64,
 }
-const _: () = assert!(size_of::<TaskSample>() == 8 + 5 * 8 + 4 * 8 + 8 + 8);
+const _: () = assert!(size_of::<TaskSample>() == 8 + 5 * 8 + 4 * 8 + 8 + 8 + 8);
 
 /// Bits of [`TaskSample::flags`].
 pub mod task_sample_flag {

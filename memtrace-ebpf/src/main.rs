@@ -1225,6 +1225,7 @@ pub extern "C" fn task_sampler(ctx: *mut BpfIterTask) -> i32 {
             *pages = load_btf::<i64>(counter).max(0) as u64;
             counter += u64::from(rss.counter_size);
         }
+        sample.total_vm_pages = load_btf::<u64>(mm + u64::from(t.mm_total_vm));
         sample.mm = mm;
     }
     // The leader carries its process's hook counters, so the daemon reads every per-process

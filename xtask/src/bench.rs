@@ -403,6 +403,11 @@ impl Env<'_> {
 
     /// Start memtrace and wait until it is ready; returns the guard and the time to ready.
     fn start_memtrace(&self) -> Result<(Proc, Duration)> {
+        self.start_memtrace_with(&[])
+    }
+
+    /// [`Env::start_memtrace`] with extra arguments.
+    fn start_memtrace_with(&self, extra: &[&str]) -> Result<(Proc, Duration)> {
         if self.running == Running::Daemon
             && TcpStream::connect_timeout(&self.args.listen, Duration::from_millis(200)).is_ok()
         {
@@ -412,7 +417,9 @@ impl Env<'_> {
             );
         }
         let mut cmd = Command::new(&self.bins.memtrace);
-        cmd.args(self.memtrace_args()).env("PATH", &self.ctx.path);
+        cmd.args(self.memtrace_args())
+            .args(extra)
+            .env("PATH", &self.ctx.path);
         self.note(&cmd);
         let started = Instant::now();
         let (mut p, _) = Proc::spawn(self, "memtrace", cmd, Stop::Signal(libc::SIGTERM), false)?;
@@ -809,8 +816,8 @@ struct ProgCost {
 }
 
 /// Start memtrace, enable bpf_stats, run the workload once, read each program's cost delta.
-fn program_costs(env: &Env, workload: Command) -> Result<Vec<ProgCost>> {
-    let (mut memtrace, _) = env.start_memtrace()?;
+fn program_costs(env: &Env, workload: Command, extra: &[&str]) -> Result<Vec<ProgCost>> {
+    let (mut memtrace, _) = env.start_memtrace_with(extra)?;
     pause(SETTLE)?;
     let pid = memtrace.pid();
     let (before, after) = {
@@ -923,13 +930,16 @@ enum Variant {
     Bpftrace,
     /// Empty programs on memtrace's hooks ([`OverheadSpec::floor`]).
     Floor,
+    /// The daemon with [`OverheadSpec::memtrace_extra`] (its opt-in hooks).
+    MemtraceExtra,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 5] = [
     Variant::Untraced,
     Variant::Memtrace,
     Variant::Bpftrace,
     Variant::Floor,
+    Variant::MemtraceExtra,
 ];
 
 #[derive(Clone, Copy)]
@@ -949,6 +959,8 @@ struct OverheadSpec {
     /// A bpftrace program with empty actions on the hooks memtrace runs for this workload, to
     /// measure the cost of the attach points themselves in the same run.
     floor: Option<&'static str>,
+    /// Daemon flags of an opt-in variant measured beside the default one (not the target's).
+    memtrace_extra: Option<&'static str>,
     /// Target for memtrace's pairwise overhead, in %.
     target_pct: f64,
     /// Target for memtrace's overhead as a fraction of bpftrace's.
@@ -967,8 +979,16 @@ fn run_variant(env: &Env, spec: &OverheadSpec, v: Variant) -> Result<(Sample, Op
     };
     match v {
         Variant::Untraced => Ok((sample(&env.run_workload(workload())?)?, None)),
-        Variant::Memtrace => {
-            let (mut memtrace, _) = env.start_memtrace()?;
+        Variant::Memtrace | Variant::MemtraceExtra => {
+            let extra: Vec<&str> = match v {
+                Variant::MemtraceExtra => spec
+                    .memtrace_extra
+                    .context("no opt-in variant for this benchmark")?
+                    .split_whitespace()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let (mut memtrace, _) = env.start_memtrace_with(&extra)?;
             pause(SETTLE)?;
             let t0 = cpu_ns(memtrace.pid())?;
             let run = env.run_workload(workload())?;
@@ -978,7 +998,7 @@ fn run_variant(env: &Env, spec: &OverheadSpec, v: Variant) -> Result<(Sample, Op
             }
             memtrace.stop(STOP_GRACE)?;
             let cpu_pct = used_ns as f64 / 1e9 / run.wall.as_secs_f64() * 100.0;
-            Ok((sample(&run)?, Some(cpu_pct)))
+            Ok((sample(&run)?, (v == Variant::Memtrace).then_some(cpu_pct)))
         }
         Variant::Bpftrace | Variant::Floor => {
             let program = match v {
@@ -1001,10 +1021,14 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     let runs = env.args.runs as usize;
     let variants: Vec<Variant> = VARIANTS
         .into_iter()
-        .filter(|&v| v != Variant::Floor || spec.floor.is_some())
+        .filter(|&v| match v {
+            Variant::Floor => spec.floor.is_some(),
+            Variant::MemtraceExtra => spec.memtrace_extra.is_some(),
+            _ => true,
+        })
         .collect();
-    let mut samples: [Vec<Option<Sample>>; 4] = Default::default();
-    let mut failed: [Option<String>; 4] = Default::default();
+    let mut samples: [Vec<Option<Sample>>; 5] = Default::default();
+    let mut failed: [Option<String>; 5] = Default::default();
     let mut memtrace_cpu = Vec::new();
     // Tracers of other people running during a round's untraced run skew that round.
     let mut foreign: Vec<Vec<String>> = vec![Vec::new(); runs];
@@ -1057,8 +1081,9 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     let pairwise = |v: Variant, f: fn(&Sample) -> f64| -> Vec<f64> {
         (0..runs)
             .filter_map(|r| {
-                let u = samples[Variant::Untraced as usize][r]?;
-                let t = samples[v as usize][r]?;
+                // (A variant this benchmark does not run has no samples at all.)
+                let u = (*samples[Variant::Untraced as usize].get(r)?)?;
+                let t = (*samples[v as usize].get(r)?)?;
                 Some((f(&t) / f(&u) - 1.0) * 100.0)
             })
             .collect()
@@ -1070,6 +1095,11 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         env.running_label().to_owned(),
         "bpftrace".to_owned(),
         "floor: empty programs on memtrace's tracepoints".to_owned(),
+        format!(
+            "{} {}",
+            env.running_label(),
+            spec.memtrace_extra.unwrap_or_default()
+        ),
     ];
 
     let body = &mut section.body;
@@ -1132,9 +1162,21 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     ) {
         md!(
             body,
-            "Attach floor: empty programs on the same tracepoints cost **{:+.1}%** in this run (median pairwise). Any program there pays it: attaching a syscall tracepoint sends every syscall through the kernel's slow path and the tracepoint's dispatch. memtrace's own programs add {:+.1} points on top.\n",
+            "Attach floor: empty programs on the tracepoints of the per-call hooks cost **{:+.1}%** in this run (median pairwise). Any program there pays it: attaching a syscall tracepoint sends every syscall through the kernel's slow path and the tracepoint's dispatch. {}\n",
             floor.median,
-            ours.median - floor.median
+            match summarize(&pairwise(Variant::MemtraceExtra, wall)) {
+                Some(extra) => format!(
+                    "With `{}` (those hooks, opt-in) memtrace costs {:+.1}%: its programs add {:+.1} points to the floor. By default it attaches none of them ({:+.1}%).",
+                    spec.memtrace_extra.unwrap_or_default(),
+                    extra.median,
+                    extra.median - floor.median,
+                    ours.median
+                ),
+                None => format!(
+                    "memtrace's own programs add {:+.1} points on top.",
+                    ours.median - floor.median
+                ),
+            }
         );
     }
     if let Some(c) = summarize(&memtrace_cpu) {
@@ -1245,13 +1287,19 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         ),
     });
 
-    // In-kernel cost per program.
+    // In-kernel cost per program (of the opt-in variant where there is one: its programs are
+    // the default's and more).
     if failed[1].is_none() {
-        match program_costs(env, env.workload(&spec.bin, &spec.args, true)) {
+        let extra: Vec<&str> = spec
+            .memtrace_extra
+            .map(|e| e.split_whitespace().collect())
+            .unwrap_or_default();
+        match program_costs(env, env.workload(&spec.bin, &spec.args, true), &extra) {
             Ok(costs) => {
                 md!(
                     body,
-                    "In-kernel cost of memtrace's programs during one extra run with `kernel.bpf_stats_enabled=1` (restored afterwards; invocations are system-wide):\n"
+                    "In-kernel cost of the programs of `{}` during one extra run with `kernel.bpf_stats_enabled=1` (restored afterwards; invocations are system-wide):\n",
+                    labels[if extra.is_empty() { 1 } else { 4 }]
                 );
                 md!(
                     body,
@@ -1304,6 +1352,7 @@ fn bench_faults(env: &Env) -> Result<Section> {
         unit: "ns/fault",
         bpftrace: BPFTRACE_FAULTS,
         floor: None,
+        memtrace_extra: None,
         target_pct: 2.0,
         target_frac: 1.0 / 3.0,
         target_frac_text: "≤ 0.33",
@@ -1334,6 +1383,7 @@ fn bench_mmap(env: &Env) -> Result<Section> {
         unit: "ns/iteration",
         bpftrace: BPFTRACE_MMAP,
         floor: Some(FLOOR_MMAP),
+        memtrace_extra: (env.running == Running::Daemon).then_some("--mmap-calls"),
         target_pct: 5.0,
         target_frac: 1.0,
         target_frac_text: "< 1 (below bpftrace)",

@@ -43,10 +43,11 @@ Examples:
   memtrace daemon                                   serve on 127.0.0.1:9847
   memtrace daemon --listen 0.0.0.0:9847 --top 100   expose to a Prometheus on the network
   memtrace daemon --config /etc/memtrace/daemon.toml
+  memtrace daemon --mmap-calls                      also count every mmap/munmap/brk/mremap
 
 Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom (JSON), /healthz, /readyz.
 Config file keys (TOML; flags win): listen, top_processes, max_cgroups, interval, rate_window,
-max_processes, oom_retention. Logs: RUST_LOG=info (default), debug, …";
+max_processes, oom_retention, mmap_calls. Logs: RUST_LOG=info (default), debug, …";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -83,6 +84,14 @@ pub struct DaemonArgs {
     /// How long an OOM kill keeps its labelled series after the victim is gone [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub oom_retention: Option<Duration>,
+
+    /// Also count every mmap, munmap, brk and mremap call per process (calls, bytes, failures:
+    /// `memtrace_process_mapped_bytes_total`). Off by default: hooking those syscalls sends
+    /// every syscall on the node through the kernel's slow path, +9–12% on an mmap-heavy loop
+    /// (BENCHMARKS.md). Without it, a process's mapped memory is its virtual size, sampled
+    /// each tick (`memtrace_process_virtual_memory_bytes`).
+    #[arg(long)]
+    pub mmap_calls: bool,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -96,6 +105,7 @@ pub struct FileConfig {
     pub rate_window: Option<String>,
     pub max_processes: Option<u32>,
     pub oom_retention: Option<String>,
+    pub mmap_calls: Option<bool>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -108,6 +118,8 @@ pub struct Settings {
     pub rate_window: Duration,
     pub max_processes: u32,
     pub oom_retention: Duration,
+    /// Attach the mmap family (per-call counters).
+    pub mmap_calls: bool,
 }
 
 impl Settings {
@@ -150,6 +162,7 @@ impl Settings {
                 .oom_retention
                 .or(from_file("oom_retention", &file.oom_retention)?)
                 .unwrap_or(Duration::from_secs(3600)),
+            mmap_calls: args.mmap_calls || file.mmap_calls.unwrap_or(false),
         };
         if settings.top_processes == 0 {
             bail!("--top must be at least 1");
@@ -223,14 +236,19 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             mmap_min_bytes: u64::MAX,
             reclaim_min_ns: u64::MAX,
             // Exits and execs arrive at the rate processes churn: a wake-up each would cost more
-            // than the events; 10 ms of latency does not matter to the model.
+            // than the events; 100 ms of latency (`DRAIN_EVERY_DAEMON`) does not matter to the
+            // model.
             flags: memtrace_common::config_flag::BATCH_WAKEUPS,
             reserved: 0,
         },
         max_processes: settings.max_processes,
-        // Faults and RSS from the kernel's per-task counters, read each tick: no program runs
-        // on the fault path (the per-fault hooks are the fallback, see `Probes::load`).
-        families: Family::SAMPLED.to_vec(),
+        // Faults, RSS and virtual size from the kernel's per-task counters, read each tick: no
+        // program runs on the fault path (the per-fault hooks are the fallback, see
+        // `Probes::load`), nor, unless asked for, on the mmap family's syscalls.
+        families: Family::SAMPLED
+            .into_iter()
+            .chain(settings.mmap_calls.then_some(Family::Mmap))
+            .collect(),
         ..ProbeOptions::default()
     };
     let mut probes =
@@ -290,6 +308,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let pipeline_source = PipelineSource {
+        families: report
+            .families
+            .keys()
+            .filter(|family| report.attached(**family))
+            .map(|family| family.name().to_owned())
+            .collect(),
         probes_attached: probes_attached as u32,
         probes_failed: probes_failed as u32,
         counters: Arc::clone(&stream.counters),
@@ -362,6 +386,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
 /// What a [`PipelineView`] is made of besides the model.
 struct PipelineSource {
+    families: Vec<String>,
     probes_attached: u32,
     probes_failed: u32,
     counters: Arc<PipelineCounters>,
@@ -372,6 +397,7 @@ impl PipelineSource {
         let losses = probes.kernel_losses().unwrap_or_default();
         let counters = self.counters.snapshot();
         PipelineView {
+            families: self.families.clone(),
             probes_attached: self.probes_attached,
             probes_failed: self.probes_failed,
             tracked_processes: model.process_count() as u64,
@@ -539,14 +565,16 @@ mod tests {
             rate_window: None,
             max_processes: None,
             oom_retention: None,
+            mmap_calls: false,
         }
     }
 
     #[test]
     fn flags_win_over_file_and_file_over_defaults() {
-        let file: FileConfig =
-            toml::from_str("listen = \"0.0.0.0:9000\"\ntop_processes = 10\ninterval = \"2s\"")
-                .unwrap();
+        let file: FileConfig = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\ntop_processes = 10\ninterval = \"2s\"\nmmap_calls = true",
+        )
+        .unwrap();
         let mut flags = args();
         flags.top = Some(20);
         let settings = Settings::resolve(&flags, Some((Path::new("x.toml"), file))).unwrap();
@@ -558,6 +586,11 @@ mod tests {
             "file wins over default"
         );
         assert_eq!(settings.rate_window, Duration::from_secs(10), "default");
+        assert!(settings.mmap_calls, "from the file");
+        assert!(
+            !Settings::resolve(&args(), None).unwrap().mmap_calls,
+            "off by default"
+        );
     }
 
     #[test]

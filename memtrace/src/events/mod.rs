@@ -43,6 +43,10 @@ pub struct ProcStatsJson {
     pub rss_file_bytes: u64,
     pub rss_shmem_bytes: u64,
     pub swap_bytes: u64,
+    /// Virtual memory size (`mm->total_vm`): only from the kernel's per-task counters (the
+    /// daemon's task sampler), absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub vm_bytes: Option<u64>,
 }
 
 impl From<&ProcStats> for ProcStatsJson {
@@ -70,6 +74,7 @@ impl From<&ProcStats> for ProcStatsJson {
             rss_file_bytes: s.rss[rss_member::FILE],
             rss_shmem_bytes: s.rss[rss_member::SHMEM],
             swap_bytes: s.rss[rss_member::SWAP],
+            vm_bytes: (!mode_split).then_some(s.vm_bytes),
         }
     }
 }

@@ -107,7 +107,9 @@ pub fn try_render(
     now_unix_ms: u64,
 ) -> ::prometheus::Result<String> {
     let x = Exposition::default();
-    workload_metrics(&x, &snapshot.processes, config.top_processes)?;
+    // Without the mmap family nothing counts mmap-family calls: export no zeros for them.
+    let calls_counted = snapshot.pipeline.families.iter().any(|f| f == "mmap");
+    workload_metrics(&x, &snapshot.processes, config.top_processes, calls_counted)?;
     cgroup_metrics(&x, &snapshot.cgroups, config.max_cgroups)?;
     oom_metrics(&x, ooms, config, now_unix_ms)?;
     node_metrics(&x, snapshot)?;
@@ -187,6 +189,10 @@ fn add_stats(acc: &mut ProcStatsJson, s: &ProcStatsJson) {
         ($($f:ident),* $(,)?) => { $( acc.$f = acc.$f.saturating_add(s.$f); )* };
     }
     // Known for the sum only if known for every part.
+    acc.vm_bytes = acc
+        .vm_bytes
+        .zip(s.vm_bytes)
+        .map(|(a, b)| a.saturating_add(b));
     acc.faults_user = acc
         .faults_user
         .zip(s.faults_user)
@@ -218,6 +224,16 @@ fn add_stats(acc: &mut ProcStatsJson, s: &ProcStatsJson) {
     );
 }
 
+/// Counters to sum into: the optional ones are known until a part without them is added.
+fn empty_sum() -> ProcStatsJson {
+    ProcStatsJson {
+        faults_user: Some(0),
+        faults_kernel: Some(0),
+        vm_bytes: Some(0),
+        ..ProcStatsJson::default()
+    }
+}
+
 fn owner_str(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("")
 }
@@ -247,12 +263,7 @@ impl<'a> Workload<'a> {
             cgroup,
             pod_uid: owner_str(&owner.pod_uid),
             container_id: owner_str(&owner.container_id),
-            // An empty sum: the split is known until a part without it is added.
-            counters: ProcStatsJson {
-                faults_user: Some(0),
-                faults_kernel: Some(0),
-                ..ProcStatsJson::default()
-            },
+            counters: empty_sum(),
             ..Self::default()
         }
     }
@@ -304,6 +315,7 @@ fn workloads(processes: &[ProcessView], top: usize) -> (Vec<Workload<'_>>, Optio
         let mut o = Workload {
             comm: OTHER,
             cgroup: OTHER,
+            counters: empty_sum(),
             ..Workload::default()
         };
         rest.iter().for_each(|w| o.absorb(w));
@@ -321,6 +333,7 @@ fn workload_metrics(
     x: &Exposition,
     processes: &[ProcessView],
     top: usize,
+    calls_counted: bool,
 ) -> ::prometheus::Result<()> {
     let with = |extra: &'static str| {
         [
@@ -336,12 +349,25 @@ fn workload_metrics(
         &format!("Page faults by type (minor, major). {WORKLOAD_NOTE}"),
         &with("type"),
     )?;
-    let mapped = x.counter(
-        "memtrace_process_mapped_bytes_total",
+    let mapped = calls_counted
+        .then(|| {
+            x.counter(
+                "memtrace_process_mapped_bytes_total",
+                &format!(
+                    "Bytes mapped or unmapped by mmap, munmap, brk and mremap, by operation \
+                     (daemon --mmap-calls). {WORKLOAD_NOTE}"
+                ),
+                &with("op"),
+            )
+        })
+        .transpose()?;
+    let vm = x.gauge(
+        "memtrace_process_virtual_memory_bytes",
         &format!(
-            "Bytes mapped or unmapped by mmap, munmap, brk and mremap, by operation. {WORKLOAD_NOTE}"
+            "Virtual memory size (the kernel's total_vm: everything mapped, however it was \
+             mapped). {WORKLOAD_NOTE}"
         ),
-        &with("op"),
+        &WORKLOAD_LABELS,
     )?;
     let stalls = x.counter(
         "memtrace_process_reclaim_stalls_total",
@@ -381,15 +407,20 @@ fn workload_metrics(
         let c = &w.counters;
         add(&faults, &lx("minor"), c.faults_minor as f64)?;
         add(&faults, &lx("major"), c.faults_major as f64)?;
-        for (op, bytes) in [
-            ("mmap", c.mmap_bytes),
-            ("munmap", c.munmap_bytes),
-            ("brk_grow", c.brk_grow_bytes),
-            ("brk_shrink", c.brk_shrink_bytes),
-            ("mremap_grow", c.mremap_grow_bytes),
-            ("mremap_shrink", c.mremap_shrink_bytes),
-        ] {
-            add(&mapped, &lx(op), bytes as f64)?;
+        if let Some(mapped) = &mapped {
+            for (op, bytes) in [
+                ("mmap", c.mmap_bytes),
+                ("munmap", c.munmap_bytes),
+                ("brk_grow", c.brk_grow_bytes),
+                ("brk_shrink", c.brk_shrink_bytes),
+                ("mremap_grow", c.mremap_grow_bytes),
+                ("mremap_shrink", c.mremap_shrink_bytes),
+            ] {
+                add(mapped, &lx(op), bytes as f64)?;
+            }
+        }
+        if let Some(bytes) = c.vm_bytes {
+            set(&vm, &l, bytes as f64)?;
         }
         add(&stalls, &l, c.reclaim_stalls as f64)?;
         add(&stall_seconds, &l, ns_to_seconds(c.reclaim_ns))?;
@@ -835,6 +866,7 @@ mod tests {
     use crate::export::testutil::{
         self, NOW_MS, Sample, many_processes, parse, process, realistic,
     };
+    use crate::model::snapshot::PipelineView;
 
     fn build() -> BuildInfo {
         BuildInfo {
@@ -863,12 +895,21 @@ mod tests {
             .value
     }
 
+    /// A snapshot of `processes` from a daemon run with `--mmap-calls`.
+    fn counting_calls(processes: Vec<ProcessView>) -> Snapshot {
+        Snapshot {
+            processes,
+            pipeline: PipelineView {
+                families: vec!["tasks".into(), "mmap".into()],
+                ..PipelineView::default()
+            },
+            ..Snapshot::default()
+        }
+    }
+
     #[test]
     fn workload_series_are_bounded_per_metric_name() {
-        let snapshot = Snapshot {
-            processes: many_processes(1000),
-            ..Snapshot::default()
-        };
+        let snapshot = counting_calls(many_processes(1000));
         let config = ExportConfig::default();
         let samples = parse(&render_with(&snapshot, &[], &config));
         let mut workloads: BTreeMap<&str, BTreeSet<(&str, &str)>> = BTreeMap::new();
@@ -881,7 +922,7 @@ mod tests {
                 .or_default()
                 .insert((s.label("comm"), s.label("cgroup")));
         }
-        assert_eq!(workloads.len(), 7, "{:?}", workloads.keys());
+        assert_eq!(workloads.len(), 8, "{:?}", workloads.keys());
         for (name, w) in &workloads {
             assert_eq!(w.len(), config.top_processes + 1, "{name}");
             assert!(w.contains(&(OTHER, OTHER)), "{name}");
@@ -897,12 +938,34 @@ mod tests {
     }
 
     #[test]
-    fn other_aggregate_is_the_sum_of_the_rest() {
-        let processes = many_processes(1000);
+    fn without_the_mmap_family_no_call_counters_are_exported_but_the_vm_size_is() {
         let snapshot = Snapshot {
-            processes: processes.clone(),
+            processes: many_processes(10),
+            pipeline: PipelineView {
+                families: vec!["tasks".into(), "oom".into()],
+                ..PipelineView::default()
+            },
             ..Snapshot::default()
         };
+        let samples = parse(&render_with(&snapshot, &[], &ExportConfig::default()));
+        assert!(samples_named(&samples, "memtrace_process_mapped_bytes_total").is_empty());
+        let vm = samples_named(&samples, "memtrace_process_virtual_memory_bytes");
+        assert_eq!(vm.len(), 10);
+        // Process i (seed i + 1) maps (i + 1) MiB.
+        assert_eq!(
+            value(
+                &samples,
+                "memtrace_process_virtual_memory_bytes",
+                &[("comm", "w0003")]
+            ),
+            f64::from(4 << 20)
+        );
+    }
+
+    #[test]
+    fn other_aggregate_is_the_sum_of_the_rest() {
+        let processes = many_processes(1000);
+        let snapshot = counting_calls(processes.clone());
         let samples = parse(&render_with(&snapshot, &[], &ExportConfig::default()));
         let named: BTreeSet<String> = samples
             .iter()
@@ -972,6 +1035,12 @@ mod tests {
         );
         assert!((stall - sum(|p| p.counters.reclaim_ns) / 1e9).abs() < 1e-6);
         assert_eq!(value(&samples, "memtrace_process_processes", &other), 950.0);
+        assert_eq!(
+            value(&samples, "memtrace_process_virtual_memory_bytes", &other),
+            rest.iter()
+                .map(|p| p.counters.vm_bytes.unwrap())
+                .sum::<u64>() as f64
+        );
         let max = rest.iter().map(|p| p.pressure_score).fold(0.0, f64::max);
         assert_eq!(
             value(&samples, "memtrace_process_pressure_score", &other),

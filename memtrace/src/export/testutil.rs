@@ -52,6 +52,7 @@ pub fn process(pid: u32, comm: &str, cgroup: Option<&str>, score: f64, seed: u64
             rss_file_bytes: 2 << 20,
             rss_shmem_bytes: 4096,
             swap_bytes: seed * 4096,
+            vm_bytes: Some(seed << 20),
             ..ProcStatsJson::default()
         },
         rates: Rates {
@@ -237,6 +238,9 @@ pub fn realistic() -> (Snapshot, Vec<OomRecord>) {
         },
         recent_ooms: Vec::new(),
         pipeline: PipelineView {
+            families: ["tasks", "mmap", "reclaim", "oom", "lifecycle"]
+                .map(str::to_owned)
+                .to_vec(),
             probes_attached: 11,
             probes_failed: 1,
             tracked_processes: 304,

@@ -92,8 +92,8 @@ impl ModelConfig {
 
 // ---- cumulative counter arithmetic -------------------------------------------------------------
 
-/// The monotonic counters of a [`ProcStats`] (everything but the RSS gauges, `brk_current` and
-/// `mm_id`), in a fixed order.
+/// The monotonic counters of a [`ProcStats`] (everything but the RSS and VM gauges,
+/// `brk_current` and `mm_id`), in a fixed order.
 fn cumulative(s: &ProcStats) -> [u64; 16] {
     [
         s.faults_user,
@@ -141,9 +141,10 @@ fn from_cumulative(c: [u64; 16]) -> ProcStats {
 /// `acc += delta` on the cumulative counters (gauges of `acc` untouched).
 fn add_counters(acc: &mut ProcStats, delta: &ProcStats) {
     let (a, d) = (cumulative(acc), cumulative(delta));
-    let (rss, flags) = (acc.rss, acc.flags);
+    let (rss, vm_bytes, flags) = (acc.rss, acc.vm_bytes, acc.flags);
     *acc = from_cumulative(std::array::from_fn(|i| a[i].saturating_add(d[i])));
     acc.rss = rss;
+    acc.vm_bytes = vm_bytes;
     // A sum that includes per-task counts has no user/kernel split either.
     acc.flags = flags | delta.flags;
 }
@@ -775,7 +776,9 @@ impl Model {
         for entry in self.live.values() {
             add_counters(&mut total, &entry.node_base.since(&entry.latest));
         }
-        ProcStatsJson::from(&total)
+        let mut json = ProcStatsJson::from(&total);
+        json.vm_bytes = None; // a gauge of live processes, not a cumulative counter
+        json
     }
 
     /// OOM records, newest first, with their flight recordings.

@@ -198,6 +198,10 @@ pub struct OomRecord {
 /// The daemon's own health: what attached and what was lost where.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineView {
+    /// Probe families attached (see `memtrace daemon --help`): which counters are live. The
+    /// mmap-family call counters, for one, are only counted with `mmap`.
+    #[serde(default)]
+    pub families: Vec<String>,
     pub probes_attached: u32,
     pub probes_failed: u32,
     pub tracked_processes: u64,

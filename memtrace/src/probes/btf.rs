@@ -136,6 +136,7 @@ impl KernelBtf {
             signal_thread_head: signal("thread_head").unwrap_or(FIELD_ABSENT),
             task_thread_node: task("thread_node").unwrap_or(FIELD_ABSENT),
             task_comm: task("comm")?,
+            mm_total_vm: self.offset_of("mm_struct", "total_vm")?,
         })
     }
 
@@ -200,7 +201,7 @@ mod tests {
             "Linux 6.7+ has thread_head"
         );
         assert_ne!(t.task_thread_node, FIELD_ABSENT);
-        assert!(t.task_comm > 0, "{t:?}");
+        assert!(t.task_comm > 0 && t.mm_total_vm > 0, "{t:?}");
         assert!(btf.has_task_iterator());
     }
 

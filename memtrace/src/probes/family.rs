@@ -66,11 +66,11 @@ impl Family {
         Family::Lifecycle,
     ];
 
-    /// What the daemon attaches: the task sampler instead of the per-fault hooks (which
-    /// [`super::Probes::load`] attaches instead if the sampler cannot run).
-    pub const SAMPLED: [Family; 5] = [
+    /// What the daemon attaches by default: the task sampler instead of the per-fault hooks
+    /// (which [`super::Probes::load`] attaches instead if the sampler cannot run), and no
+    /// mmap-family hooks (`daemon --mmap-calls` adds them).
+    pub const SAMPLED: [Family; 4] = [
         Family::Tasks,
-        Family::Mmap,
         Family::Reclaim,
         Family::Oom,
         Family::Lifecycle,

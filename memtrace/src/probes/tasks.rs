@@ -29,6 +29,8 @@ pub struct TaskTotals {
     pub rss_pages: [u64; rss_member::COUNT],
     /// The mm's address (0: none seen).
     pub mm: u64,
+    /// Virtual size in pages (`mm->total_vm`).
+    pub vm_pages: u64,
     /// Process start (monotonic ns); 0 if the pass did not see its leader.
     pub start_time_ns: u64,
     /// The hook counters (mmap family, reclaim) from `PROC_STATS`, as the leader's record
@@ -47,6 +49,7 @@ impl TaskTotals {
             *bytes = pages.saturating_mul(page_size);
         }
         stats.mm_key = self.mm;
+        stats.vm_bytes = self.vm_pages.saturating_mul(page_size);
         stats.flags |= proc_flag::TASK_COUNTERS;
     }
 
@@ -178,6 +181,7 @@ fn add_sample(pass: &mut PidMap<TaskTotals>, s: &TaskSample, hooks: Option<ProcS
     if s.mm != 0 && totals.mm == 0 {
         totals.mm = s.mm;
         totals.rss_pages = s.rss_pages;
+        totals.vm_pages = s.total_vm_pages;
     }
 }
 

@@ -232,6 +232,12 @@ fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
         Duration::from_secs(20),
         |r| r.iter().any(|(_, v)| *v >= 30_000.0),
     );
+    // Its virtual size covers the 30,000 pages it mapped (while it is alive, idle).
+    prometheus.wait_for(
+        r#"memtrace_process_virtual_memory_bytes{comm="memtrace-worklo"}"#,
+        Duration::from_secs(20),
+        |r| r.iter().any(|(_, v)| *v >= 30_000.0 * 4096.0),
+    );
     let before_max = before.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let after_max = after.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     assert!(
@@ -323,69 +329,99 @@ fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
 fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
     require_root();
     let _serial = serial();
-    let daemon = Daemon::start(&[]);
-    std::thread::sleep(Duration::from_millis(1500)); // a tick with rates
-    let metrics = daemon.metrics();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package `prometheus`; cargo xtask test installs it)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(metrics.as_bytes())
-        .expect("feed promtool");
-    let out = promtool.wait_with_output().expect("promtool");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics: {report}"
-    );
-    for family in [
-        "memtrace_process_page_faults_total",
-        "memtrace_node_memory_available_bytes",
-        "memtrace_probes",
-        "memtrace_build_info",
-    ] {
-        assert!(!samples(&metrics, family).is_empty(), "{family} missing");
-    }
-    let probes = samples(&metrics, "memtrace_probes");
-    let state = |s: &str| {
-        probes
-            .iter()
-            .filter(|(l, _)| l.contains(s))
-            .map(|(_, v)| *v)
-            .sum::<f64>()
-    };
-    // With BTF on x86-64: the task iterator, 4 exit-only syscall hooks, 4 reclaim, oom, exit,
-    // exec; and no fault-path hook. None may fail here.
-    assert_eq!(state("attached"), 12.0, "probes attached: {probes:?}");
-    assert_eq!(state("failed"), 0.0, "probes failed: {probes:?}");
+    // By default no mmap-family hook: the call counters are not exported (not even as zeros)
+    // and the virtual size is. `--mmap-calls` adds the four syscall hooks and their counters.
+    for (flags, attached, calls) in [(&[][..], 8.0, false), (&["--mmap-calls"][..], 12.0, true)] {
+        let daemon = Daemon::start(flags);
+        std::thread::sleep(Duration::from_millis(1500)); // a tick with rates
+        let metrics = daemon.metrics();
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package `prometheus`; cargo xtask test installs it)");
+        promtool
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(metrics.as_bytes())
+            .expect("feed promtool");
+        let out = promtool.wait_with_output().expect("promtool");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "promtool check metrics {flags:?}: {report}"
+        );
+        for family in [
+            "memtrace_process_page_faults_total",
+            "memtrace_process_virtual_memory_bytes",
+            "memtrace_node_memory_available_bytes",
+            "memtrace_probes",
+            "memtrace_build_info",
+        ] {
+            assert!(!samples(&metrics, family).is_empty(), "{family} missing");
+        }
+        assert_eq!(
+            !samples(&metrics, "memtrace_process_mapped_bytes_total").is_empty(),
+            calls,
+            "mmap-family call counters {flags:?}"
+        );
+        let probes = samples(&metrics, "memtrace_probes");
+        let state = |s: &str| {
+            probes
+                .iter()
+                .filter(|(l, _)| l.contains(s))
+                .map(|(_, v)| *v)
+                .sum::<f64>()
+        };
+        // With BTF on x86-64: the task iterator, 4 reclaim, oom, exit, exec (and with
+        // --mmap-calls 4 exit-only syscall hooks); no fault-path hook. None may fail here.
+        assert_eq!(
+            state("attached"),
+            attached,
+            "probes attached {flags:?}: {probes:?}"
+        );
+        assert_eq!(state("failed"), 0.0, "probes failed: {probes:?}");
+        if calls {
+            continue;
+        }
 
-    let (status, body) = get(daemon.addr, "/api/v1/snapshot");
-    assert_eq!(status, 200);
-    let snapshot: Snapshot = serde_json::from_str(&body).expect("snapshot matches the v1 schema");
-    assert_eq!(snapshot.schema_version, 1);
-    assert!(!snapshot.node.boot_id.is_empty() && !snapshot.node.kernel_release.is_empty());
-    assert!(!snapshot.processes.is_empty());
-    let original: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let reencoded = serde_json::to_value(&snapshot).expect("serialize");
-    assert_eq!(
-        original["processes"].as_array().map(Vec::len),
-        reencoded["processes"].as_array().map(Vec::len)
-    );
-    assert_eq!(original["node"], reencoded["node"]);
-    assert_eq!(original["pipeline"], reencoded["pipeline"]);
-    assert_eq!(get(daemon.addr, "/healthz"), (200, "ok".to_owned()));
-    assert_eq!(get(daemon.addr, "/nope").0, 404);
+        let (status, body) = get(daemon.addr, "/api/v1/snapshot");
+        assert_eq!(status, 200);
+        let snapshot: Snapshot =
+            serde_json::from_str(&body).expect("snapshot matches the v1 schema");
+        assert_eq!(snapshot.schema_version, 1);
+        assert!(!snapshot.node.boot_id.is_empty() && !snapshot.node.kernel_release.is_empty());
+        assert!(!snapshot.processes.is_empty());
+        assert_eq!(
+            snapshot.pipeline.families,
+            ["tasks", "reclaim", "oom", "lifecycle"],
+            "what is counted is in the snapshot"
+        );
+        assert!(
+            snapshot
+                .processes
+                .iter()
+                .all(|p| p.counters.vm_bytes.is_some()),
+            "every process has its virtual size"
+        );
+        let original: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let reencoded = serde_json::to_value(&snapshot).expect("serialize");
+        assert_eq!(
+            original["processes"].as_array().map(Vec::len),
+            reencoded["processes"].as_array().map(Vec::len)
+        );
+        assert_eq!(original["node"], reencoded["node"]);
+        assert_eq!(original["pipeline"], reencoded["pipeline"]);
+        assert_eq!(get(daemon.addr, "/healthz"), (200, "ok".to_owned()));
+        assert_eq!(get(daemon.addr, "/nope").0, 404);
+    }
 }
 
 #[test]

@@ -84,7 +84,8 @@ async fn task_sampler_counts_what_the_kernel_counts_live_and_at_exit() {
     require_root();
     let _serial = serial();
     let mut options = options(mask(&[kind::EXIT]));
-    options.families = Family::SAMPLED.to_vec();
+    // With the mmap hooks (`daemon --mmap-calls`): their counters ride along in the pass.
+    options.families = [&Family::SAMPLED[..], &[Family::Mmap]].concat();
     let mut tracer = Tracer::load(&options);
     let report = tracer.probes.report().clone();
     assert!(report.attached(Family::Tasks), "{report}");
@@ -129,6 +130,19 @@ async fn task_sampler_counts_what_the_kernel_counts_live_and_at_exit() {
         anon.abs_diff(proc_anon) <= 1 << 20,
         "anon RSS {anon} vs /proc {proc_anon}"
     );
+    // The virtual size is the kernel's: /proc shows total_vm as VmSize.
+    let vm_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmSize");
+    assert_eq!(
+        totals.vm_pages * 4,
+        vm_kib,
+        "sampler total_vm vs /proc VmSize"
+    );
+    assert!(totals.vm_pages >= THREADS * PAGES, "{totals:?}");
     // The leader's record carries the hook counters: the same as the process's map entry
     // (the workload is idle), and its threads' stacks were mmapped.
     let entry = tracer
