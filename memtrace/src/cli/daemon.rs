@@ -87,7 +87,7 @@ pub struct DaemonArgs {
 
     /// Also count every mmap, munmap, brk and mremap call per process (calls, bytes, failures:
     /// `memtrace_process_mapped_bytes_total`). Off by default: hooking those syscalls sends
-    /// every syscall on the node through the kernel's slow path, +9–12% on an mmap-heavy loop
+    /// every syscall on the node through the kernel's slow path, +7–12% on an mmap-heavy loop
     /// (BENCHMARKS.md). Without it, a process's mapped memory is its virtual size, sampled
     /// each tick (`memtrace_process_virtual_memory_bytes`).
     #[arg(long)]

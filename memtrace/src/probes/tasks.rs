@@ -1,5 +1,6 @@
-//! Reading the task sampler (`task_sampler`, a BPF task iterator): each process's faults and RSS
-//! from the kernel's own per-task counters, once per sampling tick.
+//! Reading the task sampler (`task_sampler`, a BPF task iterator): each process's faults, RSS
+//! and virtual size from the kernel's own per-task counters, and its hook counters, once per
+//! sampling tick.
 //!
 //! This is how the daemon counts faults without a program on the fault path. The kernel already
 //! keeps `min_flt`/`maj_flt` per thread (plus the total of reaped threads in `signal`) and RSS per
@@ -11,7 +12,7 @@ use std::io::{self, Read};
 
 use memtrace_common::{ExitEvent, ProcStats, TaskSample, proc_flag, rss_member, task_sample_flag};
 
-pub use crate::PidMap;
+use crate::PidMap;
 
 /// Bytes asked for per `read()` of the iterator (the kernel fills at most its seq buffer, 8
 /// pages, per call).
