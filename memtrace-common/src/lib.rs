@@ -100,7 +100,7 @@ const _: () = assert!(size_of::<Config>() == 4 * 4 + 2 * 8 + 2 * 4);
 /// Bits of [`Config::flags`].
 pub mod config_flag {
     /// Wake the reader of the discrete-event ring only when it is a quarter full (it also drains
-    /// every 10 ms). A wake-up per event costs an IRQ work item and a self-IPI (microseconds in a
+    /// on a timer, `memtrace::pipeline::DRAIN_EVERY_DAEMON`). A wake-up per event costs an IRQ work item and a self-IPI (microseconds in a
     /// VM): right for the daemon. Without it, each event wakes an idle reader at once, so a live
     /// trace sees (and can enrich from /proc) events of processes about to exit.
     pub const BATCH_WAKEUPS: u32 = 1 << 0;

@@ -234,8 +234,8 @@ fn emit<T: 'static>(ring: &RingBuf, kind: u32, event: T, flags: u64) {
 /// Submit flags that batch reader wake-ups. A wake-up is an IRQ work item, a self-IPI (a VM exit
 /// under virtualisation: microseconds) and a reader wake-up; per record it costs more than the
 /// record, at a million faults a second or a thousand exits. So the reader is woken only once a
-/// quarter of `ring` is filled; below that it drains on its own timer (every 10 ms, see
-/// `memtrace::pipeline`). Only OOM events wake it at once.
+/// quarter of `ring` is filled; below that it drains on its own timer (every 10 ms in a live
+/// trace, 100 ms in the daemon: see `memtrace::pipeline`). Only OOM events wake it at once.
 #[inline(always)]
 fn batched_wakeup(ring: &RingBuf) -> u64 {
     let pending = ring.query(u64::from(BPF_RB_AVAIL_DATA));

@@ -960,7 +960,7 @@ struct OverheadSpec {
     /// measure the cost of the attach points themselves in the same run.
     floor: Option<&'static str>,
     /// Daemon flags of an opt-in variant measured beside the default one (not the target's).
-    memtrace_extra: Option<&'static str>,
+    memtrace_extra: Option<&'static [&'static str]>,
     /// Target for memtrace's pairwise overhead, in %.
     target_pct: f64,
     /// Target for memtrace's overhead as a fraction of bpftrace's.
@@ -980,15 +980,13 @@ fn run_variant(env: &Env, spec: &OverheadSpec, v: Variant) -> Result<(Sample, Op
     match v {
         Variant::Untraced => Ok((sample(&env.run_workload(workload())?)?, None)),
         Variant::Memtrace | Variant::MemtraceExtra => {
-            let extra: Vec<&str> = match v {
+            let extra = match v {
                 Variant::MemtraceExtra => spec
                     .memtrace_extra
-                    .context("no opt-in variant for this benchmark")?
-                    .split_whitespace()
-                    .collect(),
-                _ => Vec::new(),
+                    .context("no opt-in variant for this benchmark")?,
+                _ => &[],
             };
-            let (mut memtrace, _) = env.start_memtrace_with(&extra)?;
+            let (mut memtrace, _) = env.start_memtrace_with(extra)?;
             pause(SETTLE)?;
             let t0 = cpu_ns(memtrace.pid())?;
             let run = env.run_workload(workload())?;
@@ -1098,7 +1096,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         format!(
             "{} {}",
             env.running_label(),
-            spec.memtrace_extra.unwrap_or_default()
+            spec.memtrace_extra.unwrap_or_default().join(" ")
         ),
     ];
 
@@ -1167,7 +1165,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
             match summarize(&pairwise(Variant::MemtraceExtra, wall)) {
                 Some(extra) => format!(
                     "With `{}` (those hooks, opt-in) memtrace costs {:+.1}%: its programs add {:+.1} points to the floor. By default it attaches none of them ({:+.1}%).",
-                    spec.memtrace_extra.unwrap_or_default(),
+                    spec.memtrace_extra.unwrap_or_default().join(" "),
                     extra.median,
                     extra.median - floor.median,
                     ours.median
@@ -1290,16 +1288,16 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     // In-kernel cost per program (of the opt-in variant where there is one: its programs are
     // the default's and more).
     if failed[1].is_none() {
-        let extra: Vec<&str> = spec
-            .memtrace_extra
-            .map(|e| e.split_whitespace().collect())
-            .unwrap_or_default();
-        match program_costs(env, env.workload(&spec.bin, &spec.args, true), &extra) {
+        let (extra, label) = match spec.memtrace_extra {
+            Some(extra) => (extra, &labels[Variant::MemtraceExtra as usize]),
+            None => (&[][..], &labels[Variant::Memtrace as usize]),
+        };
+        match program_costs(env, env.workload(&spec.bin, &spec.args, true), extra) {
             Ok(costs) => {
                 md!(
                     body,
                     "In-kernel cost of the programs of `{}` during one extra run with `kernel.bpf_stats_enabled=1` (restored afterwards; invocations are system-wide):\n",
-                    labels[if extra.is_empty() { 1 } else { 4 }]
+                    label
                 );
                 md!(
                     body,
@@ -1383,7 +1381,7 @@ fn bench_mmap(env: &Env) -> Result<Section> {
         unit: "ns/iteration",
         bpftrace: BPFTRACE_MMAP,
         floor: Some(FLOOR_MMAP),
-        memtrace_extra: (env.running == Running::Daemon).then_some("--mmap-calls"),
+        memtrace_extra: (env.running == Running::Daemon).then_some(&["--mmap-calls"][..]),
         target_pct: 5.0,
         target_frac: 1.0,
         target_frac_text: "< 1 (below bpftrace)",
