@@ -2,12 +2,14 @@
 //!
 //! Modules, one concern each: `probes` (load/attach the kernel programs), `events` (decode ring
 //! records), `pipeline` (rings → bounded channel), `tracefs`/`procfs`/`cgroup`/`node` (readers of
-//! kernel files, each rooted at a path so tests use fixture trees), `preflight` (privileges and
+//! kernel files, each rooted at a path so tests use fixture trees; `host` says where those
+//! paths are), `preflight` (privileges and
 //! kernel facilities), `cli` (one file per verb).
 pub mod cgroup;
 pub mod cli;
 pub mod events;
 pub mod export;
+pub mod host;
 pub mod logging;
 pub mod model;
 pub mod node;

@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use memtrace_api::{OomRecord, PipelineView, Snapshot};
 use memtrace_common::{Config, kind};
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,14 +24,11 @@ use crate::{
         http::{self, AppState, Published, ViewRequest},
         prometheus::{BuildInfo, ExportConfig},
     },
-    model::{
-        Model, ModelConfig,
-        snapshot::{OomRecord, PipelineView, Snapshot},
-    },
+    model::{Model, ModelConfig},
     node::NodeReader,
     pipeline::{EventStream, PipelineCounters},
     preflight,
-    probes::{Family, ProbeOptions, Probes, page_size, tasks::TaskSampler},
+    probes::{DAEMON_FAMILIES, Family, ProbeOptions, Probes, page_size, tasks::TaskSampler},
     procfs::{ProcFs, ProcessCache},
     units::parse_duration,
 };
@@ -245,7 +243,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         // Faults, RSS and virtual size from the kernel's per-task counters, read each tick: no
         // program runs on the fault path (the per-fault hooks are the fallback, see
         // `Probes::load`), nor, unless asked for, on the mmap family's syscalls.
-        families: Family::SAMPLED
+        families: DAEMON_FAMILIES
             .into_iter()
             .chain(settings.mmap_calls.then_some(Family::Mmap))
             .collect(),
@@ -311,8 +309,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         families: report
             .families
             .keys()
-            .filter(|family| report.attached(**family))
-            .map(|family| family.name().to_owned())
+            .copied()
+            .filter(|family| report.attached(*family))
             .collect(),
         probes_attached: probes_attached as u32,
         probes_failed: probes_failed as u32,
@@ -386,7 +384,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
 /// What a [`PipelineView`] is made of besides the model.
 struct PipelineSource {
-    families: Vec<String>,
+    families: Vec<Family>,
     probes_attached: u32,
     probes_failed: u32,
     counters: Arc<PipelineCounters>,

@@ -3,9 +3,10 @@ use std::{fmt::Write as _, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
-use serde::Deserialize;
 
-use crate::{cli::daemon::DEFAULT_LISTEN, model::snapshot::OomRecord, units::human_bytes};
+use memtrace_api::{OomRecord, OomResponse};
+
+use crate::{cli::daemon::DEFAULT_LISTEN, units::human_bytes};
 
 #[derive(Debug, Args)]
 #[command(
@@ -23,13 +24,6 @@ pub struct OomArgs {
     /// Print the API's JSON instead of the report.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `GET /api/v1/oom`.
-#[derive(Debug, Deserialize)]
-pub struct OomResponse {
-    pub schema_version: u32,
-    pub ooms: Vec<OomRecord>,
 }
 
 pub fn run(args: OomArgs) -> anyhow::Result<()> {
@@ -141,7 +135,7 @@ pub fn report(oom: &OomRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::snapshot::FlightSample;
+    use memtrace_api::FlightSample;
 
     #[test]
     fn report_shows_victim_trigger_and_history() {

@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     events::{
-        Event, EventKindSet, ProcStatsJson, comm_str,
+        Event, EventKindSet, comm_str, counters_json,
         render::{self, Clock, TEXT_HEADER},
     },
     pipeline::{EventStream, PipelineSnapshot},
@@ -406,7 +406,7 @@ impl Tracer {
                 for r in &rows {
                     let line = serde_json::json!({
                         "kind": "summary", "pid": r.pid, "comm": r.comm, "exited": r.exited,
-                        "stats": ProcStatsJson::from(&r.stats),
+                        "stats": counters_json(&r.stats),
                     });
                     let _ = writeln!(self.out, "{line}");
                 }

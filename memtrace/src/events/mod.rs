@@ -8,74 +8,40 @@ pub mod render;
 
 use std::mem::size_of;
 
+use memtrace_api::Counters;
+
 pub use format::{EventKindSet, KIND_NAMES, comm_str, kind_name, parse_kind};
 use memtrace_common::{
     EventHeader, ExecEvent, ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ProcStats,
     ReclaimEvent, kind, rss_member,
 };
 
-/// [`ProcStats`] for JSON: the kernel's counters with minor faults derived and RSS by name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProcStatsJson {
-    pub faults_minor: u64,
-    pub faults_major: u64,
-    /// Faults taken in user / kernel mode: only with the fault hooks (a live trace, or the
-    /// daemon without BTF). Absent when the counts come from the kernel's per-task counters,
-    /// which do not split them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub faults_user: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub faults_kernel: Option<u64>,
-    pub mmap_calls: u64,
-    pub mmap_bytes: u64,
-    pub munmap_calls: u64,
-    pub munmap_bytes: u64,
-    pub brk_calls: u64,
-    pub brk_grow_bytes: u64,
-    pub brk_shrink_bytes: u64,
-    pub mremap_calls: u64,
-    pub mremap_grow_bytes: u64,
-    pub mremap_shrink_bytes: u64,
-    pub failed_calls: u64,
-    pub reclaim_stalls: u64,
-    pub reclaim_ns: u64,
-    pub rss_anon_bytes: u64,
-    pub rss_file_bytes: u64,
-    pub rss_shmem_bytes: u64,
-    pub swap_bytes: u64,
-    /// Virtual memory size (`mm->total_vm`): only from the kernel's per-task counters (the
-    /// daemon's task sampler), absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub vm_bytes: Option<u64>,
-}
-
-impl From<&ProcStats> for ProcStatsJson {
-    fn from(s: &ProcStats) -> Self {
-        let mode_split = s.flags & memtrace_common::proc_flag::TASK_COUNTERS == 0;
-        Self {
-            faults_minor: s.faults_minor(),
-            faults_major: s.faults_major,
-            faults_user: mode_split.then_some(s.faults_user),
-            faults_kernel: mode_split.then_some(s.faults_kernel),
-            mmap_calls: s.mmap_calls,
-            mmap_bytes: s.mmap_bytes,
-            munmap_calls: s.munmap_calls,
-            munmap_bytes: s.munmap_bytes,
-            brk_calls: s.brk_calls,
-            brk_grow_bytes: s.brk_grow_bytes,
-            brk_shrink_bytes: s.brk_shrink_bytes,
-            mremap_calls: s.mremap_calls,
-            mremap_grow_bytes: s.mremap_grow_bytes,
-            mremap_shrink_bytes: s.mremap_shrink_bytes,
-            failed_calls: s.failed_calls,
-            reclaim_stalls: s.reclaim_stalls,
-            reclaim_ns: s.reclaim_ns,
-            rss_anon_bytes: s.rss[rss_member::ANON],
-            rss_file_bytes: s.rss[rss_member::FILE],
-            rss_shmem_bytes: s.rss[rss_member::SHMEM],
-            swap_bytes: s.rss[rss_member::SWAP],
-            vm_bytes: (!mode_split).then_some(s.vm_bytes),
-        }
+/// The JSON form of a process's (or a sum's) kernel counters.
+pub fn counters_json(s: &ProcStats) -> Counters {
+    let mode_split = s.flags & memtrace_common::proc_flag::TASK_COUNTERS == 0;
+    Counters {
+        faults_minor: s.faults_minor(),
+        faults_major: s.faults_major,
+        faults_user: mode_split.then_some(s.faults_user),
+        faults_kernel: mode_split.then_some(s.faults_kernel),
+        mmap_calls: s.mmap_calls,
+        mmap_bytes: s.mmap_bytes,
+        munmap_calls: s.munmap_calls,
+        munmap_bytes: s.munmap_bytes,
+        brk_calls: s.brk_calls,
+        brk_grow_bytes: s.brk_grow_bytes,
+        brk_shrink_bytes: s.brk_shrink_bytes,
+        mremap_calls: s.mremap_calls,
+        mremap_grow_bytes: s.mremap_grow_bytes,
+        mremap_shrink_bytes: s.mremap_shrink_bytes,
+        failed_calls: s.failed_calls,
+        reclaim_stalls: s.reclaim_stalls,
+        reclaim_ns: s.reclaim_ns,
+        rss_anon_bytes: s.rss[rss_member::ANON],
+        rss_file_bytes: s.rss[rss_member::FILE],
+        rss_shmem_bytes: s.rss[rss_member::SHMEM],
+        swap_bytes: s.rss[rss_member::SWAP],
+        vm_bytes: (!mode_split).then_some(s.vm_bytes),
     }
 }
 

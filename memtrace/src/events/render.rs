@@ -435,7 +435,7 @@ enum Body<'a> {
     },
     Exit {
         tracked: bool,
-        stats: crate::events::ProcStatsJson,
+        stats: memtrace_api::Counters,
     },
 }
 
@@ -523,7 +523,7 @@ pub fn json(
         }
         Event::Exit(e) => Body::Exit {
             tracked: e.tracked != 0,
-            stats: (&e.stats).into(),
+            stats: super::counters_json(&e.stats),
         },
     };
     let line = JsonLine {

@@ -18,7 +18,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::prometheus::{self as prom, BuildInfo, ExportConfig};
-use crate::model::snapshot::{OomRecord, SCHEMA_VERSION, Snapshot};
+use memtrace_api::{NotFound, OomRecord, OomResponse, SCHEMA_VERSION, Snapshot};
 
 /// A view of the model, as a handler gets it.
 #[derive(Clone, Debug, Default)]
@@ -167,12 +167,6 @@ async fn snapshot(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-#[derive(Serialize)]
-struct OomResponse<'a> {
-    schema_version: u32,
-    ooms: Vec<&'a OomRecord>,
-}
-
 async fn oom(State(state): State<Arc<AppState>>) -> Response {
     let want = Want {
         snapshot: false,
@@ -182,7 +176,7 @@ async fn oom(State(state): State<Arc<AppState>>) -> Response {
         Ok(p) => p,
         Err(response) => return response,
     };
-    let mut ooms: Vec<&OomRecord> = p.ooms.iter().collect();
+    let mut ooms: Vec<OomRecord> = p.ooms.to_vec();
     // Newest first; stable, so equal timestamps keep the history's order.
     ooms.sort_by_key(|o| std::cmp::Reverse(o.timestamp_unix_ms));
     json_response(&OomResponse {
@@ -212,16 +206,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
-#[derive(Serialize)]
-struct NotFound {
-    error: &'static str,
-    routes: [&'static str; 5],
-}
-
 async fn not_found() -> Response {
     let mut r = json_response(&NotFound {
-        error: "not found",
-        routes: ROUTES,
+        error: "not found".to_owned(),
+        routes: ROUTES.map(str::to_owned).to_vec(),
     });
     *r.status_mut() = StatusCode::NOT_FOUND;
     r

@@ -41,8 +41,7 @@ use std::time::Duration;
 
 use ::prometheus::{CounterVec, GaugeVec, Opts, Registry, TextEncoder};
 
-use crate::events::ProcStatsJson;
-use crate::model::snapshot::{CgroupView, OomRecord, OwnerView, ProcessView, Snapshot};
+use memtrace_api::{CgroupView, Counters, Family, OomRecord, OwnerView, ProcessView, Snapshot};
 
 /// Label value of the aggregate of everything outside the top N.
 pub const OTHER: &str = "~other";
@@ -108,7 +107,7 @@ pub fn try_render(
 ) -> ::prometheus::Result<String> {
     let x = Exposition::default();
     // Without the mmap family nothing counts mmap-family calls: export no zeros for them.
-    let calls_counted = snapshot.pipeline.families.iter().any(|f| f == "mmap");
+    let calls_counted = snapshot.pipeline.families.contains(&Family::Mmap);
     workload_metrics(&x, &snapshot.processes, config.top_processes, calls_counted)?;
     cgroup_metrics(&x, &snapshot.cgroups, config.max_cgroups)?;
     oom_metrics(&x, ooms, config, now_unix_ms)?;
@@ -184,7 +183,7 @@ fn us_to_seconds(us: u64) -> f64 {
 }
 
 /// `acc += s`, field by field (saturating).
-fn add_stats(acc: &mut ProcStatsJson, s: &ProcStatsJson) {
+fn add_stats(acc: &mut Counters, s: &Counters) {
     macro_rules! sum {
         ($($f:ident),* $(,)?) => { $( acc.$f = acc.$f.saturating_add(s.$f); )* };
     }
@@ -225,12 +224,12 @@ fn add_stats(acc: &mut ProcStatsJson, s: &ProcStatsJson) {
 }
 
 /// Counters to sum into: the optional ones are known until a part without them is added.
-fn empty_sum() -> ProcStatsJson {
-    ProcStatsJson {
+fn empty_sum() -> Counters {
+    Counters {
         faults_user: Some(0),
         faults_kernel: Some(0),
         vm_bytes: Some(0),
-        ..ProcStatsJson::default()
+        ..Counters::default()
     }
 }
 
@@ -248,7 +247,7 @@ struct Workload<'a> {
     cgroup: &'a str,
     pod_uid: &'a str,
     container_id: &'a str,
-    counters: ProcStatsJson,
+    counters: Counters,
     /// Max over the processes.
     score: f64,
     /// Sum of major + minor fault rates (ranking tie-break).
@@ -268,7 +267,7 @@ impl<'a> Workload<'a> {
         }
     }
 
-    fn add(&mut self, counters: &ProcStatsJson, score_: f64, fault_rate: f64, processes: u64) {
+    fn add(&mut self, counters: &Counters, score_: f64, fault_rate: f64, processes: u64) {
         add_stats(&mut self.counters, counters);
         self.score = self.score.max(score(score_));
         self.fault_rate += rate(fault_rate);
@@ -866,7 +865,7 @@ mod tests {
     use crate::export::testutil::{
         self, NOW_MS, Sample, many_processes, parse, process, realistic,
     };
-    use crate::model::snapshot::PipelineView;
+    use memtrace_api::PipelineView;
 
     fn build() -> BuildInfo {
         BuildInfo {
@@ -900,7 +899,7 @@ mod tests {
         Snapshot {
             processes,
             pipeline: PipelineView {
-                families: vec!["tasks".into(), "mmap".into()],
+                families: vec![Family::Tasks, Family::Mmap],
                 ..PipelineView::default()
             },
             ..Snapshot::default()
@@ -942,7 +941,7 @@ mod tests {
         let snapshot = Snapshot {
             processes: many_processes(10),
             pipeline: PipelineView {
-                families: vec!["tasks".into(), "oom".into()],
+                families: vec![Family::Tasks, Family::Oom],
                 ..PipelineView::default()
             },
             ..Snapshot::default()

@@ -1,10 +1,9 @@
 //! Hand-built snapshots and a tiny exposition parser for the export tests.
 use std::collections::BTreeMap;
 
-use crate::events::ProcStatsJson;
-use crate::model::snapshot::{
-    CgroupView, FlightSample, NodeIdentityView, NodeMemoryView, OomRecord, OwnerView, PipelineView,
-    ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
+use memtrace_api::{
+    CgroupView, Counters, Family, FlightSample, NodeIdentityView, NodeMemoryView, OomRecord,
+    OwnerView, PipelineView, ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
 };
 
 pub const NOW_MS: u64 = 1_750_000_000_000;
@@ -37,7 +36,7 @@ pub fn process(pid: u32, comm: &str, cgroup: Option<&str>, score: f64, seed: u64
         cmdline: format!("/usr/bin/{comm} --flag"),
         cgroup: cgroup.map(str::to_owned),
         owner: OwnerView::default(),
-        counters: ProcStatsJson {
+        counters: Counters {
             faults_minor: 1000 * seed,
             faults_major: seed,
             mmap_bytes: 4096 * seed,
@@ -53,7 +52,7 @@ pub fn process(pid: u32, comm: &str, cgroup: Option<&str>, score: f64, seed: u64
             rss_shmem_bytes: 4096,
             swap_bytes: seed * 4096,
             vm_bytes: Some(seed << 20),
-            ..ProcStatsJson::default()
+            ..Counters::default()
         },
         rates: Rates {
             faults_minor_per_sec: seed as f64,
@@ -88,11 +87,11 @@ pub fn cgroup(path: &str, score: f64, limit: Option<u64>, psi: bool) -> CgroupVi
         path: path.to_owned(),
         owner: OwnerView::default(),
         processes: 3,
-        counters: ProcStatsJson {
+        counters: Counters {
             faults_minor: 5000,
             faults_major: 12,
             reclaim_ns: 250_000_000,
-            ..ProcStatsJson::default()
+            ..Counters::default()
         },
         rates: Rates::default(),
         rss_bytes: 64 << 20,
@@ -238,9 +237,13 @@ pub fn realistic() -> (Snapshot, Vec<OomRecord>) {
         },
         recent_ooms: Vec::new(),
         pipeline: PipelineView {
-            families: ["tasks", "mmap", "reclaim", "oom", "lifecycle"]
-                .map(str::to_owned)
-                .to_vec(),
+            families: vec![
+                Family::Tasks,
+                Family::Mmap,
+                Family::Reclaim,
+                Family::Oom,
+                Family::Lifecycle,
+            ],
             probes_attached: 11,
             probes_failed: 1,
             tracked_processes: 304,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use memtrace_common::{ProcStats, rss_member};
 
-use super::snapshot::{FlightSample, Rates};
+use memtrace_api::{FlightSample, Rates};
 
 /// A fixed-capacity FIFO: pushing onto a full ring drops the oldest entry, so memory per ring is
 /// constant however long the daemon runs.

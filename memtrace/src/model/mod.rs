@@ -12,7 +12,6 @@
 //! The number of live processes is bounded by the caller's input (the kernel's `PROC_STATS` map).
 mod history;
 pub mod score;
-pub mod snapshot;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,15 +21,15 @@ use memtrace_common::{ExitEvent, OomEvent, ProcStats, oom_field, rss_member};
 
 use crate::PidMap;
 use crate::cgroup::{self, CgroupMemory};
-use crate::events::{Event, ProcStatsJson, comm_str};
+use crate::events::{Event, comm_str, counters_json};
 use crate::node::{NodePsi, NodeSample};
 use crate::procfs::ProcessInfo;
 use history::{Ring, Sample, SampleHistory};
-use score::{RECENT_OOM_WINDOW, ScoreInputs, pressure_score};
-use snapshot::{
-    CgroupView, NodeIdentityView, NodeMemoryView, OomRecord, OwnerView, PipelineView, ProcessView,
-    PsiView, Rates, SCHEMA_VERSION, Snapshot,
+use memtrace_api::{
+    CgroupView, Counters, NodeIdentityView, NodeMemoryView, OomRecord, OwnerView, PipelineView,
+    ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
 };
+use score::{RECENT_OOM_WINDOW, ScoreInputs, pressure_score};
 
 /// Cgroup of processes whose cgroup is unknown.
 const ROOT_CGROUP: &str = "/";
@@ -771,12 +770,12 @@ impl Model {
 
     /// Cumulative counters of every process seen on this node, live or exited (never goes
     /// backwards).
-    pub fn node_counters(&self) -> ProcStatsJson {
+    pub fn node_counters(&self) -> Counters {
         let mut total = self.node_exited;
         for entry in self.live.values() {
             add_counters(&mut total, &entry.node_base.since(&entry.latest));
         }
-        let mut json = ProcStatsJson::from(&total);
+        let mut json = counters_json(&total);
         json.vm_bytes = None; // a gauge of live processes, not a cumulative counter
         json
     }
@@ -856,7 +855,7 @@ impl Model {
                     .get(key)
                     .map(|c| c.owner.clone())
                     .unwrap_or_default(),
-                counters: ProcStatsJson::from(&entry.latest),
+                counters: counters_json(&entry.latest),
                 rates,
                 rss_bytes: rss_total(&entry.latest),
                 pressure_score: score,
@@ -885,7 +884,7 @@ impl Model {
                 path: path.clone(),
                 owner: cg.owner.clone(),
                 processes: rollup.map_or(0, |r| r.processes),
-                counters: ProcStatsJson::from(&counters),
+                counters: counters_json(&counters),
                 rates,
                 rss_bytes: rss_total(&counters),
                 usage_bytes: memory.and_then(|m| m.usage_bytes),

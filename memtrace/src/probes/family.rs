@@ -1,6 +1,6 @@
 //! Probe families: which hooks each needs, whether this kernel can run it (`can_run`), and
 //! attaching it.
-use std::{collections::BTreeMap, fmt};
+use std::collections::BTreeMap;
 
 use aya::{
     Ebpf,
@@ -23,80 +23,30 @@ pub struct BtfLayouts {
 }
 use crate::tracefs::{Tracefs, TracefsError, TracepointFormat};
 
-/// A group of programs that make sense only together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// Per-task fault counters and RSS, sampled from the kernel's own counters by a BPF task
-    /// iterator each tick: exact, and nothing runs on the fault path (the daemon's default;
-    /// needs BTF). Replaces `faults` and `rss` where it runs.
-    Tasks,
-    /// Page faults: user, kernel, major.
-    Faults,
-    /// mmap, munmap, brk, mremap.
-    Mmap,
-    /// RSS by type (kmem:rss_stat).
-    Rss,
-    /// Direct and memory-cgroup reclaim stalls.
-    Reclaim,
-    /// OOM kills.
-    Oom,
-    /// exec, exit (final counters), fork (filter following).
-    Lifecycle,
-}
+pub use memtrace_api::Family;
 
-impl Family {
-    pub const ALL: [Family; 7] = [
-        Family::Tasks,
-        Family::Faults,
-        Family::Mmap,
-        Family::Rss,
-        Family::Reclaim,
-        Family::Oom,
-        Family::Lifecycle,
-    ];
+/// What a live trace attaches: every hook, for exact per-event streams.
+pub const TRACE_FAMILIES: [Family; 6] = [
+    Family::Faults,
+    Family::Mmap,
+    Family::Rss,
+    Family::Reclaim,
+    Family::Oom,
+    Family::Lifecycle,
+];
 
-    /// What a live trace attaches: every hook, for exact per-event streams.
-    pub const HOOKS: [Family; 6] = [
-        Family::Faults,
-        Family::Mmap,
-        Family::Rss,
-        Family::Reclaim,
-        Family::Oom,
-        Family::Lifecycle,
-    ];
+/// What the daemon attaches by default: the task sampler instead of the per-fault hooks
+/// (which [`super::Probes::load`] attaches instead if the sampler cannot run), and no
+/// mmap-family hooks (`daemon --mmap-calls` adds them).
+pub const DAEMON_FAMILIES: [Family; 4] = [
+    Family::Tasks,
+    Family::Reclaim,
+    Family::Oom,
+    Family::Lifecycle,
+];
 
-    /// What the daemon attaches by default: the task sampler instead of the per-fault hooks
-    /// (which [`super::Probes::load`] attaches instead if the sampler cannot run), and no
-    /// mmap-family hooks (`daemon --mmap-calls` adds them).
-    pub const SAMPLED: [Family; 4] = [
-        Family::Tasks,
-        Family::Reclaim,
-        Family::Oom,
-        Family::Lifecycle,
-    ];
-
-    /// The hook families the task sampler replaces.
-    pub const REPLACED_BY_TASKS: [Family; 2] = [Family::Faults, Family::Rss];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Tasks => "tasks",
-            Family::Faults => "faults",
-            Family::Mmap => "mmap",
-            Family::Rss => "rss",
-            Family::Reclaim => "reclaim",
-            Family::Oom => "oom",
-            Family::Lifecycle => "lifecycle",
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.name())
-    }
-}
+/// The hook families the task sampler replaces.
+pub const REPLACED_BY_TASKS: [Family; 2] = [Family::Faults, Family::Rss];
 
 /// Where a program attaches.
 #[derive(Clone, Debug)]
@@ -204,7 +154,7 @@ impl FamilyPlan {
         let mut hooks = BTreeMap::new();
         let fallback = families.contains(&Family::Tasks);
         for family in Family::ALL {
-            let as_fallback = fallback && Family::REPLACED_BY_TASKS.contains(&family);
+            let as_fallback = fallback && REPLACED_BY_TASKS.contains(&family);
             if !families.contains(&family) && !as_fallback {
                 continue;
             }

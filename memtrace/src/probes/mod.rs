@@ -18,7 +18,9 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
-pub use family::{BtfLayouts, Family, FamilyPlan, Hook};
+pub use family::{
+    BtfLayouts, DAEMON_FAMILIES, Family, FamilyPlan, Hook, REPLACED_BY_TASKS, TRACE_FAMILIES,
+};
 use memtrace_common::{COMM_LEN, Config, Offsets, ProcStats, globals, kind, loss, maps};
 
 use crate::tracefs::Tracefs;
@@ -55,7 +57,7 @@ impl Default for ProbeOptions {
                 flags: 0,
                 reserved: 0,
             },
-            families: Family::HOOKS.to_vec(),
+            families: TRACE_FAMILIES.to_vec(),
             max_processes: 32768,
             events_ring_bytes: 1 << 20,
             fault_ring_bytes: page_size(),
@@ -280,7 +282,7 @@ impl Probes {
         // `Tasks` comes first in `ALL`: whether it attached decides the fallbacks.
         for family in Family::ALL {
             let fallback = wants_tasks
-                && Family::REPLACED_BY_TASKS.contains(&family)
+                && REPLACED_BY_TASKS.contains(&family)
                 && !report.attached(Family::Tasks);
             let status = if options.families.contains(&family) || fallback {
                 if fallback {

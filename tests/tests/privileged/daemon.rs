@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace::model::snapshot::{OomRecord, Snapshot};
+use memtrace_api::{Family, OomRecord, Snapshot};
 use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
 
 use crate::serial;
@@ -401,7 +401,12 @@ fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
         assert!(!snapshot.processes.is_empty());
         assert_eq!(
             snapshot.pipeline.families,
-            ["tasks", "reclaim", "oom", "lifecycle"],
+            [
+                Family::Tasks,
+                Family::Reclaim,
+                Family::Oom,
+                Family::Lifecycle
+            ],
             "what is counted is in the snapshot"
         );
         assert!(

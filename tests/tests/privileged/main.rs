@@ -85,11 +85,11 @@ async fn task_sampler_counts_what_the_kernel_counts_live_and_at_exit() {
     let _serial = serial();
     let mut options = options(mask(&[kind::EXIT]));
     // With the mmap hooks (`daemon --mmap-calls`): their counters ride along in the pass.
-    options.families = [&Family::SAMPLED[..], &[Family::Mmap]].concat();
+    options.families = [&memtrace::probes::DAEMON_FAMILIES[..], &[Family::Mmap]].concat();
     let mut tracer = Tracer::load(&options);
     let report = tracer.probes.report().clone();
     assert!(report.attached(Family::Tasks), "{report}");
-    for family in Family::REPLACED_BY_TASKS {
+    for family in memtrace::probes::REPLACED_BY_TASKS {
         assert_eq!(
             report.families[&family],
             FamilyStatus::Disabled,
@@ -185,7 +185,7 @@ async fn without_btf_the_sampler_falls_back_to_the_fault_hooks() {
     require_root();
     let _serial = serial();
     let mut options = options(0);
-    options.families = Family::SAMPLED.to_vec();
+    options.families = memtrace::probes::DAEMON_FAMILIES.to_vec();
     options.btf_path = "/nonexistent/vmlinux".into();
     let tracer = Tracer::load(&options);
     let report = tracer.probes.report();
