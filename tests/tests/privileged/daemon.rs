@@ -11,7 +11,7 @@ use std::{
 use memtrace_api::{Family, OomRecord, Snapshot};
 use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
 
-use crate::serial;
+use crate::support::serial;
 
 /// A running `memtrace daemon`, stopped with SIGTERM on drop.
 struct Daemon {
