@@ -1015,7 +1015,7 @@ fn run_variant(env: &Env, spec: &OverheadSpec, v: Variant) -> Result<(Sample, Op
     }
 }
 
-fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Result<()> {
+fn measure_overhead(env: &Env, spec: &OverheadSpec) -> Result<OverheadResults> {
     let runs = env.args.runs as usize;
     let variants: Vec<Variant> = VARIANTS
         .into_iter()
@@ -1072,6 +1072,63 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         env.cpu_during_faults.borrow_mut().extend(&memtrace_cpu);
     }
 
+    let labels = [
+        "untraced".to_owned(),
+        env.running_label().to_owned(),
+        "bpftrace".to_owned(),
+        "floor: empty programs on memtrace's tracepoints".to_owned(),
+        format!(
+            "{} {}",
+            env.running_label(),
+            spec.memtrace_extra.unwrap_or_default().join(" ")
+        ),
+    ];
+
+    // In-kernel cost per program (of the opt-in variant where there is one: its programs are
+    // the default's and more).
+    let costs = failed[1].is_none().then(|| {
+        let extra = spec.memtrace_extra.unwrap_or(&[]);
+        program_costs(env, env.workload(&spec.bin, &spec.args, true), extra)
+            .map_err(|e| format!("{e:#}"))
+    });
+    Ok(OverheadResults {
+        runs,
+        variants,
+        labels,
+        samples,
+        failed,
+        memtrace_cpu,
+        foreign,
+        costs,
+    })
+}
+
+/// What one overhead benchmark measured, for [`render_overhead`].
+struct OverheadResults {
+    runs: usize,
+    variants: Vec<Variant>,
+    labels: [String; 5],
+    samples: [Vec<Option<Sample>>; 5],
+    failed: [Option<String>; 5],
+    memtrace_cpu: Vec<f64>,
+    /// Other people's tracers seen during each round's untraced run.
+    foreign: Vec<Vec<String>>,
+    /// `None` when memtrace failed (nothing to measure); `Err` when the measurement did.
+    costs: Option<Result<Vec<ProgCost>, String>>,
+}
+
+fn render_overhead(spec: &OverheadSpec, results: &OverheadResults, section: &mut Section) {
+    let OverheadResults {
+        runs,
+        variants,
+        labels,
+        samples,
+        failed,
+        memtrace_cpu,
+        foreign,
+        costs,
+    } = results;
+    let runs = *runs;
     let column = |v: Variant, f: fn(&Sample) -> f64| -> Vec<f64> {
         samples[v as usize].iter().flatten().map(f).collect()
     };
@@ -1088,18 +1145,6 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
     };
     let wall = |s: &Sample| s.wall;
     let cpu = |s: &Sample| s.cpu;
-    let labels = [
-        "untraced".to_owned(),
-        env.running_label().to_owned(),
-        "bpftrace".to_owned(),
-        "floor: empty programs on memtrace's tracepoints".to_owned(),
-        format!(
-            "{} {}",
-            env.running_label(),
-            spec.memtrace_extra.unwrap_or_default().join(" ")
-        ),
-    ];
-
     let body = &mut section.body;
     md!(
         body,
@@ -1107,7 +1152,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
         u = spec.unit
     );
     md!(body, "|---|---|---|---|---|---|");
-    for &v in &variants {
+    for &v in variants {
         let i = v as usize;
         if let Some(e) = &failed[i]
             && samples[i].iter().all(Option::is_none)
@@ -1287,12 +1332,12 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
 
     // In-kernel cost per program (of the opt-in variant where there is one: its programs are
     // the default's and more).
-    if failed[1].is_none() {
-        let (extra, label) = match spec.memtrace_extra {
-            Some(extra) => (extra, &labels[Variant::MemtraceExtra as usize]),
-            None => (&[][..], &labels[Variant::Memtrace as usize]),
+    if let Some(costs) = costs {
+        let label = match spec.memtrace_extra {
+            Some(_) => &labels[Variant::MemtraceExtra as usize],
+            None => &labels[Variant::Memtrace as usize],
         };
-        match program_costs(env, env.workload(&spec.bin, &spec.args, true), extra) {
+        match costs {
             Ok(costs) => {
                 md!(
                     body,
@@ -1305,7 +1350,7 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
                 );
                 md!(body, "|---|---|---|---|");
                 let mut idle = Vec::new();
-                for c in &costs {
+                for c in costs {
                     if c.runs == 0 {
                         idle.push(c.name.clone());
                     } else {
@@ -1324,24 +1369,23 @@ fn overhead_bench(env: &Env, spec: &OverheadSpec, section: &mut Section) -> Resu
                 }
                 md!(body);
             }
-            Err(e) => md!(body, "In-kernel program cost: not measured: {e:#}\n"),
+            Err(e) => md!(body, "In-kernel program cost: not measured: {e}\n"),
         }
     }
-    Ok(())
 }
 
 fn bench_faults(env: &Env) -> Result<Section> {
-    let mut section = Section {
-        number: 1,
-        title: "Fault-path overhead",
-        body: String::new(),
-        verdicts: Vec::new(),
-    };
-    let spec = OverheadSpec {
-        bin: env.bins.faults.clone(),
+    let spec = faults_spec(env.bins.faults.clone(), env.args.fault_iters);
+    let results = measure_overhead(env, &spec)?;
+    Ok(faults_section(env.args.fault_iters, &spec, &results))
+}
+
+fn faults_spec(bin: PathBuf, fault_iters: u32) -> OverheadSpec {
+    OverheadSpec {
+        bin,
         args: vec![
             "--iters".into(),
-            env.args.fault_iters.to_string(),
+            fault_iters.to_string(),
             "--mib".into(),
             "128".into(),
         ],
@@ -1355,45 +1399,63 @@ fn bench_faults(env: &Env) -> Result<Section> {
         target_frac: 1.0 / 3.0,
         target_frac_text: "≤ 0.33",
         measure_cpu: true,
+    }
+}
+
+fn faults_section(fault_iters: u32, spec: &OverheadSpec, results: &OverheadResults) -> Section {
+    let mut section = Section {
+        number: 1,
+        title: "Fault-path overhead",
+        body: String::new(),
+        verdicts: Vec::new(),
     };
     md!(
         section.body,
         "`bench-faults` maps 128 MiB, writes one byte per page (one minor fault each), unmaps; {} times ({} faults per run). Only the touching loops are timed; ns/fault = time / faults counted by the kernel (getrusage). Wall time is the figure; CPU time (the thread's CPU clock, immune to preemption by other processes) is shown beside it.\n",
-        env.args.fault_iters,
-        env.args.fault_iters as u64 * (128 << 20) / 4096
+        fault_iters,
+        fault_iters as u64 * (128 << 20) / 4096
     );
-    overhead_bench(env, &spec, &mut section)?;
-    Ok(section)
+    render_overhead(spec, results, &mut section);
+    section
 }
 
 fn bench_mmap(env: &Env) -> Result<Section> {
+    let spec = mmap_spec(env.bins.mmap.clone(), env.args.mmap_iters, env.running);
+    let results = measure_overhead(env, &spec)?;
+    Ok(mmap_section(env.args.mmap_iters, &spec, &results))
+}
+
+fn mmap_spec(bin: PathBuf, mmap_iters: u32, running: Running) -> OverheadSpec {
+    OverheadSpec {
+        bin,
+        args: vec!["--iters".into(), mmap_iters.to_string()],
+        wall_key: "ns_per_iter",
+        cpu_key: "cpu_ns_per_iter",
+        unit: "ns/iteration",
+        bpftrace: BPFTRACE_MMAP,
+        floor: Some(FLOOR_MMAP),
+        memtrace_extra: (running == Running::Daemon).then_some(&["--mmap-calls"][..]),
+        target_pct: 5.0,
+        target_frac: 1.0,
+        target_frac_text: "< 1 (below bpftrace)",
+        measure_cpu: false,
+    }
+}
+
+fn mmap_section(mmap_iters: u32, spec: &OverheadSpec, results: &OverheadResults) -> Section {
     let mut section = Section {
         number: 2,
         title: "mmap churn",
         body: String::new(),
         verdicts: Vec::new(),
     };
-    let spec = OverheadSpec {
-        bin: env.bins.mmap.clone(),
-        args: vec!["--iters".into(), env.args.mmap_iters.to_string()],
-        wall_key: "ns_per_iter",
-        cpu_key: "cpu_ns_per_iter",
-        unit: "ns/iteration",
-        bpftrace: BPFTRACE_MMAP,
-        floor: Some(FLOOR_MMAP),
-        memtrace_extra: (env.running == Running::Daemon).then_some(&["--mmap-calls"][..]),
-        target_pct: 5.0,
-        target_frac: 1.0,
-        target_frac_text: "< 1 (below bpftrace)",
-        measure_cpu: false,
-    };
     md!(
         section.body,
         "`bench-mmap` does mmap 64 KiB + write its first page + munmap, {} times; ns/iteration = loop time / iterations.\n",
-        env.args.mmap_iters
+        mmap_iters
     );
-    overhead_bench(env, &spec, &mut section)?;
-    Ok(section)
+    render_overhead(spec, results, &mut section);
+    section
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1574,12 +1636,6 @@ fn trace_trial(env: &Env, sample: u32, ring: &'static str) -> Result<Trial> {
 }
 
 fn bench_throughput(env: &Env) -> Result<Section> {
-    let mut section = Section {
-        number: 3,
-        title: "Live trace throughput",
-        body: String::new(),
-        verdicts: Vec::new(),
-    };
     let mut trials: Vec<Trial> = Vec::new();
     let mut zero_loss: Option<u32> = None;
     for &sample in SAMPLE_LADDER {
@@ -1617,19 +1673,33 @@ fn bench_throughput(env: &Env) -> Result<Section> {
         trials.push(t);
     }
 
+    Ok(render_throughput(
+        env.args.throughput_iters,
+        &trials,
+        zero_loss,
+    ))
+}
+
+fn render_throughput(throughput_iters: u32, trials: &[Trial], zero_loss: Option<u32>) -> Section {
+    let mut section = Section {
+        number: 3,
+        title: "Live trace throughput",
+        body: String::new(),
+        verdicts: Vec::new(),
+    };
     let body = &mut section.body;
     md!(
         body,
         "`memtrace trace --faults --sample N -o json -e fault --comm bench-faults` (fault ring {THROUGHPUT_RING}, memtrace's default) while `bench-faults --iters {} --read` runs ({} faults; read faults, which map the zero page, are the fastest a single core can produce: ~650 ns each untraced here against ~1,300 ns for write faults); stdout goes to a pipe that counts lines and keeps only the tail (the JSON summary and `losses` line). `--sample` is doubled from 1 until a run loses nothing, then that level is repeated. Rate = fault events written ÷ the workload's faulting time (touching loops); consumer rate = events ÷ time from first to last event received. produced = faults memtrace counted in-kernel for the workload's pid ÷ N.\n",
-        env.args.throughput_iters,
-        env.args.throughput_iters as u64 * (128 << 20) / 4096
+        throughput_iters,
+        throughput_iters as u64 * (128 << 20) / 4096
     );
     md!(
         body,
         "| --sample | ring | events written | rate | consumer rate | workload ns/fault | lost (ring full / queue / undecodable) | produced (counted ÷ N) | written + lost − produced |"
     );
     md!(body, "|---|---|---|---|---|---|---|---|---|");
-    for t in &trials {
+    for t in trials {
         let diff = (t.fault_lines + t.lost()) as f64 - t.produced();
         md!(
             body,
@@ -1734,7 +1804,7 @@ fn bench_throughput(env: &Env) -> Result<Section> {
             Status::of(worst <= 0.001),
         ));
     }
-    Ok(section)
+    section
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1890,17 +1960,20 @@ fn daemon_missing(number: u8, title: &'static str, figures: &[(&str, &str)]) -> 
     s
 }
 
+/// Figures and targets of benchmark 4.
+const FOOT: &[(&str, &str)] = &[
+    ("RSS @1k processes", "≤ 32 MiB"),
+    ("RSS @10k processes", "≤ 64 MiB"),
+    ("CPU quiet", "≤ 2%"),
+    ("CPU during benchmark 1", "≤ 5%"),
+];
+/// Figures and targets of benchmark 5.
+const SCRAPE: &[(&str, &str)] = &[
+    ("/metrics p99 @10k", "≤ 50 ms"),
+    ("/api/v1/snapshot p99 @10k", "≤ 200 ms"),
+];
+
 fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) -> Vec<Section> {
-    const FOOT: &[(&str, &str)] = &[
-        ("RSS @1k processes", "≤ 32 MiB"),
-        ("RSS @10k processes", "≤ 64 MiB"),
-        ("CPU quiet", "≤ 2%"),
-        ("CPU during benchmark 1", "≤ 5%"),
-    ];
-    const SCRAPE: &[(&str, &str)] = &[
-        ("/metrics p99 @10k", "≤ 50 ms"),
-        ("/api/v1/snapshot p99 @10k", "≤ 200 ms"),
-    ];
     let mut sections = Vec::new();
     if env.running != Running::Daemon {
         if do_footprint {
@@ -1930,7 +2003,52 @@ fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) ->
             Err(e) => error = Some(format!("{e:#}")),
         }
     }
-    let commands = env.take_commands();
+    let results = FootprintResults {
+        ambient,
+        rows,
+        scrapes,
+        error,
+        commands: env.take_commands(),
+        during_faults: env.cpu_during_faults.borrow().clone(),
+    };
+    sections.extend(render_footprint_and_scrape(
+        &results,
+        do_footprint,
+        do_scrape,
+        env.args.quiet_secs,
+        env.args.requests,
+    ));
+    sections
+}
+
+/// What benchmarks 4 and 5 measured, for [`render_footprint_and_scrape`].
+struct FootprintResults {
+    /// Processes on the system before the benchmark.
+    ambient: usize,
+    rows: Vec<Footprint>,
+    scrapes: Vec<ScrapeResult>,
+    error: Option<String>,
+    commands: Vec<String>,
+    /// memtrace's CPU while benchmark 1's workload ran (% of one core).
+    during_faults: Vec<f64>,
+}
+
+fn render_footprint_and_scrape(
+    results: &FootprintResults,
+    do_footprint: bool,
+    do_scrape: bool,
+    quiet_secs: u64,
+    requests: u32,
+) -> Vec<Section> {
+    let FootprintResults {
+        ambient,
+        rows,
+        scrapes,
+        error,
+        commands,
+        during_faults,
+    } = results;
+    let mut sections = Vec::new();
 
     if do_footprint {
         let mut s = Section {
@@ -1942,15 +2060,15 @@ fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) ->
         md!(
             s.body,
             "The daemon is started, then `bench-mmap --idle N` forks N children that each dirty 4 pages and sleep (so the daemon sees every one of them fault); after 5 s of settling, CPU is the daemon's CPU time (sum of its threads' schedstat run time) over a {} s quiet window (% of one core) and RSS is VmRSS (VmHWM = peak). {ambient} processes were running before the benchmark.\n",
-            env.args.quiet_secs
+            quiet_secs
         );
-        commands_block(&mut s.body, &commands);
+        commands_block(&mut s.body, commands);
         md!(
             s.body,
             "| Idle processes spawned | processes on the system | tracked by the daemon | VmRSS | VmHWM | CPU, quiet |"
         );
         md!(s.body, "|---|---|---|---|---|---|");
-        for r in &rows {
+        for r in rows {
             md!(
                 s.body,
                 "| {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.2}% |",
@@ -1962,7 +2080,7 @@ fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) ->
                 r.quiet_cpu_pct
             );
         }
-        let during = summarize(&env.cpu_during_faults.borrow());
+        let during = summarize(during_faults);
         md!(
             s.body,
             "\nCPU during benchmark 1 (while bench-faults ran, % of one core): {}.\n",
@@ -2026,17 +2144,17 @@ fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) ->
         md!(
             s.body,
             "{} sequential GETs per endpoint (new connection each, `Connection: close`, std TcpStream client) with 10,000 idle processes alive.\n",
-            env.args.requests
+            requests
         );
         if !do_footprint {
-            commands_block(&mut s.body, &commands);
+            commands_block(&mut s.body, commands);
         }
         md!(
             s.body,
             "| Endpoint | p50 | p99 | max | response size | non-200 |"
         );
         md!(s.body, "|---|---|---|---|---|---|");
-        for r in &scrapes {
+        for r in scrapes {
             md!(
                 s.body,
                 "| `{}` | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} KiB | {} |",
@@ -2081,12 +2199,6 @@ fn bench_footprint_and_scrape(env: &Env, do_footprint: bool, do_scrape: bool) ->
 // Benchmark 6: start-up.
 
 fn bench_startup(env: &Env) -> Result<Section> {
-    let mut section = Section {
-        number: 6,
-        title: "Start-up",
-        body: String::new(),
-        verdicts: Vec::new(),
-    };
     let mut times = Vec::new();
     for i in 0..env.args.runs {
         let (mut p, t) = env.start_memtrace()?;
@@ -2099,8 +2211,30 @@ fn bench_startup(env: &Env) -> Result<Section> {
         p.stop(STOP_GRACE)?;
         pause(Duration::from_millis(200))?;
     }
-    let s = summarize(&times);
-    let what = match env.running {
+    Ok(render_startup(
+        &times,
+        env.running,
+        env.running_label(),
+        env.args.runs,
+        process_count(),
+    ))
+}
+
+fn render_startup(
+    times: &[f64],
+    running: Running,
+    running_label: &str,
+    runs: u32,
+    processes: usize,
+) -> Section {
+    let mut section = Section {
+        number: 6,
+        title: "Start-up",
+        body: String::new(),
+        verdicts: Vec::new(),
+    };
+    let s = summarize(times);
+    let what = match running {
         Running::Daemon => "process start → `/readyz` 200 (polled every 5 ms)",
         Running::Trace => {
             "daemon missing: `memtrace trace` start → `tracing with … probes attached` on stderr (polled every 5 ms)"
@@ -2109,15 +2243,15 @@ fn bench_startup(env: &Env) -> Result<Section> {
     md!(
         section.body,
         "{what}; {} runs, {} processes on the system.\n",
-        env.args.runs,
-        process_count()
+        runs,
+        processes
     );
     md!(section.body, "| Start → ready | median (min–max) |");
     md!(section.body, "|---|---|");
     md!(
         section.body,
         "| {} | {} |\n",
-        env.running_label(),
+        running_label,
         fmt_summary(s, 0, " ms")
     );
     if let Some(s) = s {
@@ -2125,26 +2259,20 @@ fn bench_startup(env: &Env) -> Result<Section> {
             "start → ready (median)",
             format!("{:.0} ms", s.median),
             "≤ 1 s",
-            if env.running == Running::Daemon {
+            if running == Running::Daemon {
                 Status::of(s.median <= 1000.0)
             } else {
                 Status::NotRun
             },
         ));
     }
-    Ok(section)
+    section
 }
 
 // ---------------------------------------------------------------------------------------------
 // Benchmark 7: criterion micro-benchmarks.
 
 fn bench_micro(env: &Env) -> Result<Section> {
-    let mut section = Section {
-        number: 7,
-        title: "Hot-path micro-benchmarks",
-        body: String::new(),
-        verdicts: Vec::new(),
-    };
     let mut cmd = env.ctx.cmd("cargo");
     cmd.args([
         "bench", "-p", "memtrace", "--bench", "hot_path", "--", "--quick",
@@ -2157,6 +2285,16 @@ fn bench_micro(env: &Env) -> Result<Section> {
     if results.is_empty() {
         bail!("no results in criterion's output:\n{out}");
     }
+    Ok(render_micro(&results))
+}
+
+fn render_micro(results: &[(String, String, String, String)]) -> Section {
+    let mut section = Section {
+        number: 7,
+        title: "Hot-path micro-benchmarks",
+        body: String::new(),
+        verdicts: Vec::new(),
+    };
     md!(
         section.body,
         "criterion (`--quick`), in-process, no kernel involved; low – estimate – high is criterion's confidence interval. `decode/*`: `Event::decode` of one ring-buffer record; `render/*`: one event rendered as a JSON line / a text line into a reused buffer; `model/observe_event_exit`: `Model::observe_event` for an exit record; `model/observe_processes_10k_tick`: one sampling tick of 10,000 live processes (divide by 10,000 for the per-process cost).\n"
@@ -2166,11 +2304,11 @@ fn bench_micro(env: &Env) -> Result<Section> {
         "| Benchmark | time per call (low – estimate – high) |"
     );
     md!(section.body, "|---|---|");
-    for (name, low, est, high) in &results {
+    for (name, low, est, high) in results {
         md!(section.body, "| `{name}` | {low} – **{est}** – {high} |");
     }
     md!(section.body);
-    Ok(section)
+    section
 }
 
 /// `name  time:   [1.23 ns 1.25 ns 1.27 ns]` (the name may be on the line before).
@@ -2391,7 +2529,8 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
     }
     check_interrupt()?;
 
-    let report = render_report(&env, &sections, &date, &load_start, &tracers, started);
+    let info = RunInfo::collect(&env, date, load_start, tracers, started);
+    let report = render_report(&info, &sections);
     let path = env.ctx.root.join(&args.output);
     fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
     say(format!(
@@ -2408,65 +2547,163 @@ fn run_one(env: &Env, n: u8, title: &'static str, f: fn(&Env) -> Result<Section>
     say(format!("=== benchmark {n}: {title}"));
     let result = f(env);
     let commands = env.take_commands();
-    let mut section = result.unwrap_or_else(|e| {
+    let section = result.unwrap_or_else(|e| {
         say(format!("benchmark {n} failed: {e:#}"));
-        Section {
-            number: n,
-            title,
-            body: format!("Not run: {e:#}\n"),
-            verdicts: vec![Verdict::new(
-                "—",
-                format!("not run: {e:#}"),
-                "—",
-                Status::NotRun,
-            )],
-        }
+        not_run(n, title, &format!("{e:#}"))
     });
+    with_commands(section, &commands)
+}
+
+/// The section of a benchmark that failed.
+fn not_run(number: u8, title: &'static str, error: &str) -> Section {
+    Section {
+        number,
+        title,
+        body: format!("Not run: {error}\n"),
+        verdicts: vec![Verdict::new(
+            "—",
+            format!("not run: {error}"),
+            "—",
+            Status::NotRun,
+        )],
+    }
+}
+
+/// The commands a benchmark ran head its section.
+fn with_commands(mut section: Section, commands: &[String]) -> Section {
     let mut body = String::new();
-    commands_block(&mut body, &commands);
+    commands_block(&mut body, commands);
     body.push_str(&section.body);
     section.body = body;
     section
 }
 
-fn render_report(
-    env: &Env,
-    sections: &[Section],
-    date: &str,
-    load_start: &str,
-    tracers: &[String],
-    started: Instant,
-) -> String {
-    let root = &env.ctx.root;
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .current_dir(root)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
-    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty()
-        || !git(&["ls-files", "--others", "--exclude-standard"]).is_empty();
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-        .map_or("?".to_owned(), |(_, m)| m.trim().to_owned());
-    let cores = thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))?
-                .split_whitespace()
-                .next()?
-                .parse::<f64>()
+/// The machine and the run, as the report's "Machine and run" table shows them.
+struct RunInfo {
+    date: String,
+    kernel: String,
+    cpu: String,
+    cores: usize,
+    mem_gib: f64,
+    commit: String,
+    dirty: bool,
+    rustc: String,
+    /// `bpftrace --version`, or `not installed`.
+    bpftrace: String,
+    /// The "memtrace running" command line, relative to the workspace root.
+    running: String,
+    load_start: String,
+    load_end: String,
+    /// Other memtrace/bpftrace processes at the start.
+    tracers: Vec<String>,
+    runs: u32,
+    fault_iters: u32,
+    mmap_iters: u32,
+    throughput_iters: u32,
+    quiet_secs: u64,
+    requests: u32,
+    nice: i32,
+    total: Duration,
+}
+
+impl RunInfo {
+    fn collect(
+        env: &Env,
+        date: String,
+        load_start: String,
+        tracers: Vec<String>,
+        started: Instant,
+    ) -> Self {
+        let root = &env.ctx.root;
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .args(args)
+                .current_dir(root)
+                .output()
                 .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+        let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty()
+            || !git(&["ls-files", "--others", "--exclude-standard"]).is_empty();
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+            .map_or("?".to_owned(), |(_, m)| m.trim().to_owned());
+        let cores = thread::available_parallelism().map_or(0, |n| n.get());
+        let mem_gib = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+        Self {
+            date,
+            kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+            cpu,
+            cores,
+            mem_gib,
+            commit,
+            dirty,
+            rustc: capture("rustc", &["--version"]),
+            bpftrace: env
+                .bpftrace
+                .as_ref()
+                .map_or("not installed".to_owned(), |b| {
+                    capture(&b.to_string_lossy(), &["--version"])
+                }),
+            running: format!(
+                "{} {}",
+                env.rel(&env.bins.memtrace),
+                env.memtrace_args().join(" ")
+            ),
+            load_start,
+            load_end: read_trimmed("/proc/loadavg"),
+            tracers,
+            runs: env.args.runs,
+            fault_iters: env.args.fault_iters,
+            mmap_iters: env.args.mmap_iters,
+            throughput_iters: env.args.throughput_iters,
+            quiet_secs: env.args.quiet_secs,
+            requests: env.args.requests,
+            nice: env.args.nice,
+            total: started.elapsed(),
+        }
+    }
+}
+
+fn render_report(info: &RunInfo, sections: &[Section]) -> String {
+    let RunInfo {
+        date,
+        kernel,
+        cpu,
+        cores,
+        mem_gib,
+        commit,
+        dirty,
+        rustc,
+        bpftrace,
+        running,
+        load_start,
+        load_end,
+        tracers,
+        runs,
+        fault_iters,
+        mmap_iters,
+        throughput_iters,
+        quiet_secs,
+        requests,
+        nice,
+        total,
+    } = info;
+
     let mut r = String::new();
     md!(r, "# memtrace benchmarks\n");
     md!(
@@ -2494,42 +2731,25 @@ fn render_report(
     md!(r, "## Machine and run\n");
     md!(r, "| | |\n|---|---|");
     md!(r, "| Date | {date} |");
-    md!(
-        r,
-        "| Kernel | {} |",
-        read_trimmed("/proc/sys/kernel/osrelease")
-    );
+    md!(r, "| Kernel | {} |", kernel);
     md!(r, "| CPU | {cpu} × {cores} cores |");
     md!(r, "| Memory | {mem_gib:.1} GiB |");
     md!(
         r,
         "| memtrace commit | {commit}{} |",
-        if dirty {
+        if *dirty {
             " + uncommitted changes in the work tree"
         } else {
             ""
         }
     );
-    md!(r, "| rustc | {} |", capture("rustc", &["--version"]));
-    md!(
-        r,
-        "| bpftrace | {} |",
-        env.bpftrace
-            .as_ref()
-            .map_or("not installed".to_owned(), |b| {
-                capture(&b.to_string_lossy(), &["--version"])
-            })
-    );
-    md!(
-        r,
-        "| \"memtrace running\" variant | `{} {}` |",
-        env.rel(&env.bins.memtrace),
-        env.memtrace_args().join(" ")
-    );
+    md!(r, "| rustc | {} |", rustc);
+    md!(r, "| bpftrace | {} |", bpftrace);
+    md!(r, "| \"memtrace running\" variant | `{}` |", running);
     md!(
         r,
         "| Load average (1/5/15 min, running/total) at start → end | {load_start} → {} |",
-        read_trimmed("/proc/loadavg")
+        load_end
     );
     md!(
         r,
@@ -2543,19 +2763,15 @@ fn render_report(
     md!(
         r,
         "| Options | --runs {} --fault-iters {} --mmap-iters {} --throughput-iters {} --quiet-secs {} --requests {} --nice {} |",
-        env.args.runs,
-        env.args.fault_iters,
-        env.args.mmap_iters,
-        env.args.throughput_iters,
-        env.args.quiet_secs,
-        env.args.requests,
-        env.args.nice
+        runs,
+        fault_iters,
+        mmap_iters,
+        throughput_iters,
+        quiet_secs,
+        requests,
+        nice
     );
-    md!(
-        r,
-        "| Total run time | {} |\n",
-        fmt_duration(started.elapsed())
-    );
+    md!(r, "| Total run time | {} |\n", fmt_duration(*total));
     md!(r, "## How to reproduce\n");
     md!(
         r,
@@ -2565,7 +2781,7 @@ fn render_report(
         r,
         "Method: in benchmarks 1 and 2 each round runs the workload untraced, with memtrace running and with bpftrace running, in an order that rotates every round; a tracer is started before the workload, waited for (memtrace: `/readyz` 200, or its probes-attached message for the trace stand-in; bpftrace: `Attaching`), given {} ms to settle, and stopped after it. Overheads are computed pair by pair (traced run ÷ untraced run of the same round − 1), then the median and min…max of those ratios are reported. The workloads run at nice {} so that other people's builds on a shared machine stretch the timed loops less; tracers run at normal priority. Logs of every process started are in `target/bench/`.\n",
         SETTLE.as_millis(),
-        env.args.nice
+        nice
     );
     for s in sections {
         md!(r, "## {}. {}\n", s.number, s.title);
@@ -2617,5 +2833,222 @@ mod tests {
         let s = selection(&["1".into(), "scrape".into()]).unwrap();
         assert_eq!(s, [true, false, false, false, true, false, false]);
         assert!(selection(&["nope".into()]).is_err());
+    }
+
+    /// Every renderer fed fixed measurements: a report whose every table and sentence can be
+    /// compared with the one the code rendered before a change (`UPDATE_GOLDEN=1` rewrites it).
+    fn golden_report() -> String {
+        let s = |wall: f64, cpu: f64| Some(Sample { wall, cpu });
+        let faults_spec = faults_spec(PathBuf::from("target/release/bench-faults"), 20);
+        let faults = OverheadResults {
+            runs: 3,
+            variants: vec![Variant::Untraced, Variant::Memtrace, Variant::Bpftrace],
+            labels: [
+                "untraced".to_owned(),
+                "memtrace daemon".to_owned(),
+                "bpftrace".to_owned(),
+                "floor: empty programs on memtrace's tracepoints".to_owned(),
+                "memtrace daemon ".to_owned(),
+            ],
+            samples: [
+                vec![s(1000.25, 999.5), s(1150.75, 1100.0), s(980.0, 979.9)],
+                vec![s(1012.5, 1010.0), s(1130.0, 1120.0), s(1001.0, 1000.0)],
+                vec![s(1500.0, 1499.0), s(1610.5, 1600.0), s(1490.0, 1480.0)],
+                Vec::new(),
+                Vec::new(),
+            ],
+            failed: Default::default(),
+            memtrace_cpu: vec![0.21, 0.19, 0.23],
+            foreign: vec![Vec::new(), vec!["bpftrace (4242)".to_owned()], Vec::new()],
+            costs: Some(Ok(vec![
+                ProgCost {
+                    name: "task_exit".to_owned(),
+                    prog_type: prog_type_name(17),
+                    runs: 1234,
+                    ns_per_run: 88.25,
+                },
+                ProgCost {
+                    name: "oom_kill".to_owned(),
+                    prog_type: prog_type_name(5),
+                    runs: 0,
+                    ns_per_run: 0.0,
+                },
+            ])),
+        };
+        let mmap_spec = mmap_spec(
+            PathBuf::from("target/release/bench-mmap"),
+            100_000,
+            Running::Daemon,
+        );
+        let mmap = OverheadResults {
+            runs: 2,
+            variants: VARIANTS.to_vec(),
+            labels: [
+                "untraced".to_owned(),
+                "memtrace daemon".to_owned(),
+                "bpftrace".to_owned(),
+                "floor: empty programs on memtrace's tracepoints".to_owned(),
+                "memtrace daemon --mmap-calls".to_owned(),
+            ],
+            samples: [
+                vec![s(2000.0, 1990.0), s(2100.0, 2090.0)],
+                vec![s(2010.0, 2001.0), s(2121.0, 2110.0)],
+                vec![None, None],
+                vec![s(2300.0, 2290.0), s(2390.0, 2380.0)],
+                vec![s(2320.0, 2310.0), s(2400.0, 2390.0)],
+            ],
+            failed: [
+                None,
+                None,
+                Some("bpftrace is not installed (apt-get install bpftrace)".to_owned()),
+                None,
+                None,
+            ],
+            memtrace_cpu: vec![1.5, 1.25],
+            foreign: vec![Vec::new(), Vec::new()],
+            costs: Some(Err("reading /proc/1/fdinfo: gone".to_owned())),
+        };
+        let trial = |sample, ring, counted, fault_lines, ring_full, queue_drops| Trial {
+            sample,
+            ring,
+            counted,
+            fault_lines,
+            ring_full,
+            queue_drops,
+            decode_errors: 0,
+            loop_secs: 0.5,
+            delivery_secs: 0.52,
+        };
+        let trials = vec![
+            trial(1, THROUGHPUT_RING, 655_360, 600_000, 10_000, 45_360),
+            trial(2, THROUGHPUT_RING, 655_360, 327_680, 0, 0),
+            trial(2, THROUGHPUT_RING, 655_360, 327_000, 0, 680),
+            trial(1, TINY_RING, 655_360, 100_000, 555_360, 0),
+        ];
+        let footprint = FootprintResults {
+            ambient: 85,
+            rows: vec![
+                Footprint {
+                    n: 1_000,
+                    processes: 1_090,
+                    tracked: Some(1_071.0),
+                    rss_kib: 25_600,
+                    hwm_kib: 27_000,
+                    quiet_cpu_pct: 1.234,
+                },
+                Footprint {
+                    n: 10_000,
+                    processes: 10_088,
+                    tracked: None,
+                    rss_kib: 52_900,
+                    hwm_kib: 60_000,
+                    quiet_cpu_pct: 1.5,
+                },
+            ],
+            scrapes: vec![
+                ScrapeResult {
+                    path: "/metrics",
+                    latencies_ms: (1..=200).map(|i| f64::from(i) / 100.0).collect(),
+                    bytes: 40_000,
+                    non_ok: 0,
+                },
+                ScrapeResult {
+                    path: "/api/v1/snapshot",
+                    latencies_ms: (1..=200).map(|i| f64::from(i) / 10.0).collect(),
+                    bytes: 3_500_000,
+                    non_ok: 1,
+                },
+            ],
+            error: None,
+            commands: vec!["target/release/memtrace daemon --listen 127.0.0.1:19847".to_owned()],
+            during_faults: vec![0.21, 0.19, 0.23],
+        };
+        let failed_footprint = FootprintResults {
+            ambient: 85,
+            rows: Vec::new(),
+            scrapes: Vec::new(),
+            error: Some("the daemon died: out of memory".to_owned()),
+            commands: Vec::new(),
+            during_faults: Vec::new(),
+        };
+        let micro = parse_criterion(
+            "decode/mmap             time:   [3.1 ns 3.2 ns 3.3 ns]\nmodel/observe_processes_10k_tick\n                        time:   [1.01 ms 1.02 ms 1.05 ms]\n",
+        );
+        let mut sections = vec![
+            with_commands(
+                faults_section(20, &faults_spec, &faults),
+                &["nice -n -10 target/release/bench-faults --iters 20 --mib 128".to_owned()],
+            ),
+            mmap_section(100_000, &mmap_spec, &mmap),
+            render_throughput(20, &trials, Some(2)),
+        ];
+        sections.extend(render_footprint_and_scrape(&footprint, true, true, 10, 200));
+        sections.extend(render_footprint_and_scrape(
+            &failed_footprint,
+            false,
+            true,
+            10,
+            200,
+        ));
+        sections.push(daemon_missing(4, "Daemon footprint", FOOT));
+        sections.push(render_startup(
+            &[105.0, 98.0, 130.0],
+            Running::Daemon,
+            "memtrace daemon",
+            3,
+            90,
+        ));
+        sections.push(render_startup(
+            &[40.0],
+            Running::Trace,
+            "memtrace (trace stand-in)",
+            1,
+            90,
+        ));
+        sections.push(render_micro(&micro));
+        sections.push(not_run(
+            7,
+            "Hot-path micro-benchmarks",
+            "no results in criterion's output",
+        ));
+        let info = RunInfo {
+            date: "2026-11-24 05:34:24 UTC".to_owned(),
+            kernel: "6.18.44".to_owned(),
+            cpu: "AMD EPYC".to_owned(),
+            cores: 2,
+            mem_gib: 23.456,
+            commit: "ddd9bb49d347".to_owned(),
+            dirty: true,
+            rustc: "rustc 1.95.0".to_owned(),
+            bpftrace: "bpftrace v0.17.0".to_owned(),
+            running: "target/release/memtrace daemon --listen 127.0.0.1:19847".to_owned(),
+            load_start: "1.36 12.71 20.43 1/84 29881".to_owned(),
+            load_end: "1.19 8.10 17.53 1/82 8702".to_owned(),
+            tracers: vec!["memtrace (77)".to_owned()],
+            runs: 3,
+            fault_iters: 20,
+            mmap_iters: 100_000,
+            throughput_iters: 20,
+            quiet_secs: 10,
+            requests: 200,
+            nice: -10,
+            total: Duration::from_secs(165),
+        };
+        render_report(&info, &sections)
+    }
+
+    #[test]
+    fn report_matches_the_golden_rendering() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bench/testdata/report.md");
+        let report = golden_report();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, &report).unwrap();
+        }
+        let golden = fs::read_to_string(&path).expect("golden report");
+        assert_eq!(
+            report, golden,
+            "the report's text changed (UPDATE_GOLDEN=1 rewrites it)"
+        );
     }
 }
