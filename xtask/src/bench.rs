@@ -1222,7 +1222,7 @@ fn render_overhead(spec: &OverheadSpec, results: &OverheadResults, section: &mut
             }
         );
     }
-    if let Some(c) = summarize(&memtrace_cpu) {
+    if let Some(c) = summarize(memtrace_cpu) {
         md!(
             body,
             "{}'s own CPU while the workload ran (CPU time of its threads / wall, % of one core): {}.\n",
