@@ -184,6 +184,7 @@ pub(super) struct FootprintResults {
     pub(super) during_faults: Vec<f64>,
 }
 
+/// Benchmarks 4 and 5's sections (5 from 4's 10,000-process run).
 pub(super) fn render_footprint_and_scrape(
     results: &FootprintResults,
     do_footprint: bool,
@@ -191,6 +192,18 @@ pub(super) fn render_footprint_and_scrape(
     quiet_secs: u64,
     requests: u32,
 ) -> Vec<Section> {
+    let mut sections = Vec::new();
+    if do_footprint {
+        sections.push(render_footprint(results, quiet_secs));
+    }
+    if do_scrape {
+        sections.push(render_scrape(results, do_footprint, requests));
+    }
+    sections
+}
+
+/// Benchmark 4's section; it shows the commands of both benchmarks.
+fn render_footprint(results: &FootprintResults, quiet_secs: u64) -> Section {
     let FootprintResults {
         ambient,
         rows,
@@ -199,89 +212,80 @@ pub(super) fn render_footprint_and_scrape(
         during_faults,
         ..
     } = results;
-    let mut sections = Vec::new();
-
-    if do_footprint {
-        let mut s = Section::new(Benchmark::Footprint);
+    let mut s = Section::new(Benchmark::Footprint);
+    md!(
+        s.body,
+        "The daemon is started, then `bench-mmap --idle N` forks N children that each dirty 4 pages and sleep (so the daemon sees every one of them fault); after 5 s of settling, CPU is the daemon's CPU time (sum of its threads' schedstat run time) over a {} s quiet window (% of one core) and RSS is VmRSS (VmHWM = peak). {ambient} processes were running before the benchmark.\n",
+        quiet_secs
+    );
+    commands_block(&mut s.body, commands);
+    md!(
+        s.body,
+        "| Idle processes spawned | processes on the system | tracked by the daemon | VmRSS | VmHWM | CPU, quiet |"
+    );
+    md!(s.body, "|---|---|---|---|---|---|");
+    for r in rows {
         md!(
             s.body,
-            "The daemon is started, then `bench-mmap --idle N` forks N children that each dirty 4 pages and sleep (so the daemon sees every one of them fault); after 5 s of settling, CPU is the daemon's CPU time (sum of its threads' schedstat run time) over a {} s quiet window (% of one core) and RSS is VmRSS (VmHWM = peak). {ambient} processes were running before the benchmark.\n",
-            quiet_secs
+            "| {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.2}% |",
+            r.n,
+            r.processes,
+            r.tracked.map_or("?".to_owned(), |t| format!("{t:.0}")),
+            r.rss_kib as f64 / 1024.0,
+            r.hwm_kib as f64 / 1024.0,
+            r.quiet_cpu_pct
         );
-        commands_block(&mut s.body, commands);
-        md!(
-            s.body,
-            "| Idle processes spawned | processes on the system | tracked by the daemon | VmRSS | VmHWM | CPU, quiet |"
-        );
-        md!(s.body, "|---|---|---|---|---|---|");
-        for r in rows {
-            md!(
-                s.body,
-                "| {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.2}% |",
-                r.n,
-                r.processes,
-                r.tracked.map_or("?".to_owned(), |t| format!("{t:.0}")),
-                r.rss_kib as f64 / 1024.0,
-                r.hwm_kib as f64 / 1024.0,
-                r.quiet_cpu_pct
-            );
-        }
-        let during = summarize(during_faults);
-        md!(
-            s.body,
-            "\nCPU during benchmark 1 (while bench-faults ran, % of one core): {}.\n",
-            match during {
-                Some(d) => fmt_summary(Some(d), 2, "%"),
-                None => "not measured (benchmark 1 not run or memtrace failed there)".into(),
-            }
-        );
-        if let Some(e) = &error {
-            md!(s.body, "Error: {e}\n");
-        }
-        let rss =
-            |n: usize, limit: f64, figure: &str, target: &str| match rows.iter().find(|r| r.n == n)
-            {
-                Some(r) => Verdict::new(
-                    figure,
-                    format!("{:.1} MiB", r.rss_kib as f64 / 1024.0),
-                    target,
-                    Status::of(r.rss_kib as f64 / 1024.0 <= limit),
-                ),
-                None => Verdict::new(
-                    figure,
-                    format!("not run: {}", error.clone().unwrap_or_default()),
-                    target,
-                    Status::NotRun,
-                ),
-            };
-        s.verdicts.push(rss(1_000, 32.0, FOOT[0].0, FOOT[0].1));
-        s.verdicts.push(rss(10_000, 64.0, FOOT[1].0, FOOT[1].1));
-        let quiet = rows
-            .iter()
-            .map(|r| r.quiet_cpu_pct)
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
-        s.verdicts.push(match quiet {
-            Some(q) => Verdict::new(
-                FOOT[2].0,
-                format!("{q:.2}% (worst of 1k/10k)"),
-                FOOT[2].1,
-                Status::of(q <= 2.0),
-            ),
-            None => Verdict::new(FOOT[2].0, "not run".into(), FOOT[2].1, Status::NotRun),
-        });
-        s.verdicts.push(match during {
-            Some(d) => Verdict::new(
-                FOOT[3].0,
-                format!("{:.2}% (median)", d.median),
-                FOOT[3].1,
-                Status::of(d.median <= 5.0),
-            ),
-            None => Verdict::new(FOOT[3].0, "not measured".into(), FOOT[3].1, Status::NotRun),
-        });
-        sections.push(s);
     }
-    if do_scrape {
-        sections.push(render_scrape(results, do_footprint, requests));
+    let during = summarize(during_faults);
+    md!(
+        s.body,
+        "\nCPU during benchmark 1 (while bench-faults ran, % of one core): {}.\n",
+        match during {
+            Some(d) => fmt_summary(Some(d), 2, "%"),
+            None => "not measured (benchmark 1 not run or memtrace failed there)".into(),
+        }
+    );
+    if let Some(e) = &error {
+        md!(s.body, "Error: {e}\n");
     }
-    sections
+    let rss =
+        |n: usize, limit: f64, figure: &str, target: &str| match rows.iter().find(|r| r.n == n) {
+            Some(r) => Verdict::new(
+                figure,
+                format!("{:.1} MiB", r.rss_kib as f64 / 1024.0),
+                target,
+                Status::of(r.rss_kib as f64 / 1024.0 <= limit),
+            ),
+            None => Verdict::new(
+                figure,
+                format!("not run: {}", error.clone().unwrap_or_default()),
+                target,
+                Status::NotRun,
+            ),
+        };
+    s.verdicts.push(rss(1_000, 32.0, FOOT[0].0, FOOT[0].1));
+    s.verdicts.push(rss(10_000, 64.0, FOOT[1].0, FOOT[1].1));
+    let quiet = rows
+        .iter()
+        .map(|r| r.quiet_cpu_pct)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    s.verdicts.push(match quiet {
+        Some(q) => Verdict::new(
+            FOOT[2].0,
+            format!("{q:.2}% (worst of 1k/10k)"),
+            FOOT[2].1,
+            Status::of(q <= 2.0),
+        ),
+        None => Verdict::new(FOOT[2].0, "not run".into(), FOOT[2].1, Status::NotRun),
+    });
+    s.verdicts.push(match during {
+        Some(d) => Verdict::new(
+            FOOT[3].0,
+            format!("{:.2}% (median)", d.median),
+            FOOT[3].1,
+            Status::of(d.median <= 5.0),
+        ),
+        None => Verdict::new(FOOT[3].0, "not measured".into(), FOOT[3].1, Status::NotRun),
+    });
+    s
 }

@@ -8,6 +8,10 @@
 //! benchmark that could not run is `not run: <why>`. Every process started here (memtrace,
 //! bpftrace, workloads and their children) is owned by a guard that kills it on the way out,
 //! error or Ctrl-C included, and every sysctl changed is restored the same way.
+//!
+//! One file per benchmark (`faults` and `mmap` share `overhead`'s interleaved rounds); `harness`
+//! starts and stops what is measured, `procfs` reads the kernel's accounting, `stats` sums it
+//! up and `report` renders `BENCHMARKS.md` from plain results (a golden test checks its text).
 mod faults;
 mod footprint;
 mod harness;
@@ -175,7 +179,7 @@ fn locate_bins(ctx: &Ctx, args: &BenchArgs) -> Result<Bins> {
             say(
                 "building release binaries: cargo build --release -p memtrace -p memtrace-tests --bins",
             );
-            super::status(c)?;
+            crate::status(c)?;
             ctx.root.join("target/release")
         }
     };
