@@ -450,6 +450,9 @@ pub(super) struct Http {
 impl Http {
     pub(super) fn new(addr: SocketAddr, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
+            // ureq honours HTTP_PROXY & co. by default (and `sudo -E` keeps them): the latency
+            // measured must be the daemon's on loopback, never a proxy's.
+            .proxy(None)
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .max_idle_connections(0)
