@@ -279,8 +279,8 @@ impl CgroupFs {
         Self { root: root.into() }
     }
 
-    /// Detects layout: v1 memory controller at <root>/memory (hybrid/legacy) or unified v2 at
-    /// <root> (cgroup.controllers present) or <root>/unified.
+    /// Detects layout: v1 memory controller at `<root>/memory` (hybrid/legacy) or unified v2 at
+    /// `<root>` (`cgroup.controllers` present) or `<root>/unified`.
     ///
     /// v1 is checked first because on hybrid hosts the unified hierarchy also exists but memory is
     /// not accounted there. The layout is detected on every call (two stat calls) rather than

@@ -180,7 +180,7 @@ pub struct BuddyZone {
 }
 
 impl BuddyZone {
-    /// Free memory in this zone, in pages: Σ 2^order · free_blocks[order].
+    /// Free memory in this zone, in pages: `Σ 2^order · free_blocks[order]`.
     pub fn free_pages(&self) -> u64 {
         self.free_and_suitable(0).0
     }

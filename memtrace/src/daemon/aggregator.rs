@@ -40,7 +40,7 @@ impl Server {
         Self { stop, task }
     }
 
-    /// Stop accepting, let in-flight requests finish (for at most [`SERVER_GRACE`]).
+    /// Stop accepting, let in-flight requests finish (for at most 5 s).
     pub async fn stop(self) {
         let _ = self.stop.send(());
         match tokio::time::timeout(SERVER_GRACE, self.task).await {

@@ -58,7 +58,7 @@ pub struct Flags {
     /// Read the host's kernel files under PATH: PATH/proc, PATH/sys/fs/cgroup,
     /// PATH/sys/kernel/tracing and PATH/sys/kernel/btf/vmlinux [default: /]. For a container
     /// that mounts the host's / (or its /proc and /sys) under one prefix, e.g. a Kubernetes
-    /// DaemonSet mounting / at /host: `--host-root /host`. Other processes' /proc/<pid> are
+    /// DaemonSet mounting / at /host: `--host-root /host`. Other processes' `/proc/<pid>` are
     /// only visible in the host's PID namespace (`hostPID: true`); without it the daemon
     /// attributes memory to its own container's processes only.
     #[arg(long, value_name = "PATH")]

@@ -70,7 +70,7 @@ impl Sampler {
         self.tasks.complete_exit(exit);
     }
 
-    /// One tick: processes (see [`Self::read_processes`]), the node, then the cgroups the model
+    /// One tick: processes (the kernel counters with identities), the node, then the cgroups the model
     /// knows of.
     pub fn tick(&mut self, model: &mut Model, probes: &mut Probes, now: Instant) {
         // A tick without complete counters is skipped: half of them would read as processes
