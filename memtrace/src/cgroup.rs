@@ -152,6 +152,8 @@ pub enum ParseError {
     MissingKey { key: &'static str, line: String },
     #[error("bad value {value:?} for `{key}`")]
     BadValue { key: String, value: String },
+    #[error(transparent)]
+    Psi(#[from] crate::psi::PsiError),
 }
 
 /// Errors from reading a cgroup's memory files.
@@ -181,70 +183,7 @@ pub enum CgroupError {
     },
 }
 
-/// One line of a PSI file (`some` or `full`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct PsiLine {
-    /// Percent of wall time stalled, averaged over 10 s / 60 s / 300 s.
-    pub avg10: f64,
-    pub avg60: f64,
-    pub avg300: f64,
-    /// Total stall time in microseconds since boot (or cgroup creation).
-    pub total_us: u64,
-}
-
-/// Pressure stall information (`memory.pressure`, `/proc/pressure/memory`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Psi {
-    pub some: PsiLine,
-    /// Absent from `/proc/pressure/cpu` before Linux 5.13; always present for memory.
-    pub full: Option<PsiLine>,
-}
-
-/// Parses a PSI file. Unknown lines and keys are ignored so a future kernel adding fields does not
-/// break us.
-pub fn parse_psi(text: &str) -> Result<Psi, ParseError> {
-    let mut some = None;
-    let mut full = None;
-    for line in text.lines() {
-        let mut words = line.split_ascii_whitespace();
-        let slot = match words.next() {
-            Some("some") => &mut some,
-            Some("full") => &mut full,
-            _ => continue,
-        };
-        let (mut avg10, mut avg60, mut avg300, mut total) = (None, None, None, None);
-        for word in words {
-            let Some((key, value)) = word.split_once('=') else {
-                continue;
-            };
-            let bad = || ParseError::BadValue {
-                key: key.to_owned(),
-                value: value.to_owned(),
-            };
-            match key {
-                "avg10" => avg10 = Some(value.parse::<f64>().map_err(|_| bad())?),
-                "avg60" => avg60 = Some(value.parse::<f64>().map_err(|_| bad())?),
-                "avg300" => avg300 = Some(value.parse::<f64>().map_err(|_| bad())?),
-                "total" => total = Some(value.parse::<u64>().map_err(|_| bad())?),
-                _ => {}
-            }
-        }
-        let missing = |key| ParseError::MissingKey {
-            key,
-            line: line.to_owned(),
-        };
-        *slot = Some(PsiLine {
-            avg10: avg10.ok_or_else(|| missing("avg10"))?,
-            avg60: avg60.ok_or_else(|| missing("avg60"))?,
-            avg300: avg300.ok_or_else(|| missing("avg300"))?,
-            total_us: total.ok_or_else(|| missing("total"))?,
-        });
-    }
-    Ok(Psi {
-        some: some.ok_or(ParseError::MissingLine("some"))?,
-        full,
-    })
-}
+pub use crate::psi::{Psi, PsiLine};
 
 /// Counters from v2 `memory.events` (hierarchical: they include descendants).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -340,8 +279,8 @@ impl CgroupFs {
         Self { root: root.into() }
     }
 
-    /// Detects layout: v1 memory controller at <root>/memory (hybrid/legacy) or unified v2 at
-    /// <root> (cgroup.controllers present) or <root>/unified.
+    /// Detects layout: v1 memory controller at `<root>/memory` (hybrid/legacy) or unified v2 at
+    /// `<root>` (`cgroup.controllers` present) or `<root>/unified`.
     ///
     /// v1 is checked first because on hybrid hosts the unified hierarchy also exists but memory is
     /// not accounted there. The layout is detected on every call (two stat calls) rather than
@@ -446,7 +385,11 @@ fn read_v2(dir: &Path) -> Result<CgroupMemory, CgroupError> {
         None => None,
     };
     let pressure = read_optional(dir, "memory.pressure")?
-        .map(|(path, text)| parse_psi(&text).map_err(|e| parse_err(&path, e)))
+        // Lenient: a line a future kernel adds must not cost every cgroup its pressure.
+        .map(|(path, text)| {
+            crate::psi::parse(&text, crate::psi::Lines::Lenient)
+                .map_err(|e| parse_err(&path, e.into()))
+        })
         .transpose()?;
     let events = read_optional(dir, "memory.events")?
         .map(|(path, text)| parse_memory_events(&text).map_err(|e| parse_err(&path, e)))
@@ -890,8 +833,9 @@ mod tests {
         let full = psi.full.unwrap();
         assert_eq!((full.avg10, full.avg60, full.avg300), (0.0, 0.05, 0.01));
         assert_eq!(full.total_us, 4_093_150);
-        // Pre-5.13 /proc/pressure/cpu: only `some`. Unknown keys are ignored.
-        let cpu = parse_psi("some avg10=2.00 avg60=1.00 avg300=0.50 total=7 extra=1\n").unwrap();
+        // Pre-5.13 /proc/pressure/cpu: only `some`. Unknown keys (and lines) are ignored.
+        let cpu = parse_psi("some avg10=2.00 avg60=1.00 avg300=0.50 total=7 extra=1\nhalf x=1\n")
+            .unwrap();
         assert_eq!(
             (cpu.some.avg10, cpu.some.total_us, cpu.full),
             (2.0, 7, None)
@@ -900,18 +844,26 @@ mod tests {
 
     #[test]
     fn psi_rejects_malformed_input() {
-        assert_eq!(parse_psi(""), Err(ParseError::MissingLine("some")));
+        use crate::psi::PsiError;
+        assert_eq!(parse_psi(""), Err(PsiError::MissingSome.into()));
         assert_eq!(
             parse_psi("some avg10=x avg60=0 avg300=0 total=0"),
-            Err(ParseError::BadValue {
-                key: "avg10".into(),
+            Err(PsiError::BadValue {
+                line: 1,
+                key: "avg10",
                 value: "x".into()
-            })
+            }
+            .into())
         );
         assert!(matches!(
             parse_psi("some avg10=0 avg60=0 avg300=0"),
-            Err(ParseError::MissingKey { key: "total", .. })
+            Err(ParseError::Psi(PsiError::MissingKey { key: "total", .. }))
         ));
+    }
+
+    /// The cgroup reader's way of parsing `memory.pressure`.
+    fn parse_psi(text: &str) -> Result<Psi, ParseError> {
+        Ok(crate::psi::parse(text, crate::psi::Lines::Lenient)?)
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! Modules, one concern each: `probes` (load/attach the kernel programs), `events` (decode ring
 //! records), `pipeline` (rings → bounded channel), `tracefs`/`procfs`/`cgroup`/`node` (readers of
 //! kernel files, each rooted at a path so tests use fixture trees; `host` says where those
-//! paths are), `preflight` (privileges and
-//! kernel facilities), `cli` (one file per verb).
+//! paths are), `psi` (the one pressure-stall
+//! format), `preflight` (privileges and kernel facilities), `daemon` (the model's owner: sampling,
+//! events, views for the HTTP endpoint), `cli` (one file per verb: argument parsing).
 pub mod cgroup;
 pub mod cli;
+pub mod daemon;
 pub mod events;
 pub mod export;
 pub mod host;
@@ -17,6 +19,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod probes;
 pub mod procfs;
+pub mod psi;
 pub mod tracefs;
 pub mod units;
 

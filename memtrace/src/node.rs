@@ -65,31 +65,11 @@ pub struct NodeIdentity {
     pub kernel_release: String,
 }
 
-/// One line of a PSI file: the share of wall time in which tasks stalled on memory.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct PsiTotals {
-    /// Stall percentage (0–100) averaged over the last 10 s.
-    pub avg10: f64,
-    /// Stall percentage (0–100) averaged over the last 60 s.
-    pub avg60: f64,
-    /// Stall percentage (0–100) averaged over the last 300 s.
-    pub avg300: f64,
-    /// Cumulative stall time in microseconds since boot; the only PSI figure fit for computing
-    /// exact rates over arbitrary intervals.
-    pub total_us: u64,
-}
-
-/// `<proc>/pressure/memory`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct NodePsi {
-    /// Time in which at least one non-idle task stalled on memory (reclaim, refaults, swap-in,
-    /// compaction): latency is being lost somewhere.
-    pub some: PsiTotals,
-    /// Time in which *all* non-idle tasks stalled at once: the node did no useful work at all. This
-    /// is the figure that predicts livelock and is what OOM daemons (oomd, systemd-oomd) act on.
-    /// `None` if the kernel emits no `full` line.
-    pub full: Option<PsiTotals>,
-}
+pub use crate::psi::{Psi, PsiLine};
+/// The node's PSI: the same kernel format, and type, as a cgroup's.
+pub type NodePsi = Psi;
+/// The old name of [`PsiLine`], still used by the model's tests.
+pub type PsiTotals = PsiLine;
 
 /// Cumulative event counters from `<proc>/vmstat` that explain memory pressure. A counter the
 /// running kernel does not emit reads as 0.
@@ -200,7 +180,7 @@ pub struct BuddyZone {
 }
 
 impl BuddyZone {
-    /// Free memory in this zone, in pages: Σ 2^order · free_blocks[order].
+    /// Free memory in this zone, in pages: `Σ 2^order · free_blocks[order]`.
     pub fn free_pages(&self) -> u64 {
         self.free_and_suitable(0).0
     }
@@ -272,7 +252,7 @@ pub fn unusable_index(zones: &[BuddyZone], order: u32) -> f64 {
 pub struct NodeSample {
     pub identity: NodeIdentity,
     /// `None` if the kernel has no PSI (< 4.20, `CONFIG_PSI=n`, or booted with `psi=0`).
-    pub psi: Option<NodePsi>,
+    pub psi: Option<Psi>,
     pub vmstat: VmStat,
     pub meminfo: MemInfo,
     pub buddy: Vec<BuddyZone>,
@@ -329,7 +309,7 @@ impl NodeReader {
 
     /// `<proc>/pressure/memory`. `Ok(None)` if PSI is unavailable (the file is absent), `Err` if
     /// the file exists but cannot be read or parsed.
-    pub fn psi_memory(&self) -> Result<Option<NodePsi>, NodeError> {
+    pub fn psi_memory(&self) -> Result<Option<Psi>, NodeError> {
         let path = self.path("pressure/memory");
         match fs::read_to_string(&path) {
             Ok(text) => parse_psi(&path, &text).map(Some),
@@ -414,87 +394,15 @@ fn parse_u64(path: &Path, line: usize, key: &str, value: &str) -> Result<u64, No
         .map_err(|e| parse_error(path, line, format!("{key}: {value:?} is not a count: {e}")))
 }
 
-/// Parses a PSI file: a `some` line and an optional `full` line, each
-/// `avg10=F avg60=F avg300=F total=N`. Kept private on purpose rather than shared with the cgroup
-/// reader, so each module owns its format handling.
-fn parse_psi(path: &Path, text: &str) -> Result<NodePsi, NodeError> {
-    let mut some = None;
-    let mut full = None;
-    for (index, line) in text.lines().enumerate() {
-        let line_no = index + 1;
-        let mut fields = line.split_whitespace();
-        let Some(kind) = fields.next() else {
-            continue;
-        };
-        let slot = match kind {
-            "some" => &mut some,
-            "full" => &mut full,
-            other => {
-                return Err(parse_error(
-                    path,
-                    line_no,
-                    format!("expected \"some\" or \"full\", found {other:?}"),
-                ));
-            }
-        };
-        let totals = parse_psi_totals(path, line_no, fields)?;
-        if slot.replace(totals).is_some() {
-            return Err(parse_error(
-                path,
-                line_no,
-                format!("duplicate {kind:?} line"),
-            ));
-        }
-    }
-    let some = some.ok_or_else(|| NodeError::Missing {
-        path: path.to_path_buf(),
-        field: "some",
-    })?;
-    Ok(NodePsi { some, full })
-}
-
-fn parse_psi_totals<'a>(
-    path: &Path,
-    line: usize,
-    fields: impl Iterator<Item = &'a str>,
-) -> Result<PsiTotals, NodeError> {
-    let (mut avg10, mut avg60, mut avg300, mut total_us) = (None, None, None, None);
-    for field in fields {
-        let Some((key, value)) = field.split_once('=') else {
-            return Err(parse_error(
-                path,
-                line,
-                format!("expected key=value, found {field:?}"),
-            ));
-        };
-        let avg_slot = match key {
-            "avg10" => &mut avg10,
-            "avg60" => &mut avg60,
-            "avg300" => &mut avg300,
-            "total" => {
-                total_us = Some(parse_u64(path, line, key, value)?);
-                continue;
-            }
-            // Tolerate keys a future kernel might add.
-            _ => continue,
-        };
-        let avg = value
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| {
-                parse_error(path, line, format!("{key}: {value:?} is not a percentage"))
-            })?;
-        *avg_slot = Some(avg);
-    }
-    let require = |value: Option<f64>, key: &str| {
-        value.ok_or_else(|| parse_error(path, line, format!("missing {key}=")))
-    };
-    Ok(PsiTotals {
-        avg10: require(avg10, "avg10")?,
-        avg60: require(avg60, "avg60")?,
-        avg300: require(avg300, "avg300")?,
-        total_us: total_us.ok_or_else(|| parse_error(path, line, "missing total="))?,
+/// `<proc>/pressure/memory`, strictly: a line that is not PSI means the file is not what we think
+/// it is (wrong root, truncated read).
+fn parse_psi(path: &Path, text: &str) -> Result<Psi, NodeError> {
+    crate::psi::parse(text, crate::psi::Lines::Strict).map_err(|err| match err.line() {
+        Some(line) => parse_error(path, line, err.to_string()),
+        None => NodeError::Missing {
+            path: path.to_path_buf(),
+            field: "some",
+        },
     })
 }
 
@@ -720,7 +628,7 @@ mod tests {
     #[test]
     fn live_fixture_psi_has_some_and_full() {
         let psi = NodeReader::new(LIVE).psi_memory().unwrap().unwrap();
-        let idle = PsiTotals::default();
+        let idle = PsiLine::default();
         assert_eq!(psi.some, idle);
         assert_eq!(psi.full, Some(idle));
     }
@@ -732,14 +640,14 @@ mod tests {
         let psi = parse_psi(Path::new("mem"), text).unwrap();
         assert_eq!(
             psi,
-            NodePsi {
-                some: PsiTotals {
+            Psi {
+                some: PsiLine {
                     avg10: 12.34,
                     avg60: 5.67,
                     avg300: 1.0,
                     total_us: 123_456_789
                 },
-                full: Some(PsiTotals {
+                full: Some(PsiLine {
                     avg10: 3.21,
                     avg60: 1.09,
                     avg300: 0.25,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
 
+use crate::host::HostPaths;
 use crate::tracefs::{Tracefs, TracefsError};
 
 /// Where the kernel exposes its BTF.
@@ -27,15 +28,23 @@ pub struct Preflight {
     pub warnings: Vec<String>,
 }
 
-/// Privileges, tracefs, BTF.
+/// Privileges, tracefs, BTF, on this machine.
 pub fn check() -> Result<Preflight, PreflightError> {
+    check_in(&HostPaths::default())
+}
+
+/// Privileges, then tracefs and BTF where `host` says they are.
+pub fn check_in(host: &HostPaths) -> Result<Preflight, PreflightError> {
     check_privileges()?;
-    let tracefs = Tracefs::discover()?;
-    let mut warnings = Vec::new();
-    if let Some(warning) = btf_warning(Path::new(KERNEL_BTF)) {
-        warnings.push(warning);
-    }
+    let (tracefs, warnings) = kernel_facilities(host)?;
     Ok(Preflight { tracefs, warnings })
+}
+
+/// tracefs (required) and BTF (a warning if absent) under `host`'s paths.
+fn kernel_facilities(host: &HostPaths) -> Result<(Tracefs, Vec<String>), PreflightError> {
+    let tracefs = Tracefs::discover_in(&host.tracefs_candidates, &host.proc_mounts())?;
+    let warnings = btf_warning(&host.btf).into_iter().collect();
+    Ok((tracefs, warnings))
 }
 
 /// CAP_BPF + CAP_PERFMON (Linux ≥ 5.8), or CAP_SYS_ADMIN which implies both on older kernels.
@@ -85,5 +94,29 @@ mod tests {
             "{warning}"
         );
         assert_eq!(btf_warning(Path::new("/")), None);
+    }
+
+    /// A host tree with tracefs at its standard place and no BTF: the facilities are found
+    /// under the root, and the warning names the rooted BTF path.
+    #[test]
+    fn facilities_are_found_under_the_host_root() {
+        let root = tempfile::tempdir().unwrap();
+        let tracing = root.path().join("sys/kernel/tracing");
+        std::fs::create_dir_all(tracing.join("events")).unwrap();
+        let host = HostPaths::under(root.path());
+        let (tracefs, warnings) = kernel_facilities(&host).unwrap();
+        assert_eq!(tracefs.root(), tracing);
+        assert_eq!(warnings.len(), 1);
+        let btf = root.path().join("sys/kernel/btf/vmlinux");
+        assert!(
+            warnings[0].contains(&*btf.to_string_lossy()),
+            "{}",
+            warnings[0]
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            kernel_facilities(&HostPaths::under(empty.path())),
+            Err(PreflightError::Tracefs(_))
+        ));
     }
 }

@@ -29,8 +29,48 @@ pub enum ProcError {
         source: io::Error,
     },
     /// The file was read but its content is not in the format the kernel documents.
-    #[error("parsing {path}: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: ProcParseError,
+    },
+}
+
+/// What is wrong with a `/proc/<pid>` file's content (see [`ProcError::Parse`] for which file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcParseError {
+    #[error("no '(' before comm")]
+    NoOpenParen,
+    #[error("no ')' after comm")]
+    NoCloseParen,
+    #[error("pid {text:?}: {source}")]
+    Pid {
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// proc(5) numbers stat fields from 1; the fields after comm start at 3.
+    #[error("missing field {field} (only {present} after comm)")]
+    MissingField { field: usize, present: usize },
+    #[error("field {field} {text:?}: {source}")]
+    Field {
+        field: usize,
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("state {text:?} is not one char")]
+    State { text: String },
+    #[error("ppid: {source}")]
+    Ppid {
+        #[source]
+        source: std::num::TryFromIntError,
+    },
+    #[error("line {line:?} is not id:controllers:path")]
+    CgroupLine { line: String },
+    #[error("{key}: {value:?} is not '<n> kB'")]
+    Kib { key: &'static str, value: String },
 }
 
 /// Fields of `/proc/<pid>/stat` (see proc(5)) that memtrace reports.
@@ -150,27 +190,27 @@ impl ProcFs {
     /// Parses `/proc/<pid>/stat`.
     pub fn stat(&self, pid: u32) -> Result<ProcStat, ProcError> {
         let bytes = self.read(pid, "stat")?;
-        parse_stat(&bytes).map_err(|reason| ProcError::Parse {
+        parse_stat(&bytes).map_err(|source| ProcError::Parse {
             path: self.pid_path(pid, "stat"),
-            reason,
+            source,
         })
     }
 
     /// Parses `/proc/<pid>/cgroup`.
     pub fn cgroups(&self, pid: u32) -> Result<ProcCgroups, ProcError> {
         let bytes = self.read(pid, "cgroup")?;
-        parse_cgroups(&String::from_utf8_lossy(&bytes)).map_err(|reason| ProcError::Parse {
+        parse_cgroups(&String::from_utf8_lossy(&bytes)).map_err(|source| ProcError::Parse {
             path: self.pid_path(pid, "cgroup"),
-            reason,
+            source,
         })
     }
 
     /// RSS split and swap from `/proc/<pid>/status`.
     pub fn status_rss(&self, pid: u32) -> Result<RssBreakdown, ProcError> {
         let bytes = self.read(pid, "status")?;
-        parse_status_rss(&String::from_utf8_lossy(&bytes)).map_err(|reason| ProcError::Parse {
+        parse_status_rss(&String::from_utf8_lossy(&bytes)).map_err(|source| ProcError::Parse {
             path: self.pid_path(pid, "status"),
-            reason,
+            source,
         })
     }
 
@@ -215,42 +255,55 @@ fn truncate_with_ellipsis(s: &str, max_len: usize) -> String {
 
 /// Parses a stat line. The comm field is parenthesised but may itself contain spaces and `)`
 /// (a task can name itself anything), so the fields after it start at the LAST `)`.
-fn parse_stat(bytes: &[u8]) -> Result<ProcStat, String> {
+fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
     let open = bytes
         .iter()
         .position(|&b| b == b'(')
-        .ok_or("no '(' before comm")?;
+        .ok_or(ProcParseError::NoOpenParen)?;
     let close = bytes
         .iter()
         .rposition(|&b| b == b')')
         .filter(|&c| c > open)
-        .ok_or("no ')' after comm")?;
+        .ok_or(ProcParseError::NoCloseParen)?;
     let pid_text = String::from_utf8_lossy(&bytes[..open]);
     let pid = pid_text
         .trim()
         .parse::<u32>()
-        .map_err(|e| format!("pid {:?}: {e}", pid_text.trim()))?;
+        .map_err(|source| ProcParseError::Pid {
+            text: pid_text.trim().to_owned(),
+            source,
+        })?;
     let comm = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
     let rest = String::from_utf8_lossy(&bytes[close + 1..]);
     // `fields[0]` is proc(5) field 3 (state); field N is `fields[N - 3]`.
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let field = |n: usize| -> Result<&str, String> {
+    let field = |n: usize| -> Result<&str, ProcParseError> {
         fields
             .get(n - 3)
             .copied()
-            .ok_or_else(|| format!("missing field {n} (only {} after comm)", fields.len()))
+            .ok_or(ProcParseError::MissingField {
+                field: n,
+                present: fields.len(),
+            })
     };
-    let num = |n: usize| -> Result<u64, String> {
+    let num = |n: usize| -> Result<u64, ProcParseError> {
         let text = field(n)?;
-        text.parse::<u64>()
-            .map_err(|e| format!("field {n} {text:?}: {e}"))
+        text.parse::<u64>().map_err(|source| ProcParseError::Field {
+            field: n,
+            text: text.to_owned(),
+            source,
+        })
     };
     let mut state_chars = field(3)?.chars();
     let state = match (state_chars.next(), state_chars.next()) {
         (Some(c), None) => c,
-        _ => return Err(format!("state {:?} is not one char", field(3)?)),
+        _ => {
+            return Err(ProcParseError::State {
+                text: field(3)?.to_owned(),
+            });
+        }
     };
-    let ppid = u32::try_from(num(4)?).map_err(|e| format!("ppid: {e}"))?;
+    let ppid = u32::try_from(num(4)?).map_err(|source| ProcParseError::Ppid { source })?;
     Ok(ProcStat {
         pid,
         comm,
@@ -270,13 +323,15 @@ fn parse_stat(bytes: &[u8]) -> Result<ProcStat, String> {
 /// Parses `hierarchy-id:controllers:path` lines. The path is everything after the second `:`
 /// (paths may contain `:`). The kernel appends ` (deleted)` to a v2 path whose cgroup was
 /// removed; it is stripped so the path stays usable as a lookup key.
-fn parse_cgroups(text: &str) -> Result<ProcCgroups, String> {
+fn parse_cgroups(text: &str) -> Result<ProcCgroups, ProcParseError> {
     let mut out = ProcCgroups::default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut parts = line.splitn(3, ':');
         let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(format!("line {line:?} is not id:controllers:path"));
+            return Err(ProcParseError::CgroupLine {
+                line: line.to_owned(),
+            });
         };
         let path = path.strip_suffix(" (deleted)").unwrap_or(path).to_owned();
         if id == "0" && controllers.is_empty() {
@@ -290,25 +345,28 @@ fn parse_cgroups(text: &str) -> Result<ProcCgroups, String> {
     Ok(out)
 }
 
-fn parse_status_rss(text: &str) -> Result<RssBreakdown, String> {
+fn parse_status_rss(text: &str) -> Result<RssBreakdown, ProcParseError> {
     let mut out = RssBreakdown::default();
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
-        let slot = match key {
-            "VmRSS" => &mut out.vm_rss_bytes,
-            "RssAnon" => &mut out.rss_anon_bytes,
-            "RssFile" => &mut out.rss_file_bytes,
-            "RssShmem" => &mut out.rss_shmem_bytes,
-            "VmSwap" => &mut out.vm_swap_bytes,
+        let (slot, key) = match key {
+            "VmRSS" => (&mut out.vm_rss_bytes, "VmRSS"),
+            "RssAnon" => (&mut out.rss_anon_bytes, "RssAnon"),
+            "RssFile" => (&mut out.rss_file_bytes, "RssFile"),
+            "RssShmem" => (&mut out.rss_shmem_bytes, "RssShmem"),
+            "VmSwap" => (&mut out.vm_swap_bytes, "VmSwap"),
             _ => continue,
         };
         let kib = value
             .trim()
             .strip_suffix(" kB")
             .and_then(|n| n.trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("{key}: {:?} is not '<n> kB'", value.trim()))?;
+            .ok_or_else(|| ProcParseError::Kib {
+                key,
+                value: value.trim().to_owned(),
+            })?;
         *slot = Some(kib.saturating_mul(1024));
     }
     Ok(out)
@@ -566,13 +624,17 @@ mod tests {
     #[test]
     fn stat_rejects_malformed_lines() {
         assert!(parse_stat(b"12 (no close paren R 1").is_err());
-        assert!(parse_stat(b"x (a) R 1").unwrap_err().contains("pid"));
-        assert!(
-            parse_stat(b"12 (a) R 1 2")
-                .unwrap_err()
-                .contains("missing field")
-        );
-        assert!(parse_stat(b"12 (a) RR 1").unwrap_err().contains("state"));
+        let message = |bytes: &[u8]| parse_stat(bytes).unwrap_err().to_string();
+        assert!(message(b"x (a) R 1").contains("pid"));
+        assert!(message(b"12 (a) R 1 2").contains("missing field"));
+        assert!(message(b"12 (a) RR 1").contains("state"));
+        assert!(matches!(
+            parse_stat(b"12 (a) R 1 2"),
+            Err(ProcParseError::MissingField {
+                field: 10,
+                present: 3
+            })
+        ));
     }
 
     #[test]
@@ -658,7 +720,12 @@ mod tests {
         // Paths may contain ':'.
         let colon = parse_cgroups("5:memory:/a:b\n").unwrap();
         assert_eq!(colon.v1.get("memory").map(String::as_str), Some("/a:b"));
-        assert!(parse_cgroups("garbage\n").unwrap_err().contains("garbage"));
+        assert!(
+            parse_cgroups("garbage\n")
+                .unwrap_err()
+                .to_string()
+                .contains("garbage")
+        );
     }
 
     #[test]
@@ -678,6 +745,7 @@ mod tests {
         assert!(
             parse_status_rss("VmRSS:\t12 MB\n")
                 .unwrap_err()
+                .to_string()
                 .contains("VmRSS")
         );
     }

@@ -1,13 +1,13 @@
 //! The daemon's HTTP endpoint: `/metrics` for Prometheus, the JSON API, health and readiness.
 //!
-//! Views of the model are built on demand: a handler sends a [`ViewRequest`] to the loop that owns
-//! the model and awaits the reply. Building a snapshot of 10,000 processes every interval whether
+//! Views of the model are built on demand: a handler sends a [`Request`] to the daemon, which owns
+//! the model, and awaits the reply. Building a snapshot of 10,000 processes every interval whether
 //! or not anyone asks was most of an idle daemon's CPU time; the owner builds one only when asked
 //! and keeps it until its next sampling tick, so concurrent scrapes share one build. Rendering
 //! and serialization happen here, on the server's threads, never in the model's loop.
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -16,43 +16,19 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::prometheus::{self as prom, BuildInfo, ExportConfig};
-use memtrace_api::{NotFound, OomRecord, OomResponse, SCHEMA_VERSION, Snapshot};
-
-/// A view of the model, as a handler gets it.
-#[derive(Clone, Debug, Default)]
-pub struct Published {
-    /// Empty unless asked for ([`Want::snapshot`]).
-    pub snapshot: Arc<Snapshot>,
-    /// OOM history with flight recordings (any order; served newest first). Empty unless asked
-    /// for ([`Want::ooms`]).
-    pub ooms: Arc<Vec<OomRecord>>,
-}
-
-/// Which parts of [`Published`] a handler needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Want {
-    pub snapshot: bool,
-    pub ooms: bool,
-}
-
-/// A handler's request to the model's owner, answered on `reply`.
-#[derive(Debug)]
-pub struct ViewRequest {
-    pub want: Want,
-    pub reply: tokio::sync::oneshot::Sender<Published>,
-}
+use crate::daemon::{Readiness, Request};
+use memtrace_api::{NotFound, OomRecord, OomResponse, SCHEMA_VERSION};
 
 /// Shared by all handlers.
 #[derive(Debug)]
 pub struct AppState {
     /// To the model's owner. A closed channel (or a dropped reply) means it has stopped.
-    pub views: tokio::sync::mpsc::Sender<ViewRequest>,
-    /// Set once the probes are attached and a first sample is taken.
-    pub ready: Arc<AtomicBool>,
-    /// Why the daemon is not ready yet (served by `/readyz` while `ready` is false).
-    pub not_ready_reason: Arc<Mutex<String>>,
+    pub requests: tokio::sync::mpsc::Sender<Request>,
+    /// Served by `/readyz`.
+    pub readiness: Readiness,
     pub export: ExportConfig,
     pub build: BuildInfo,
 }
@@ -93,9 +69,12 @@ pub async fn serve(
         .await
 }
 
-/// The model's current view, or a 503 if its owner has stopped (the daemon is shutting down).
-async fn latest(state: &AppState, want: Want) -> Result<Published, Response> {
-    let (reply, answer) = tokio::sync::oneshot::channel();
+/// The owner's answer to `request`, or a 503 if it has stopped (the daemon is shutting down).
+async fn ask<T>(
+    state: &AppState,
+    request: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
     let stopped = || {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -104,8 +83,8 @@ async fn latest(state: &AppState, want: Want) -> Result<Published, Response> {
             .into_response()
     };
     state
-        .views
-        .send(ViewRequest { want, reply })
+        .requests
+        .send(request(reply))
         .await
         .map_err(|_| stopped())?;
     answer.await.map_err(|_| stopped())
@@ -128,11 +107,7 @@ fn json_response<T: Serialize>(value: &T) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let want = Want {
-        snapshot: true,
-        ooms: true,
-    };
-    let p = match latest(&state, want).await {
+    let p = match ask(&state, Request::Metrics).await {
         Ok(p) => p,
         Err(response) => return response,
     };
@@ -157,26 +132,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn snapshot(State(state): State<Arc<AppState>>) -> Response {
-    let want = Want {
-        snapshot: true,
-        ooms: false,
-    };
-    match latest(&state, want).await {
-        Ok(p) => json_response(&*p.snapshot),
+    match ask(&state, Request::Snapshot).await {
+        Ok(snapshot) => json_response(&*snapshot),
         Err(response) => response,
     }
 }
 
 async fn oom(State(state): State<Arc<AppState>>) -> Response {
-    let want = Want {
-        snapshot: false,
-        ooms: true,
-    };
-    let p = match latest(&state, want).await {
-        Ok(p) => p,
+    let ooms = match ask(&state, Request::Ooms).await {
+        Ok(ooms) => ooms,
         Err(response) => return response,
     };
-    let mut ooms: Vec<OomRecord> = p.ooms.to_vec();
+    let mut ooms: Vec<OomRecord> = ooms.to_vec();
     // Newest first; stable, so equal timestamps keep the history's order.
     ooms.sort_by_key(|o| std::cmp::Reverse(o.timestamp_unix_ms));
     json_response(&OomResponse {
@@ -190,11 +157,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    if state.readiness.ready.load(Ordering::Acquire) {
         return "ready".into_response();
     }
     let reason = state
-        .not_ready_reason
+        .readiness
+        .reason
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
@@ -221,7 +189,9 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
+    use crate::daemon::Published;
     use crate::export::testutil::{self, realistic};
+    use memtrace_api::Snapshot;
 
     struct Reply {
         status: u16,
@@ -291,28 +261,20 @@ mod tests {
         ooms.push(newest);
         // Stands in for the daemon loop: answers with whatever was last "published".
         let (publish, published) = tokio::sync::watch::channel(Published::default());
-        let (views, mut requests) = tokio::sync::mpsc::channel::<ViewRequest>(8);
+        let (requests, mut queue) = tokio::sync::mpsc::channel::<Request>(8);
         let owner = tokio::spawn(async move {
-            while let Some(request) = requests.recv().await {
+            while let Some(request) = queue.recv().await {
                 let p = published.borrow().clone();
-                let _ = request.reply.send(Published {
-                    snapshot: if request.want.snapshot {
-                        p.snapshot
-                    } else {
-                        Arc::default()
-                    },
-                    ooms: if request.want.ooms {
-                        p.ooms
-                    } else {
-                        Arc::default()
-                    },
-                });
+                match request {
+                    Request::Snapshot(reply) => drop(reply.send(p.snapshot)),
+                    Request::Ooms(reply) => drop(reply.send(p.ooms)),
+                    Request::Metrics(reply) => drop(reply.send(p)),
+                }
             }
         });
         let state = Arc::new(AppState {
-            views,
-            ready: Arc::new(AtomicBool::new(false)),
-            not_ready_reason: Arc::new(Mutex::new("attaching probes".to_owned())),
+            requests,
+            readiness: Readiness::not_yet("attaching probes"),
             export: ExportConfig::default(),
             build: BuildInfo {
                 version: "0.1.0",
@@ -343,7 +305,7 @@ mod tests {
                 ooms: Arc::new(ooms.clone()),
             })
             .expect("publish");
-        state.ready.store(true, Ordering::Release);
+        state.readiness.ready.store(true, Ordering::Release);
         let r = request(addr, "GET", "/readyz").await;
         assert_eq!((r.status, r.body.as_str()), (200, "ready"));
 
@@ -399,8 +361,8 @@ mod tests {
         assert_eq!(r.status, 200);
 
         // Not ready again (e.g. shutting down): 503 with the new reason.
-        *state.not_ready_reason.lock().expect("lock") = "shutting down".to_owned();
-        state.ready.store(false, Ordering::Release);
+        *state.readiness.reason.lock().expect("lock") = "shutting down".to_owned();
+        state.readiness.ready.store(false, Ordering::Release);
         let r = request(addr, "GET", "/readyz").await;
         assert_eq!(
             (r.status, r.body.as_str()),

@@ -8,5 +8,5 @@ pub mod prometheus;
 #[cfg(test)]
 mod testutil;
 
-pub use self::http::{AppState, Published, router, serve};
+pub use self::http::{AppState, router, serve};
 pub use self::prometheus::{BuildInfo, ExportConfig, render};

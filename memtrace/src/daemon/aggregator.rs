@@ -1,0 +1,271 @@
+//! [`Daemon`]: the owner of the model. One loop folds the event stream and the sampling ticks
+//! into it and answers the HTTP handlers' [`Request`]s; shutting down is its last step.
+use std::{
+    future::Future,
+    sync::{Arc, PoisonError, atomic::Ordering},
+    time::{Duration, Instant, SystemTime},
+};
+
+use memtrace_api::{OomRecord, PipelineView, Snapshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use super::{Published, Readiness, Request, Sampler};
+use crate::{
+    events::Event,
+    export::http::{self, AppState},
+    model::Model,
+    pipeline::{EventStream, PipelineCounters},
+    probes::{Family, Probes},
+};
+
+/// How long the HTTP server gets to finish in-flight requests on shutdown.
+const SERVER_GRACE: Duration = Duration::from_secs(5);
+
+/// The HTTP server task and the switch that stops it.
+pub struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Serve `state` on `listener` until [`Server::stop`].
+    pub fn spawn(listener: tokio::net::TcpListener, state: Arc<AppState>) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(http::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Stop accepting, let in-flight requests finish (for at most 5 s).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(SERVER_GRACE, self.task).await {
+            Ok(Ok(Err(err))) => tracing::warn!("http server: {err}"),
+            Err(_) => tracing::warn!("http server did not stop within 5 s"),
+            _ => {}
+        }
+    }
+}
+
+/// The daemon's state and the loop that owns it.
+pub struct Daemon {
+    model: Model,
+    probes: Probes,
+    stream: EventStream,
+    sampler: Sampler,
+    requests: mpsc::Receiver<Request>,
+    readiness: Readiness,
+    server: Server,
+    pipeline: PipelineSource,
+    cached: CachedViews,
+    /// Exits complete the task sampler's last counters for the process.
+    sampling_tasks: bool,
+}
+
+impl Daemon {
+    pub fn new(
+        model: Model,
+        probes: Probes,
+        stream: EventStream,
+        sampler: Sampler,
+        requests: mpsc::Receiver<Request>,
+        readiness: Readiness,
+        server: Server,
+    ) -> Self {
+        let report = probes.report();
+        let (probes_attached, probes_failed) = report.counts();
+        let pipeline = PipelineSource {
+            families: report
+                .families
+                .keys()
+                .copied()
+                .filter(|family| report.attached(*family))
+                .collect(),
+            probes_attached: probes_attached as u32,
+            probes_failed: probes_failed as u32,
+            counters: Arc::clone(&stream.counters),
+        };
+        let sampling_tasks = report.attached(Family::Tasks);
+        Self {
+            model,
+            probes,
+            stream,
+            sampler,
+            requests,
+            readiness,
+            server,
+            pipeline,
+            cached: CachedViews::default(),
+            sampling_tasks,
+        }
+    }
+
+    /// Sample every `interval`, fold in events as they come and answer requests, until
+    /// `shutdown` completes or the event stream ends; then shut down.
+    pub async fn run(mut self, interval: Duration, shutdown: impl Future<Output = ()>) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                batch = self.stream.batches.recv() => {
+                    let Some(mut batch) = batch else { break };
+                    self.observe_events(&mut batch);
+                }
+                _ = tick.tick() => self.sample(),
+                Some(request) = self.requests.recv() => self.publish(request),
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::info!("shutting down");
+        self.cleanup().await;
+    }
+
+    fn observe_events(&mut self, batch: &mut [Event]) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        for event in batch {
+            if self.sampling_tasks
+                && let Event::Exit(exit) = event
+            {
+                self.sampler.complete_exit(exit);
+            }
+            // Identity must be read while the process still exists: an OOM victim's cgroup is
+            // looked up now, before its exit empties /proc/<pid>.
+            let pid = event.subject_pid();
+            let _ = self.sampler.identify(pid, now);
+            self.model.observe_event(now, wall, event);
+            match event {
+                Event::Exit(_) | Event::Exec(_) => self.sampler.forget(pid),
+                // A kill is news: do not serve views from before it.
+                Event::Oom(_) => self.cached = CachedViews::default(),
+                _ => {}
+            }
+        }
+    }
+
+    fn sample(&mut self) {
+        // Views built during the last tick are out of date: drop them (and their memory) before
+        // sampling.
+        self.cached = CachedViews::default();
+        self.sampler
+            .tick(&mut self.model, &mut self.probes, Instant::now());
+        if !self.readiness.ready.swap(true, Ordering::Relaxed) {
+            tracing::info!("ready");
+        }
+    }
+
+    /// Answers a request with views built at most once per tick. A handler that gave up has
+    /// dropped its reply channel; that is not an error.
+    fn publish(&mut self, request: Request) {
+        let Self {
+            model,
+            probes,
+            pipeline,
+            cached,
+            ..
+        } = self;
+        match request {
+            Request::Snapshot(reply) => {
+                let _ = reply.send(cached.snapshot(model, probes, pipeline));
+            }
+            Request::Ooms(reply) => {
+                let _ = reply.send(cached.ooms(model));
+            }
+            Request::Metrics(reply) => {
+                let _ = reply.send(Published {
+                    snapshot: cached.snapshot(model, probes, pipeline),
+                    ooms: cached.ooms(model),
+                });
+            }
+        }
+    }
+
+    /// Graceful shutdown: refuse further requests, say why, let the server finish, then stop
+    /// reading and detach the probes.
+    async fn cleanup(self) {
+        let Self {
+            probes,
+            stream,
+            requests,
+            readiness,
+            server,
+            cached,
+            ..
+        } = self;
+        // Requests still queued, and any later ones, get a 503 at once rather than waiting for
+        // the server to give up on them.
+        drop(requests);
+        drop(cached);
+        readiness.ready.store(false, Ordering::Relaxed);
+        *readiness
+            .reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = "shutting down".to_owned();
+        server.stop().await;
+        drop(stream);
+        // Processes that exited between load and attach, or whose exit was lost, leave entries
+        // behind; detaching unloads the maps with them.
+        probes.detach();
+    }
+}
+
+/// What a [`PipelineView`] is made of besides the model.
+struct PipelineSource {
+    families: Vec<Family>,
+    probes_attached: u32,
+    probes_failed: u32,
+    counters: Arc<PipelineCounters>,
+}
+
+impl PipelineSource {
+    /// Losses at every stage: kernel (ring full, map full), userspace queue, decoding.
+    fn view(&self, model: &Model, probes: &Probes) -> PipelineView {
+        let losses = probes.kernel_losses().unwrap_or_default();
+        let counters = self.counters.snapshot();
+        PipelineView {
+            families: self.families.clone(),
+            probes_attached: self.probes_attached,
+            probes_failed: self.probes_failed,
+            tracked_processes: model.process_count() as u64,
+            events_received: counters.decoded,
+            lost_kernel_ring_full: losses.ring_total(),
+            lost_kernel_map_full: losses.map_total(),
+            lost_userspace_queue: counters.queue_drops,
+            lost_decode: counters.decode_errors,
+        }
+    }
+}
+
+/// Views built since the last sampling tick: however many scrapes come in one interval, each
+/// view is built at most once (an idle daemon nobody scrapes builds none).
+#[derive(Default)]
+struct CachedViews {
+    snapshot: Option<Arc<Snapshot>>,
+    ooms: Option<Arc<Vec<OomRecord>>>,
+}
+
+impl CachedViews {
+    fn snapshot(
+        &mut self,
+        model: &Model,
+        probes: &Probes,
+        pipeline: &PipelineSource,
+    ) -> Arc<Snapshot> {
+        Arc::clone(self.snapshot.get_or_insert_with(|| {
+            let pipeline = pipeline.view(model, probes);
+            Arc::new(model.snapshot(Instant::now(), SystemTime::now(), pipeline))
+        }))
+    }
+
+    fn ooms(&mut self, model: &Model) -> Arc<Vec<OomRecord>> {
+        Arc::clone(
+            self.ooms
+                .get_or_insert_with(|| Arc::new(model.oom_records())),
+        )
+    }
+}

@@ -1,0 +1,236 @@
+//! The daemon: keeps the per-process / per-cgroup / node model up to date and serves it as
+//! Prometheus metrics and a JSON API.
+//!
+//! [`Daemon`] owns the state (model, probes, event stream, sampler, cached views), in the manner
+//! of tokio-console's `Aggregator`: one task folds events and samples into the model and answers
+//! [`Request`]s from the HTTP handlers over a bounded channel, so the model needs no lock.
+//! [`run`] is the whole daemon for given [`Settings`]; `memtrace daemon` only parses arguments.
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::AtomicBool},
+};
+
+use memtrace_api::{OomRecord, Snapshot};
+use memtrace_common::{Config, kind};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    events::EventKindSet,
+    export::{
+        http::AppState,
+        prometheus::{BuildInfo, ExportConfig},
+    },
+    model::{Model, ModelConfig},
+    pipeline::EventStream,
+    preflight::{self, PreflightError},
+    probes::{DAEMON_FAMILIES, Family, ProbeError, ProbeOptions, Probes, page_size},
+};
+
+mod aggregator;
+pub mod config;
+pub mod sampler;
+
+pub use self::aggregator::{Daemon, Server};
+pub use self::config::{ConfigError, DEFAULT_LISTEN, FileConfig, Flags, Settings, load_file};
+pub use self::sampler::Sampler;
+
+/// Requests queued for the daemon at most; a handler beyond them waits.
+pub const REQUEST_QUEUE: usize = 64;
+
+/// A request to the model's owner, answered on the enclosed channel. The owner builds each view
+/// at most once per sampling interval, however many handlers ask.
+#[derive(Debug)]
+pub enum Request {
+    /// `/api/v1/snapshot`.
+    Snapshot(oneshot::Sender<Arc<Snapshot>>),
+    /// `/api/v1/oom`: the OOM history with flight recordings (any order).
+    Ooms(oneshot::Sender<Arc<Vec<OomRecord>>>),
+    /// `/metrics`: both.
+    Metrics(oneshot::Sender<Published>),
+}
+
+/// What `/metrics` is rendered from.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    pub snapshot: Arc<Snapshot>,
+    /// Any order.
+    pub ooms: Arc<Vec<OomRecord>>,
+}
+
+/// Readiness as `/readyz` serves it, shared by the daemon and the HTTP handlers.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// Set once the probes are attached and a first sample is taken.
+    pub ready: Arc<AtomicBool>,
+    /// Why the daemon is not ready (served while `ready` is false).
+    pub reason: Arc<Mutex<String>>,
+}
+
+impl Readiness {
+    /// Not ready, for `reason`.
+    pub fn not_yet(reason: &str) -> Self {
+        Self {
+            ready: Arc::new(AtomicBool::new(false)),
+            reason: Arc::new(Mutex::new(reason.to_owned())),
+        }
+    }
+}
+
+/// Why the daemon could not start (it runs until a signal once started).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr} (use --listen to pick another address)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("loading the eBPF programs")]
+    Load(#[source] ProbeError),
+    #[error(transparent)]
+    Rings(ProbeError),
+    #[error("reading the ring buffers")]
+    Stream(#[source] std::io::Error),
+    #[error("installing the {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    // Bind first: a port in use is the most common start-up failure, and it needs no privileges.
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    // With port 0 the kernel picks one: report the real address.
+    let local = listener.local_addr().unwrap_or(settings.listen);
+    let checks = preflight::check_in(&settings.host)?;
+    for warning in &checks.warnings {
+        tracing::warn!("{warning}");
+    }
+    let mut probes =
+        Probes::load(&checks.tracefs, &probe_options(&settings)).map_err(DaemonError::Load)?;
+    for (family, status) in &probes.report().families {
+        tracing::info!("probe family {family}: {status:?}");
+    }
+    let (events, faults) = probes.take_rings().map_err(DaemonError::Rings)?;
+    let stream = EventStream::spawn(
+        vec![events, faults],
+        1024,
+        crate::pipeline::DRAIN_EVERY_DAEMON,
+    )
+    .map_err(DaemonError::Stream)?;
+
+    let readiness = Readiness::not_yet("waiting for the first sample");
+    // Handlers ask the daemon for views of the model; see `export::http`.
+    let (requests, request_queue) = mpsc::channel::<Request>(REQUEST_QUEUE);
+    let state = Arc::new(AppState {
+        requests,
+        readiness: readiness.clone(),
+        export: ExportConfig {
+            top_processes: settings.top,
+            max_cgroups: settings.max_cgroups,
+            oom_label_retention: settings.oom_retention,
+        },
+        build: BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            kernel: kernel_release(&settings.host.proc),
+        },
+    });
+    let server = Server::spawn(listener, state);
+    let (probes_attached, _) = probes.report().counts();
+    tracing::info!("memtrace daemon: {probes_attached} probes attached, serving on http://{local}");
+
+    let shutdown = signals()?;
+    let model = Model::new(ModelConfig {
+        rate_window: settings.rate_window,
+        sample_interval: settings.interval,
+        oom_label_retention: settings.oom_retention,
+        ..ModelConfig::default()
+    });
+    let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
+    Daemon::new(
+        model,
+        probes,
+        stream,
+        sampler,
+        request_queue,
+        readiness,
+        server,
+    )
+    .run(settings.interval, shutdown)
+    .await;
+    Ok(())
+}
+
+/// The probes the daemon needs: OOM kills, exits and execs as events; everything else counted
+/// in the kernel and sampled.
+fn probe_options(settings: &Settings) -> ProbeOptions {
+    let mask = EventKindSet::from_kinds(&[kind::OOM, kind::EXIT, kind::EXEC]);
+    ProbeOptions {
+        config: Config {
+            event_mask: mask.0,
+            filter_flags: 0,
+            fault_sample_every: 0,
+            page_size: page_size(),
+            mmap_min_bytes: u64::MAX,
+            reclaim_min_ns: u64::MAX,
+            // Exits and execs arrive at the rate processes churn: a wake-up each would cost more
+            // than the events; 100 ms of latency (`DRAIN_EVERY_DAEMON`) does not matter to the
+            // model.
+            flags: memtrace_common::config_flag::BATCH_WAKEUPS,
+            reserved: 0,
+        },
+        max_processes: settings.max_processes,
+        // Faults, RSS and virtual size from the kernel's per-task counters, read each tick: no
+        // program runs on the fault path (the per-fault hooks are the fallback, see
+        // `Probes::load`), nor, unless asked for, on the mmap family's syscalls.
+        families: DAEMON_FAMILIES
+            .into_iter()
+            .chain(settings.mmap_calls.then_some(Family::Mmap))
+            .collect(),
+        btf_path: settings.host.btf.clone(),
+        ..ProbeOptions::default()
+    }
+}
+
+/// SIGINT or SIGTERM. The streams are installed now and persist: a signal arriving while the
+/// daemon is busy is kept, not missed.
+fn signals() -> Result<impl Future<Output = ()>, DaemonError> {
+    let install = |kind, signal_name| {
+        signal(kind).map_err(|source| DaemonError::Signal {
+            signal: signal_name,
+            source,
+        })
+    };
+    let mut sigint = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut sigterm = install(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+    })
+}
+
+/// `uname -r` of the host, from its procfs; empty if unreadable.
+fn kernel_release(proc: &std::path::Path) -> String {
+    std::fs::read_to_string(proc.join("sys/kernel/osrelease"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! One sampling tick: the kernel's per-process counters with the processes' identities, the
+//! node, and the cgroups in use, folded into the model. Every file is read under the host's
+//! paths ([`HostPaths`]), so a containerised daemon reads the host's and tests read fixtures.
+use std::{sync::Arc, time::Instant};
+
+use memtrace_common::{ExitEvent, ProcStats};
+
+use crate::{
+    cgroup::CgroupFs,
+    host::HostPaths,
+    model::Model,
+    node::NodeReader,
+    probes::{ProbeError, Probes, batch::ProcStatsReader, page_size, tasks::TaskSampler},
+    procfs::{ProcFs, ProcessCache, ProcessInfo},
+};
+
+/// Why a tick's per-process counters could not be read (the tick is then skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("opening the task iterator: {0}")]
+    TaskIterator(#[source] ProbeError),
+    #[error("task sampler: {0}")]
+    TaskSampler(#[source] std::io::Error),
+    #[error("PROC_STATS: {0}")]
+    ProcStatsMap(#[source] ProbeError),
+    #[error("reading PROC_STATS: {0}")]
+    ProcStatsRead(#[source] std::io::Error),
+}
+
+/// The readers and the buffers kept between ticks (10,000 processes need 2 MB of them).
+pub struct Sampler {
+    cache: ProcessCache,
+    node: NodeReader,
+    cgroups: CgroupFs,
+    stats_reader: ProcStatsReader,
+    stats: Vec<(u32, ProcStats)>,
+    tasks: TaskSampler,
+    samples: Vec<(u32, ProcStats, Option<Arc<ProcessInfo>>)>,
+}
+
+impl Sampler {
+    /// Readers of `host`'s `/proc` and cgroup filesystem; at most `max_processes` identities
+    /// are cached.
+    pub fn new(host: &HostPaths, max_processes: usize) -> Self {
+        Self {
+            cache: ProcessCache::new(ProcFs::new(&host.proc), max_processes),
+            node: NodeReader::new(&host.proc),
+            cgroups: CgroupFs::new(&host.cgroup),
+            stats_reader: ProcStatsReader::default(),
+            stats: Vec::new(),
+            tasks: TaskSampler::default(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// A process's identity, read now if not cached. Identity must be read while the process
+    /// still exists: an OOM victim's cgroup is looked up on its kill, before its exit empties
+    /// `/proc/<pid>`.
+    pub fn identify(&mut self, pid: u32, now: Instant) -> Option<Arc<ProcessInfo>> {
+        self.cache.get_trusted(pid, now)
+    }
+
+    /// Forgets a process's identity (it exited, or exec'd into another program).
+    pub fn forget(&mut self, pid: u32) {
+        self.cache.invalidate(pid);
+    }
+
+    /// Completes an exit event with the task sampler's last counters for the process.
+    pub fn complete_exit(&mut self, exit: &mut ExitEvent) {
+        self.tasks.complete_exit(exit);
+    }
+
+    /// One tick: processes (the kernel counters with identities), the node, then the cgroups the model
+    /// knows of.
+    pub fn tick(&mut self, model: &mut Model, probes: &mut Probes, now: Instant) {
+        // A tick without complete counters is skipped: half of them would read as processes
+        // whose counters went backwards.
+        match self.read_processes(probes, now) {
+            Ok(()) => {
+                model.observe_processes(now, &self.samples);
+                // Identities are shared with the cache; do not keep them alive past the tick.
+                self.samples.clear();
+            }
+            Err(err) => tracing::warn!("reading per-process counters: {err}"),
+        }
+        self.observe_host(model, now);
+    }
+
+    /// The node and the cgroups in use: the files under the host's paths.
+    pub fn observe_host(&mut self, model: &mut Model, now: Instant) {
+        match self.node.sample() {
+            Ok(sample) => model.observe_node(sample),
+            Err(err) => tracing::debug!("node sample: {err}"),
+        }
+        for path in model.cgroup_paths() {
+            match self.cgroups.memory(&path) {
+                Ok(memory) => model.observe_cgroup(now, &path, memory),
+                Err(err) => tracing::debug!("cgroup {path}: {err}"),
+            }
+        }
+    }
+
+    /// The kernel's counters into `self.samples`, each with its process's identity.
+    ///
+    /// With the task sampler, the processes are those it finds (every user process), and one
+    /// pass carries all their counters: faults and RSS from the kernel's task counters, the hook
+    /// counters (mmap family, reclaim) from `PROC_STATS`. Without it they are `PROC_STATS`'s
+    /// entries, read in batches: at 10,000 processes, key-by-key reading is 20,000 syscalls a
+    /// tick.
+    fn read_processes(&mut self, probes: &mut Probes, now: Instant) -> Result<(), SampleError> {
+        self.samples.clear();
+        let pass_started = Instant::now();
+        let iterator = probes.task_iterator().map_err(SampleError::TaskIterator)?;
+        if let Some(file) = iterator {
+            let totals = self.tasks.read(file).map_err(SampleError::TaskSampler);
+            tracing::debug!(
+                processes = totals.as_ref().ok().map(|t| t.len()),
+                elapsed_us = pass_started.elapsed().as_micros() as u64,
+                "task sampler pass"
+            );
+            let page = u64::from(page_size());
+            let cache = &mut self.cache;
+            self.samples.extend(
+                totals?
+                    .iter()
+                    .map(|(&pid, totals)| (pid, totals.stats(page), cache.get_trusted(pid, now))),
+            );
+            return Ok(());
+        }
+        let fd = probes
+            .process_stats_fd()
+            .map_err(SampleError::ProcStatsMap)?;
+        self.stats_reader
+            .read(fd, &mut self.stats)
+            .map_err(SampleError::ProcStatsRead)?;
+        let cache = &mut self.cache;
+        self.samples.extend(
+            self.stats
+                .iter()
+                .map(|&(pid, stats)| (pid, stats, cache.get_trusted(pid, now))),
+        );
+        Ok(())
+    }
+}
