@@ -7,6 +7,7 @@
 //! kernel facilities), `cli` (one file per verb).
 pub mod cgroup;
 pub mod cli;
+pub mod counters;
 pub mod events;
 pub mod export;
 pub mod host;

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use memtrace_api::{OomRecord, PipelineView, Snapshot};
+use memtrace_api::{FamilySet, OomRecord, PipelineView, Snapshot};
 use memtrace_common::{Config, kind};
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -384,7 +384,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
 /// What a [`PipelineView`] is made of besides the model.
 struct PipelineSource {
-    families: Vec<Family>,
+    families: FamilySet,
     probes_attached: u32,
     probes_failed: u32,
     counters: Arc<PipelineCounters>,
@@ -395,7 +395,7 @@ impl PipelineSource {
         let losses = probes.kernel_losses().unwrap_or_default();
         let counters = self.counters.snapshot();
         PipelineView {
-            families: self.families.clone(),
+            families: self.families,
             probes_attached: self.probes_attached,
             probes_failed: self.probes_failed,
             tracked_processes: model.process_count() as u64,

@@ -21,7 +21,8 @@ use memtrace_common::{ExitEvent, OomEvent, ProcStats, oom_field, rss_member};
 
 use crate::PidMap;
 use crate::cgroup::{self, CgroupMemory};
-use crate::events::{Event, comm_str, counters_json};
+use crate::counters::{add_counters, counters_json, dominates, sub_counters};
+use crate::events::{Event, comm_str};
 use crate::node::{NodePsi, NodeSample};
 use crate::procfs::ProcessInfo;
 use history::{Ring, Sample, SampleHistory};
@@ -87,83 +88,6 @@ impl ModelConfig {
         let intervals = (span / step - 1e-9).ceil().max(1.0) as usize;
         intervals.saturating_add(1).min(MAX_HISTORY)
     }
-}
-
-// ---- cumulative counter arithmetic -------------------------------------------------------------
-
-/// The monotonic counters of a [`ProcStats`] (everything but the RSS and VM gauges,
-/// `brk_current` and `mm_id`), in a fixed order.
-fn cumulative(s: &ProcStats) -> [u64; 16] {
-    [
-        s.faults_user,
-        s.faults_kernel,
-        s.faults_major,
-        s.mmap_calls,
-        s.mmap_bytes,
-        s.munmap_calls,
-        s.munmap_bytes,
-        s.brk_calls,
-        s.brk_grow_bytes,
-        s.brk_shrink_bytes,
-        s.mremap_calls,
-        s.mremap_grow_bytes,
-        s.mremap_shrink_bytes,
-        s.failed_calls,
-        s.reclaim_stalls,
-        s.reclaim_ns,
-    ]
-}
-
-/// Stats with the given cumulative counters and zero gauges.
-fn from_cumulative(c: [u64; 16]) -> ProcStats {
-    ProcStats {
-        faults_user: c[0],
-        faults_kernel: c[1],
-        faults_major: c[2],
-        mmap_calls: c[3],
-        mmap_bytes: c[4],
-        munmap_calls: c[5],
-        munmap_bytes: c[6],
-        brk_calls: c[7],
-        brk_grow_bytes: c[8],
-        brk_shrink_bytes: c[9],
-        mremap_calls: c[10],
-        mremap_grow_bytes: c[11],
-        mremap_shrink_bytes: c[12],
-        failed_calls: c[13],
-        reclaim_stalls: c[14],
-        reclaim_ns: c[15],
-        ..ProcStats::default()
-    }
-}
-
-/// `acc += delta` on the cumulative counters (gauges of `acc` untouched).
-fn add_counters(acc: &mut ProcStats, delta: &ProcStats) {
-    let (a, d) = (cumulative(acc), cumulative(delta));
-    let (rss, vm_bytes, flags) = (acc.rss, acc.vm_bytes, acc.flags);
-    *acc = from_cumulative(std::array::from_fn(|i| a[i].saturating_add(d[i])));
-    acc.rss = rss;
-    acc.vm_bytes = vm_bytes;
-    // A sum that includes per-task counts has no user/kernel split either.
-    acc.flags = flags | delta.flags;
-}
-
-/// `a − b` on the cumulative counters, saturating; gauges zero.
-fn sub_counters(a: &ProcStats, b: &ProcStats) -> ProcStats {
-    let flags = a.flags;
-    let (a, b) = (cumulative(a), cumulative(b));
-    ProcStats {
-        flags,
-        ..from_cumulative(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
-    }
-}
-
-/// Every cumulative counter of `a` is ≥ that of `b`: `a` can be a later reading of `b`'s process.
-fn dominates(a: &ProcStats, b: &ProcStats) -> bool {
-    cumulative(a)
-        .iter()
-        .zip(cumulative(b).iter())
-        .all(|(x, y)| x >= y)
 }
 
 fn rss_total(s: &ProcStats) -> u64 {
