@@ -33,7 +33,13 @@
 //!
 //! Append the `u64` to `memtrace_common::ProcStats` and count it in the kernel, add one line here,
 //! and add the key to the golden fixtures (`tests/fixtures/*.json`): the fixture test fails until
-//! you do, on purpose (see the crate documentation for the compatibility rule).
+//! you do, on purpose (see the crate documentation for the compatibility rule). A reader of an
+//! older daemon's JSON, which lacks the key, reads 0 (see [`Counters`]). For example, the madvise
+//! byte counters of the mmap family, as a value of the existing `op` label:
+//!
+//! ```text
+//! madvise_dontneed_bytes: counter(madvise_dontneed_bytes) family(Mmap) history(no) prom(mapped_bytes "madvise_dontneed");
+//! ```
 use serde::{Deserialize, Serialize};
 
 /// Invokes `$callback!` with the counter table (see the [module documentation](self)).
@@ -210,7 +216,11 @@ macro_rules! define_counters {
     )*) => {
         /// A process's (or a sum of processes') cumulative kernel counters and memory gauges:
         /// minor faults derived, RSS by type. Generated from [`counter_table!`].
+        ///
+        /// A key missing when reading (a daemon older than the table line) reads as 0 or absent:
+        /// that daemon did not count it.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
         pub struct Counters {
             $(
                 $(#[$doc])*

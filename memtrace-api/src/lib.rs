@@ -10,8 +10,8 @@
 //!
 //! Within a [`SCHEMA_VERSION`], fields are only ever **added**:
 //!
-//! - readers ignore fields (and probe family names) they do not know, and treat a missing
-//!   `Option` field as absent;
+//! - readers ignore fields (and probe family names) they do not know, and read a field an older
+//!   writer did not have as absent (`Option`) or, for a counter, 0;
 //! - writers may omit `Option` fields (and do, when the value is unknown);
 //! - removing or renaming a field, or changing its type, meaning or unit, bumps the version.
 //!
@@ -20,10 +20,10 @@
 //! the fixtures agree, key path by key path: a removed or renamed field fails, and so does an added
 //! one until the fixture is updated.
 //!
-//! To add a field: add it to its type here (an `Option` with `#[serde(skip_serializing_if =
-//! "Option::is_none", default)]` unless every writer always knows it; a counter is one line of
-//! [`counter_table!`]), add it with a realistic value to the fixture(s) that contain its type,
-//! and say in its doc comment when it is absent. Readers of older daemons then see it absent.
+//! To add a field: a counter is one line of [`counter_table!`]; any other field is an `Option`
+//! with `#[serde(skip_serializing_if = "Option::is_none", default)]` (so an older daemon's JSON,
+//! which lacks it, still reads), documented with when it is absent. Then add it with a realistic
+//! value to the fixture(s) that contain its type.
 #[cfg(feature = "client")]
 pub mod client;
 mod counters;

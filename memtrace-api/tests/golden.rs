@@ -288,6 +288,14 @@ fn unknown_fields_are_ignored() {
     let read: Snapshot = serde_json::from_value(value).expect("a newer writer's snapshot reads");
     assert_eq!(read, serde_json::from_str::<Snapshot>(SNAPSHOT).unwrap());
 
+    // An older daemon, before a counter was added to the table: the counter reads as 0.
+    let mut value = fixture(SNAPSHOT);
+    let counters = value["processes"][0]["counters"].as_object_mut().unwrap();
+    assert!(counters.remove("failed_calls").is_some());
+    let read: Snapshot = serde_json::from_value(value).expect("an older writer's snapshot reads");
+    assert_eq!(read.processes[0].counters.failed_calls, 0);
+    assert_eq!(read.processes[0].counters.mmap_calls, 4211);
+
     let mut value = fixture(OOMS);
     value["ooms"][0]["victim_stack"] = Value::from("do_page_fault");
     let read: OomResponse = serde_json::from_value(value).unwrap();
