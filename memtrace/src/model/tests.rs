@@ -3,7 +3,10 @@ use memtrace_common::{COMM_LEN, EventHeader, kind};
 
 use super::*;
 use crate::cgroup::{MemoryEvents, Psi, PsiLine};
-use crate::node::{MemInfo, NodeIdentity, PsiTotals, VmStat};
+use crate::node::{MemInfo, NodeIdentity, NodePsi, PsiTotals, VmStat};
+use memtrace_api::{CgroupView, PipelineView, ProcessView, Rates, SCHEMA_VERSION, Snapshot};
+use score::RECENT_OOM_WINDOW;
+use std::time::UNIX_EPOCH;
 
 const MIB: u64 = 1 << 20;
 const POD: &str = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
