@@ -1,6 +1,6 @@
 //! The counter table: every per-process counter and memory gauge memtrace publishes, listed once.
 //!
-//! [`counter_table!`] is the single source of truth. It generates the JSON [`Counters`] struct
+//! [`counter_table!`](crate::counter_table!) is the single source of truth. It generates the JSON [`Counters`] struct
 //! (the contract), its aggregation ([`Counters::add`]) and the descriptor list
 //! [`COUNTER_FIELDS`] here; the daemon invokes it again with its own callback macros to derive the
 //! kernel-side arithmetic on `ProcStats` (sums, differences, the "is a later reading" check), the
@@ -215,7 +215,7 @@ macro_rules! define_counters {
             prom ( $($metric:ident $($label:literal)?)? ) ;
     )*) => {
         /// A process's (or a sum of processes') cumulative kernel counters and memory gauges:
-        /// minor faults derived, RSS by type. Generated from [`counter_table!`].
+        /// minor faults derived, RSS by type. Generated from [`counter_table!`](crate::counter_table!).
         ///
         /// A key missing when reading (a daemon older than the table line) reads as 0 or absent:
         /// that daemon did not count it.
@@ -229,7 +229,7 @@ macro_rules! define_counters {
             )*
         }
 
-        /// Every line of [`counter_table!`], in table order.
+        /// Every line of [`counter_table!`](crate::counter_table!), in table order.
         pub const COUNTER_FIELDS: &[CounterField] = &[
             $(
                 CounterField {

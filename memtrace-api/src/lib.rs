@@ -26,7 +26,7 @@
 //! value to the fixture(s) that contain its type.
 #[cfg(feature = "client")]
 pub mod client;
-mod counters;
+pub mod counters;
 mod family;
 pub mod rollup;
 pub mod snapshot;

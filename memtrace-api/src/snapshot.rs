@@ -100,7 +100,7 @@ pub struct PsiView {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CgroupView {
-    /// As in /proc/<pid>/cgroup (the memory controller's hierarchy on hybrid hosts).
+    /// As in `/proc/<pid>/cgroup` (the memory controller's hierarchy on hybrid hosts).
     pub path: String,
     pub owner: OwnerView,
     pub processes: u32,
