@@ -1,50 +1,15 @@
 //! The JSON snapshot schema (`GET /api/v1/snapshot`, `GET /api/v1/oom`), version 1.
 //!
 //! This is a published contract (the cluster mode consumes it from many nodes): fields are only
-//! ever added; a removal or a change of meaning bumps [`SCHEMA_VERSION`]. Every type here is
-//! self-contained (no reader types leak in) and round-trips through serde.
+//! ever added (see the crate documentation); a removal or a change of meaning bumps
+//! [`SCHEMA_VERSION`]. Every type here is self-contained (no reader types leak in) and
+//! round-trips through serde.
 use serde::{Deserialize, Serialize};
 
-use crate::Family;
+use crate::{Counters, FamilySet};
 
 /// Version of this schema, carried in every snapshot.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// A process's (or a sum of processes') cumulative kernel counters and memory gauges: minor
-/// faults derived, RSS by type.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub faults_minor: u64,
-    pub faults_major: u64,
-    /// Faults taken in user / kernel mode: only with the fault hooks (a live trace, or the
-    /// daemon without BTF). Absent when the counts come from the kernel's per-task counters,
-    /// which do not split them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub faults_user: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub faults_kernel: Option<u64>,
-    pub mmap_calls: u64,
-    pub mmap_bytes: u64,
-    pub munmap_calls: u64,
-    pub munmap_bytes: u64,
-    pub brk_calls: u64,
-    pub brk_grow_bytes: u64,
-    pub brk_shrink_bytes: u64,
-    pub mremap_calls: u64,
-    pub mremap_grow_bytes: u64,
-    pub mremap_shrink_bytes: u64,
-    pub failed_calls: u64,
-    pub reclaim_stalls: u64,
-    pub reclaim_ns: u64,
-    pub rss_anon_bytes: u64,
-    pub rss_file_bytes: u64,
-    pub rss_shmem_bytes: u64,
-    pub swap_bytes: u64,
-    /// Virtual memory size (`mm->total_vm`): only from the kernel's per-task counters (the
-    /// daemon's task sampler), absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub vm_bytes: Option<u64>,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -135,7 +100,7 @@ pub struct PsiView {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CgroupView {
-    /// As in /proc/<pid>/cgroup (the memory controller's hierarchy on hybrid hosts).
+    /// As in `/proc/<pid>/cgroup` (the memory controller's hierarchy on hybrid hosts).
     pub path: String,
     pub owner: OwnerView,
     pub processes: u32,
@@ -237,7 +202,7 @@ pub struct PipelineView {
     /// Probe families attached (see `memtrace daemon --help`): which counters are live. The
     /// mmap-family call counters, for one, are only counted with `mmap`.
     #[serde(default)]
-    pub families: Vec<Family>,
+    pub families: FamilySet,
     pub probes_attached: u32,
     pub probes_failed: u32,
     pub tracked_processes: u64,

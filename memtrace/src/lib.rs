@@ -8,6 +8,7 @@
 //! events, views for the HTTP endpoint), `cli` (one file per verb: argument parsing).
 pub mod cgroup;
 pub mod cli;
+pub mod counters;
 pub mod daemon;
 pub mod events;
 pub mod export;

@@ -66,10 +66,6 @@ pub struct NodeIdentity {
 }
 
 pub use crate::psi::{Psi, PsiLine};
-/// The node's PSI: the same kernel format, and type, as a cgroup's.
-pub type NodePsi = Psi;
-/// The old name of [`PsiLine`], still used by the model's tests.
-pub type PsiTotals = PsiLine;
 
 /// Cumulative event counters from `<proc>/vmstat` that explain memory pressure. A counter the
 /// running kernel does not emit reads as 0.

@@ -1,10 +1,10 @@
 //! `memtrace oom`: recent OOM kills with their flight recordings, from a running daemon.
-use std::{fmt::Write as _, time::Duration};
+use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use clap::Args;
 
-use memtrace_api::{OomRecord, OomResponse};
+use memtrace_api::OomRecord;
+use memtrace_api::client::{Client, ClientError};
 
 use crate::{cli::daemon::DEFAULT_LISTEN, units::human_bytes};
 
@@ -27,20 +27,18 @@ pub struct OomArgs {
 }
 
 pub fn run(args: OomArgs) -> anyhow::Result<()> {
-    let url = format!("{}/api/v1/oom", args.url.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent.get(&url).call().with_context(|| {
-        format!(
-            "cannot reach the memtrace daemon at {url} (is `memtrace daemon` running? see --url)"
-        )
-    })?;
-    let body: OomResponse = response
-        .body_mut()
-        .read_json()
-        .with_context(|| format!("{url} did not answer with the OOM schema"))?;
+    let client = Client::new(&args.url);
+    let body = match client.ooms() {
+        Ok(body) => body,
+        Err(ClientError::Unreachable { url, source }) => {
+            return Err(anyhow::Error::new(*source).context(unreachable(&url)));
+        }
+        Err(e @ ClientError::Status { .. }) => {
+            let message = unreachable(e.url());
+            return Err(anyhow::Error::new(e).context(message));
+        }
+        Err(e @ ClientError::Decode { .. }) => return Err(e.into()),
+    };
     let mut ooms = body.ooms;
     if let Some(last) = args.last {
         ooms.truncate(last);
@@ -62,6 +60,10 @@ pub fn run(args: OomArgs) -> anyhow::Result<()> {
         print!("{}", report(oom));
     }
     Ok(())
+}
+
+fn unreachable(url: &str) -> String {
+    format!("cannot reach the memtrace daemon at {url} (is `memtrace daemon` running? see --url)")
 }
 
 fn opt_bytes(value: Option<u64>) -> String {
@@ -136,6 +138,29 @@ pub fn report(oom: &OomRecord) -> String {
 mod tests {
     use super::*;
     use memtrace_api::FlightSample;
+
+    #[test]
+    fn an_unreachable_daemon_is_named_with_a_hint() {
+        // A port that was just free: nothing listens there any more.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = run(OomArgs {
+            url: addr.to_string(),
+            last: None,
+            json: false,
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach the memtrace daemon at http://{addr}/api/v1/oom (is `memtrace \
+                 daemon` running? see --url)"
+            )
+        );
+        assert!(err.chain().count() > 1, "the cause is kept: {err:#}");
+    }
 
     #[test]
     fn report_shows_victim_trigger_and_history() {

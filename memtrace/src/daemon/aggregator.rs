@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use memtrace_api::{OomRecord, PipelineView, Snapshot};
+use memtrace_api::{FamilySet, OomRecord, PipelineView, Snapshot};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -216,7 +216,7 @@ impl Daemon {
 
 /// What a [`PipelineView`] is made of besides the model.
 struct PipelineSource {
-    families: Vec<Family>,
+    families: FamilySet,
     probes_attached: u32,
     probes_failed: u32,
     counters: Arc<PipelineCounters>,
@@ -228,7 +228,7 @@ impl PipelineSource {
         let losses = probes.kernel_losses().unwrap_or_default();
         let counters = self.counters.snapshot();
         PipelineView {
-            families: self.families.clone(),
+            families: self.families,
             probes_attached: self.probes_attached,
             probes_failed: self.probes_failed,
             tracked_processes: model.process_count() as u64,

@@ -8,42 +8,11 @@ pub mod render;
 
 use std::mem::size_of;
 
-use memtrace_api::Counters;
-
+pub use crate::counters::counters_json;
 pub use format::{EventKindSet, KIND_NAMES, comm_str, kind_name, parse_kind};
 use memtrace_common::{
-    EventHeader, ExecEvent, ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ProcStats,
-    ReclaimEvent, kind, rss_member,
+    EventHeader, ExecEvent, ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ReclaimEvent, kind,
 };
-
-/// The JSON form of a process's (or a sum's) kernel counters.
-pub fn counters_json(s: &ProcStats) -> Counters {
-    let mode_split = s.flags & memtrace_common::proc_flag::TASK_COUNTERS == 0;
-    Counters {
-        faults_minor: s.faults_minor(),
-        faults_major: s.faults_major,
-        faults_user: mode_split.then_some(s.faults_user),
-        faults_kernel: mode_split.then_some(s.faults_kernel),
-        mmap_calls: s.mmap_calls,
-        mmap_bytes: s.mmap_bytes,
-        munmap_calls: s.munmap_calls,
-        munmap_bytes: s.munmap_bytes,
-        brk_calls: s.brk_calls,
-        brk_grow_bytes: s.brk_grow_bytes,
-        brk_shrink_bytes: s.brk_shrink_bytes,
-        mremap_calls: s.mremap_calls,
-        mremap_grow_bytes: s.mremap_grow_bytes,
-        mremap_shrink_bytes: s.mremap_shrink_bytes,
-        failed_calls: s.failed_calls,
-        reclaim_stalls: s.reclaim_stalls,
-        reclaim_ns: s.reclaim_ns,
-        rss_anon_bytes: s.rss[rss_member::ANON],
-        rss_file_bytes: s.rss[rss_member::FILE],
-        rss_shmem_bytes: s.rss[rss_member::SHMEM],
-        swap_bytes: s.rss[rss_member::SWAP],
-        vm_bytes: (!mode_split).then_some(s.vm_bytes),
-    }
-}
 
 /// One decoded event. Variants hold the kernel's records as they are (`Copy`, no allocation:
 /// decoding is on the hot path of the live trace).

@@ -41,10 +41,13 @@ use std::time::Duration;
 
 use ::prometheus::{CounterVec, GaugeVec, Opts, Registry, TextEncoder};
 
-use memtrace_api::{CgroupView, Counters, Family, OomRecord, OwnerView, ProcessView, Snapshot};
+use memtrace_api::rollup::{self, non_negative};
+use memtrace_api::{
+    CgroupView, CounterKind, Counters, Family, FamilySet, OomRecord, ProcessView, Snapshot,
+};
 
 /// Label value of the aggregate of everything outside the top N.
-pub const OTHER: &str = "~other";
+pub use memtrace_api::rollup::OTHER;
 
 /// `Content-Type` of the text exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -106,10 +109,11 @@ pub fn try_render(
     now_unix_ms: u64,
 ) -> ::prometheus::Result<String> {
     let x = Exposition::default();
-    // Without the mmap family nothing counts mmap-family calls: export no zeros for them.
-    let calls_counted = snapshot.pipeline.families.contains(&Family::Mmap);
-    workload_metrics(&x, &snapshot.processes, config.top_processes, calls_counted)?;
-    cgroup_metrics(&x, &snapshot.cgroups, config.max_cgroups)?;
+    // Counters of a family that is not attached are not exported (nothing counts them: they
+    // would be zeros).
+    let families = snapshot.pipeline.families;
+    workload_metrics(&x, &snapshot.processes, config.top_processes, families)?;
+    cgroup_metrics(&x, &snapshot.cgroups, config.max_cgroups, families)?;
     oom_metrics(&x, ooms, config, now_unix_ms)?;
     node_metrics(&x, snapshot)?;
     self_metrics(&x, snapshot, build)?;
@@ -164,16 +168,6 @@ fn set(v: &GaugeVec, labels: &[&str], value: f64) -> ::prometheus::Result<()> {
     Ok(())
 }
 
-/// A 0–100 score as exported (NaN would poison `max` and `topk`).
-fn score(x: f64) -> f64 {
-    if x.is_nan() { 0.0 } else { x.clamp(0.0, 100.0) }
-}
-
-/// A non-negative rate, for ranking only.
-fn rate(x: f64) -> f64 {
-    if x.is_nan() { 0.0 } else { x.max(0.0) }
-}
-
 fn ns_to_seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -182,146 +176,219 @@ fn us_to_seconds(us: u64) -> f64 {
     us as f64 / 1e6
 }
 
-/// `acc += s`, field by field (saturating).
-fn add_stats(acc: &mut Counters, s: &Counters) {
-    macro_rules! sum {
-        ($($f:ident),* $(,)?) => { $( acc.$f = acc.$f.saturating_add(s.$f); )* };
-    }
-    // Known for the sum only if known for every part.
-    acc.vm_bytes = acc
-        .vm_bytes
-        .zip(s.vm_bytes)
-        .map(|(a, b)| a.saturating_add(b));
-    acc.faults_user = acc
-        .faults_user
-        .zip(s.faults_user)
-        .map(|(a, b)| a.saturating_add(b));
-    acc.faults_kernel = acc
-        .faults_kernel
-        .zip(s.faults_kernel)
-        .map(|(a, b)| a.saturating_add(b));
-    sum!(
-        faults_minor,
-        faults_major,
-        mmap_calls,
-        mmap_bytes,
-        munmap_calls,
-        munmap_bytes,
-        brk_calls,
-        brk_grow_bytes,
-        brk_shrink_bytes,
-        mremap_calls,
-        mremap_grow_bytes,
-        mremap_shrink_bytes,
-        failed_calls,
-        reclaim_stalls,
-        reclaim_ns,
-        rss_anon_bytes,
-        rss_file_bytes,
-        rss_shmem_bytes,
-        swap_bytes,
-    );
+// ---------------------------------------------------------------------------------------------
+// Counter series: derived from the counter table
+
+/// How a counter's value is exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    /// As counted.
+    Same,
+    /// Nanoseconds, exported in seconds.
+    NanosAsSeconds,
 }
 
-/// Counters to sum into: the optional ones are known until a part without them is added.
-fn empty_sum() -> Counters {
-    Counters {
-        faults_user: Some(0),
-        faults_kernel: Some(0),
-        vm_bytes: Some(0),
-        ..Counters::default()
+impl Unit {
+    fn export(self, v: u64) -> f64 {
+        match self {
+            Unit::Same => v as f64,
+            Unit::NanosAsSeconds => ns_to_seconds(v),
+        }
     }
 }
 
-fn owner_str(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("")
+/// A metric that counters of the table feed (`prom(metric "label value")` in
+/// [`memtrace_api::counter_table!`]): one per workload, and optionally one per cgroup.
+#[derive(Debug)]
+struct Metric {
+    /// `memtrace_process_<suffix>` and `memtrace_cgroup_<suffix>`.
+    suffix: &'static str,
+    /// Help of the workload metric (the workload note is appended).
+    workload_help: &'static str,
+    /// Help of the cgroup metric (the cgroup note is appended), if there is one.
+    cgroup_help: Option<&'static str>,
+    /// A counter (else a gauge).
+    counter: bool,
+    /// The label whose values the counters feeding it set (`type`, `op`), if any.
+    label: Option<&'static str>,
+    unit: Unit,
+}
+
+/// The metrics the counter table refers to, by the names it uses.
+#[expect(
+    non_upper_case_globals,
+    reason = "named as the counter table's `prom(...)` entries"
+)]
+mod metric {
+    use super::{Metric, Unit};
+
+    pub(super) const page_faults: Metric = Metric {
+        suffix: "page_faults_total",
+        workload_help: "Page faults by type (minor, major).",
+        cgroup_help: Some(
+            "Page faults by type (minor, major) of the cgroup's processes, exited ones included.",
+        ),
+        counter: true,
+        label: Some("type"),
+        unit: Unit::Same,
+    };
+    pub(super) const mapped_bytes: Metric = Metric {
+        suffix: "mapped_bytes_total",
+        workload_help: "Bytes mapped or unmapped by mmap, munmap, brk and mremap, by operation \
+                        (daemon --mmap-calls).",
+        cgroup_help: None,
+        counter: true,
+        label: Some("op"),
+        unit: Unit::Same,
+    };
+    pub(super) const virtual_memory: Metric = Metric {
+        suffix: "virtual_memory_bytes",
+        workload_help: "Virtual memory size (the kernel's total_vm: everything mapped, however it \
+                        was mapped).",
+        cgroup_help: None,
+        counter: false,
+        label: None,
+        unit: Unit::Same,
+    };
+    pub(super) const reclaim_stalls: Metric = Metric {
+        suffix: "reclaim_stalls_total",
+        workload_help: "Direct-reclaim stalls.",
+        cgroup_help: None,
+        counter: true,
+        label: None,
+        unit: Unit::Same,
+    };
+    pub(super) const reclaim_stall_seconds: Metric = Metric {
+        suffix: "reclaim_stall_seconds_total",
+        workload_help: "Seconds spent stalled in direct reclaim (summed over threads).",
+        cgroup_help: Some(
+            "Seconds the cgroup's processes spent stalled in direct reclaim, exited ones included.",
+        ),
+        counter: true,
+        label: None,
+        unit: Unit::NanosAsSeconds,
+    };
+    pub(super) const rss: Metric = Metric {
+        suffix: "rss_bytes",
+        workload_help: "Resident memory by type (anon, file, shmem) and swapped-out memory (swap).",
+        cgroup_help: None,
+        counter: false,
+        label: Some("type"),
+        unit: Unit::Same,
+    };
+}
+
+/// One line of the counter table that has a Prometheus series.
+#[derive(Debug)]
+struct Series {
+    metric: &'static Metric,
+    /// Value of [`Metric::label`].
+    label: Option<&'static str>,
+    /// Without this family attached, nothing counts it: not exported (rather than as zeros).
+    family: Option<Family>,
+    kind: CounterKind,
+    get: fn(&Counters) -> Option<u64>,
+}
+
+macro_rules! opt {
+    () => {
+        None
+    };
+    ($v:literal) => {
+        Some($v)
+    };
+}
+
+macro_rules! series_table {
+    ($(
+        $(#[$doc:meta])*
+        $key:ident : $kind:ident ( $src:ident ) family ( $family:ident ) history ( $history:ident )
+            prom ( $($metric:ident $($label:literal)?)? ) ;
+    )*) => {
+        /// The counter table's lines with a series, in table order.
+        const SERIES: &[Series] = &[$($(
+            Series {
+                metric: &metric::$metric,
+                label: opt!($($label)?),
+                family: memtrace_api::__counter_family!($family),
+                kind: memtrace_api::__counter_kind!($kind),
+                get: |c| memtrace_api::Presence::value(&c.$key),
+            },
+        )?)*];
+    };
+}
+
+memtrace_api::counter_table!(series_table);
+
+/// A registered metric vector of either type.
+enum Vector {
+    Counter(CounterVec),
+    Gauge(GaugeVec),
+}
+
+/// The table's metrics for one scope (workloads or cgroups), registered, and the series that
+/// the attached families count.
+struct CounterSeries {
+    vectors: HashMap<&'static str, Vector>,
+    series: Vec<&'static Series>,
+}
+
+impl CounterSeries {
+    /// `name_help(metric)`: the metric's name and help in this scope, `None` if it has none.
+    fn register(
+        x: &Exposition,
+        families: FamilySet,
+        labels: [&'static str; 4],
+        name_help: impl Fn(&Metric) -> Option<(String, String)>,
+    ) -> ::prometheus::Result<Self> {
+        let mut vectors = HashMap::new();
+        let mut series = Vec::new();
+        for s in SERIES {
+            let Some((name, help)) = name_help(s.metric) else {
+                continue;
+            };
+            if s.family.is_some_and(|f| !families.contains(f)) {
+                continue;
+            }
+            debug_assert_eq!(
+                s.metric.counter,
+                s.kind.is_cumulative(),
+                "a Prometheus counter is fed by cumulative counters only, a gauge by gauges"
+            );
+            series.push(s);
+            if let Entry::Vacant(e) = vectors.entry(s.metric.suffix) {
+                let mut names = labels.to_vec();
+                names.extend(s.metric.label);
+                e.insert(if s.metric.counter {
+                    Vector::Counter(x.counter(&name, &help, &names)?)
+                } else {
+                    Vector::Gauge(x.gauge(&name, &help, &names)?)
+                });
+            }
+        }
+        Ok(Self { vectors, series })
+    }
+
+    /// The series of one row labelled `labels`: those present in `counters`.
+    fn export(&self, labels: [&str; 4], counters: &Counters) -> ::prometheus::Result<()> {
+        for s in &self.series {
+            let Some(v) = (s.get)(counters) else {
+                continue;
+            };
+            let mut all = labels.to_vec();
+            all.extend(s.label);
+            let value = s.metric.unit.export(v);
+            match &self.vectors[s.metric.suffix] {
+                Vector::Counter(c) => add(c, &all, value)?,
+                Vector::Gauge(g) => set(g, &all, value)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Workloads
-
-/// The processes of one (comm, cgroup), or the `~other` aggregate.
-#[derive(Clone, Debug, Default)]
-struct Workload<'a> {
-    comm: &'a str,
-    cgroup: &'a str,
-    pod_uid: &'a str,
-    container_id: &'a str,
-    counters: Counters,
-    /// Max over the processes.
-    score: f64,
-    /// Sum of major + minor fault rates (ranking tie-break).
-    fault_rate: f64,
-    processes: u64,
-}
-
-impl<'a> Workload<'a> {
-    fn new(comm: &'a str, cgroup: &'a str, owner: &'a OwnerView) -> Self {
-        Self {
-            comm,
-            cgroup,
-            pod_uid: owner_str(&owner.pod_uid),
-            container_id: owner_str(&owner.container_id),
-            counters: empty_sum(),
-            ..Self::default()
-        }
-    }
-
-    fn add(&mut self, counters: &Counters, score_: f64, fault_rate: f64, processes: u64) {
-        add_stats(&mut self.counters, counters);
-        self.score = self.score.max(score(score_));
-        self.fault_rate += rate(fault_rate);
-        self.processes = self.processes.saturating_add(processes);
-    }
-
-    fn absorb(&mut self, other: &Workload<'_>) {
-        self.add(
-            &other.counters,
-            other.score,
-            other.fault_rate,
-            other.processes,
-        );
-    }
-}
-
-/// Descending by score, then fault rate; ascending by the given key for a stable order.
-fn rank<K: Ord>(a: (f64, f64, K), b: (f64, f64, K)) -> std::cmp::Ordering {
-    b.0.total_cmp(&a.0)
-        .then(b.1.total_cmp(&a.1))
-        .then(a.2.cmp(&b.2))
-}
-
-/// Workloads ranked, the top `top` kept and the rest folded into one `~other` (if any).
-fn workloads(processes: &[ProcessView], top: usize) -> (Vec<Workload<'_>>, Option<Workload<'_>>) {
-    let mut by_key: HashMap<(&str, &str), Workload<'_>> = HashMap::new();
-    for p in processes {
-        let cgroup = p.cgroup.as_deref().unwrap_or("");
-        let fault_rate = p.rates.faults_major_per_sec + p.rates.faults_minor_per_sec;
-        by_key
-            .entry((p.comm.as_str(), cgroup))
-            .or_insert_with(|| Workload::new(&p.comm, cgroup, &p.owner))
-            .add(&p.counters, p.pressure_score, fault_rate, 1);
-    }
-    let mut all: Vec<Workload<'_>> = by_key.into_values().collect();
-    all.sort_by(|a, b| {
-        rank(
-            (a.score, a.fault_rate, (a.comm, a.cgroup)),
-            (b.score, b.fault_rate, (b.comm, b.cgroup)),
-        )
-    });
-    let rest = all.split_off(top.min(all.len()));
-    let other = (!rest.is_empty()).then(|| {
-        let mut o = Workload {
-            comm: OTHER,
-            cgroup: OTHER,
-            counters: empty_sum(),
-            ..Workload::default()
-        };
-        rest.iter().for_each(|w| o.absorb(w));
-        o
-    });
-    (all, other)
-}
 
 const WORKLOAD_LABELS: [&str; 4] = ["comm", "cgroup", "pod_uid", "container_id"];
 const WORKLOAD_NOTE: &str = "Summed over the live processes of a workload (same comm in the same \
@@ -332,60 +399,14 @@ fn workload_metrics(
     x: &Exposition,
     processes: &[ProcessView],
     top: usize,
-    calls_counted: bool,
+    families: FamilySet,
 ) -> ::prometheus::Result<()> {
-    let with = |extra: &'static str| {
-        [
-            WORKLOAD_LABELS[0],
-            WORKLOAD_LABELS[1],
-            WORKLOAD_LABELS[2],
-            WORKLOAD_LABELS[3],
-            extra,
-        ]
-    };
-    let faults = x.counter(
-        "memtrace_process_page_faults_total",
-        &format!("Page faults by type (minor, major). {WORKLOAD_NOTE}"),
-        &with("type"),
-    )?;
-    let mapped = calls_counted
-        .then(|| {
-            x.counter(
-                "memtrace_process_mapped_bytes_total",
-                &format!(
-                    "Bytes mapped or unmapped by mmap, munmap, brk and mremap, by operation \
-                     (daemon --mmap-calls). {WORKLOAD_NOTE}"
-                ),
-                &with("op"),
-            )
-        })
-        .transpose()?;
-    let vm = x.gauge(
-        "memtrace_process_virtual_memory_bytes",
-        &format!(
-            "Virtual memory size (the kernel's total_vm: everything mapped, however it was \
-             mapped). {WORKLOAD_NOTE}"
-        ),
-        &WORKLOAD_LABELS,
-    )?;
-    let stalls = x.counter(
-        "memtrace_process_reclaim_stalls_total",
-        &format!("Direct-reclaim stalls. {WORKLOAD_NOTE}"),
-        &WORKLOAD_LABELS,
-    )?;
-    let stall_seconds = x.counter(
-        "memtrace_process_reclaim_stall_seconds_total",
-        &format!("Seconds spent stalled in direct reclaim (summed over threads). {WORKLOAD_NOTE}"),
-        &WORKLOAD_LABELS,
-    )?;
-    let rss = x.gauge(
-        "memtrace_process_rss_bytes",
-        &format!(
-            "Resident memory by type (anon, file, shmem) and swapped-out memory (swap). \
-             {WORKLOAD_NOTE}"
-        ),
-        &with("type"),
-    )?;
+    let counters = CounterSeries::register(x, families, WORKLOAD_LABELS, |m| {
+        Some((
+            format!("memtrace_process_{}", m.suffix),
+            format!("{} {WORKLOAD_NOTE}", m.workload_help),
+        ))
+    })?;
     let pressure = x.gauge(
         "memtrace_process_pressure_score",
         "Memory-pressure score, 0-100 (see README), the maximum over the workload's processes; \
@@ -399,38 +420,9 @@ fn workload_metrics(
         &WORKLOAD_LABELS,
     )?;
 
-    let (top, other) = workloads(processes, top);
-    for w in top.iter().chain(other.iter()) {
+    for w in rollup::workloads(processes, top).rows() {
         let l = [w.comm, w.cgroup, w.pod_uid, w.container_id];
-        let lx = |v: &'static str| [l[0], l[1], l[2], l[3], v];
-        let c = &w.counters;
-        add(&faults, &lx("minor"), c.faults_minor as f64)?;
-        add(&faults, &lx("major"), c.faults_major as f64)?;
-        if let Some(mapped) = &mapped {
-            for (op, bytes) in [
-                ("mmap", c.mmap_bytes),
-                ("munmap", c.munmap_bytes),
-                ("brk_grow", c.brk_grow_bytes),
-                ("brk_shrink", c.brk_shrink_bytes),
-                ("mremap_grow", c.mremap_grow_bytes),
-                ("mremap_shrink", c.mremap_shrink_bytes),
-            ] {
-                add(mapped, &lx(op), bytes as f64)?;
-            }
-        }
-        if let Some(bytes) = c.vm_bytes {
-            set(&vm, &l, bytes as f64)?;
-        }
-        add(&stalls, &l, c.reclaim_stalls as f64)?;
-        add(&stall_seconds, &l, ns_to_seconds(c.reclaim_ns))?;
-        for (ty, bytes) in [
-            ("anon", c.rss_anon_bytes),
-            ("file", c.rss_file_bytes),
-            ("shmem", c.rss_shmem_bytes),
-            ("swap", c.swap_bytes),
-        ] {
-            set(&rss, &lx(ty), bytes as f64)?;
-        }
+        counters.export(l, &w.counters)?;
         set(&pressure, &l, w.score)?;
         set(&count, &l, w.processes as f64)?;
     }
@@ -440,128 +432,24 @@ fn workload_metrics(
 // ---------------------------------------------------------------------------------------------
 // Cgroups
 
-#[derive(Clone, Debug, Default)]
-struct Cgroup<'a> {
-    path: &'a str,
-    pod_uid: &'a str,
-    container_id: &'a str,
-    qos: &'a str,
-    processes: u64,
-    faults_minor: u64,
-    faults_major: u64,
-    reclaim_ns: u64,
-    rss_bytes: u64,
-    usage_bytes: Option<u64>,
-    limit_bytes: Option<u64>,
-    psi_some_us: Option<u64>,
-    psi_full_us: Option<u64>,
-    score: f64,
-    fault_rate: f64,
-}
-
-fn add_opt(acc: Option<u64>, v: Option<u64>) -> Option<u64> {
-    match (acc, v) {
-        (Some(a), Some(b)) => Some(a.saturating_add(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-impl<'a> Cgroup<'a> {
-    fn from_view(c: &'a CgroupView) -> Self {
-        Self {
-            path: &c.path,
-            pod_uid: owner_str(&c.owner.pod_uid),
-            container_id: owner_str(&c.owner.container_id),
-            qos: owner_str(&c.owner.qos),
-            processes: u64::from(c.processes),
-            faults_minor: c.counters.faults_minor,
-            faults_major: c.counters.faults_major,
-            reclaim_ns: c.counters.reclaim_ns,
-            rss_bytes: c.rss_bytes,
-            usage_bytes: c.usage_bytes,
-            limit_bytes: c.limit_bytes,
-            psi_some_us: c.psi.map(|p| p.some_total_us),
-            psi_full_us: c.psi.and_then(|p| p.full_total_us),
-            score: score(c.pressure_score),
-            fault_rate: rate(c.rates.faults_major_per_sec) + rate(c.rates.faults_minor_per_sec),
-        }
-    }
-
-    /// Sums everything but the limit (a sum of limits is not a limit).
-    fn absorb(&mut self, o: &Cgroup<'_>) {
-        self.processes = self.processes.saturating_add(o.processes);
-        self.faults_minor = self.faults_minor.saturating_add(o.faults_minor);
-        self.faults_major = self.faults_major.saturating_add(o.faults_major);
-        self.reclaim_ns = self.reclaim_ns.saturating_add(o.reclaim_ns);
-        self.rss_bytes = self.rss_bytes.saturating_add(o.rss_bytes);
-        self.usage_bytes = add_opt(self.usage_bytes, o.usage_bytes);
-        self.psi_some_us = add_opt(self.psi_some_us, o.psi_some_us);
-        self.psi_full_us = add_opt(self.psi_full_us, o.psi_full_us);
-        self.score = self.score.max(o.score);
-        self.fault_rate += o.fault_rate;
-    }
-}
-
-fn cgroups(views: &[CgroupView], max: usize) -> (Vec<Cgroup<'_>>, Option<Cgroup<'_>>) {
-    // Paths are unique in a well-formed snapshot; merge duplicates rather than emit them twice.
-    let mut by_path: HashMap<&str, Cgroup<'_>> = HashMap::new();
-    for v in views {
-        match by_path.entry(v.path.as_str()) {
-            Entry::Occupied(mut e) => e.get_mut().absorb(&Cgroup::from_view(v)),
-            Entry::Vacant(e) => {
-                e.insert(Cgroup::from_view(v));
-            }
-        }
-    }
-    let mut all: Vec<Cgroup<'_>> = by_path.into_values().collect();
-    all.sort_by(|a, b| {
-        rank(
-            (a.score, a.fault_rate, a.path),
-            (b.score, b.fault_rate, b.path),
-        )
-    });
-    let rest = all.split_off(max.min(all.len()));
-    let other = (!rest.is_empty()).then(|| {
-        let mut o = Cgroup {
-            path: OTHER,
-            ..Cgroup::default()
-        };
-        rest.iter().for_each(|c| o.absorb(c));
-        o
-    });
-    (all, other)
-}
-
 const CGROUP_LABELS: [&str; 4] = ["cgroup", "pod_uid", "container_id", "qos"];
 const CGROUP_NOTE: &str = "cgroup=\"~other\" aggregates the cgroups outside the top N and may reset when cgroups enter \
      or leave the top N.";
 
-fn cgroup_metrics(x: &Exposition, views: &[CgroupView], max: usize) -> ::prometheus::Result<()> {
-    let with = |extra: &'static str| {
-        [
-            CGROUP_LABELS[0],
-            CGROUP_LABELS[1],
-            CGROUP_LABELS[2],
-            CGROUP_LABELS[3],
-            extra,
-        ]
-    };
-    let faults = x.counter(
-        "memtrace_cgroup_page_faults_total",
-        &format!(
-            "Page faults by type (minor, major) of the cgroup's processes, exited ones included. \
-             {CGROUP_NOTE}"
-        ),
-        &with("type"),
-    )?;
-    let stall_seconds = x.counter(
-        "memtrace_cgroup_reclaim_stall_seconds_total",
-        &format!(
-            "Seconds the cgroup's processes spent stalled in direct reclaim, exited ones included. \
-             {CGROUP_NOTE}"
-        ),
-        &CGROUP_LABELS,
-    )?;
+fn cgroup_metrics(
+    x: &Exposition,
+    views: &[CgroupView],
+    max: usize,
+    families: FamilySet,
+) -> ::prometheus::Result<()> {
+    let counters = CounterSeries::register(x, families, CGROUP_LABELS, |m| {
+        m.cgroup_help.map(|help| {
+            (
+                format!("memtrace_cgroup_{}", m.suffix),
+                format!("{help} {CGROUP_NOTE}"),
+            )
+        })
+    })?;
     let rss = x.gauge(
         "memtrace_cgroup_rss_bytes",
         &format!("Resident memory (anon + file + shmem) of the cgroup's processes. {CGROUP_NOTE}"),
@@ -584,7 +472,7 @@ fn cgroup_metrics(x: &Exposition, views: &[CgroupView], max: usize) -> ::prometh
             "Seconds some (kind=\"some\") or all (kind=\"full\") non-idle tasks of the cgroup were \
              stalled on memory (PSI memory.pressure total). {CGROUP_NOTE}"
         ),
-        &with("kind"),
+        &with_label(CGROUP_LABELS, "kind"),
     )?;
     let pressure = x.gauge(
         "memtrace_cgroup_pressure_score",
@@ -598,13 +486,9 @@ fn cgroup_metrics(x: &Exposition, views: &[CgroupView], max: usize) -> ::prometh
         &CGROUP_LABELS,
     )?;
 
-    let (top, other) = cgroups(views, max);
-    for c in top.iter().chain(other.iter()) {
+    for c in rollup::cgroups(views, max).rows() {
         let l = [c.path, c.pod_uid, c.container_id, c.qos];
-        let lx = |v: &'static str| [l[0], l[1], l[2], l[3], v];
-        add(&faults, &lx("minor"), c.faults_minor as f64)?;
-        add(&faults, &lx("major"), c.faults_major as f64)?;
-        add(&stall_seconds, &l, ns_to_seconds(c.reclaim_ns))?;
+        counters.export(l, &c.counters)?;
         set(&rss, &l, c.rss_bytes as f64)?;
         if let Some(u) = c.usage_bytes {
             set(&usage, &l, u as f64)?;
@@ -613,10 +497,10 @@ fn cgroup_metrics(x: &Exposition, views: &[CgroupView], max: usize) -> ::prometh
             set(&limit, &l, m as f64)?;
         }
         if let Some(us) = c.psi_some_us {
-            add(&psi, &lx("some"), us_to_seconds(us))?;
+            add(&psi, &with_label(l, "some"), us_to_seconds(us))?;
         }
         if let Some(us) = c.psi_full_us {
-            add(&psi, &lx("full"), us_to_seconds(us))?;
+            add(&psi, &with_label(l, "full"), us_to_seconds(us))?;
         }
         set(&pressure, &l, c.score)?;
         set(&processes, &l, c.processes as f64)?;
@@ -624,57 +508,12 @@ fn cgroup_metrics(x: &Exposition, views: &[CgroupView], max: usize) -> ::prometh
     Ok(())
 }
 
+fn with_label<'a>(l: [&'a str; 4], extra: &'a str) -> [&'a str; 5] {
+    [l[0], l[1], l[2], l[3], extra]
+}
+
 // ---------------------------------------------------------------------------------------------
 // OOM kills
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct OomKey<'a> {
-    comm: &'a str,
-    cgroup: &'a str,
-    pod_uid: &'a str,
-    container_id: &'a str,
-}
-
-/// (workload, kills in the history, newest kill) for the workloads whose newest kill is within
-/// the retention, newest first; beyond `top`, folded into one `~other`.
-fn oom_workloads<'a>(
-    ooms: &'a [OomRecord],
-    config: &ExportConfig,
-    now_unix_ms: u64,
-) -> Vec<(OomKey<'a>, u64)> {
-    let mut by_key: HashMap<OomKey<'a>, (u64, u64)> = HashMap::new();
-    for o in ooms {
-        let key = OomKey {
-            comm: &o.victim_comm,
-            cgroup: owner_str(&o.victim_cgroup),
-            pod_uid: owner_str(&o.victim_owner.pod_uid),
-            container_id: owner_str(&o.victim_owner.container_id),
-        };
-        let e = by_key.entry(key).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = e.1.max(o.timestamp_unix_ms);
-    }
-    let retention_ms = u64::try_from(config.oom_label_retention.as_millis()).unwrap_or(u64::MAX);
-    // A kill stamped after `now` (clock step) counts as recent.
-    let mut live: Vec<(OomKey<'a>, u64, u64)> = by_key
-        .into_iter()
-        .filter(|(_, (_, newest))| now_unix_ms.saturating_sub(*newest) <= retention_ms)
-        .map(|(k, (kills, newest))| (k, kills, newest))
-        .collect();
-    live.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-    let rest = live.split_off(config.top_processes.min(live.len()));
-    let mut out: Vec<(OomKey<'a>, u64)> = live.into_iter().map(|(k, n, _)| (k, n)).collect();
-    if !rest.is_empty() {
-        let other = OomKey {
-            comm: OTHER,
-            cgroup: OTHER,
-            pod_uid: "",
-            container_id: "",
-        };
-        out.push((other, rest.iter().map(|r| r.1).sum()));
-    }
-    out
-}
 
 fn oom_metrics(
     x: &Exposition,
@@ -692,11 +531,12 @@ fn oom_metrics(
         ),
         &WORKLOAD_LABELS,
     )?;
-    for (k, n) in oom_workloads(ooms, config, now_unix_ms) {
+    let retention_ms = u64::try_from(config.oom_label_retention.as_millis()).unwrap_or(u64::MAX);
+    for k in rollup::oom_workloads(ooms, retention_ms, now_unix_ms, config.top_processes).rows() {
         add(
             &kills,
             &[k.comm, k.cgroup, k.pod_uid, k.container_id],
-            n as f64,
+            k.kills as f64,
         )?;
     }
     Ok(())
@@ -721,12 +561,12 @@ fn node_metrics(x: &Exposition, snapshot: &Snapshot) -> ::prometheus::Result<()>
             &["kind"],
         )?;
         add(&total, &["some"], us_to_seconds(p.some_total_us))?;
-        set(&avg10, &["some"], rate(p.some_avg10) / 100.0)?;
+        set(&avg10, &["some"], non_negative(p.some_avg10) / 100.0)?;
         if let Some(us) = p.full_total_us {
             add(&total, &["full"], us_to_seconds(us))?;
         }
         if let Some(a) = p.full_avg10 {
-            set(&avg10, &["full"], rate(a) / 100.0)?;
+            set(&avg10, &["full"], non_negative(a) / 100.0)?;
         }
     }
 
@@ -756,8 +596,8 @@ fn node_metrics(x: &Exposition, snapshot: &Snapshot) -> ::prometheus::Result<()>
          is in blocks too small), worst zone.",
         &["order"],
     )?;
-    set(&frag, &["3"], rate(n.fragmentation_index_order3))?;
-    set(&frag, &["9"], rate(n.fragmentation_index_order9))?;
+    set(&frag, &["3"], non_negative(n.fragmentation_index_order3))?;
+    set(&frag, &["9"], non_negative(n.fragmentation_index_order9))?;
 
     let faults = x.counter(
         "memtrace_node_page_faults_total",
@@ -865,7 +705,7 @@ mod tests {
     use crate::export::testutil::{
         self, NOW_MS, Sample, many_processes, parse, process, realistic,
     };
-    use memtrace_api::PipelineView;
+    use memtrace_api::{OwnerView, PipelineView};
 
     fn build() -> BuildInfo {
         BuildInfo {
@@ -899,7 +739,7 @@ mod tests {
         Snapshot {
             processes,
             pipeline: PipelineView {
-                families: vec![Family::Tasks, Family::Mmap],
+                families: FamilySet::from([Family::Tasks, Family::Mmap]),
                 ..PipelineView::default()
             },
             ..Snapshot::default()
@@ -941,7 +781,7 @@ mod tests {
         let snapshot = Snapshot {
             processes: many_processes(10),
             pipeline: PipelineView {
-                families: vec![Family::Tasks, Family::Oom],
+                families: FamilySet::from([Family::Tasks, Family::Oom]),
                 ..PipelineView::default()
             },
             ..Snapshot::default()
@@ -1384,6 +1224,81 @@ mod tests {
                 ty == "counter",
                 name.ends_with("_total"),
                 "{name} is a {ty}"
+            );
+        }
+    }
+
+    /// Each line of the counter table with a series, from its own value: present (with that
+    /// value, in its unit, labelled with its label value) for workloads and, where the metric has
+    /// one, for cgroups; absent when its family is not attached.
+    #[test]
+    fn every_counter_of_the_table_is_exported_from_its_own_value() {
+        let keys: Vec<&str> = memtrace_api::COUNTER_FIELDS.iter().map(|f| f.key).collect();
+        let counters = Counters::from_fn(|key| {
+            let i = keys.iter().position(|k| *k == key).expect("a table key") as u64;
+            (i + 1) * 1_000_000_007
+        });
+        let mut p = process(7, "app", Some("/app.slice"), 50.0, 1);
+        p.counters = counters;
+        let mut cg = testutil::cgroup("/app.slice", 50.0, None, false);
+        cg.counters = counters;
+        for families in [Family::ALL.iter().collect(), FamilySet::EMPTY] {
+            let snapshot = Snapshot {
+                processes: vec![p.clone()],
+                cgroups: vec![cg.clone()],
+                pipeline: PipelineView {
+                    families,
+                    ..PipelineView::default()
+                },
+                ..Snapshot::default()
+            };
+            let samples = parse(&render_with(&snapshot, &[], &ExportConfig::default()));
+            let mut checked = 0;
+            for s in SERIES {
+                let counted = s.family.is_none_or(|f| families.contains(f));
+                let expected = s.metric.unit.export((s.get)(&counters).expect("all known"));
+                let mut scopes = vec![(
+                    format!("memtrace_process_{}", s.metric.suffix),
+                    "comm",
+                    "app",
+                )];
+                if s.metric.cgroup_help.is_some() {
+                    scopes.push((
+                        format!("memtrace_cgroup_{}", s.metric.suffix),
+                        "cgroup",
+                        "/app.slice",
+                    ));
+                }
+                for (name, key, row) in scopes {
+                    let mut labels = vec![(key, row)];
+                    if let (Some(label), Some(v)) = (s.metric.label, s.label) {
+                        labels.push((label, v));
+                    }
+                    match find(&samples, &name, &labels) {
+                        Some(sample) => {
+                            assert!(counted, "{name}{labels:?} exported without its family");
+                            assert_eq!(sample.value, expected, "{name}{labels:?}");
+                            checked += 1;
+                        }
+                        None => assert!(!counted, "no {name}{labels:?}"),
+                    }
+                }
+            }
+            assert!(checked >= 7, "{checked}");
+        }
+        // Every table metric is a counter exactly when what feeds it is cumulative.
+        for s in SERIES {
+            assert_eq!(
+                s.metric.counter,
+                s.kind.is_cumulative(),
+                "{}",
+                s.metric.suffix
+            );
+            assert_eq!(
+                s.metric.label.is_some(),
+                s.label.is_some(),
+                "{}",
+                s.metric.suffix
             );
         }
     }

@@ -2,8 +2,8 @@
 use std::collections::BTreeMap;
 
 use memtrace_api::{
-    CgroupView, Counters, Family, FlightSample, NodeIdentityView, NodeMemoryView, OomRecord,
-    OwnerView, PipelineView, ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
+    CgroupView, Counters, Family, FamilySet, FlightSample, NodeIdentityView, NodeMemoryView,
+    OomRecord, OwnerView, PipelineView, ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
 };
 
 pub const NOW_MS: u64 = 1_750_000_000_000;
@@ -237,13 +237,13 @@ pub fn realistic() -> (Snapshot, Vec<OomRecord>) {
         },
         recent_ooms: Vec::new(),
         pipeline: PipelineView {
-            families: vec![
+            families: FamilySet::from([
                 Family::Tasks,
                 Family::Mmap,
                 Family::Reclaim,
                 Family::Oom,
                 Family::Lifecycle,
-            ],
+            ]),
             probes_attached: 11,
             probes_failed: 1,
             tracked_processes: 304,

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use memtrace_common::{ProcStats, rss_member};
 
+use crate::counters::proc_stats_value;
+
 use memtrace_api::{FlightSample, Rates};
 
 /// A fixed-capacity FIFO: pushing onto a full ring drops the oldest entry, so memory per ring is
@@ -50,73 +52,77 @@ impl<T> Ring<T> {
     }
 }
 
-/// The part of one [`ProcStats`] reading that rates and flight recordings need. Histories do
-/// not store it as is (see [`SampleHistory`]); it is what they hand back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Sample {
-    pub(crate) at: Instant,
-    pub(crate) faults_minor: u64,
-    pub(crate) faults_major: u64,
-    pub(crate) mmap_bytes: u64,
-    pub(crate) munmap_bytes: u64,
-    pub(crate) brk_grow_bytes: u64,
-    pub(crate) reclaim_ns: u64,
-    pub(crate) rss_anon: u64,
-    pub(crate) rss_file: u64,
-    pub(crate) rss_shmem: u64,
+/// Generates [`Sample`] from the lines of [`memtrace_api::counter_table!`] marked `history(yes)`:
+/// its fields (named as the JSON keys), their count and which of them are cumulative.
+macro_rules! history_sample {
+    (@collect [$($acc:tt)*]) => { history_sample!(@emit $($acc)*); };
+    (@collect [$($acc:tt)*]
+        $(#[$doc:meta])*
+        $key:ident : $kind:ident ( $src:ident ) family ( $family:ident ) history (yes)
+            prom ( $($prom:tt)* ) ;
+        $($rest:tt)*
+    ) => {
+        history_sample!(@collect [$($acc)* $key $kind $src ;] $($rest)*);
+    };
+    (@collect [$($acc:tt)*]
+        $(#[$doc:meta])*
+        $key:ident : $kind:ident ( $src:ident ) family ( $family:ident ) history (no)
+            prom ( $($prom:tt)* ) ;
+        $($rest:tt)*
+    ) => {
+        history_sample!(@collect [$($acc)*] $($rest)*);
+    };
+    (@emit $($key:ident $kind:ident $src:ident ;)*) => {
+        /// The part of one [`ProcStats`] reading that rates and flight recordings need. Histories
+        /// do not store it as is (see [`SampleHistory`]); it is what they hand back.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) struct Sample {
+            pub(crate) at: Instant,
+            $( pub(crate) $key: u64, )*
+        }
+
+        /// Fields of a [`Sample`] after its time, in encoding order.
+        const FIELDS: usize = [$(stringify!($key)),*].len();
+        /// Which fields are cumulative counters (rates are computed from them); the others are
+        /// gauges.
+        const CUMULATIVE: [bool; FIELDS] =
+            [$(memtrace_api::__counter_kind!($kind).is_cumulative()),*];
+
+        impl Sample {
+            pub(crate) fn new(at: Instant, s: &ProcStats) -> Self {
+                Self {
+                    at,
+                    $( $key: proc_stats_value!($kind, s, $src), )*
+                }
+            }
+
+            fn fields(&self) -> [u64; FIELDS] {
+                [$(self.$key),*]
+            }
+
+            fn set_fields(&mut self, fields: [u64; FIELDS]) {
+                let [$($key),*] = fields;
+                $( self.$key = $key; )*
+            }
+        }
+    };
+    ($($line:tt)*) => { history_sample!(@collect [] $($line)*); };
 }
 
-/// Fields of a [`Sample`] after its time, in encoding order: the first [`RATE_FIELDS`] are the
-/// counters rates are computed from, the rest are RSS gauges.
-const FIELDS: usize = 9;
-const RATE_FIELDS: usize = 6;
-/// Record mask bits: bit 0 the time, bit `1 + i` field `i`.
-const RATE_BITS: u32 = ((1 << RATE_FIELDS) - 1) << 1;
+memtrace_api::counter_table!(history_sample);
 
-impl Sample {
-    pub(crate) fn new(at: Instant, s: &ProcStats) -> Self {
-        Self {
-            at,
-            faults_minor: s.faults_minor(),
-            faults_major: s.faults_major,
-            mmap_bytes: s.mmap_bytes,
-            munmap_bytes: s.munmap_bytes,
-            brk_grow_bytes: s.brk_grow_bytes,
-            reclaim_ns: s.reclaim_ns,
-            rss_anon: s.rss[rss_member::ANON],
-            rss_file: s.rss[rss_member::FILE],
-            rss_shmem: s.rss[rss_member::SHMEM],
+/// Record mask bits: bit 0 the time, bit `1 + i` field `i`. These are the cumulative fields'.
+const RATE_BITS: u32 = {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < FIELDS {
+        if CUMULATIVE[i] {
+            bits |= 1 << (i + 1);
         }
+        i += 1;
     }
-
-    fn fields(&self) -> [u64; FIELDS] {
-        [
-            self.faults_minor,
-            self.faults_major,
-            self.mmap_bytes,
-            self.munmap_bytes,
-            self.brk_grow_bytes,
-            self.reclaim_ns,
-            self.rss_anon,
-            self.rss_file,
-            self.rss_shmem,
-        ]
-    }
-
-    fn field_mut(&mut self, i: usize) -> &mut u64 {
-        match i {
-            0 => &mut self.faults_minor,
-            1 => &mut self.faults_major,
-            2 => &mut self.mmap_bytes,
-            3 => &mut self.munmap_bytes,
-            4 => &mut self.brk_grow_bytes,
-            5 => &mut self.reclaim_ns,
-            6 => &mut self.rss_anon,
-            7 => &mut self.rss_file,
-            _ => &mut self.rss_shmem,
-        }
-    }
-}
+    bits
+};
 
 // ---- compact encoding ---------------------------------------------------------------------------
 
@@ -200,13 +206,14 @@ fn decode(bytes: &mut impl Iterator<Item = u8>, sample: &mut Sample) -> Option<(
     if mask & 1 != 0 {
         sample.at = shift_time(sample.at, unzigzag(get_varint(bytes, &mut read)?));
     }
-    for i in 0..FIELDS {
+    let mut fields = sample.fields();
+    for (i, field) in fields.iter_mut().enumerate() {
         if mask & (1 << (i + 1)) != 0 {
             let delta = unzigzag(get_varint(bytes, &mut read)?) as u64;
-            let field = sample.field_mut(i);
             *field = field.wrapping_add(delta);
         }
     }
+    sample.set_fields(fields);
     Some((mask, read))
 }
 
@@ -399,9 +406,9 @@ pub(crate) fn flight_recording(
             out.push(FlightSample {
                 // `0.0 - x` rather than `-x`: the kill instant itself is 0, not -0.
                 offset_seconds: 0.0 - age.as_secs_f64(),
-                rss_anon_bytes: sample.rss_anon,
-                rss_file_bytes: sample.rss_file,
-                rss_shmem_bytes: sample.rss_shmem,
+                rss_anon_bytes: sample.rss_anon_bytes,
+                rss_file_bytes: sample.rss_file_bytes,
+                rss_shmem_bytes: sample.rss_shmem_bytes,
                 faults_minor_per_sec: rates.faults_minor_per_sec,
                 faults_major_per_sec: rates.faults_major_per_sec,
                 reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
@@ -458,30 +465,19 @@ mod tests {
         for capacity in [1, 2, 3, 61] {
             let mut ring = Ring::new(capacity);
             let mut compact: Option<SampleHistory> = None;
-            let mut s = Sample {
-                at: t0,
-                faults_minor: 0,
-                faults_major: 0,
-                mmap_bytes: 0,
-                munmap_bytes: 0,
-                brk_grow_bytes: 0,
-                reclaim_ns: 0,
-                rss_anon: 0,
-                rss_file: 0,
-                rss_shmem: 0,
-            };
+            let mut s = Sample::new(t0, &ProcStats::default());
             for step in 0..500u64 {
                 let r = next(&mut rng);
                 // Mostly idle; sometimes big jumps, drops, extremes and time going backwards.
                 match r % 8 {
                     0 => s.faults_minor += r >> 40,
                     1 => s.mmap_bytes = s.mmap_bytes.wrapping_add(r),
-                    2 => s.rss_anon = r >> (r % 64),
-                    3 => s.rss_file = s.rss_file.saturating_sub(r >> 50),
+                    2 => s.rss_anon_bytes = r >> (r % 64),
+                    3 => s.rss_file_bytes = s.rss_file_bytes.saturating_sub(r >> 50),
                     4 => s.reclaim_ns = u64::MAX - (r % 3),
                     5 => {
                         s.faults_major += 1;
-                        s.rss_shmem ^= r;
+                        s.rss_shmem_bytes ^= r;
                         s.brk_grow_bytes += r >> 60;
                         s.munmap_bytes += r >> 33;
                     }
@@ -503,12 +499,53 @@ mod tests {
                 assert_eq!(got, want, "capacity {capacity}, step {step}");
                 assert_eq!(c.len(), ring.len());
                 assert_eq!(c.back(), ring.back().copied());
+                let rate_fields = |s: &Sample| {
+                    let fields = s.fields();
+                    (0..FIELDS)
+                        .filter(|i| CUMULATIVE[*i])
+                        .map(|i| fields[i])
+                        .collect::<Vec<_>>()
+                };
                 let flat = want
                     .windows(2)
-                    .all(|w| w[0].fields()[..RATE_FIELDS] == w[1].fields()[..RATE_FIELDS]);
+                    .all(|w| rate_fields(&w[0]) == rate_fields(&w[1]));
                 assert_eq!(c.rates_flat(), flat, "capacity {capacity}, step {step}");
             }
         }
+    }
+
+    #[test]
+    fn sample_layout_is_the_tables_history_lines() {
+        // The encoding's field order: changing it is harmless (histories live in memory only),
+        // but this pins what the table generates.
+        let stats = ProcStats {
+            faults_user: 100,
+            faults_kernel: 10,
+            faults_major: 1,
+            mmap_bytes: 2,
+            munmap_bytes: 3,
+            brk_grow_bytes: 4,
+            reclaim_ns: 5,
+            rss: [6, 7, 8, 9],
+            ..ProcStats::default()
+        };
+        let s = Sample::new(Instant::now(), &stats);
+        // minor, major, mmap, munmap, brk grow, reclaim ns, then RSS anon, file, shmem.
+        assert_eq!(s.fields(), [109, 1, 2, 3, 4, 5, 7, 6, 9]);
+        assert_eq!(
+            (s.rss_anon_bytes, s.rss_file_bytes, s.rss_shmem_bytes),
+            (
+                stats.rss[rss_member::ANON],
+                stats.rss[rss_member::FILE],
+                stats.rss[rss_member::SHMEM]
+            )
+        );
+        assert_eq!(FIELDS, 9);
+        assert_eq!(
+            RATE_BITS,
+            ((1 << 6) - 1) << 1,
+            "six counters, then three gauges"
+        );
     }
 
     #[test]

@@ -12,24 +12,23 @@
 //! The number of live processes is bounded by the caller's input (the kernel's `PROC_STATS` map).
 mod history;
 pub mod score;
+mod views;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use memtrace_common::{ExitEvent, OomEvent, ProcStats, oom_field, rss_member};
 
 use crate::PidMap;
-use crate::cgroup::{self, CgroupMemory};
-use crate::events::{Event, comm_str, counters_json};
-use crate::node::{NodePsi, NodeSample};
+use crate::cgroup::CgroupMemory;
+use crate::counters::{add_counters, counters_json, dominates, sub_counters};
+use crate::events::{Event, comm_str};
+use crate::node::NodeSample;
 use crate::procfs::ProcessInfo;
 use history::{Ring, Sample, SampleHistory};
-use memtrace_api::{
-    CgroupView, Counters, NodeIdentityView, NodeMemoryView, OomRecord, OwnerView, PipelineView,
-    ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
-};
-use score::{RECENT_OOM_WINDOW, ScoreInputs, pressure_score};
+use memtrace_api::{Counters, OomRecord, OwnerView};
+use views::{owner_view, unix_ms};
 
 /// Cgroup of processes whose cgroup is unknown.
 const ROOT_CGROUP: &str = "/";
@@ -87,83 +86,6 @@ impl ModelConfig {
         let intervals = (span / step - 1e-9).ceil().max(1.0) as usize;
         intervals.saturating_add(1).min(MAX_HISTORY)
     }
-}
-
-// ---- cumulative counter arithmetic -------------------------------------------------------------
-
-/// The monotonic counters of a [`ProcStats`] (everything but the RSS and VM gauges,
-/// `brk_current` and `mm_id`), in a fixed order.
-fn cumulative(s: &ProcStats) -> [u64; 16] {
-    [
-        s.faults_user,
-        s.faults_kernel,
-        s.faults_major,
-        s.mmap_calls,
-        s.mmap_bytes,
-        s.munmap_calls,
-        s.munmap_bytes,
-        s.brk_calls,
-        s.brk_grow_bytes,
-        s.brk_shrink_bytes,
-        s.mremap_calls,
-        s.mremap_grow_bytes,
-        s.mremap_shrink_bytes,
-        s.failed_calls,
-        s.reclaim_stalls,
-        s.reclaim_ns,
-    ]
-}
-
-/// Stats with the given cumulative counters and zero gauges.
-fn from_cumulative(c: [u64; 16]) -> ProcStats {
-    ProcStats {
-        faults_user: c[0],
-        faults_kernel: c[1],
-        faults_major: c[2],
-        mmap_calls: c[3],
-        mmap_bytes: c[4],
-        munmap_calls: c[5],
-        munmap_bytes: c[6],
-        brk_calls: c[7],
-        brk_grow_bytes: c[8],
-        brk_shrink_bytes: c[9],
-        mremap_calls: c[10],
-        mremap_grow_bytes: c[11],
-        mremap_shrink_bytes: c[12],
-        failed_calls: c[13],
-        reclaim_stalls: c[14],
-        reclaim_ns: c[15],
-        ..ProcStats::default()
-    }
-}
-
-/// `acc += delta` on the cumulative counters (gauges of `acc` untouched).
-fn add_counters(acc: &mut ProcStats, delta: &ProcStats) {
-    let (a, d) = (cumulative(acc), cumulative(delta));
-    let (rss, vm_bytes, flags) = (acc.rss, acc.vm_bytes, acc.flags);
-    *acc = from_cumulative(std::array::from_fn(|i| a[i].saturating_add(d[i])));
-    acc.rss = rss;
-    acc.vm_bytes = vm_bytes;
-    // A sum that includes per-task counts has no user/kernel split either.
-    acc.flags = flags | delta.flags;
-}
-
-/// `a − b` on the cumulative counters, saturating; gauges zero.
-fn sub_counters(a: &ProcStats, b: &ProcStats) -> ProcStats {
-    let flags = a.flags;
-    let (a, b) = (cumulative(a), cumulative(b));
-    ProcStats {
-        flags,
-        ..from_cumulative(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
-    }
-}
-
-/// Every cumulative counter of `a` is ≥ that of `b`: `a` can be a later reading of `b`'s process.
-fn dominates(a: &ProcStats, b: &ProcStats) -> bool {
-    cumulative(a)
-        .iter()
-        .zip(cumulative(b).iter())
-        .all(|(x, y)| x >= y)
 }
 
 fn rss_total(s: &ProcStats) -> u64 {
@@ -296,54 +218,6 @@ impl CgroupEntry {
         self.last_oom
             .is_some_and(|t| now.saturating_duration_since(t) <= window)
     }
-}
-
-/// A value's serde spelling (the cgroup module's enums serialize as Kubernetes and runtimes
-/// spell them), so the JSON matches whatever `cgroup` declares.
-fn serde_name<T: serde::Serialize>(value: &T) -> Option<String> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => Some(s),
-        _ => None,
-    }
-}
-
-fn owner_view(path: &str) -> OwnerView {
-    let id = cgroup::identify(path);
-    OwnerView {
-        container_id: id.container_id,
-        runtime: id.runtime.as_ref().and_then(serde_name),
-        pod_uid: id.pod_uid,
-        qos: id.qos.as_ref().and_then(serde_name),
-        systemd_unit: id.systemd_unit,
-    }
-}
-
-fn cgroup_psi_view(psi: &cgroup::Psi) -> PsiView {
-    PsiView {
-        some_avg10: psi.some.avg10,
-        some_avg60: psi.some.avg60,
-        some_total_us: psi.some.total_us,
-        full_avg10: psi.full.map(|f| f.avg10),
-        full_avg60: psi.full.map(|f| f.avg60),
-        full_total_us: psi.full.map(|f| f.total_us),
-    }
-}
-
-fn node_psi_view(psi: &NodePsi) -> PsiView {
-    PsiView {
-        some_avg10: psi.some.avg10,
-        some_avg60: psi.some.avg60,
-        some_total_us: psi.some.total_us,
-        full_avg10: psi.full.as_ref().map(|f| f.avg10),
-        full_avg60: psi.full.as_ref().map(|f| f.avg60),
-        full_total_us: psi.full.as_ref().map(|f| f.total_us),
-    }
-}
-
-fn unix_ms(wall: SystemTime) -> u64 {
-    wall.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Adds a cgroup entry unless there is one; whether it did.
@@ -783,181 +657,6 @@ impl Model {
     /// OOM records, newest first, with their flight recordings.
     pub fn oom_records(&self) -> Vec<OomRecord> {
         self.ooms.iter().cloned().collect()
-    }
-
-    fn node_psi_some_avg10(&self) -> Option<f64> {
-        self.node
-            .as_ref()
-            .and_then(|n| n.psi.as_ref())
-            .map(|p| p.some.avg10)
-    }
-
-    /// Score inputs a cgroup contributes (usage, limit, PSI with node fallback, recent OOM).
-    fn cgroup_score_inputs(&self, now: Instant, path: &str) -> ScoreInputs {
-        let cg = self.cgroups.get(path);
-        let memory = cg.and_then(|c| c.memory.as_ref());
-        ScoreInputs {
-            usage_bytes: memory.and_then(|m| m.usage_bytes),
-            limit_bytes: memory.and_then(|m| m.limit_bytes),
-            psi_some_avg10: memory
-                .and_then(|m| m.pressure.map(|p| p.some.avg10))
-                .or_else(|| self.node_psi_some_avg10()),
-            recent_oom: cg.is_some_and(|c| c.oom_within(now, RECENT_OOM_WINDOW)),
-            ..ScoreInputs::default()
-        }
-    }
-
-    /// The whole model as the v1 schema: rates derived at `now`, processes and cgroups sorted by
-    /// pressure score (highest first), OOM records newest first without flight recordings.
-    pub fn snapshot(&self, now: Instant, wall: SystemTime, pipeline: PipelineView) -> Snapshot {
-        struct Rollup {
-            processes: u32,
-            counters: ProcStats,
-            rates: Rates,
-        }
-        let window = self.config.rate_window;
-        let mut rollups: HashMap<&str, Rollup> = HashMap::new();
-        let mut processes = Vec::with_capacity(self.live.len());
-        for (&pid, entry) in &self.live {
-            let rates = history::window_rates(&entry.history, now, window);
-            let key = entry.cgroup_key();
-            let rollup = rollups.entry(key).or_insert_with(|| Rollup {
-                processes: 0,
-                counters: ProcStats::default(),
-                rates: Rates::default(),
-            });
-            rollup.processes += 1;
-            add_counters(
-                &mut rollup.counters,
-                &entry.cgroup_base.since(&entry.latest),
-            );
-            for (sum, rss) in rollup.counters.rss.iter_mut().zip(entry.latest.rss) {
-                *sum = sum.saturating_add(rss);
-            }
-            history::add_rates(&mut rollup.rates, &rates);
-
-            let score = pressure_score(&ScoreInputs {
-                major_faults_per_sec: rates.faults_major_per_sec,
-                reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
-                ..self.cgroup_score_inputs(now, key)
-            });
-            processes.push(ProcessView {
-                pid,
-                comm: entry.comm().to_owned(),
-                cmdline: entry
-                    .info
-                    .as_ref()
-                    .map(|i| i.cmdline.clone())
-                    .unwrap_or_default(),
-                cgroup: entry.cgroup().map(str::to_owned),
-                owner: self
-                    .cgroups
-                    .get(key)
-                    .map(|c| c.owner.clone())
-                    .unwrap_or_default(),
-                counters: counters_json(&entry.latest),
-                rates,
-                rss_bytes: rss_total(&entry.latest),
-                pressure_score: score,
-                oom_kills_as_victim: entry.oom_kills_as_victim,
-                oom_kills_as_trigger: entry.oom_kills_as_trigger,
-            });
-        }
-        processes.sort_by(|a, b| {
-            b.pressure_score
-                .total_cmp(&a.pressure_score)
-                .then(a.pid.cmp(&b.pid))
-        });
-
-        let mut cgroups = Vec::with_capacity(self.cgroups.len());
-        for (path, cg) in &self.cgroups {
-            let rollup = rollups.get(path.as_str());
-            let mut counters = cg.exited;
-            let mut rates = Rates::default();
-            if let Some(r) = rollup {
-                add_counters(&mut counters, &r.counters);
-                counters.rss = r.counters.rss;
-                rates = r.rates;
-            }
-            let memory = cg.memory.as_ref();
-            cgroups.push(CgroupView {
-                path: path.clone(),
-                owner: cg.owner.clone(),
-                processes: rollup.map_or(0, |r| r.processes),
-                counters: counters_json(&counters),
-                rates,
-                rss_bytes: rss_total(&counters),
-                usage_bytes: memory.and_then(|m| m.usage_bytes),
-                limit_bytes: memory.and_then(|m| m.limit_bytes),
-                psi: memory
-                    .and_then(|m| m.pressure.as_ref())
-                    .map(cgroup_psi_view),
-                kernel_oom_kills: memory
-                    .and_then(|m| m.events.map(|e| e.oom_kill).or(m.v1_oom_kill)),
-                oom_kills: cg.oom_kills,
-                pressure_score: pressure_score(&ScoreInputs {
-                    major_faults_per_sec: rates.faults_major_per_sec,
-                    reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
-                    ..self.cgroup_score_inputs(now, path)
-                }),
-            });
-        }
-        cgroups.sort_by(|a, b| {
-            b.pressure_score
-                .total_cmp(&a.pressure_score)
-                .then_with(|| a.path.cmp(&b.path))
-        });
-
-        Snapshot {
-            schema_version: SCHEMA_VERSION,
-            node: self
-                .node
-                .as_ref()
-                .map(|n| NodeIdentityView {
-                    hostname: n.identity.hostname.clone(),
-                    boot_id: n.identity.boot_id.clone(),
-                    kernel_release: n.identity.kernel_release.clone(),
-                })
-                .unwrap_or_default(),
-            timestamp: humantime::format_rfc3339_millis(wall).to_string(),
-            timestamp_unix_ms: unix_ms(wall),
-            rate_window_seconds: window.as_secs_f64(),
-            processes,
-            cgroups,
-            node_memory: self.node.as_ref().map(node_memory_view).unwrap_or_default(),
-            recent_ooms: self
-                .ooms
-                .iter()
-                .map(|r| OomRecord {
-                    flight_recording: Vec::new(),
-                    ..r.clone()
-                })
-                .collect(),
-            pipeline,
-        }
-    }
-}
-
-fn node_memory_view(n: &NodeSample) -> NodeMemoryView {
-    NodeMemoryView {
-        psi: n.psi.as_ref().map(node_psi_view),
-        mem_total_bytes: n.meminfo.total,
-        mem_available_bytes: n.meminfo.available,
-        mem_free_bytes: n.meminfo.free,
-        swap_total_bytes: n.meminfo.swap_total,
-        swap_free_bytes: n.meminfo.swap_free,
-        anon_bytes: n.meminfo.anon_pages,
-        page_cache_bytes: n.meminfo.cached.saturating_add(n.meminfo.buffers),
-        fragmentation_index_order3: n.fragmentation_order3,
-        fragmentation_index_order9: n.fragmentation_order9,
-        pgfault_total: n.vmstat.pgfault,
-        pgmajfault_total: n.vmstat.pgmajfault,
-        allocstall_total: n.vmstat.allocstall,
-        compact_stall_total: n.vmstat.compact_stall,
-        compact_fail_total: n.vmstat.compact_fail,
-        oom_kill_total: n.vmstat.oom_kill,
-        pgscan_direct_total: n.vmstat.pgscan_direct,
-        workingset_refault_total: n.vmstat.workingset_refault,
     }
 }
 

@@ -3,7 +3,10 @@ use memtrace_common::{COMM_LEN, EventHeader, kind};
 
 use super::*;
 use crate::cgroup::{MemoryEvents, Psi, PsiLine};
-use crate::node::{MemInfo, NodeIdentity, PsiTotals, VmStat};
+use crate::node::{MemInfo, NodeIdentity, VmStat};
+use memtrace_api::{CgroupView, PipelineView, ProcessView, Rates, SCHEMA_VERSION, Snapshot};
+use score::RECENT_OOM_WINDOW;
+use std::time::UNIX_EPOCH;
 
 const MIB: u64 = 1 << 20;
 const POD: &str = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_4978_8695_a4b3c2d1e0f9.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
@@ -112,7 +115,7 @@ fn memory(usage: u64, limit: Option<u64>, psi_some_avg10: Option<f64>) -> Cgroup
 }
 
 fn node_sample(psi_some_avg10: f64) -> NodeSample {
-    let totals = |avg10| PsiTotals {
+    let totals = |avg10| PsiLine {
         avg10,
         avg60: 2.0,
         avg300: 1.0,
@@ -124,7 +127,7 @@ fn node_sample(psi_some_avg10: f64) -> NodeSample {
             boot_id: "boot".to_owned(),
             kernel_release: "6.8.0".to_owned(),
         },
-        psi: Some(NodePsi {
+        psi: Some(Psi {
             some: totals(psi_some_avg10),
             full: None,
         }),

@@ -400,7 +400,7 @@ fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
         assert!(!snapshot.node.boot_id.is_empty() && !snapshot.node.kernel_release.is_empty());
         assert!(!snapshot.processes.is_empty());
         assert_eq!(
-            snapshot.pipeline.families,
+            snapshot.pipeline.families.iter().collect::<Vec<_>>(),
             [
                 Family::Tasks,
                 Family::Reclaim,
