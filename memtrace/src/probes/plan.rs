@@ -13,7 +13,7 @@ use super::{
     AttachReport, FamilyStatus,
     btf::{BtfError, BtfLayouts},
     families::{self, ProbeFamily},
-    hook::Hook,
+    hook::{AttachError, Hook},
 };
 use crate::tracefs::{Tracefs, TracefsError, TracepointFormat};
 use memtrace_api::Family;
@@ -156,6 +156,45 @@ impl FamilyPlan {
             .filter(|planned| planned.unusable.is_none())
             .map(|planned| planned.hook.label())
             .collect()
+    }
+
+    /// Attach the planned hooks in order with `attach_one`: optional hooks that fail are
+    /// reported; a required one that fails makes the family skipped, after `detach` of the
+    /// hooks attached before it. (The lifecycle of [`ProbeFamily::attach`] with the kernel
+    /// calls given, so it is tested without a kernel; `target` is what they act on.)
+    pub fn attach_each<T: ?Sized>(
+        &self,
+        target: &mut T,
+        mut attach_one: impl FnMut(&mut T, &Hook) -> Result<(), AttachError>,
+        detach: impl FnOnce(&mut T, &[&Hook]),
+    ) -> FamilyStatus {
+        if let Some(reason) = self.skip_reason() {
+            return FamilyStatus::Skipped { reason };
+        }
+        let mut attached: Vec<&Hook> = Vec::new();
+        let mut missing = Vec::new();
+        for planned in &self.hooks {
+            if let Some(reason) = &planned.unusable {
+                missing.push(planned.missing(reason));
+                continue;
+            }
+            match attach_one(target, &planned.hook) {
+                Ok(()) => attached.push(&planned.hook),
+                Err(err) if planned.required => {
+                    detach(target, &attached);
+                    return FamilyStatus::Skipped {
+                        reason: format!("{}: {err}", planned.hook.label()),
+                    };
+                }
+                Err(err) => missing.push(planned.missing(&err)),
+            }
+        }
+        let hooks = attached.iter().map(|hook| hook.label()).collect();
+        if missing.is_empty() {
+            FamilyStatus::Attached { hooks }
+        } else {
+            FamilyStatus::Partial { hooks, missing }
+        }
     }
 
     /// The optional hooks this kernel cannot run, as the report lists them.

@@ -81,33 +81,11 @@ pub trait ProbeFamily: Sync {
         ebpf: &mut Ebpf,
         kernel_btf: Option<&aya::Btf>,
     ) -> FamilyStatus {
-        if let Some(reason) = plan.skip_reason() {
-            return FamilyStatus::Skipped { reason };
-        }
-        let mut attached: Vec<&Hook> = Vec::new();
-        let mut missing = Vec::new();
-        for planned in &plan.hooks {
-            if let Some(reason) = &planned.unusable {
-                missing.push(planned.missing(reason));
-                continue;
-            }
-            match hook::attach_hook(ebpf, &planned.hook, kernel_btf) {
-                Ok(()) => attached.push(&planned.hook),
-                Err(err) if planned.required => {
-                    self.detach(&attached, ebpf);
-                    return FamilyStatus::Skipped {
-                        reason: format!("{}: {err}", planned.hook.label()),
-                    };
-                }
-                Err(err) => missing.push(planned.missing(&err)),
-            }
-        }
-        let hooks = attached.iter().map(|hook| hook.label()).collect();
-        if missing.is_empty() {
-            FamilyStatus::Attached { hooks }
-        } else {
-            FamilyStatus::Partial { hooks, missing }
-        }
+        plan.attach_each(
+            ebpf,
+            |ebpf, planned| hook::attach_hook(ebpf, planned, kernel_btf),
+            |ebpf, attached| self.detach(attached, ebpf),
+        )
     }
 
     /// Detach and unload `hooks` (dropping [`super::Probes`] detaches every family at once).
