@@ -208,7 +208,7 @@ impl Probes {
         }
 
         let report =
-            plan.attach_with(|family| family.family.attach(family, &mut ebpf, aya_btf.as_ref()));
+            plan.attach_with(|planned| planned.family.attach(planned, &mut ebpf, aya_btf.as_ref()));
         drop(aya_btf);
         if !report.any_attached() {
             return Err(ProbeError::NothingAttached { report });
