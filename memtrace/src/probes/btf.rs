@@ -5,15 +5,24 @@
 //! the programs as read-only globals (the same way tracefs gives tracepoint record offsets).
 //! Anonymous struct/union members are searched through, as the kernel nests most `mm_struct`
 //! fields in them.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use btf_rs::{Btf, Type};
 use memtrace_common::{FIELD_ABSENT, TaskOffsets};
 
-#[derive(Debug, thiserror::Error)]
+/// Why a layout could not be had from the kernel's BTF. `Clone`, because one unreadable file is
+/// the reason for every family that needed it.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("reading kernel BTF {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    #[error("reading kernel BTF {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Arc<btf_rs::Error>,
+    },
     #[error("kernel BTF has no struct {name}")]
     NoStruct { name: String },
     #[error("kernel BTF: struct {parent} has no member {member}")]
@@ -53,7 +62,7 @@ impl KernelBtf {
         let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap).map_err(|err| {
             BtfError::Read {
                 path: path.to_path_buf(),
-                reason: err.to_string(),
+                source: Arc::new(err),
             }
         })?;
         Ok(Self { btf })
@@ -156,6 +165,42 @@ impl KernelBtf {
             counter_size: self.size_of("percpu_counter")?,
             counter_count: self.offset_of("percpu_counter", "count")?,
         })
+    }
+}
+
+/// What the kernel's BTF says (or why it could not), for the families that read kernel structs:
+/// planning's input, so tests can give any kernel's layouts as values.
+#[derive(Clone, Debug)]
+pub struct BtfLayouts {
+    /// For the raw `kmem:rss_stat` hook and the task sampler.
+    pub rss: Result<RssLayout, BtfError>,
+    /// For the task sampler, the exit hook's final counts and every program's comm.
+    pub task: Result<TaskOffsets, BtfError>,
+    /// Whether the kernel has the BPF task iterator.
+    pub task_iterator: bool,
+}
+
+impl BtfLayouts {
+    /// Everything planning needs from the BTF at `path`; without BTF, every layout is the error
+    /// that says why, and the families fall back to hooks that need none.
+    pub fn read(path: &Path) -> Self {
+        match KernelBtf::open(path) {
+            Ok(btf) => Self {
+                rss: btf.rss_layout(),
+                task: btf.task_layout(),
+                task_iterator: btf.has_task_iterator(),
+            },
+            Err(err) => Self::unavailable(err),
+        }
+    }
+
+    /// No layouts, all for `reason`.
+    pub fn unavailable(reason: BtfError) -> Self {
+        Self {
+            rss: Err(reason.clone()),
+            task: Err(reason),
+            task_iterator: false,
+        }
     }
 }
 

@@ -1,27 +1,35 @@
 //! Loading and attaching the kernel programs.
 //!
-//! Programs are grouped in probe families (faults, mmap, rss, reclaim, oom, lifecycle) with one
-//! lifecycle each, in the manner of retis: [`Family::can_run`] checks that the running kernel has
-//! the hooks and tracepoint fields the family needs (reading tracefs `format` files, which also
-//! yields the field offsets handed to the programs), [`Probes::load`] attaches every family that
-//! can run and records why the others could not, and dropping [`Probes`] (or
+//! Programs are grouped in probe families (tasks, faults, mmap, rss, reclaim, oom, lifecycle),
+//! each a [`ProbeFamily`] in [`families`] with one lifecycle, in the manner of retis:
+//! [`ProbeFamily::plan`] (`can_run`) checks that the running kernel has the hooks, tracepoint
+//! fields and BTF layouts the family needs (reading tracefs `format` files, which also yields the
+//! field offsets handed to the programs), [`Probes::load`] attaches every family that can run
+//! ([`ProbeFamily::attach`]) and records why the others could not, and dropping [`Probes`] (or
 //! [`Probes::detach`]) detaches everything. A family the kernel lacks is reported and skipped;
 //! the others run.
 pub mod batch;
 pub mod btf;
-mod family;
+pub mod families;
+mod hook;
+mod plan;
+mod report;
 pub mod tasks;
 
-use std::{collections::BTreeMap, fmt};
+use std::fmt;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, links::LinkError},
 };
-pub use family::{
-    BtfLayouts, DAEMON_FAMILIES, Family, FamilyPlan, Hook, REPLACED_BY_TASKS, TRACE_FAMILIES,
-};
-use memtrace_common::{COMM_LEN, Config, Offsets, ProcStats, globals, kind, loss, maps};
+pub use btf::{BtfError, BtfLayouts};
+pub use families::{DAEMON_FAMILIES, ProbeFamily, REPLACED_BY_TASKS, TRACE_FAMILIES};
+pub use hook::{AttachError, Hook};
+pub use memtrace_api::Family;
+use memtrace_common::{COMM_LEN, Config, ProcStats, globals, kind, loss, maps};
+pub use plan::{FamilyPlan, PlanContext, PlannedHook, ProbePlan, Role, Unusable};
+pub use report::{AttachReport, FamilyStatus};
 
 use crate::tracefs::Tracefs;
 
@@ -93,82 +101,23 @@ pub enum ProbeError {
     },
     #[error("no probe family could be attached:\n{report}")]
     NothingAttached { report: AttachReport },
-    #[error("running the task iterator: {0}")]
-    TaskIterator(String),
-}
-
-/// Outcome of one family.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FamilyStatus {
-    /// All hooks attached.
-    Attached { hooks: Vec<String> },
-    /// The required hooks attached; optional ones did not (each with its reason).
-    Partial {
-        hooks: Vec<String>,
-        missing: Vec<String>,
+    #[error("running the task iterator {program}: {source}")]
+    TaskIterator {
+        program: &'static str,
+        #[source]
+        source: TaskIteratorError,
     },
-    /// Not attached, with the reason.
-    Skipped { reason: String },
-    /// Not requested.
-    Disabled,
 }
 
-/// What attached and what did not, for the user and for `/readyz`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AttachReport {
-    pub families: BTreeMap<Family, FamilyStatus>,
-}
-
-impl AttachReport {
-    pub fn attached(&self, family: Family) -> bool {
-        matches!(
-            self.families.get(&family),
-            Some(FamilyStatus::Attached { .. } | FamilyStatus::Partial { .. })
-        )
-    }
-
-    pub fn any_attached(&self) -> bool {
-        self.families.keys().any(|family| self.attached(*family))
-    }
-
-    /// Number of hooks attached and of hooks that failed (skipped families count as one each).
-    pub fn counts(&self) -> (usize, usize) {
-        let mut ok = 0;
-        let mut failed = 0;
-        for status in self.families.values() {
-            match status {
-                FamilyStatus::Attached { hooks } => ok += hooks.len(),
-                FamilyStatus::Partial { hooks, missing } => {
-                    ok += hooks.len();
-                    failed += missing.len();
-                }
-                FamilyStatus::Skipped { .. } => failed += 1,
-                FamilyStatus::Disabled => {}
-            }
-        }
-        (ok, failed)
-    }
-}
-
-impl fmt::Display for AttachReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (family, status) in &self.families {
-            match status {
-                FamilyStatus::Attached { hooks } => {
-                    writeln!(f, "  {family:<9} attached: {}", hooks.join(", "))?
-                }
-                FamilyStatus::Partial { hooks, missing } => writeln!(
-                    f,
-                    "  {family:<9} attached: {}; without: {}",
-                    hooks.join(", "),
-                    missing.join("; ")
-                )?,
-                FamilyStatus::Skipped { reason } => writeln!(f, "  {family:<9} SKIPPED: {reason}")?,
-                FamilyStatus::Disabled => writeln!(f, "  {family:<9} disabled")?,
-            }
-        }
-        Ok(())
-    }
+/// Why one pass of the task sampler could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskIteratorError {
+    #[error("the program is missing from the eBPF object")]
+    MissingProgram,
+    #[error("{0}")]
+    Program(#[source] ProgramError),
+    #[error("{0}")]
+    Link(#[source] LinkError),
 }
 
 /// Kernel-side loss counters, summed over CPUs.
@@ -212,8 +161,8 @@ impl fmt::Debug for Probes {
 }
 
 impl Probes {
-    /// Read tracepoint formats, load the object with the resulting offsets and `options`, and
-    /// attach every requested family that can run.
+    /// Read tracepoint formats and the kernel's BTF, load the object with the resulting
+    /// offsets and `options`, and attach every requested family that can run.
     pub fn load(tracefs: &Tracefs, options: &ProbeOptions) -> Result<Self, ProbeError> {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
@@ -221,31 +170,12 @@ impl Probes {
         // Struct layouts for programs that read kernel memory (the task sampler, the raw
         // rss_stat hook, syscall arguments from saved registers): from the running kernel's
         // BTF; without BTF, slower hooks that need none are used instead.
-        let kernel = btf::KernelBtf::open(&options.btf_path).map_err(|err| err.to_string());
-        // One query of the parsed BTF, or why there is none.
-        fn query<T>(
-            kernel: &Result<btf::KernelBtf, String>,
-            f: impl FnOnce(&btf::KernelBtf) -> Result<T, btf::BtfError>,
-        ) -> Result<T, String> {
-            let btf = kernel.as_ref().map_err(Clone::clone)?;
-            f(btf).map_err(|err| err.to_string())
-        }
-        let layouts = BtfLayouts {
-            rss: query(&kernel, btf::KernelBtf::rss_layout),
-            task: query(&kernel, btf::KernelBtf::task_layout),
-            task_iterator: kernel.as_ref().is_ok_and(|btf| btf.has_task_iterator()),
-        };
-        drop(kernel);
-        let plan = FamilyPlan::new(
-            tracefs,
-            &options.families,
-            options.config.filter_flags,
-            &layouts,
-        );
+        let layouts = BtfLayouts::read(&options.btf_path);
+        let context = PlanContext::new(tracefs, &layouts, options.config.filter_flags);
+        let plan = ProbePlan::new(&context, &options.families);
         // The task iterator is loaded against a BTF function id: aya needs its own parse of the
         // kernel's BTF for that, which the loader then reuses for the object.
-        let wants_tasks = options.families.contains(&Family::Tasks);
-        let aya_btf = if wants_tasks && layouts.task_iterator {
+        let aya_btf = if plan.needs_kernel_btf() {
             match aya::Btf::parse_file(&options.btf_path, aya::Endianness::default()) {
                 Ok(btf) => Some(btf),
                 Err(err) => {
@@ -256,7 +186,6 @@ impl Probes {
         } else {
             None
         };
-        let offsets: Offsets = plan.offsets;
         let config = options.config;
         let mut loader = EbpfLoader::new();
         if let Some(btf) = &aya_btf {
@@ -264,7 +193,7 @@ impl Probes {
         }
         let mut ebpf = loader
             .override_global(globals::CONFIG, &config, true)
-            .override_global(globals::OFFSETS, &offsets, true)
+            .override_global(globals::OFFSETS, &plan.offsets, true)
             .map_max_entries(maps::PROC_STATS, options.max_processes)
             .map_max_entries(maps::MM_OWNER, options.max_processes)
             .map_max_entries(maps::EVENTS, options.events_ring_bytes)
@@ -278,25 +207,8 @@ impl Probes {
             Err(err) => tracing::debug!("eBPF logger not started: {err}"),
         }
 
-        let mut report = AttachReport::default();
-        // `Tasks` comes first in `ALL`: whether it attached decides the fallbacks.
-        for family in Family::ALL {
-            let fallback = wants_tasks
-                && REPLACED_BY_TASKS.contains(&family)
-                && !report.attached(Family::Tasks);
-            let status = if options.families.contains(&family) || fallback {
-                if fallback {
-                    tracing::warn!(
-                        "the task sampler is unavailable: attaching the {family} hooks instead \
-                         (they cost on every page fault)"
-                    );
-                }
-                plan.attach(family, &mut ebpf, aya_btf.as_ref())
-            } else {
-                FamilyStatus::Disabled
-            };
-            report.families.insert(family, status);
-        }
+        let report =
+            plan.attach_with(|planned| planned.family.attach(planned, &mut ebpf, aya_btf.as_ref()));
         drop(aya_btf);
         if !report.any_attached() {
             return Err(ProbeError::NothingAttached { report });
@@ -432,19 +344,21 @@ impl Probes {
         if !self.report.attached(Family::Tasks) {
             return Ok(None);
         }
-        let program: &mut aya::programs::Iter = self
+        let program = families::tasks::PROGRAM;
+        let failed = |source| ProbeError::TaskIterator { program, source };
+        let iter: &mut aya::programs::Iter = self
             .ebpf
-            .program_mut("task_sampler")
-            .ok_or_else(|| ProbeError::TaskIterator("program task_sampler missing".to_owned()))?
+            .program_mut(program)
+            .ok_or_else(|| failed(TaskIteratorError::MissingProgram))?
             .try_into()
-            .map_err(|err| ProbeError::TaskIterator(format!("{err}")))?;
-        let link = program
+            .map_err(|err| failed(TaskIteratorError::Program(err)))?;
+        let link = iter
             .attach()
-            .and_then(|id| program.take_link(id))
-            .map_err(|err| ProbeError::TaskIterator(format!("{err}")))?;
+            .and_then(|id| iter.take_link(id))
+            .map_err(|err| failed(TaskIteratorError::Program(err)))?;
         link.into_file()
             .map(Some)
-            .map_err(|err| ProbeError::TaskIterator(format!("{err}")))
+            .map_err(|err| failed(TaskIteratorError::Link(err)))
     }
 
     /// Take the two ring buffers (discrete events, fault events) for reading.

@@ -1,0 +1,53 @@
+//! Process lifecycle: exit (the end of a process's counters), exec (its new name), and fork
+//! (only to follow a filtered process's children).
+use memtrace_api::Family;
+use memtrace_common::{Offsets, filter};
+
+use super::ProbeFamily;
+use crate::{
+    probes::{
+        hook::Hook,
+        plan::{PlanContext, PlannedHook, data_loc_or_absent},
+    },
+    tracefs::TracefsError,
+};
+
+pub struct Lifecycle;
+
+impl ProbeFamily for Lifecycle {
+    fn id(&self) -> Family {
+        Family::Lifecycle
+    }
+
+    fn plan(&self, ctx: &PlanContext<'_>, offsets: &mut Offsets) -> Vec<PlannedHook> {
+        let sched = |name| ctx.tracefs.format("sched", name);
+        let exit = sched("sched_process_exit").and_then(|format| -> Result<(), TracefsError> {
+            offsets.sched.exit_pid = format.offset_of("pid", 4)?;
+            offsets.sched.exit_group_dead = format.offset_or_absent("group_dead", 1);
+            Ok(())
+        });
+        let exec = sched("sched_process_exec").and_then(|format| -> Result<(), TracefsError> {
+            offsets.sched.exec_old_pid = format.offset_of("old_pid", 4)?;
+            offsets.sched.exec_filename = data_loc_or_absent(&format, "filename");
+            Ok(())
+        });
+        let mut planned = vec![
+            PlannedHook::checked(Hook::tracepoint("sched", "sched_process_exit"), true, exit),
+            PlannedHook::checked(Hook::tracepoint("sched", "sched_process_exec"), false, exec),
+        ];
+        // Fork following is only needed (and only paid for) when a filter asks for it.
+        if ctx.filter_flags & filter::FOLLOW_FORKS != 0 {
+            let fork = sched("sched_process_fork").and_then(|format| -> Result<(), TracefsError> {
+                offsets.sched.fork_parent_pid = format.offset_of("parent_pid", 4)?;
+                offsets.sched.fork_child_pid = format.offset_of("child_pid", 4)?;
+                Ok(())
+            });
+            planned.push(PlannedHook::checked(
+                Hook::tracepoint("sched", "sched_process_fork"),
+                true,
+                fork,
+            ));
+        }
+        planned
+    }
+}
