@@ -5,6 +5,7 @@
 //! and byte arrays, and has **no implicit padding**: every struct's size is asserted to equal the
 //! sum of its fields below. Flags are `u32`, never `bool`.
 #![no_std]
+#![warn(clippy::pedantic)]
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -107,6 +108,7 @@ pub mod config_flag {
 }
 
 impl Config {
+    #[must_use]
     pub const fn wants(&self, kind: u32) -> bool {
         self.event_mask & (1 << kind) != 0
     }
@@ -237,8 +239,10 @@ pub struct Offsets {
     pub reclaim: ReclaimOffsets,
     pub sched: SchedOffsets,
     pub task: TaskOffsets,
+    /// `syscalls:sys_enter_madvise`: `start`, `len_in`, `behavior` (counted only, no event).
+    pub madvise_enter: SyscallEnterOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -310,6 +314,9 @@ impl Offsets {
             task_comm: FIELD_ABSENT,
             mm_total_vm: FIELD_ABSENT,
         },
+        madvise_enter: SyscallEnterOffsets {
+            args: [FIELD_ABSENT; 6],
+        },
     };
 }
 
@@ -362,8 +369,14 @@ pub struct ProcStats {
     /// task sampler reads it each tick; no hook maintains it). The daemon's measure of how much
     /// a process maps, whichever call maps it, without a program on the mmap path.
     pub vm_bytes: u64,
+    /// Bytes given back with `madvise(MADV_DONTNEED)` (successful calls, page-aligned length as
+    /// the kernel applies it): the pages are dropped at once, so RSS falls without a munmap.
+    pub madvise_dontneed_bytes: u64,
+    /// Bytes marked `madvise(MADV_FREE)` (likewise): reclaimable lazily, RSS falls under
+    /// memory pressure.
+    pub madvise_free_bytes: u64,
 }
-const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8 + 8 + 8);
+const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8 + 8 + 8 + 2 * 8);
 
 /// Bits of [`ProcStats::flags`].
 pub mod proc_flag {
@@ -375,6 +388,7 @@ pub mod proc_flag {
 }
 
 impl ProcStats {
+    #[must_use]
     pub const fn faults_minor(&self) -> u64 {
         (self.faults_user + self.faults_kernel).saturating_sub(self.faults_major)
     }
@@ -391,7 +405,7 @@ pub struct EventHeader {
     /// Thread id.
     pub tid: u32,
     pub cpu: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`).
     pub ts_ns: u64,
     pub comm: [u8; COMM_LEN],
 }
@@ -550,10 +564,12 @@ pub mod task_sample_flag {
     pub const HOOK_STATS: u64 = 1 << 0;
 }
 
-/// Key of `SYSCALL_INFLIGHT` values: the arguments an mmap-family entry saw, used at exit.
+/// `SYSCALL_INFLIGHT` value: the arguments an mmap-family entry saw, used at exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallArgs {
+    /// The call's event [`kind`]; for a call that is only counted (madvise), a tag no event
+    /// kind has (`kind::COUNT`).
     pub kind: u32,
     pub reserved: u32,
     pub args: [u64; 5],
@@ -573,7 +589,7 @@ const _: () = assert!(size_of::<ReclaimStart>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{Config, Offsets, ProcStats, ReclaimStart, SyscallArgs, TaskSample};
     // SAFETY (all): `#[repr(C)]`, integer/array fields only, no padding (asserted above).
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Offsets {}

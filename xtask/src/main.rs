@@ -76,8 +76,10 @@ enum Cmd {
     /// Everything CI checks: fmt, clippy, then all tests including the privileged ones (as root).
     ///
     /// Runs, stopping at the first failure: `cargo fmt --all -- --check`;
-    /// `cargo clippy --workspace --exclude memtrace-ebpf --all-targets -- -D warnings`;
-    /// `cargo test --workspace --exclude memtrace-ebpf [EXTRA]` (RUST_BACKTRACE=1). Before that
+    /// `cargo clippy --workspace --exclude memtrace-ebpf --all-targets -- -D warnings`; clippy on
+    /// memtrace-common without its `user` feature and on memtrace-ebpf for bpfel-unknown-none (as
+    /// aya-build builds it); `cargo test --workspace --exclude memtrace-ebpf [EXTRA]`
+    /// (RUST_BACKTRACE=1); `cargo doc --no-deps` of the host crates (RUSTDOCFLAGS=-D warnings). Before that
     /// it runs setup, mounts tracefs and apt-installs missing test tools (prometheus, for promtool and the scrape test).
     /// Must run as root: the integration tests load real eBPF programs and fail rather than skip.
     ///
@@ -425,7 +427,7 @@ fn ensure_tracefs() {
 struct Step {
     name: &'static str,
     args: Vec<OsString>,
-    env: Vec<(&'static str, &'static str)>,
+    env: Vec<(&'static str, OsString)>,
 }
 
 impl Step {
@@ -442,8 +444,8 @@ impl Step {
         self
     }
 
-    fn env(mut self, key: &'static str, value: &'static str) -> Self {
-        self.env.push((key, value));
+    fn env(mut self, key: &'static str, value: impl Into<OsString>) -> Self {
+        self.env.push((key, value.into()));
         self
     }
 }
@@ -507,6 +509,21 @@ fn test(ctx: &mut Ctx, extra: Vec<OsString>) -> Result<()> {
                 "warnings",
             ],
         ),
+        // The workspace step sees memtrace-common only with `user` (memtrace enables it); the
+        // eBPF crate uses it without.
+        Step::cargo(
+            "clippy memtrace-common without `user`",
+            &[
+                "clippy",
+                "-p",
+                "memtrace-common",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        ebpf_clippy_step(),
         // The privileged tests run the `memtrace` and workload binaries as a user would; `cargo
         // test` alone does not rebuild another package's binaries, so build them all first.
         Step::cargo(
@@ -525,10 +542,55 @@ fn test(ctx: &mut Ctx, extra: Vec<OsString>) -> Result<()> {
         )
         .arg_all(extra)
         .env("RUST_BACKTRACE", "1"),
+        // Broken intra-doc links and stray HTML in doc comments; last, so a doc slip does not
+        // hide the tests' verdict.
+        Step::cargo(
+            "doc",
+            &[
+                "doc",
+                "--no-deps",
+                "-p",
+                "memtrace",
+                "-p",
+                "memtrace-api",
+                "-p",
+                "memtrace-common",
+            ],
+        )
+        .env("RUSTDOCFLAGS", "-D warnings"),
     ];
     run_steps(ctx, &steps)?;
     say("all checks passed");
     Ok(())
+}
+
+/// Clippy on `memtrace-ebpf` for its real target, invoked as `memtrace/build.rs` builds it through
+/// aya-build 0.2: `-Z build-std=core` with `RUSTC_BOOTSTRAP=1` on the pinned stable toolchain, the
+/// release profile, and aya-build's `CARGO_ENCODED_RUSTFLAGS` (the `bpf_target_arch` cfg of the
+/// host, whose kernel the programs target, plus its debuginfo and BTF link flags).
+fn ebpf_clippy_step() -> Step {
+    // aya-build names riscv64 targets `riscv64` whatever their suffix; Rust's ARCH already does.
+    let arch = env::consts::ARCH;
+    let rustflags =
+        format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf");
+    Step::cargo(
+        "clippy memtrace-ebpf (bpfel)",
+        &[
+            "clippy",
+            "-p",
+            "memtrace-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+    .env("RUSTC_BOOTSTRAP", "1")
+    .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
 }
 
 /// Installs the Debian packages whose binaries are missing from PATH: `(binary, package)` pairs.

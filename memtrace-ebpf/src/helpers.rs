@@ -1,0 +1,246 @@
+//! What every family's programs share: loss counting, the per-process counter entry, event
+//! headers and submission (with the reader wake-up policy), the live-trace filter, and readers of
+//! tracepoint fields and kernel memory.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+    },
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+    },
+    maps::RingBuf,
+    programs::TracePointContext,
+};
+use memtrace_common::{
+    COMM_LEN, Config, EventHeader, FIELD_ABSENT, ProcStats, TaskOffsets, config_flag, filter, loss,
+};
+
+use crate::maps::{CONFIG, EVENTS, FILTER_COMMS, FILTER_PIDS, LOSSES, PROC_STATS, offset};
+
+const EEXIST: i32 = 17;
+
+#[inline(always)]
+pub fn count_loss(slot: u32) {
+    if let Some(counter) = LOSSES.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, programs do not nest on one CPU for these hooks.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn add(counter: *mut u64, value: u64) {
+    // SAFETY: `counter` points into a map value, valid for the program's run. Atomic because a
+    // multi-threaded process updates its entry from several CPUs at once.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
+}
+
+/// The process's counters, creating the entry on first sight.
+#[inline(always)]
+pub fn stats_entry(tgid: u32) -> Option<*mut ProcStats> {
+    if let Some(stats) = PROC_STATS.get_ptr_mut(tgid) {
+        return Some(stats);
+    }
+    match PROC_STATS.insert(tgid, ProcStats::default(), u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        Err(err) if err == -EEXIST => {} // another CPU created it first
+        Err(_) => {
+            count_loss(loss::MAP_PROC_STATS);
+            return None;
+        }
+    }
+    PROC_STATS.get_ptr_mut(tgid)
+}
+
+/// The current task's `pid_tgid` (tgid in the upper half, thread id in the lower) and tgid.
+#[inline(always)]
+pub fn current() -> (u64, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (pid_tgid, tgid_of(pid_tgid))
+}
+
+/// The tgid half of a `pid_tgid`.
+#[inline(always)]
+pub const fn tgid_of(pid_tgid: u64) -> u32 {
+    (pid_tgid >> 32) as u32
+}
+
+/// The thread-id half of a `pid_tgid`.
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the lower half of `pid_tgid`"
+)]
+pub const fn tid_of(pid_tgid: u64) -> u32 {
+    pid_tgid as u32
+}
+
+#[inline(always)]
+pub fn header(kind: u32, pid_tgid: u64) -> EventHeader {
+    header_with_comm(kind, pid_tgid, current_comm())
+}
+
+/// [`header`] with the comm already read (by [`filter_pass`]).
+#[inline(always)]
+pub fn header_with_comm(kind: u32, pid_tgid: u64, comm: [u8; COMM_LEN]) -> EventHeader {
+    EventHeader {
+        kind,
+        pid: tgid_of(pid_tgid),
+        tid: tid_of(pid_tgid),
+        // SAFETY: helper without preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm,
+    }
+}
+
+/// Whether the loader found kernel BTF (it then sets `task_comm`, whatever families run): the
+/// programs may then load from BTF-typed task and register pointers directly.
+#[inline(always)]
+pub fn have_btf() -> bool {
+    offset!(task.task_comm) != FIELD_ABSENT
+}
+
+/// The current task's comm. With BTF it is two loads from the task (`bpf_get_current_comm`
+/// copies it with `strscpy_pad` behind a helper call: ~45 ns, a sixth of a streamed fault's
+/// program); `OFFSETS` is read-only data, so the verifier loads only one of the two ways.
+#[inline(always)]
+pub fn current_comm() -> [u8; COMM_LEN] {
+    if !have_btf() {
+        return bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    }
+    // SAFETY: helper without preconditions; a BTF pointer to the current task.
+    let comm = unsafe { bpf_get_current_task_btf() } as u64 + u64::from(offset!(task.task_comm));
+    let words = [load_btf::<u64>(comm), load_btf::<u64>(comm + 8)];
+    // SAFETY: 16 plain bytes either way.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words) }
+}
+
+/// The live-trace filter (pids and/or comms). `Some(comm)` if the current task passes (always,
+/// when no filter is configured): the comm is read once, for the filter and the event header.
+#[inline(always)]
+pub fn filter_pass(config: &Config, tgid: u32) -> Option<[u8; COMM_LEN]> {
+    if config.filter_flags & filter::PIDS != 0 && FILTER_PIDS.get_ptr(tgid).is_none() {
+        return None;
+    }
+    let comm = current_comm();
+    if config.filter_flags & filter::COMMS != 0 && FILTER_COMMS.get_ptr(comm).is_none() {
+        return None;
+    }
+    Some(comm)
+}
+
+/// Send `event` to `ring`, counting a full ring as a loss of that kind. `flags` are the
+/// submit flags (0: the kernel's adaptive wake-up).
+#[inline(always)]
+pub fn emit<T: 'static>(ring: &RingBuf, kind: u32, event: T, flags: u64) {
+    if let Some(mut entry) = ring.reserve::<T>(0) {
+        entry.write(event);
+        entry.submit(flags);
+    } else {
+        count_loss(kind);
+    }
+}
+
+/// Submit flags that batch reader wake-ups. A wake-up is an IRQ work item, a self-IPI (a VM exit
+/// under virtualisation: microseconds) and a reader wake-up; per record it costs more than the
+/// record, at a million faults a second or a thousand exits. So the reader is woken only once a
+/// quarter of `ring` is filled; below that it drains on its own timer (every 10 ms in a live
+/// trace, 100 ms in the daemon: see `memtrace::pipeline`). Only OOM events wake it at once.
+#[inline(always)]
+pub fn batched_wakeup(ring: &RingBuf) -> u64 {
+    let pending = ring.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = ring.query(u64::from(BPF_RB_RING_SIZE));
+    if pending >= size / 4 {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
+/// Submit flags for the discrete-event ring: batched in the daemon, immediate for a live trace
+/// (see `memtrace_common::config_flag::BATCH_WAKEUPS`).
+#[inline(always)]
+pub fn events_wakeup() -> u64 {
+    if CONFIG.load().flags & config_flag::BATCH_WAKEUPS == 0 {
+        0
+    } else {
+        batched_wakeup(&EVENTS)
+    }
+}
+
+/// Read a tracepoint field; `None` for absent fields or a failed read.
+#[inline(always)]
+pub fn field<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+    if offset == FIELD_ABSENT {
+        return None;
+    }
+    // SAFETY: the offset comes from this tracepoint's format file; the read is a checked
+    // `bpf_probe_read_kernel`.
+    unsafe { ctx.read_at::<T>(offset as usize) }.ok()
+}
+
+/// Copy a `__data_loc char[]` field into `dst`; returns the number of bytes copied.
+#[inline(always)]
+pub fn data_loc_str(ctx: &TracePointContext, offset: u32, dst: &mut [u8]) -> usize {
+    let Some(loc) = field::<u32>(ctx, offset) else {
+        return 0;
+    };
+    let start = (loc & 0xffff) as usize;
+    // SAFETY: `start` is the record-relative offset the kernel stored; bounded string read.
+    match unsafe {
+        bpf_probe_read_kernel_str_bytes(ctx.as_ptr().cast::<u8>().add(start).cast_const(), dst)
+    } {
+        Ok(bytes) => bytes.len(),
+        Err(_) => 0,
+    }
+}
+
+/// A kernel value at `addr`, 0 if it cannot be read.
+///
+/// Branch-free on purpose: the helper zeroes the destination when the read fails, so its
+/// return value is not looked at. A branch per read multiplies the paths the verifier walks
+/// through the exit hook's thread-list loop (seconds of load time instead of milliseconds).
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "`T` is a kernel scalar: its size fits the helper's u32"
+)]
+pub fn read_kernel<T: Default>(addr: u64) -> T {
+    let mut value = T::default();
+    // SAFETY: checked kernel read into a local of the right size; the address is built from a
+    // kernel pointer and a BTF offset.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&raw mut value).cast(),
+            size_of::<T>() as u32,
+            addr as *const core::ffi::c_void,
+        );
+    }
+    value
+}
+
+/// A field of a BTF-typed kernel object (`base` derived from a BTF pointer the verifier knows,
+/// `base + offset` a member by vmlinux BTF): a plain load the verifier checks against the type
+/// and the JIT makes fault-safe, about a tenth of a `bpf_probe_read_kernel` call here. A NULL
+/// base (a task without an mm) reads as 0.
+#[inline(always)]
+pub fn load_btf<T: Copy>(addr: u64) -> T {
+    // SAFETY: see above; the verifier refuses the program rather than allow a bad access.
+    unsafe { core::ptr::read_volatile(addr as *const T) }
+}
+
+/// One task's own (`min_flt`, `maj_flt`), through `load` ([`read_kernel`] for a plain task
+/// address, [`load_btf`] for a BTF-typed one).
+#[inline(always)]
+pub fn task_faults(task: u64, t: &TaskOffsets, load: fn(u64) -> u64) -> (u64, u64) {
+    (
+        load(task + u64::from(t.task_min_flt)),
+        load(task + u64::from(t.task_maj_flt)),
+    )
+}

@@ -1,0 +1,57 @@
+//! OOM: one event per task the OOM killer marks (a memory.oom.group kill marks each member).
+//! The current task is the one whose allocation invoked the OOM killer: the trigger.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_log_ebpf::info;
+use memtrace_common::{OomEvent, kind, oom_field};
+
+use crate::{
+    helpers::{current, data_loc_str, emit, field, header},
+    maps::{CONFIG, EVENTS, offset},
+};
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    let config = CONFIG.load();
+    if !config.wants(kind::OOM) {
+        return 0;
+    }
+    let o = offset!(oom);
+    let (pid_tgid, _) = current();
+    let mut event = OomEvent {
+        header: header(kind::OOM, pid_tgid),
+        victim_pid: field::<i32>(&ctx, o.pid).unwrap_or(0).cast_unsigned(),
+        ..OomEvent::default()
+    };
+    let mut present = 0;
+    let mut kb = |offset: u32, bit: u32| match field::<u64>(&ctx, offset) {
+        Some(value) => {
+            present |= bit;
+            value
+        }
+        None => 0,
+    };
+    event.total_vm_kb = kb(o.total_vm, oom_field::TOTAL_VM);
+    event.anon_rss_kb = kb(o.anon_rss, oom_field::ANON_RSS);
+    event.file_rss_kb = kb(o.file_rss, oom_field::FILE_RSS);
+    event.shmem_rss_kb = kb(o.shmem_rss, oom_field::SHMEM_RSS);
+    event.pgtables_kb = kb(o.pgtables, oom_field::PGTABLES);
+    if let Some(uid) = field::<u32>(&ctx, o.uid) {
+        event.victim_uid = uid;
+        present |= oom_field::UID;
+    }
+    if let Some(adj) = field::<i16>(&ctx, o.oom_score_adj) {
+        event.oom_score_adj = i32::from(adj);
+        present |= oom_field::OOM_SCORE_ADJ;
+    }
+    if data_loc_str(&ctx, o.comm, &mut event.victim_comm) > 0 {
+        present |= oom_field::COMM;
+    }
+    event.present = present;
+    info!(
+        &ctx,
+        "oom: victim pid {} marked (trigger pid {})", event.victim_pid, event.header.pid
+    );
+    emit(&EVENTS, kind::OOM, event, 0);
+    0
+}
