@@ -70,6 +70,10 @@ macro_rules! counter_table {
             mremap_shrink_bytes: counter(mremap_shrink_bytes) family(Mmap) history(no) prom(mapped_bytes "mremap_shrink");
             /// mmap-family calls that returned an error (not counted in the byte counters).
             failed_calls: counter(failed_calls) family(Mmap) history(no) prom();
+            /// Bytes handed back with `madvise(MADV_DONTNEED)` / `madvise(MADV_FREE)` (successful
+            /// calls, page-aligned): how allocators and GC runtimes return memory without munmap.
+            madvise_dontneed_bytes: counter(madvise_dontneed_bytes) family(Mmap) history(no) prom(madvised_bytes "dontneed");
+            madvise_free_bytes: counter(madvise_free_bytes) family(Mmap) history(no) prom(madvised_bytes "free");
             reclaim_stalls: counter(reclaim_stalls) family(any) history(no) prom(reclaim_stalls);
             reclaim_ns: counter(reclaim_ns) family(any) history(yes) prom(reclaim_stall_seconds);
             rss_anon_bytes: rss(ANON) family(any) history(yes) prom(rss "anon");

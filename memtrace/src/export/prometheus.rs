@@ -241,6 +241,16 @@ mod metric {
         label: Some("op"),
         unit: Unit::Same,
     };
+    pub(super) const madvised_bytes: Metric = Metric {
+        suffix: "madvised_bytes_total",
+        workload_help: "Bytes given back to the kernel with madvise, by advice (dontneed, free): \
+                        how allocators and garbage-collected runtimes return memory without \
+                        munmap (daemon --mmap-calls).",
+        cgroup_help: None,
+        counter: true,
+        label: Some("advice"),
+        unit: Unit::Same,
+    };
     pub(super) const virtual_memory: Metric = Metric {
         suffix: "virtual_memory_bytes",
         workload_help: "Virtual memory size (the kernel's total_vm: everything mapped, however it \
@@ -761,7 +771,17 @@ mod tests {
                 .or_default()
                 .insert((s.label("comm"), s.label("cgroup")));
         }
-        assert_eq!(workloads.len(), 8, "{:?}", workloads.keys());
+        // page faults, mapped bytes, madvised bytes, virtual size, reclaim stalls and seconds,
+        // RSS, pressure score, processes.
+        assert_eq!(workloads.len(), 9, "{:?}", workloads.keys());
+        // The README's per-workload share of the series bound with --mmap-calls: 2 fault types,
+        // 6 mapping operations, 2 madvise advices, 4 RSS types, and one series each for the
+        // other five (its OOM counter comes on top, only once it has a kill).
+        let one_workload = samples
+            .iter()
+            .filter(|s| s.name.starts_with("memtrace_process_") && s.label("comm") == "w0999")
+            .count();
+        assert_eq!(one_workload, 2 + 6 + 2 + 4 + 5);
         for (name, w) in &workloads {
             assert_eq!(w.len(), config.top_processes + 1, "{name}");
             assert!(w.contains(&(OTHER, OTHER)), "{name}");
@@ -788,6 +808,14 @@ mod tests {
         };
         let samples = parse(&render_with(&snapshot, &[], &ExportConfig::default()));
         assert!(samples_named(&samples, "memtrace_process_mapped_bytes_total").is_empty());
+        assert!(samples_named(&samples, "memtrace_process_madvised_bytes_total").is_empty());
+        // The README's per-workload share of the series bound by default: 2 fault types, 4 RSS
+        // types, and one series each for the other five.
+        let one_workload = samples
+            .iter()
+            .filter(|s| s.name.starts_with("memtrace_process_") && s.label("comm") == "w0003")
+            .count();
+        assert_eq!(one_workload, 2 + 4 + 5);
         let vm = samples_named(&samples, "memtrace_process_virtual_memory_bytes");
         assert_eq!(vm.len(), 10);
         // Process i (seed i + 1) maps (i + 1) MiB.

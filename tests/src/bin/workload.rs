@@ -155,9 +155,27 @@ fn syscalls() {
     assert_eq!(bad, libc::MAP_FAILED);
     let bad_unmap = unsafe { libc::munmap(map.add(1).cast(), page) };
     assert_eq!(bad_unmap, -1);
+    // madvise on the 2 MiB left of the first mapping: MADV_DONTNEED on 1 MiB, MADV_FREE on half a
+    // MiB and one byte (the kernel rounds the length up to a page), then two that are not
+    // counted: MADV_WILLNEED, and MADV_DONTNEED at an unaligned address (EINVAL).
+    // SAFETY: advice on our own mapping; the failing call has no effect.
+    unsafe {
+        let rest = map.add(1 << 20);
+        assert_eq!(libc::madvise(rest.cast(), 1 << 20, libc::MADV_DONTNEED), 0);
+        let free = rest.add(1 << 20);
+        assert_eq!(
+            libc::madvise(free.cast(), (512 << 10) + 1, libc::MADV_FREE),
+            0
+        );
+        assert_eq!(libc::madvise(rest.cast(), page, libc::MADV_WILLNEED), 0);
+        assert_eq!(
+            libc::madvise(rest.add(1).cast(), page, libc::MADV_DONTNEED),
+            -1
+        );
+    }
     let _ = write!(
         out,
-        "{{\"mmap_addr\":{},\"mmap_len\":{},\"munmap_addr\":{},\"munmap_len\":{},\"brk0\":{brk0},\"brk1\":{brk1},\"brk2\":{brk2},\"mremap_old\":{},\"mremap_new\":{},\"mremap_old_len\":{},\"mremap_new_len\":{},\"failed_mmap_len\":{}}}",
+        "{{\"mmap_addr\":{},\"mmap_len\":{},\"munmap_addr\":{},\"munmap_len\":{},\"brk0\":{brk0},\"brk1\":{brk1},\"brk2\":{brk2},\"mremap_old\":{},\"mremap_new\":{},\"mremap_old_len\":{},\"mremap_new_len\":{},\"failed_mmap_len\":{},\"madvise_dontneed_len\":{},\"madvise_free_len\":{}}}",
         map as usize,
         3 << 20,
         map as usize,
@@ -166,7 +184,9 @@ fn syscalls() {
         new as usize,
         2 << 20,
         4 << 20,
-        5 << 20
+        5 << 20,
+        1 << 20,
+        (512 << 10) + page,
     );
     finish(&out);
 }

@@ -330,8 +330,8 @@ fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
     require_root();
     let _serial = serial();
     // By default no mmap-family hook: the call counters are not exported (not even as zeros)
-    // and the virtual size is. `--mmap-calls` adds the four syscall hooks and their counters.
-    for (flags, attached, calls) in [(&[][..], 8.0, false), (&["--mmap-calls"][..], 12.0, true)] {
+    // and the virtual size is. `--mmap-calls` adds the five syscall hooks and their counters.
+    for (flags, attached, calls) in [(&[][..], 8.0, false), (&["--mmap-calls"][..], 13.0, true)] {
         let daemon = Daemon::start(flags);
         std::thread::sleep(Duration::from_millis(1500)); // a tick with rates
         let metrics = daemon.metrics();
@@ -372,6 +372,11 @@ fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
             calls,
             "mmap-family call counters {flags:?}"
         );
+        assert_eq!(
+            !samples(&metrics, "memtrace_process_madvised_bytes_total").is_empty(),
+            calls,
+            "madvise counters {flags:?}"
+        );
         let probes = samples(&metrics, "memtrace_probes");
         let state = |s: &str| {
             probes
@@ -381,7 +386,8 @@ fn promtool_accepts_a_live_scrape_and_the_snapshot_round_trips() {
                 .sum::<f64>()
         };
         // With BTF on x86-64: the task iterator, 4 reclaim, oom, exit, exec (and with
-        // --mmap-calls 4 exit-only syscall hooks); no fault-path hook. None may fail here.
+        // --mmap-calls 5 exit-only syscall hooks: mmap, munmap, brk, mremap, madvise); no
+        // fault-path hook. None may fail here.
         assert_eq!(
             state("attached"),
             attached,

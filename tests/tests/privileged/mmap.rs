@@ -1,4 +1,4 @@
-//! The mmap family: events and counters with exact sizes.
+//! The mmap family: events and counters with exact sizes (madvise: counters only).
 use std::time::Duration;
 
 use memtrace::events::Event;
@@ -55,6 +55,17 @@ async fn mmap_family_events_and_counters_carry_exact_sizes() {
         after.failed_calls - before.failed_calls,
         2,
         "the failed mmap and munmap"
+    );
+    // madvise: successful MADV_DONTNEED and MADV_FREE only, by page-aligned length.
+    assert_eq!(
+        after.madvise_dontneed_bytes - before.madvise_dontneed_bytes,
+        u("madvise_dontneed_len"),
+        "MADV_DONTNEED bytes"
+    );
+    assert_eq!(
+        after.madvise_free_bytes - before.madvise_free_bytes,
+        u("madvise_free_len"),
+        "MADV_FREE bytes, rounded up to a page"
     );
 
     // Events: exactly those calls, with those sizes and addresses.

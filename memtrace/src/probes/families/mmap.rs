@@ -1,4 +1,5 @@
-//! Address-space calls: `mmap`, `munmap`, `brk`, `mremap` from their `syscalls` tracepoints.
+//! Address-space calls: `mmap`, `munmap`, `brk`, `mremap`, and `madvise` (counted only) from
+//! their `syscalls` tracepoints.
 use memtrace_api::Family;
 use memtrace_common::{Offsets, SyscallEnterOffsets};
 
@@ -52,6 +53,13 @@ const SYSCALLS: &[Syscall] = &[
         args: &["addr", "old_len", "new_len", "flags", "new_addr"],
         required: false,
         offsets: |o| &mut o.mremap_enter,
+    },
+    Syscall {
+        enter: "sys_enter_madvise",
+        exit: "sys_exit_madvise",
+        args: &["start", "len_in", "behavior"],
+        required: false,
+        offsets: |o| &mut o.madvise_enter,
     },
 ];
 

@@ -160,8 +160,10 @@ fn a_6_18_kernel_with_btf_gets_every_fast_hook() {
             ("syscalls:sys_exit_munmap".to_owned(), true, None),
             ("syscalls:sys_exit_brk".to_owned(), false, None),
             ("syscalls:sys_exit_mremap".to_owned(), false, None),
+            ("syscalls:sys_exit_madvise".to_owned(), false, None),
         ]
     );
+    assert_eq!(plan.offsets.madvise_enter, args(&[16, 24, 32]));
     assert_eq!(usable(&plan, Family::Rss), ["raw_tp kmem:rss_stat"]);
     assert_eq!(
         usable(&plan, Family::Reclaim),
@@ -245,7 +247,7 @@ fn a_6_18_kernel_with_btf_gets_every_fast_hook() {
             "{report}"
         );
     }
-    assert_eq!(report.counts(), (3 + 4 + 1 + 4 + 1 + 2, 0));
+    assert_eq!(report.counts(), (3 + 5 + 1 + 4 + 1 + 2, 0));
 }
 
 #[test]
@@ -263,6 +265,8 @@ fn a_6_18_kernel_without_btf_gets_the_slower_hooks() {
             "syscalls:sys_enter_brk",
             "syscalls:sys_exit_mremap",
             "syscalls:sys_enter_mremap",
+            "syscalls:sys_exit_madvise",
+            "syscalls:sys_enter_madvise",
         ]
     );
     assert_eq!(plan.offsets.syscall_args_from_regs, 0);
@@ -311,7 +315,7 @@ fn registers_hold_syscall_arguments_only_where_the_architecture_says_so() {
     ctx.syscall_args_in_regs = false;
     let plan = ProbePlan::new(&ctx, &[Family::Mmap]);
     assert_eq!(plan.offsets.syscall_args_from_regs, 0);
-    assert_eq!(usable(&plan, Family::Mmap).len(), 8, "entry and exit");
+    assert_eq!(usable(&plan, Family::Mmap).len(), 10, "entry and exit");
     assert_eq!(
         PlanContext::new(&tracefs, &layouts, 0).syscall_args_in_regs,
         cfg!(target_arch = "x86_64")
@@ -546,7 +550,7 @@ fn a_failed_required_hook_detaches_the_family_and_an_optional_one_is_listed() {
     assert!(detached.is_empty());
     match status {
         FamilyStatus::Partial { hooks, missing } => {
-            assert_eq!(hooks.len(), 7);
+            assert_eq!(hooks.len(), 9);
             assert_eq!(
                 missing,
                 ["syscalls:sys_enter_brk (program sys_enter_brk missing from the eBPF object)"]
@@ -639,7 +643,8 @@ fn hooks_that_would_share_offsets_they_do_not_share_are_refused() {
             hooks: labels(&[
                 "syscalls:sys_exit_mmap",
                 "syscalls:sys_exit_munmap",
-                "syscalls:sys_exit_mremap"
+                "syscalls:sys_exit_mremap",
+                "syscalls:sys_exit_madvise"
             ]),
             missing: labels(&[
                 "syscalls:sys_exit_brk (syscalls:sys_exit_brk has `ret` at offset 24, others at 16)"
