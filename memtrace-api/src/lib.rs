@@ -6,6 +6,7 @@
 //! field, or changing its meaning or unit, bumps the version.
 mod family;
 pub mod snapshot;
+pub mod trace;
 
 pub use family::{Family, UnknownFamily};
 pub use snapshot::*;

@@ -4,7 +4,7 @@
 //! records), `pipeline` (rings → bounded channel), `tracefs`/`procfs`/`cgroup`/`node` (readers of
 //! kernel files, each rooted at a path so tests use fixture trees; `host` says where those
 //! paths are), `preflight` (privileges and
-//! kernel facilities), `cli` (one file per verb).
+//! kernel facilities), `trace` (the live trace), `cli` (one file per verb).
 pub mod cgroup;
 pub mod cli;
 pub mod events;
@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod probes;
 pub mod procfs;
+pub mod trace;
 pub mod tracefs;
 pub mod units;
 

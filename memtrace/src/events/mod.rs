@@ -10,7 +10,10 @@ use std::mem::size_of;
 
 use memtrace_api::Counters;
 
-pub use format::{EventKindSet, KIND_NAMES, comm_str, kind_name, parse_kind};
+pub use format::{
+    EventKindSet, FAULT_ERROR_CODE_NAMES, FlagName, KIND_NAMES, MMAP_FLAG_NAMES, MREMAP_FLAG_NAMES,
+    PROT_NAMES, comm_str, flag_names, kind_name, parse_kind,
+};
 use memtrace_common::{
     EventHeader, ExecEvent, ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ProcStats,
     ReclaimEvent, kind, rss_member,

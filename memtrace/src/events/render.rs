@@ -12,9 +12,12 @@ use std::{
 use memtrace_common::{
     ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ReclaimEvent, kind, oom_field, rss_member,
 };
-use serde::{Serialize, Serializer};
+use serde::{Serialize, Serializer, ser::SerializeSeq};
 
-use super::{Event, comm_str, kind_name};
+use super::{
+    Event, FAULT_ERROR_CODE_NAMES, FlagName, MMAP_FLAG_NAMES, MREMAP_FLAG_NAMES, PROT_NAMES,
+    comm_str, flag_names, kind_name,
+};
 use crate::units::human_bytes;
 
 /// Column header of the text output.
@@ -62,6 +65,11 @@ impl Clock {
 
     fn wall_ns(&self, monotonic_ns: u64) -> u64 {
         (i128::from(monotonic_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// CLOCK_MONOTONIC now, in the kernel's `ts_ns` terms (for lines that are not events).
+    pub fn monotonic_now_ns() -> u64 {
+        monotonic_ns().clamp(0, i128::from(u64::MAX)) as u64
     }
 
     pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
@@ -335,7 +343,6 @@ fn exit_text(out: &mut String, e: &ExitEvent) {
     );
 }
 
-/// RFC 3339 with nanoseconds, serialized without an intermediate `String`.
 /// A comm serialized straight from its bytes.
 struct Comm<'a>(&'a [u8; 16]);
 
@@ -346,6 +353,48 @@ impl Serialize for Comm<'_> {
     }
 }
 
+/// `0x7f00…` written into `buf` (no allocation: every fault line carries two).
+fn hex(value: u64, buf: &mut [u8; 18]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - value.leading_zeros() as usize).div_ceil(4).max(1);
+    buf[0] = b'0';
+    buf[1] = b'x';
+    for (i, slot) in buf[2..2 + digits].iter_mut().enumerate() {
+        *slot = DIGITS[((value >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    // Only ASCII was written.
+    std::str::from_utf8(&buf[..2 + digits]).unwrap_or_default()
+}
+
+/// An address's `<name>_hex` form.
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(hex(self.0, &mut [0; 18]))
+    }
+}
+
+/// A flag word's `<name>_names`: the names of its set bits, then any bits without a name as one
+/// `0x…` value.
+struct Names(u64, &'static [FlagName]);
+
+impl Serialize for Names {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (names, rest) = flag_names(self.0, self.1);
+        let mut seq = serializer.serialize_seq(None)?;
+        for name in names {
+            seq.serialize_element(name)?;
+        }
+        if rest != 0 {
+            seq.serialize_element(hex(rest, &mut [0; 18]))?;
+        }
+        seq.end()
+    }
+}
+
+/// The fields every event line starts with; see `memtrace_api::trace` for the contract these
+/// lines follow (field names, units, the `_hex`/`_names` forms).
 #[derive(Serialize)]
 struct JsonLine<'a> {
     ts: Rfc3339Nanos,
@@ -362,49 +411,63 @@ struct JsonLine<'a> {
     body: Body<'a>,
 }
 
+/// The kind's own fields, as `memtrace_api::trace::{FaultLine, MmapLine, …}` declare them.
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Body<'a> {
     Fault {
-        address: u64,
+        addr: u64,
+        addr_hex: Hex,
         ip: u64,
+        ip_hex: Hex,
         error_code: u64,
+        error_code_names: Names,
         user: bool,
     },
     Mmap {
         addr: u64,
+        addr_hex: Hex,
         len: u64,
         prot: u32,
+        prot_names: Names,
         flags: u32,
+        flags_names: Names,
         fd: i32,
         ret: i64,
         failed: bool,
     },
     Munmap {
         addr: u64,
+        addr_hex: Hex,
         len: u64,
         ret: i64,
         failed: bool,
     },
     Brk {
-        old_brk: u64,
-        new_brk: u64,
-        change: u64,
+        old_addr: u64,
+        old_addr_hex: Hex,
+        new_addr: u64,
+        new_addr_hex: Hex,
+        len: u64,
         grew: bool,
+        ret: i64,
         failed: bool,
     },
     Mremap {
         old_addr: u64,
+        old_addr_hex: Hex,
         old_len: u64,
         new_addr: u64,
+        new_addr_hex: Hex,
         new_len: u64,
         flags: u32,
+        flags_names: Names,
         ret: i64,
         failed: bool,
     },
     Reclaim {
         duration_ns: u64,
-        nr_reclaimed: u64,
+        reclaimed_pages: u64,
         order: i32,
         gfp_flags: u64,
         memcg: bool,
@@ -413,17 +476,17 @@ enum Body<'a> {
         victim_pid: u32,
         victim_comm: Comm<'a>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        victim_uid: Option<u32>,
+        uid: Option<u32>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        total_vm_kb: Option<u64>,
+        total_vm_bytes: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        anon_rss_kb: Option<u64>,
+        anon_rss_bytes: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        file_rss_kb: Option<u64>,
+        file_rss_bytes: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        shmem_rss_kb: Option<u64>,
+        shmem_rss_bytes: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        pgtables_kb: Option<u64>,
+        pgtables_bytes: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         oom_score_adj: Option<i32>,
         trigger_pid: u32,
@@ -435,7 +498,7 @@ enum Body<'a> {
     },
     Exit {
         tracked: bool,
-        stats: memtrace_api::Counters,
+        counters: memtrace_api::Counters,
     },
 }
 
@@ -450,62 +513,77 @@ pub fn json(
     let failed = |ret: i64| (-4095..0).contains(&ret);
     let body = match event {
         Event::Fault(e) => Body::Fault {
-            address: e.address,
+            addr: e.address,
+            addr_hex: Hex(e.address),
             ip: e.ip,
+            ip_hex: Hex(e.ip),
             error_code: e.error_code,
+            error_code_names: Names(e.error_code, FAULT_ERROR_CODE_NAMES),
             user: e.user != 0,
         },
         Event::MemSyscall(e) => match e.header.kind {
             kind::MMAP => Body::Mmap {
                 addr: e.addr,
+                addr_hex: Hex(e.addr),
                 len: e.len,
                 prot: e.prot,
+                prot_names: Names(e.prot.into(), PROT_NAMES),
                 flags: e.flags,
+                flags_names: Names(e.flags.into(), MMAP_FLAG_NAMES),
                 fd: e.fd,
                 ret: e.ret,
                 failed: failed(e.ret),
             },
             kind::MUNMAP => Body::Munmap {
                 addr: e.addr,
+                addr_hex: Hex(e.addr),
                 len: e.len,
                 ret: e.ret,
                 failed: failed(e.ret),
             },
             kind::BRK => Body::Brk {
-                old_brk: e.old_addr,
-                new_brk: e.addr,
-                change: e.len,
+                old_addr: e.old_addr,
+                old_addr_hex: Hex(e.old_addr),
+                new_addr: e.addr,
+                new_addr_hex: Hex(e.addr),
+                len: e.len,
                 grew: e.grew != 0,
+                ret: e.ret,
                 failed: failed(e.ret),
             },
+            // mremap's flags travel in the record's `prot` slot.
             _ => Body::Mremap {
                 old_addr: e.old_addr,
+                old_addr_hex: Hex(e.old_addr),
                 old_len: e.old_len,
                 new_addr: e.addr,
+                new_addr_hex: Hex(e.addr),
                 new_len: e.len,
                 flags: e.prot,
+                flags_names: Names(e.prot.into(), MREMAP_FLAG_NAMES),
                 ret: e.ret,
                 failed: failed(e.ret),
             },
         },
         Event::Reclaim(e) => Body::Reclaim {
             duration_ns: e.duration_ns,
-            nr_reclaimed: e.nr_reclaimed,
+            reclaimed_pages: e.nr_reclaimed,
             order: e.order,
             gfp_flags: e.gfp_flags,
             memcg: e.memcg != 0,
         },
         Event::Oom(e) => {
-            let opt = |bit: u32, v: u64| (e.present & bit != 0).then_some(v);
+            // The tracepoint reports KiB; the contract is bytes.
+            let bytes = |bit: u32, kib: u64| (e.present & bit != 0).then_some(kib * 1024);
             Body::Oom {
                 victim_pid: e.victim_pid,
                 victim_comm: Comm(&e.victim_comm),
-                victim_uid: (e.present & oom_field::UID != 0).then_some(e.victim_uid),
-                total_vm_kb: opt(oom_field::TOTAL_VM, e.total_vm_kb),
-                anon_rss_kb: opt(oom_field::ANON_RSS, e.anon_rss_kb),
-                file_rss_kb: opt(oom_field::FILE_RSS, e.file_rss_kb),
-                shmem_rss_kb: opt(oom_field::SHMEM_RSS, e.shmem_rss_kb),
-                pgtables_kb: opt(oom_field::PGTABLES, e.pgtables_kb),
+                uid: (e.present & oom_field::UID != 0).then_some(e.victim_uid),
+                total_vm_bytes: bytes(oom_field::TOTAL_VM, e.total_vm_kb),
+                anon_rss_bytes: bytes(oom_field::ANON_RSS, e.anon_rss_kb),
+                file_rss_bytes: bytes(oom_field::FILE_RSS, e.file_rss_kb),
+                shmem_rss_bytes: bytes(oom_field::SHMEM_RSS, e.shmem_rss_kb),
+                pgtables_bytes: bytes(oom_field::PGTABLES, e.pgtables_kb),
                 oom_score_adj: (e.present & oom_field::OOM_SCORE_ADJ != 0)
                     .then_some(e.oom_score_adj),
                 trigger_pid: e.header.pid,
@@ -523,7 +601,7 @@ pub fn json(
         }
         Event::Exit(e) => Body::Exit {
             tracked: e.tracked != 0,
-            stats: super::counters_json(&e.stats),
+            counters: super::counters_json(&e.stats),
         },
     };
     let line = JsonLine {
@@ -609,6 +687,15 @@ mod tests {
         assert_eq!(value["comm"], "memhog");
         assert_eq!(value["len"], 1 << 20);
         assert_eq!(value["failed"], false);
+        assert_eq!(value["addr"], 0x7f00_0000_0000_u64);
+        assert_eq!(value["addr_hex"], "0x7f0000000000");
+        assert_eq!(value["prot"], 3);
+        assert_eq!(value["prot_names"], serde_json::json!(["read", "write"]));
+        assert_eq!(value["flags"], 0x22);
+        assert_eq!(
+            value["flags_names"],
+            serde_json::json!(["private", "anonymous"])
+        );
         assert_eq!(value["ts"], "2023-11-14T22:13:21.000000000Z");
     }
 
@@ -643,13 +730,50 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(value["victim_pid"], 99);
         assert_eq!(value["victim_comm"], "hog");
-        assert_eq!(value["anon_rss_kb"], 1000);
+        assert_eq!(
+            value["anon_rss_bytes"],
+            1000 * 1024,
+            "KiB from the kernel, bytes out"
+        );
         assert_eq!(value["trigger_pid"], 4242);
+        assert_eq!(value["trigger_comm"], "memhog");
         assert_eq!(value["cgroup"], "/oomtest");
         assert!(
-            value.get("file_rss_kb").is_none(),
+            value.get("file_rss_bytes").is_none() && value.get("uid").is_none(),
             "absent fields are omitted: {value}"
         );
+    }
+
+    #[test]
+    fn hex_matches_the_standard_formatting() {
+        for value in [0, 1, 0xf, 0x10, 0x7f00_0000_0000, u64::MAX, 1 << 63] {
+            assert_eq!(hex(value, &mut [0; 18]), format!("{value:#x}"));
+        }
+    }
+
+    #[test]
+    fn fault_json_decodes_the_error_code_and_keeps_it_raw() {
+        let event = Event::Fault(FaultEvent {
+            header: header(kind::FAULT),
+            address: 0x7f46_d3fa_d000,
+            ip: 0x55da_713c_d7bc,
+            error_code: 0x8006,
+            user: 1,
+            reserved: 0,
+        });
+        let mut buf = Vec::new();
+        json(&mut buf, &Clock::new(), &event, None).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["addr"], 0x7f46_d3fa_d000_u64);
+        assert_eq!(value["addr_hex"], "0x7f46d3fad000");
+        assert_eq!(value["ip_hex"], "0x55da713cd7bc");
+        assert_eq!(value["error_code"], 0x8006);
+        assert_eq!(
+            value["error_code_names"],
+            serde_json::json!(["write", "user", "sgx"])
+        );
+        assert_eq!(value["user"], true);
+        assert!(value.get("cgroup").is_none());
     }
 
     #[test]
