@@ -22,8 +22,8 @@
 //!   and `/proc/<pid>/maps` prints hex.
 //! - **Bit sets with a stable user-visible ABI** (`prot`, the mmap and mremap `flags`, the x86
 //!   page-fault `error_code`) keep the raw integer under their name and add `<name>_names`: the
-//!   set bits as lowercase words in bit order (`"prot": 3, "prot_names": ["read", "write"]`), a
-//!   bit without a name as its `0x…` value. `gfp_flags` is only raw: its bit layout is internal to
+//!   set bits as lowercase words in bit order (`"prot": 3, "prot_names": ["read", "write"]`),
+//!   then the bits without a name, together, as one `0x…` value. `gfp_flags` is only raw: its bit layout is internal to
 //!   the kernel and differs between kernel versions and configurations.
 //! - **Booleans** are JSON booleans (`failed`, `grew`, `user`, `memcg`, `exited`), never 0/1.
 //! - **Time**: every line, `summary` and `losses` included, has `ts` (wall clock, RFC 3339 UTC

@@ -12,7 +12,7 @@ use std::{
 use memtrace_common::{
     ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ReclaimEvent, kind, oom_field, rss_member,
 };
-use serde::{Serialize, Serializer, ser::SerializeSeq};
+use serde::{Serialize, Serializer};
 
 use super::{
     Event, FAULT_ERROR_CODE_NAMES, FlagName, MMAP_FLAG_NAMES, MREMAP_FLAG_NAMES, PROT_NAMES,
@@ -343,16 +343,6 @@ fn exit_text(out: &mut String, e: &ExitEvent) {
     );
 }
 
-/// A comm serialized straight from its bytes.
-struct Comm<'a>(&'a [u8; 16]);
-
-impl Serialize for Comm<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
-        serializer.serialize_str(&String::from_utf8_lossy(&self.0[..end]))
-    }
-}
-
 /// `0x7f00…` written into `buf` (no allocation: every fault line carries two).
 fn hex(value: u64, buf: &mut [u8; 18]) -> &str {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -366,143 +356,104 @@ fn hex(value: u64, buf: &mut [u8; 18]) -> &str {
     std::str::from_utf8(&buf[..2 + digits]).unwrap_or_default()
 }
 
-/// An address's `<name>_hex` form.
-struct Hex(u64);
-
-impl Serialize for Hex {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(hex(self.0, &mut [0; 18]))
-    }
+/// One JSON object written field by field into a byte buffer. Keys, numbers, hex forms and flag
+/// names are ASCII this module chooses and are written as they are; only text from the kernel
+/// (comm, cgroup, file name) goes through serde_json's escaping. At a million fault lines a
+/// second, escaping every key and generated value was most of the cost of a line.
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
 }
 
-/// A flag word's `<name>_names`: the names of its set bits, then any bits without a name as one
-/// `0x…` value.
-struct Names(u64, &'static [FlagName]);
+impl<'a> JsonObject<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
 
-impl Serialize for Names {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let (names, rest) = flag_names(self.0, self.1);
-        let mut seq = serializer.serialize_seq(None)?;
+    /// `"key":` (keys are identifiers: nothing to escape).
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !std::mem::take(&mut self.empty) {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    /// A value serde_json writes: numbers, and strings that need escaping.
+    fn value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
+        serde_json::to_writer(self.key(key), value)
+    }
+
+    fn bool(&mut self, key: &str, value: bool) {
+        let text: &[u8] = if value { b"true" } else { b"false" };
+        self.key(key).extend_from_slice(text);
+    }
+
+    /// A string known to need no escaping.
+    fn ascii(&mut self, key: &str, value: &str) {
+        let out = self.key(key);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+
+    /// A comm, straight from its NUL-padded bytes.
+    fn comm(&mut self, key: &str, comm: &[u8; 16]) -> serde_json::Result<()> {
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        self.value(key, &*String::from_utf8_lossy(&comm[..end]))
+    }
+
+    /// An address: `key` as a number and `hex_key`, its `0x…` form.
+    fn address(&mut self, key: &str, hex_key: &str, value: u64) -> serde_json::Result<()> {
+        self.value(key, &value)?;
+        self.ascii(hex_key, hex(value, &mut [0; 18]));
+        Ok(())
+    }
+
+    /// A flag word: `key` raw and `names_key`, the names of its set bits, then the bits without
+    /// a name as one `0x…` value.
+    fn flags(
+        &mut self,
+        key: &str,
+        names_key: &str,
+        value: u64,
+        table: &'static [FlagName],
+    ) -> serde_json::Result<()> {
+        self.value(key, &value)?;
+        let (names, rest) = flag_names(value, table);
+        let out = self.key(names_key);
+        out.push(b'[');
+        let mut push = |i: usize, word: &str| {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(word.as_bytes());
+            out.push(b'"');
+        };
+        let mut count = 0;
         for name in names {
-            seq.serialize_element(name)?;
+            push(count, name);
+            count += 1;
         }
         if rest != 0 {
-            seq.serialize_element(hex(rest, &mut [0; 18]))?;
+            push(count, hex(rest, &mut [0; 18]));
         }
-        seq.end()
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
     }
 }
 
-/// The fields every event line starts with; see `memtrace_api::trace` for the contract these
-/// lines follow (field names, units, the `_hex`/`_names` forms).
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    ts: Rfc3339Nanos,
-    /// CLOCK_MONOTONIC nanoseconds, as the kernel stamped it.
-    ts_ns: u64,
-    kind: &'static str,
-    pid: u32,
-    tid: u32,
-    comm: Comm<'a>,
-    cpu: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cgroup: Option<&'a str>,
-    #[serde(flatten)]
-    body: Body<'a>,
-}
-
-/// The kind's own fields, as `memtrace_api::trace::{FaultLine, MmapLine, …}` declare them.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Body<'a> {
-    Fault {
-        addr: u64,
-        addr_hex: Hex,
-        ip: u64,
-        ip_hex: Hex,
-        error_code: u64,
-        error_code_names: Names,
-        user: bool,
-    },
-    Mmap {
-        addr: u64,
-        addr_hex: Hex,
-        len: u64,
-        prot: u32,
-        prot_names: Names,
-        flags: u32,
-        flags_names: Names,
-        fd: i32,
-        ret: i64,
-        failed: bool,
-    },
-    Munmap {
-        addr: u64,
-        addr_hex: Hex,
-        len: u64,
-        ret: i64,
-        failed: bool,
-    },
-    Brk {
-        old_addr: u64,
-        old_addr_hex: Hex,
-        new_addr: u64,
-        new_addr_hex: Hex,
-        len: u64,
-        grew: bool,
-        ret: i64,
-        failed: bool,
-    },
-    Mremap {
-        old_addr: u64,
-        old_addr_hex: Hex,
-        old_len: u64,
-        new_addr: u64,
-        new_addr_hex: Hex,
-        new_len: u64,
-        flags: u32,
-        flags_names: Names,
-        ret: i64,
-        failed: bool,
-    },
-    Reclaim {
-        duration_ns: u64,
-        reclaimed_pages: u64,
-        order: i32,
-        gfp_flags: u64,
-        memcg: bool,
-    },
-    Oom {
-        victim_pid: u32,
-        victim_comm: Comm<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        uid: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        total_vm_bytes: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        anon_rss_bytes: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        file_rss_bytes: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        shmem_rss_bytes: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pgtables_bytes: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        oom_score_adj: Option<i32>,
-        trigger_pid: u32,
-        trigger_comm: Comm<'a>,
-    },
-    Exec {
-        filename: String,
-        old_pid: u32,
-    },
-    Exit {
-        tracked: bool,
-        counters: memtrace_api::Counters,
-    },
-}
-
-/// Serialize one event as a JSON object (no trailing newline) into `out`.
+/// Serialize one event as a JSON object (no trailing newline) into `out`: the fields every event
+/// line starts with, then its kind's, as `memtrace_api::trace::{FaultLine, MmapLine, …}` declare
+/// them (the golden fixture test holds the two together).
 pub fn json(
     out: &mut Vec<u8>,
     clock: &Clock,
@@ -510,112 +461,110 @@ pub fn json(
     cgroup: Option<&str>,
 ) -> serde_json::Result<()> {
     let h = event.header();
+    let mut line = JsonObject::new(out);
+    line.ascii("ts", clock.rfc3339_nanos(h.ts_ns).as_str());
+    // CLOCK_MONOTONIC nanoseconds, as the kernel stamped it.
+    line.value("ts_ns", &h.ts_ns)?;
+    line.ascii("kind", kind_name(h.kind));
+    line.value("pid", &h.pid)?;
+    line.value("tid", &h.tid)?;
+    line.comm("comm", &h.comm)?;
+    line.value("cpu", &h.cpu)?;
+    if let Some(cgroup) = cgroup {
+        line.value("cgroup", cgroup)?;
+    }
     let failed = |ret: i64| (-4095..0).contains(&ret);
-    let body = match event {
-        Event::Fault(e) => Body::Fault {
-            addr: e.address,
-            addr_hex: Hex(e.address),
-            ip: e.ip,
-            ip_hex: Hex(e.ip),
-            error_code: e.error_code,
-            error_code_names: Names(e.error_code, FAULT_ERROR_CODE_NAMES),
-            user: e.user != 0,
-        },
+    match event {
+        Event::Fault(e) => {
+            line.address("addr", "addr_hex", e.address)?;
+            line.address("ip", "ip_hex", e.ip)?;
+            line.flags(
+                "error_code",
+                "error_code_names",
+                e.error_code,
+                FAULT_ERROR_CODE_NAMES,
+            )?;
+            line.bool("user", e.user != 0);
+        }
         Event::MemSyscall(e) => match e.header.kind {
-            kind::MMAP => Body::Mmap {
-                addr: e.addr,
-                addr_hex: Hex(e.addr),
-                len: e.len,
-                prot: e.prot,
-                prot_names: Names(e.prot.into(), PROT_NAMES),
-                flags: e.flags,
-                flags_names: Names(e.flags.into(), MMAP_FLAG_NAMES),
-                fd: e.fd,
-                ret: e.ret,
-                failed: failed(e.ret),
-            },
-            kind::MUNMAP => Body::Munmap {
-                addr: e.addr,
-                addr_hex: Hex(e.addr),
-                len: e.len,
-                ret: e.ret,
-                failed: failed(e.ret),
-            },
-            kind::BRK => Body::Brk {
-                old_addr: e.old_addr,
-                old_addr_hex: Hex(e.old_addr),
-                new_addr: e.addr,
-                new_addr_hex: Hex(e.addr),
-                len: e.len,
-                grew: e.grew != 0,
-                ret: e.ret,
-                failed: failed(e.ret),
-            },
-            // mremap's flags travel in the record's `prot` slot.
-            _ => Body::Mremap {
-                old_addr: e.old_addr,
-                old_addr_hex: Hex(e.old_addr),
-                old_len: e.old_len,
-                new_addr: e.addr,
-                new_addr_hex: Hex(e.addr),
-                new_len: e.len,
-                flags: e.prot,
-                flags_names: Names(e.prot.into(), MREMAP_FLAG_NAMES),
-                ret: e.ret,
-                failed: failed(e.ret),
-            },
-        },
-        Event::Reclaim(e) => Body::Reclaim {
-            duration_ns: e.duration_ns,
-            reclaimed_pages: e.nr_reclaimed,
-            order: e.order,
-            gfp_flags: e.gfp_flags,
-            memcg: e.memcg != 0,
-        },
-        Event::Oom(e) => {
-            // The tracepoint reports KiB; the contract is bytes.
-            let bytes = |bit: u32, kib: u64| (e.present & bit != 0).then_some(kib * 1024);
-            Body::Oom {
-                victim_pid: e.victim_pid,
-                victim_comm: Comm(&e.victim_comm),
-                uid: (e.present & oom_field::UID != 0).then_some(e.victim_uid),
-                total_vm_bytes: bytes(oom_field::TOTAL_VM, e.total_vm_kb),
-                anon_rss_bytes: bytes(oom_field::ANON_RSS, e.anon_rss_kb),
-                file_rss_bytes: bytes(oom_field::FILE_RSS, e.file_rss_kb),
-                shmem_rss_bytes: bytes(oom_field::SHMEM_RSS, e.shmem_rss_kb),
-                pgtables_bytes: bytes(oom_field::PGTABLES, e.pgtables_kb),
-                oom_score_adj: (e.present & oom_field::OOM_SCORE_ADJ != 0)
-                    .then_some(e.oom_score_adj),
-                trigger_pid: e.header.pid,
-                trigger_comm: Comm(&e.header.comm),
+            kind::MMAP => {
+                line.address("addr", "addr_hex", e.addr)?;
+                line.value("len", &e.len)?;
+                line.flags("prot", "prot_names", e.prot.into(), PROT_NAMES)?;
+                line.flags("flags", "flags_names", e.flags.into(), MMAP_FLAG_NAMES)?;
+                line.value("fd", &e.fd)?;
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
             }
+            kind::MUNMAP => {
+                line.address("addr", "addr_hex", e.addr)?;
+                line.value("len", &e.len)?;
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
+            }
+            kind::BRK => {
+                line.address("old_addr", "old_addr_hex", e.old_addr)?;
+                line.address("new_addr", "new_addr_hex", e.addr)?;
+                line.value("len", &e.len)?;
+                line.bool("grew", e.grew != 0);
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
+            }
+            _ => {
+                line.address("old_addr", "old_addr_hex", e.old_addr)?;
+                line.value("old_len", &e.old_len)?;
+                line.address("new_addr", "new_addr_hex", e.addr)?;
+                line.value("new_len", &e.len)?;
+                // mremap's flags travel in the record's `prot` slot.
+                line.flags("flags", "flags_names", e.prot.into(), MREMAP_FLAG_NAMES)?;
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
+            }
+        },
+        Event::Reclaim(e) => {
+            line.value("duration_ns", &e.duration_ns)?;
+            line.value("reclaimed_pages", &e.nr_reclaimed)?;
+            line.value("order", &e.order)?;
+            line.value("gfp_flags", &e.gfp_flags)?;
+            line.bool("memcg", e.memcg != 0);
+        }
+        Event::Oom(e) => {
+            line.value("victim_pid", &e.victim_pid)?;
+            line.comm("victim_comm", &e.victim_comm)?;
+            if e.present & oom_field::UID != 0 {
+                line.value("uid", &e.victim_uid)?;
+            }
+            // The tracepoint reports KiB; the contract is bytes. Absent fields are omitted.
+            for (name, bit, kib) in [
+                ("total_vm_bytes", oom_field::TOTAL_VM, e.total_vm_kb),
+                ("anon_rss_bytes", oom_field::ANON_RSS, e.anon_rss_kb),
+                ("file_rss_bytes", oom_field::FILE_RSS, e.file_rss_kb),
+                ("shmem_rss_bytes", oom_field::SHMEM_RSS, e.shmem_rss_kb),
+                ("pgtables_bytes", oom_field::PGTABLES, e.pgtables_kb),
+            ] {
+                if e.present & bit != 0 {
+                    line.value(name, &(kib * 1024))?;
+                }
+            }
+            if e.present & oom_field::OOM_SCORE_ADJ != 0 {
+                line.value("oom_score_adj", &e.oom_score_adj)?;
+            }
+            line.value("trigger_pid", &e.header.pid)?;
+            line.comm("trigger_comm", &e.header.comm)?;
         }
         Event::Exec(e) => {
             let len = (e.filename_len as usize).min(e.filename.len());
-            Body::Exec {
-                filename: String::from_utf8_lossy(&e.filename[..len])
-                    .trim_end_matches('\0')
-                    .to_owned(),
-                old_pid: e.old_pid,
-            }
+            let filename = String::from_utf8_lossy(&e.filename[..len]);
+            line.value("filename", filename.trim_end_matches('\0'))?;
+            line.value("old_pid", &e.old_pid)?;
         }
-        Event::Exit(e) => Body::Exit {
-            tracked: e.tracked != 0,
-            counters: super::counters_json(&e.stats),
-        },
-    };
-    let line = JsonLine {
-        ts: clock.rfc3339_nanos(h.ts_ns),
-        ts_ns: h.ts_ns,
-        kind: kind_name(h.kind),
-        pid: h.pid,
-        tid: h.tid,
-        comm: Comm(&h.comm),
-        cpu: h.cpu,
-        cgroup,
-        body,
-    };
-    serde_json::to_writer(out, &line)
+        Event::Exit(e) => {
+            line.bool("tracked", e.tracked != 0);
+            line.value("counters", &super::counters_json(&e.stats))?;
+        }
+    }
+    line.end();
+    Ok(())
 }
 
 #[cfg(test)]

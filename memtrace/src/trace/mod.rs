@@ -473,3 +473,116 @@ fn report_attach(probes: &Probes) {
         attached.join(", ")
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::{COMM_LEN, EventHeader, ExitEvent, MemSyscallEvent};
+
+    use super::*;
+
+    fn mmap(pid: u32) -> Event {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"hog\0");
+        Event::MemSyscall(MemSyscallEvent {
+            header: EventHeader {
+                kind: kind::MMAP,
+                pid,
+                tid: pid,
+                comm,
+                ..Default::default()
+            },
+            len: 1 << 20,
+            ..Default::default()
+        })
+    }
+
+    fn tracer<'a>(
+        out: &'a mut Vec<u8>,
+        procfs: &std::path::Path,
+        shown: EventKindSet,
+        selection: Selection,
+    ) -> Tracer<&'a mut Vec<u8>> {
+        let output = Output::new(OutputFormat::Json, Clock::new(), out);
+        let cache = ProcessCache::new(ProcFs::new(procfs), 16);
+        Tracer::new(shown, cache, selection, 20, output)
+    }
+
+    #[test]
+    fn streams_only_selected_processes_and_shown_kinds() {
+        let procfs = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut tracer = tracer(
+            &mut out,
+            procfs.path(),
+            default_events(),
+            Selection::new(&[7], &[], None),
+        );
+        let now = Instant::now();
+        tracer.handle(&mmap(7), now);
+        tracer.handle(&mmap(8), now);
+        let mut fault = mmap(7);
+        if let Event::MemSyscall(e) = &mut fault {
+            e.header.kind = kind::FAULT;
+        }
+        tracer.handle(&fault, now);
+        tracer.output.flush();
+        drop(tracer);
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            (lines[0]["kind"].as_str(), lines[0]["pid"].as_u64()),
+            (Some("mmap"), Some(7))
+        );
+    }
+
+    #[test]
+    fn exits_of_selected_processes_stay_in_the_summary() {
+        let procfs = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut tracer = tracer(
+            &mut out,
+            procfs.path(),
+            EventKindSet::default(),
+            Selection::new(&[7], &[], None),
+        );
+        let exit = |pid: u32, tracked: u32| {
+            let mut comm = [0u8; COMM_LEN];
+            comm[..3].copy_from_slice(b"hog");
+            Event::Exit(ExitEvent {
+                header: EventHeader {
+                    kind: kind::EXIT,
+                    pid,
+                    comm,
+                    ..Default::default()
+                },
+                stats: ProcStats {
+                    faults_user: 10,
+                    ..Default::default()
+                },
+                tracked,
+                ..Default::default()
+            })
+        };
+        let now = Instant::now();
+        tracer.handle(&exit(7, 1), now);
+        tracer.handle(&exit(8, 1), now);
+        tracer.handle(&exit(9, 0), now);
+        let live = vec![
+            (8, ProcStats::default()),
+            (std::process::id(), ProcStats::default()),
+        ];
+        let rows = tracer.summary_rows(live);
+        let rows: Vec<(u32, &str, bool)> = rows
+            .iter()
+            .map(|r| (r.pid, r.comm.as_str(), r.exited))
+            .collect();
+        assert_eq!(rows, [(7, "hog", true)]);
+        tracer.output.flush();
+        drop(tracer);
+        assert!(out.is_empty(), "exits are not shown unless asked for");
+    }
+}
