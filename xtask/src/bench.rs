@@ -1556,7 +1556,7 @@ fn trace_trial(env: &Env, sample: u32, ring: &'static str) -> Result<Trial> {
         })
         .sum::<f64>() as u64;
     let by_kind = losses
-        .find("\"kernel_ring_full_by_kind\":{")
+        .find("\"lost_kernel_ring_full_by_kind\":{")
         .map_or("", |i| &losses[i..]);
     let by_kind = &by_kind[..by_kind.find('}').unwrap_or(by_kind.len())];
     let num = |s: &str, k: &str| json_num(s, k).unwrap_or(0.0) as u64;
@@ -1566,8 +1566,8 @@ fn trace_trial(env: &Env, sample: u32, ring: &'static str) -> Result<Trial> {
         counted,
         fault_lines: total_lines.saturating_sub(summaries.len() as u64 + 1),
         ring_full: num(by_kind, "fault"),
-        queue_drops: num(losses, "userspace_queue"),
-        decode_errors: num(losses, "decode_errors"),
+        queue_drops: num(losses, "lost_userspace_queue"),
+        decode_errors: num(losses, "lost_decode"),
         loop_secs: run.num("wall_ns")? / 1e9,
         delivery_secs: last.saturating_sub(first) as f64 / 1e9,
     })

@@ -694,6 +694,34 @@ mod tests {
     }
 
     #[test]
+    fn kernel_text_is_escaped_and_unnamed_flag_bits_kept() {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..6].copy_from_slice(b"a\"b\\c\n");
+        let event = Event::MemSyscall(MemSyscallEvent {
+            header: EventHeader {
+                comm,
+                ..header(kind::MMAP)
+            },
+            prot: 0x10 | libc::PROT_READ as u32,
+            flags: 0x5,
+            ..Default::default()
+        });
+        let mut buf = Vec::new();
+        json(
+            &mut buf,
+            &Clock::new(),
+            &event,
+            Some("/a \"quoted\" cgroup"),
+        )
+        .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["comm"], "a\"b\\c\n");
+        assert_eq!(value["cgroup"], "/a \"quoted\" cgroup");
+        assert_eq!(value["prot_names"], serde_json::json!(["read", "0x10"]));
+        assert_eq!(value["flags_names"], serde_json::json!(["0x5"]));
+    }
+
+    #[test]
     fn hex_matches_the_standard_formatting() {
         for value in [0, 1, 0xf, 0x10, 0x7f00_0000_0000, u64::MAX, 1 << 63] {
             assert_eq!(hex(value, &mut [0; 18]), format!("{value:#x}"));
