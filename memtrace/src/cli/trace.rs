@@ -131,9 +131,9 @@ impl TraceArgs {
         };
         for comm in &self.comms {
             if comm.len() > COMM_MAX {
+                let kept: String = comm.chars().take(COMM_MAX).collect();
                 tracing::warn!(
-                    "--comm {comm}: the kernel keeps {COMM_MAX} characters; matching '{}'",
-                    &comm[..COMM_MAX]
+                    "--comm {comm}: the kernel keeps {COMM_MAX} characters; matching '{kept}'"
                 );
             }
         }
@@ -163,4 +163,23 @@ impl TraceArgs {
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
     trace::run(args.options()?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_from_a_page_to_a_gib() {
+        assert_eq!(checked_ring_bytes("--ring-size", 4 << 20).unwrap(), 4 << 20);
+        for bad in [3 << 20, 1024, 2 << 30] {
+            let err = checked_ring_bytes("--ring-size", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("--ring-size must be a power of two between"),
+                "{err}"
+            );
+        }
+    }
 }
