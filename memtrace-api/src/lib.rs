@@ -30,6 +30,7 @@ pub mod counters;
 mod family;
 pub mod rollup;
 pub mod snapshot;
+pub mod trace;
 
 #[doc(hidden)]
 pub use counters::Presence;

@@ -3,9 +3,9 @@
 //! Modules, one concern each: `probes` (load/attach the kernel programs), `events` (decode ring
 //! records), `pipeline` (rings → bounded channel), `tracefs`/`procfs`/`cgroup`/`node` (readers of
 //! kernel files, each rooted at a path so tests use fixture trees; `host` says where those
-//! paths are), `psi` (the one pressure-stall
-//! format), `preflight` (privileges and kernel facilities), `daemon` (the model's owner: sampling,
-//! events, views for the HTTP endpoint), `cli` (one file per verb: argument parsing).
+//! paths are), `psi` (the one pressure-stall format), `preflight` (privileges and kernel
+//! facilities), `daemon` (the model's owner: sampling, events, views for the HTTP endpoint),
+//! `trace` (the live trace), `cli` (one file per verb: argument parsing).
 pub mod cgroup;
 pub mod cli;
 pub mod counters;
@@ -21,6 +21,7 @@ pub mod preflight;
 pub mod probes;
 pub mod procfs;
 pub mod psi;
+pub mod trace;
 pub mod tracefs;
 pub mod units;
 

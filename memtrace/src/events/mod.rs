@@ -9,7 +9,10 @@ pub mod render;
 use std::mem::size_of;
 
 pub use crate::counters::counters_json;
-pub use format::{EventKindSet, KIND_NAMES, comm_str, kind_name, parse_kind};
+pub use format::{
+    EventKindSet, FAULT_ERROR_CODE_NAMES, FlagName, KIND_NAMES, MMAP_FLAG_NAMES, MREMAP_FLAG_NAMES,
+    PROT_NAMES, comm_str, flag_names, kind_name, parse_kind,
+};
 use memtrace_common::{
     EventHeader, ExecEvent, ExitEvent, FaultEvent, MemSyscallEvent, OomEvent, ReclaimEvent, kind,
 };

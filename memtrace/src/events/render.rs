@@ -14,7 +14,10 @@ use memtrace_common::{
 };
 use serde::{Serialize, Serializer};
 
-use super::{Event, comm_str, kind_name};
+use super::{
+    Event, FAULT_ERROR_CODE_NAMES, FlagName, MMAP_FLAG_NAMES, MREMAP_FLAG_NAMES, PROT_NAMES,
+    comm_str, flag_names, kind_name,
+};
 use crate::units::human_bytes;
 
 /// Column header of the text output.
@@ -62,6 +65,11 @@ impl Clock {
 
     fn wall_ns(&self, monotonic_ns: u64) -> u64 {
         (i128::from(monotonic_ns) + self.offset_ns).clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// CLOCK_MONOTONIC now, in the kernel's `ts_ns` terms (for lines that are not events).
+    pub fn monotonic_now_ns() -> u64 {
+        monotonic_ns().clamp(0, i128::from(u64::MAX)) as u64
     }
 
     pub fn wall(&self, monotonic_ns: u64) -> SystemTime {
@@ -335,111 +343,117 @@ fn exit_text(out: &mut String, e: &ExitEvent) {
     );
 }
 
-/// RFC 3339 with nanoseconds, serialized without an intermediate `String`.
-/// A comm serialized straight from its bytes.
-struct Comm<'a>(&'a [u8; 16]);
+/// `0x7f00…` written into `buf` (no allocation: every fault line carries two).
+fn hex(value: u64, buf: &mut [u8; 18]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - value.leading_zeros() as usize).div_ceil(4).max(1);
+    buf[0] = b'0';
+    buf[1] = b'x';
+    for (i, slot) in buf[2..2 + digits].iter_mut().enumerate() {
+        *slot = DIGITS[((value >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    // Only ASCII was written.
+    std::str::from_utf8(&buf[..2 + digits]).unwrap_or_default()
+}
 
-impl Serialize for Comm<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
-        serializer.serialize_str(&String::from_utf8_lossy(&self.0[..end]))
+/// One JSON object written field by field into a byte buffer. Keys, numbers, hex forms and flag
+/// names are ASCII this module chooses and are written as they are; only text from the kernel
+/// (comm, cgroup, file name) goes through serde_json's escaping. At a million fault lines a
+/// second, escaping every key and generated value was most of the cost of a line.
+struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    /// `"key":` (keys are identifiers: nothing to escape).
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !std::mem::take(&mut self.empty) {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    /// A value serde_json writes: numbers, and strings that need escaping.
+    fn value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
+        serde_json::to_writer(self.key(key), value)
+    }
+
+    fn bool(&mut self, key: &str, value: bool) {
+        let text: &[u8] = if value { b"true" } else { b"false" };
+        self.key(key).extend_from_slice(text);
+    }
+
+    /// A string known to need no escaping.
+    fn ascii(&mut self, key: &str, value: &str) {
+        let out = self.key(key);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+
+    /// A comm, straight from its NUL-padded bytes.
+    fn comm(&mut self, key: &str, comm: &[u8; 16]) -> serde_json::Result<()> {
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        self.value(key, &*String::from_utf8_lossy(&comm[..end]))
+    }
+
+    /// An address: `key` as a number and `hex_key`, its `0x…` form.
+    fn address(&mut self, key: &str, hex_key: &str, value: u64) -> serde_json::Result<()> {
+        self.value(key, &value)?;
+        self.ascii(hex_key, hex(value, &mut [0; 18]));
+        Ok(())
+    }
+
+    /// A flag word: `key` raw and `names_key`, the names of its set bits, then the bits without
+    /// a name as one `0x…` value.
+    fn flags(
+        &mut self,
+        key: &str,
+        names_key: &str,
+        value: u64,
+        table: &'static [FlagName],
+    ) -> serde_json::Result<()> {
+        self.value(key, &value)?;
+        let (names, rest) = flag_names(value, table);
+        let out = self.key(names_key);
+        out.push(b'[');
+        let mut push = |i: usize, word: &str| {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(word.as_bytes());
+            out.push(b'"');
+        };
+        let mut count = 0;
+        for name in names {
+            push(count, name);
+            count += 1;
+        }
+        if rest != 0 {
+            push(count, hex(rest, &mut [0; 18]));
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
     }
 }
 
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    ts: Rfc3339Nanos,
-    /// CLOCK_MONOTONIC nanoseconds, as the kernel stamped it.
-    ts_ns: u64,
-    kind: &'static str,
-    pid: u32,
-    tid: u32,
-    comm: Comm<'a>,
-    cpu: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cgroup: Option<&'a str>,
-    #[serde(flatten)]
-    body: Body<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Body<'a> {
-    Fault {
-        address: u64,
-        ip: u64,
-        error_code: u64,
-        user: bool,
-    },
-    Mmap {
-        addr: u64,
-        len: u64,
-        prot: u32,
-        flags: u32,
-        fd: i32,
-        ret: i64,
-        failed: bool,
-    },
-    Munmap {
-        addr: u64,
-        len: u64,
-        ret: i64,
-        failed: bool,
-    },
-    Brk {
-        old_brk: u64,
-        new_brk: u64,
-        change: u64,
-        grew: bool,
-        failed: bool,
-    },
-    Mremap {
-        old_addr: u64,
-        old_len: u64,
-        new_addr: u64,
-        new_len: u64,
-        flags: u32,
-        ret: i64,
-        failed: bool,
-    },
-    Reclaim {
-        duration_ns: u64,
-        nr_reclaimed: u64,
-        order: i32,
-        gfp_flags: u64,
-        memcg: bool,
-    },
-    Oom {
-        victim_pid: u32,
-        victim_comm: Comm<'a>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        victim_uid: Option<u32>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        total_vm_kb: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        anon_rss_kb: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        file_rss_kb: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        shmem_rss_kb: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pgtables_kb: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        oom_score_adj: Option<i32>,
-        trigger_pid: u32,
-        trigger_comm: Comm<'a>,
-    },
-    Exec {
-        filename: String,
-        old_pid: u32,
-    },
-    Exit {
-        tracked: bool,
-        stats: memtrace_api::Counters,
-    },
-}
-
-/// Serialize one event as a JSON object (no trailing newline) into `out`.
+/// Serialize one event as a JSON object (no trailing newline) into `out`: the fields every event
+/// line starts with, then its kind's, as `memtrace_api::trace::{FaultLine, MmapLine, …}` declare
+/// them (the golden fixture test holds the two together).
 pub fn json(
     out: &mut Vec<u8>,
     clock: &Clock,
@@ -447,97 +461,110 @@ pub fn json(
     cgroup: Option<&str>,
 ) -> serde_json::Result<()> {
     let h = event.header();
+    let mut line = JsonObject::new(out);
+    line.ascii("ts", clock.rfc3339_nanos(h.ts_ns).as_str());
+    // CLOCK_MONOTONIC nanoseconds, as the kernel stamped it.
+    line.value("ts_ns", &h.ts_ns)?;
+    line.ascii("kind", kind_name(h.kind));
+    line.value("pid", &h.pid)?;
+    line.value("tid", &h.tid)?;
+    line.comm("comm", &h.comm)?;
+    line.value("cpu", &h.cpu)?;
+    if let Some(cgroup) = cgroup {
+        line.value("cgroup", cgroup)?;
+    }
     let failed = |ret: i64| (-4095..0).contains(&ret);
-    let body = match event {
-        Event::Fault(e) => Body::Fault {
-            address: e.address,
-            ip: e.ip,
-            error_code: e.error_code,
-            user: e.user != 0,
-        },
+    match event {
+        Event::Fault(e) => {
+            line.address("addr", "addr_hex", e.address)?;
+            line.address("ip", "ip_hex", e.ip)?;
+            line.flags(
+                "error_code",
+                "error_code_names",
+                e.error_code,
+                FAULT_ERROR_CODE_NAMES,
+            )?;
+            line.bool("user", e.user != 0);
+        }
         Event::MemSyscall(e) => match e.header.kind {
-            kind::MMAP => Body::Mmap {
-                addr: e.addr,
-                len: e.len,
-                prot: e.prot,
-                flags: e.flags,
-                fd: e.fd,
-                ret: e.ret,
-                failed: failed(e.ret),
-            },
-            kind::MUNMAP => Body::Munmap {
-                addr: e.addr,
-                len: e.len,
-                ret: e.ret,
-                failed: failed(e.ret),
-            },
-            kind::BRK => Body::Brk {
-                old_brk: e.old_addr,
-                new_brk: e.addr,
-                change: e.len,
-                grew: e.grew != 0,
-                failed: failed(e.ret),
-            },
-            _ => Body::Mremap {
-                old_addr: e.old_addr,
-                old_len: e.old_len,
-                new_addr: e.addr,
-                new_len: e.len,
-                flags: e.prot,
-                ret: e.ret,
-                failed: failed(e.ret),
-            },
-        },
-        Event::Reclaim(e) => Body::Reclaim {
-            duration_ns: e.duration_ns,
-            nr_reclaimed: e.nr_reclaimed,
-            order: e.order,
-            gfp_flags: e.gfp_flags,
-            memcg: e.memcg != 0,
-        },
-        Event::Oom(e) => {
-            let opt = |bit: u32, v: u64| (e.present & bit != 0).then_some(v);
-            Body::Oom {
-                victim_pid: e.victim_pid,
-                victim_comm: Comm(&e.victim_comm),
-                victim_uid: (e.present & oom_field::UID != 0).then_some(e.victim_uid),
-                total_vm_kb: opt(oom_field::TOTAL_VM, e.total_vm_kb),
-                anon_rss_kb: opt(oom_field::ANON_RSS, e.anon_rss_kb),
-                file_rss_kb: opt(oom_field::FILE_RSS, e.file_rss_kb),
-                shmem_rss_kb: opt(oom_field::SHMEM_RSS, e.shmem_rss_kb),
-                pgtables_kb: opt(oom_field::PGTABLES, e.pgtables_kb),
-                oom_score_adj: (e.present & oom_field::OOM_SCORE_ADJ != 0)
-                    .then_some(e.oom_score_adj),
-                trigger_pid: e.header.pid,
-                trigger_comm: Comm(&e.header.comm),
+            kind::MMAP => {
+                line.address("addr", "addr_hex", e.addr)?;
+                line.value("len", &e.len)?;
+                line.flags("prot", "prot_names", e.prot.into(), PROT_NAMES)?;
+                line.flags("flags", "flags_names", e.flags.into(), MMAP_FLAG_NAMES)?;
+                line.value("fd", &e.fd)?;
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
             }
+            kind::MUNMAP => {
+                line.address("addr", "addr_hex", e.addr)?;
+                line.value("len", &e.len)?;
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
+            }
+            kind::BRK => {
+                line.address("old_addr", "old_addr_hex", e.old_addr)?;
+                line.address("new_addr", "new_addr_hex", e.addr)?;
+                line.value("len", &e.len)?;
+                line.bool("grew", e.grew != 0);
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
+            }
+            _ => {
+                line.address("old_addr", "old_addr_hex", e.old_addr)?;
+                line.value("old_len", &e.old_len)?;
+                line.address("new_addr", "new_addr_hex", e.addr)?;
+                line.value("new_len", &e.len)?;
+                // mremap's flags travel in the record's `prot` slot.
+                line.flags("flags", "flags_names", e.prot.into(), MREMAP_FLAG_NAMES)?;
+                line.value("ret", &e.ret)?;
+                line.bool("failed", failed(e.ret));
+            }
+        },
+        Event::Reclaim(e) => {
+            line.value("duration_ns", &e.duration_ns)?;
+            line.value("reclaimed_pages", &e.nr_reclaimed)?;
+            line.value("order", &e.order)?;
+            line.value("gfp_flags", &e.gfp_flags)?;
+            line.bool("memcg", e.memcg != 0);
+        }
+        Event::Oom(e) => {
+            line.value("victim_pid", &e.victim_pid)?;
+            line.comm("victim_comm", &e.victim_comm)?;
+            if e.present & oom_field::UID != 0 {
+                line.value("uid", &e.victim_uid)?;
+            }
+            // The tracepoint reports KiB; the contract is bytes. Absent fields are omitted.
+            for (name, bit, kib) in [
+                ("total_vm_bytes", oom_field::TOTAL_VM, e.total_vm_kb),
+                ("anon_rss_bytes", oom_field::ANON_RSS, e.anon_rss_kb),
+                ("file_rss_bytes", oom_field::FILE_RSS, e.file_rss_kb),
+                ("shmem_rss_bytes", oom_field::SHMEM_RSS, e.shmem_rss_kb),
+                ("pgtables_bytes", oom_field::PGTABLES, e.pgtables_kb),
+            ] {
+                if e.present & bit != 0 {
+                    line.value(name, &(kib * 1024))?;
+                }
+            }
+            if e.present & oom_field::OOM_SCORE_ADJ != 0 {
+                line.value("oom_score_adj", &e.oom_score_adj)?;
+            }
+            line.value("trigger_pid", &e.header.pid)?;
+            line.comm("trigger_comm", &e.header.comm)?;
         }
         Event::Exec(e) => {
             let len = (e.filename_len as usize).min(e.filename.len());
-            Body::Exec {
-                filename: String::from_utf8_lossy(&e.filename[..len])
-                    .trim_end_matches('\0')
-                    .to_owned(),
-                old_pid: e.old_pid,
-            }
+            let filename = String::from_utf8_lossy(&e.filename[..len]);
+            line.value("filename", filename.trim_end_matches('\0'))?;
+            line.value("old_pid", &e.old_pid)?;
         }
-        Event::Exit(e) => Body::Exit {
-            tracked: e.tracked != 0,
-            stats: super::counters_json(&e.stats),
-        },
-    };
-    let line = JsonLine {
-        ts: clock.rfc3339_nanos(h.ts_ns),
-        ts_ns: h.ts_ns,
-        kind: kind_name(h.kind),
-        pid: h.pid,
-        tid: h.tid,
-        comm: Comm(&h.comm),
-        cpu: h.cpu,
-        cgroup,
-        body,
-    };
-    serde_json::to_writer(out, &line)
+        Event::Exit(e) => {
+            line.bool("tracked", e.tracked != 0);
+            line.value("counters", &super::counters_json(&e.stats))?;
+        }
+    }
+    line.end();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -609,6 +636,15 @@ mod tests {
         assert_eq!(value["comm"], "memhog");
         assert_eq!(value["len"], 1 << 20);
         assert_eq!(value["failed"], false);
+        assert_eq!(value["addr"], 0x7f00_0000_0000_u64);
+        assert_eq!(value["addr_hex"], "0x7f0000000000");
+        assert_eq!(value["prot"], 3);
+        assert_eq!(value["prot_names"], serde_json::json!(["read", "write"]));
+        assert_eq!(value["flags"], 0x22);
+        assert_eq!(
+            value["flags_names"],
+            serde_json::json!(["private", "anonymous"])
+        );
         assert_eq!(value["ts"], "2023-11-14T22:13:21.000000000Z");
     }
 
@@ -643,13 +679,78 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(value["victim_pid"], 99);
         assert_eq!(value["victim_comm"], "hog");
-        assert_eq!(value["anon_rss_kb"], 1000);
+        assert_eq!(
+            value["anon_rss_bytes"],
+            1000 * 1024,
+            "KiB from the kernel, bytes out"
+        );
         assert_eq!(value["trigger_pid"], 4242);
+        assert_eq!(value["trigger_comm"], "memhog");
         assert_eq!(value["cgroup"], "/oomtest");
         assert!(
-            value.get("file_rss_kb").is_none(),
+            value.get("file_rss_bytes").is_none() && value.get("uid").is_none(),
             "absent fields are omitted: {value}"
         );
+    }
+
+    #[test]
+    fn kernel_text_is_escaped_and_unnamed_flag_bits_kept() {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..6].copy_from_slice(b"a\"b\\c\n");
+        let event = Event::MemSyscall(MemSyscallEvent {
+            header: EventHeader {
+                comm,
+                ..header(kind::MMAP)
+            },
+            prot: 0x10 | libc::PROT_READ as u32,
+            flags: 0x5,
+            ..Default::default()
+        });
+        let mut buf = Vec::new();
+        json(
+            &mut buf,
+            &Clock::new(),
+            &event,
+            Some("/a \"quoted\" cgroup"),
+        )
+        .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["comm"], "a\"b\\c\n");
+        assert_eq!(value["cgroup"], "/a \"quoted\" cgroup");
+        assert_eq!(value["prot_names"], serde_json::json!(["read", "0x10"]));
+        assert_eq!(value["flags_names"], serde_json::json!(["0x5"]));
+    }
+
+    #[test]
+    fn hex_matches_the_standard_formatting() {
+        for value in [0, 1, 0xf, 0x10, 0x7f00_0000_0000, u64::MAX, 1 << 63] {
+            assert_eq!(hex(value, &mut [0; 18]), format!("{value:#x}"));
+        }
+    }
+
+    #[test]
+    fn fault_json_decodes_the_error_code_and_keeps_it_raw() {
+        let event = Event::Fault(FaultEvent {
+            header: header(kind::FAULT),
+            address: 0x7f46_d3fa_d000,
+            ip: 0x55da_713c_d7bc,
+            error_code: 0x8006,
+            user: 1,
+            reserved: 0,
+        });
+        let mut buf = Vec::new();
+        json(&mut buf, &Clock::new(), &event, None).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["addr"], 0x7f46_d3fa_d000_u64);
+        assert_eq!(value["addr_hex"], "0x7f46d3fad000");
+        assert_eq!(value["ip_hex"], "0x55da713cd7bc");
+        assert_eq!(value["error_code"], 0x8006);
+        assert_eq!(
+            value["error_code_names"],
+            serde_json::json!(["write", "user", "sgx"])
+        );
+        assert_eq!(value["user"], true);
+        assert!(value.get("cgroup").is_none());
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn cli_trace_shows_a_real_oom_kill_and_mmaps_live() {
         match v["kind"].as_str() {
             Some("oom") if v["victim_pid"] == victim => {
                 assert_eq!(v["victim_comm"], "memtrace-worklo");
-                assert!(v["anon_rss_kb"].as_u64().expect("anon_rss_kb") >= 48 << 10);
+                assert!(v["anon_rss_bytes"].as_u64().expect("anon_rss_bytes") >= 48 << 20);
                 assert!(v["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
                 saw_oom = true;
             }
@@ -204,7 +204,7 @@ fn cli_trace_shows_a_real_oom_kill_and_mmaps_live() {
             }
             Some("losses") => {
                 summary = true;
-                assert_eq!(v["kernel_ring_full"], 0, "{line}");
+                assert_eq!(v["lost_kernel_ring_full"], 0, "{line}");
             }
             _ => {}
         }

@@ -1,6 +1,5 @@
 //! Benchmark 3: live trace throughput, and the loss accounting of `memtrace trace`.
 use std::{
-    collections::BTreeMap,
     io::Read as _,
     process::{ChildStdout, Command},
     sync::{
@@ -13,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use serde::Deserialize;
+use memtrace_api::trace::TraceLine;
 
 use super::{
     Benchmark,
@@ -202,60 +201,33 @@ pub(super) struct TraceEnd {
     pub(super) decode_errors: u64,
 }
 
-/// One line of `memtrace trace -o json`; events other than the final summary are not needed.
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum TraceLine {
-    Summary {
-        comm: String,
-        stats: SummaryStats,
-    },
-    Losses {
-        #[serde(default)]
-        kernel_ring_full_by_kind: BTreeMap<String, u64>,
-        #[serde(default)]
-        userspace_queue: u64,
-        #[serde(default)]
-        decode_errors: u64,
-    },
-    #[serde(other)]
-    Event,
-}
-
-/// The fault counters of a summary line (absent when the kernel does not split them by mode).
-#[derive(Deserialize)]
-struct SummaryStats {
-    #[serde(default)]
-    faults_user: Option<u64>,
-    #[serde(default)]
-    faults_kernel: Option<u64>,
-}
-
 /// The summary and losses at the end of the output (`tail` may start mid-line: lines that are
 /// not JSON are skipped); `None` without a losses line.
 pub(super) fn parse_trace_end(tail: &str, comm: &str) -> Option<TraceEnd> {
     let mut end = TraceEnd::default();
     let mut losses_seen = false;
     for line in tail.lines() {
+        // The trace's own line types (memtrace-api): a renamed field breaks this build, not
+        // silently the figures.
         match serde_json::from_str::<TraceLine>(line) {
-            Ok(TraceLine::Summary { comm: c, stats }) => {
+            Ok(TraceLine::Summary(summary)) => {
                 end.summaries += 1;
-                if c == comm {
-                    end.counted +=
-                        stats.faults_user.unwrap_or(0) + stats.faults_kernel.unwrap_or(0);
+                if summary.comm == comm {
+                    let c = &summary.counters;
+                    end.counted += c.faults_user.unwrap_or(0) + c.faults_kernel.unwrap_or(0);
                 }
             }
-            Ok(TraceLine::Losses {
-                kernel_ring_full_by_kind,
-                userspace_queue,
-                decode_errors,
-            }) => {
+            Ok(TraceLine::Losses(losses)) => {
                 losses_seen = true;
-                end.ring_full = kernel_ring_full_by_kind.get("fault").copied().unwrap_or(0);
-                end.queue_drops = userspace_queue;
-                end.decode_errors = decode_errors;
+                end.ring_full = losses
+                    .lost_kernel_ring_full_by_kind
+                    .get("fault")
+                    .copied()
+                    .unwrap_or(0);
+                end.queue_drops = losses.lost_userspace_queue;
+                end.decode_errors = losses.lost_decode;
             }
-            Ok(TraceLine::Event) | Err(_) => {}
+            Ok(_) | Err(_) => {}
         }
     }
     losses_seen.then_some(end)
@@ -440,11 +412,11 @@ mod tests {
     /// tail starts mid-line, then fault events, the summary (memtrace's own line among them) and
     /// the losses.
     const TAIL: &str = r#"ess":"0x7f3a2c400000","cause":"write"}
-{"kind":"fault","ts":1234567,"pid":4242,"tid":4242,"comm":"bench-faults","address":"0x7f3a2c401000","cause":"read"}
-{"kind":"summary","pid":4242,"comm":"bench-faults","exited":true,"stats":{"faults_minor":655400,"faults_major":0,"faults_user":655380,"faults_kernel":20,"mmap_bytes":2684354560}}
-{"kind":"summary","pid":4243,"comm":"bench-faults","exited":true,"stats":{"faults_minor":12,"faults_major":0,"faults_user":12}}
-{"kind":"summary","pid":77,"comm":"sshd","exited":false,"stats":{"faults_minor":3,"faults_major":0}}
-{"kind":"losses","kernel_ring_full":17,"kernel_ring_full_by_kind":{"exit":0,"fault":15,"mmap":2},"kernel_map_full":0,"userspace_queue":680,"decode_errors":1,"delivered":654700}
+{"kind":"fault","ts":"2026-11-24T02:17:39.087000000Z","ts_ns":1234567,"pid":4242,"tid":4242,"comm":"bench-faults","cpu":1,"addr":139889023545344,"addr_hex":"0x7f3a2c401000","ip":94380371224508,"ip_hex":"0x55da713cd7bc","error_code":6,"error_code_names":["write","user"],"user":true}
+{"kind":"summary","ts":"2026-11-24T02:17:40.000000000Z","ts_ns":1300000,"pid":4242,"comm":"bench-faults","exited":true,"counters":{"faults_minor":655400,"faults_major":0,"faults_user":655380,"faults_kernel":20,"mmap_bytes":2684354560}}
+{"kind":"summary","ts":"2026-11-24T02:17:40.000000000Z","ts_ns":1300000,"pid":4243,"comm":"bench-faults","exited":true,"counters":{"faults_minor":12,"faults_major":0,"faults_user":12}}
+{"kind":"summary","ts":"2026-11-24T02:17:40.000000000Z","ts_ns":1300000,"pid":77,"comm":"sshd","exited":false,"counters":{"faults_minor":3,"faults_major":0}}
+{"kind":"losses","ts":"2026-11-24T02:17:40.000000000Z","ts_ns":1300000,"lost_kernel_ring_full":17,"lost_kernel_ring_full_by_kind":{"exit":0,"fault":15,"mmap":2},"lost_kernel_map_full":0,"lost_userspace_queue":680,"lost_decode":1,"events_received":654701,"events_delivered":654700}
 "#;
 
     #[test]
