@@ -308,20 +308,43 @@ impl CgroupFs {
     }
 
     fn layout(&self) -> Result<Layout, CgroupError> {
-        let v1 = self.root.join("memory");
+        let [v1, unified, root] = self.hierarchies();
         if v1.is_dir() {
             return Ok(Layout::V1(v1));
         }
-        if self.root.join("cgroup.controllers").is_file() {
-            return Ok(Layout::V2(self.root.clone()));
+        if root.join("cgroup.controllers").is_file() {
+            return Ok(Layout::V2(root));
         }
-        let unified = self.root.join("unified");
         if unified.join("cgroup.controllers").is_file() {
             return Ok(Layout::V2(unified));
         }
         Err(CgroupError::NoHierarchy {
             root: self.root.clone(),
         })
+    }
+
+    /// The hierarchies a cgroup path may live in, in the order memtrace looks: the v1 memory
+    /// controller (the one that OOMs, and the hierarchy whose paths the process cache reports on
+    /// hybrid hosts), v2 under `unified` on hybrid hosts, v2 at the root.
+    pub fn hierarchies(&self) -> [PathBuf; 3] {
+        [
+            self.root.join("memory"),
+            self.root.join("unified"),
+            self.root.clone(),
+        ]
+    }
+
+    /// The directory of `cgroup_path` (as in `/proc/<pid>/cgroup`) in the first hierarchy that
+    /// has it (a `cgroup.procs` file), refusing paths that would leave the hierarchy.
+    pub fn find(&self, cgroup_path: &str) -> Result<PathBuf, CgroupError> {
+        let relative = relative_path(cgroup_path)?;
+        self.hierarchies()
+            .into_iter()
+            .map(|hierarchy| hierarchy.join(&relative))
+            .find(|dir| dir.join("cgroup.procs").is_file())
+            .ok_or_else(|| CgroupError::NotFound {
+                path: self.root.join(&relative),
+            })
     }
 }
 

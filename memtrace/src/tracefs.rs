@@ -159,13 +159,13 @@ impl Tracefs {
         &self.root
     }
 
-    /// True if events/<category>/<name> exists.
+    /// True if `events/<category>/<name>` exists.
     pub fn has_tracepoint(&self, category: &str, name: &str) -> bool {
         self.tracepoint_dir(category, name)
             .is_some_and(|dir| dir.is_dir())
     }
 
-    /// Read and parse events/<category>/<name>/format.
+    /// Read and parse `events/<category>/<name>/format`.
     ///
     /// A missing tracepoint is [`TracefsError::TracepointMissing`] (the kernel lacks it, which
     /// callers may tolerate); anything else that stops the read, such as EACCES, is

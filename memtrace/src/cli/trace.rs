@@ -19,7 +19,7 @@ Examples:
   memtrace trace -p 1234                every mmap/munmap/brk/mremap of pid 1234 (no size floor)
   memtrace trace -p 1234 --faults --sample 100   ... plus every 100th page fault, with its cause
   memtrace trace -c redis-server -e vm,reclaim -o json
-  memtrace trace --cgroup /oomtest -e oom -d 60s    (cgroup path as in /proc/<pid>/cgroup)
+  memtrace trace --cgroup /oomtest -e oom -d 60s    (cgroup path as in /proc/PID/cgroup)
 
 Event kinds: fault, mmap, munmap, brk, mremap, reclaim, oom, exec, exit; groups: vm (the four
 mmap-family calls), all. Counters (faults, mapped bytes, stalls, RSS) are always kept in the
@@ -29,7 +29,7 @@ kernel and shown in the summary; --event only chooses what streams.";
 pub enum OutputFormat {
     /// Aligned columns: time, pid, comm, event, details.
     Text,
-    /// One JSON object per line: kind, ts, ts_ns, pid, tid, comm, cpu, [cgroup], and the kind's fields
+    /// One JSON object per line: kind, ts, ts_ns, pid, tid, comm, cpu, cgroup (when known), and the kind's fields
     /// (addresses also as `_hex`, flag words also as `_names`; sizes in bytes).
     Json,
 }
@@ -41,11 +41,11 @@ pub struct TraceArgs {
     #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
 
-    /// Only tasks with this name (as in /proc/<pid>/comm; the kernel keeps 15 characters).
+    /// Only tasks with this name (as in /proc/PID/comm; the kernel keeps 15 characters).
     #[arg(short, long = "comm", value_name = "NAME", value_delimiter = ',')]
     pub comms: Vec<String>,
 
-    /// Only processes in this cgroup or below: the path shown in /proc/<pid>/cgroup
+    /// Only processes in this cgroup or below: the path shown in /proc/PID/cgroup
     /// (e.g. /system.slice/nginx.service), or a directory under /sys/fs/cgroup.
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<String>,

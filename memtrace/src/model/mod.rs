@@ -2,7 +2,7 @@
 //!
 //! Raw cumulative kernel counters go in (one [`Model::observe_processes`] tick per
 //! `sample_interval`, plus ring-buffer events, cgroup and node readings); rates, rollups and
-//! scores are derived when a [`Snapshot`] is taken and never stored. Time is passed in by the
+//! scores are derived when a [`Snapshot`](memtrace_api::Snapshot) is taken and never stored. Time is passed in by the
 //! caller, never read here, so the model is deterministic under test.
 //!
 //! Memory is bounded everywhere: each process and cgroup keeps a fixed-size ring of samples

@@ -49,7 +49,7 @@ pub struct TraceOptions {
     pub pids: Vec<u32>,
     /// Only tasks with these names (the kernel compares [`COMM_MAX`] characters).
     pub comms: Vec<String>,
-    /// Only processes in this cgroup or below: a path as in /proc/<pid>/cgroup, or a directory
+    /// Only processes in this cgroup or below: a path as in `/proc/<pid>/cgroup`, or a directory
     /// under the cgroup root.
     pub cgroup: Option<String>,
     /// Event kinds to stream; `None`: OOM kills, reclaim stalls and the mmap family.

@@ -6,6 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::cgroup::CgroupFs;
 use crate::events::{Event, comm_str};
 
 /// The kernel keeps this many characters of a task's name.
@@ -24,51 +25,46 @@ pub struct NoSuchCgroup {
 /// The cgroup filter, resolved to a path relative to its hierarchy plus the directory to scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupFilter {
-    /// As in /proc/<pid>/cgroup, e.g. `/oomtest`.
+    /// As in `/proc/<pid>/cgroup`, e.g. `/oomtest`.
     pub path: String,
     /// Directory holding `cgroup.procs` (and children).
     pub dir: PathBuf,
 }
 
-/// The hierarchies a cgroup may be in, under the cgroup filesystem root (`HostPaths::cgroup`):
-/// the v1 `memory` controller first (the one that OOMs, and whose paths the process cache
-/// reports, as `cgroup::CgroupFs` reads it), then v2 under `unified` on hybrid hosts, then v2 at
-/// the root.
-fn hierarchies(root: &Path) -> [PathBuf; 3] {
-    [
-        root.join("memory"),
-        root.join("unified"),
-        root.to_path_buf(),
-    ]
-}
-
 impl CgroupFilter {
     /// `arg` is a cgroup path (`/system.slice/nginx.service`) or a directory under `root`.
     pub fn resolve(arg: &str, root: &Path) -> Result<Self, NoSuchCgroup> {
-        for hierarchy in hierarchies(root) {
-            let (path, dir) = match Path::new(arg).strip_prefix(&hierarchy) {
-                Ok(rest) => (format!("/{}", rest.display()), PathBuf::from(arg)),
-                Err(_) if !Path::new(arg).starts_with(root) => {
-                    (arg.to_owned(), hierarchy.join(arg.trim_start_matches('/')))
-                }
-                Err(_) => continue,
-            };
-            if dir.join("cgroup.procs").exists() {
-                let path = if path.len() > 1 {
-                    path.trim_end_matches('/').to_owned()
-                } else {
-                    path
-                };
-                return Ok(Self { path, dir });
-            }
-        }
-        Err(NoSuchCgroup {
+        let not_found = || NoSuchCgroup {
             arg: arg.to_owned(),
             root: root.to_path_buf(),
-        })
+        };
+        let fs = CgroupFs::new(root);
+        let (path, dir) = if Path::new(arg).starts_with(root) {
+            // A directory, as `ls` shows it: its path is relative to the hierarchy it is in.
+            let path = fs
+                .hierarchies()
+                .iter()
+                .find_map(|hierarchy| Path::new(arg).strip_prefix(hierarchy).ok())
+                .map(|rest| format!("/{}", rest.display()))
+                .ok_or_else(not_found)?;
+            let dir = PathBuf::from(arg);
+            if !dir.join("cgroup.procs").is_file() {
+                return Err(not_found());
+            }
+            (path, dir)
+        } else {
+            let dir = fs.find(arg).map_err(|_| not_found())?;
+            (arg.to_owned(), dir)
+        };
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/').to_owned()
+        } else {
+            path
+        };
+        Ok(Self { path, dir })
     }
 
-    /// `path` (as in /proc/<pid>/cgroup) is this cgroup or below it.
+    /// `path` (as in `/proc/<pid>/cgroup`) is this cgroup or below it.
     pub fn contains(&self, path: &str) -> bool {
         self.path == "/"
             || path == self.path
