@@ -12,7 +12,7 @@ Examples:
   memtrace daemon                                   serve on 127.0.0.1:9847
   memtrace daemon --listen 0.0.0.0:9847 --top 100   expose to a Prometheus on the network
   memtrace daemon --config /etc/memtrace/daemon.toml
-  memtrace daemon --mmap-calls                      also count every mmap/munmap/brk/mremap
+  memtrace daemon --mmap-calls                      also count mmap/munmap/brk/mremap/madvise
   memtrace daemon --host-root /host                 in a container with the host's / at /host
 
 Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom (JSON), /healthz, /readyz.

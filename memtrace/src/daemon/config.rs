@@ -48,7 +48,8 @@ pub struct Flags {
     pub oom_retention: Option<Duration>,
 
     /// Also count every mmap, munmap, brk and mremap call per process (calls, bytes, failures:
-    /// `memtrace_process_mapped_bytes_total`). Off by default: hooking those syscalls sends
+    /// `memtrace_process_mapped_bytes_total`), and the bytes handed back with madvise
+    /// DONTNEED/FREE (`memtrace_process_madvised_bytes_total`). Off by default: hooking those syscalls sends
     /// every syscall on the node through the kernel's slow path, +7–12% on an mmap-heavy loop
     /// (BENCHMARKS.md). Without it, a process's mapped memory is its virtual size, sampled
     /// each tick (`memtrace_process_virtual_memory_bytes`).
