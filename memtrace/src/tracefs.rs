@@ -41,7 +41,13 @@ pub enum TracefsError {
         name: String,
         root: PathBuf,
     },
-    /// The cause (e.g. EACCES) is in `source`, not repeated in the message; print the chain.
+    /// The file exists but this process may not read it (EACCES/EPERM): tracefs is root-only
+    /// (mode 0700) by default. Not the kernel's age: says which privilege is missing.
+    #[error(
+        "cannot read {path}: permission denied (tracefs format files are not readable: grant CAP_DAC_READ_SEARCH or run as root)"
+    )]
+    NotReadable { path: PathBuf },
+    /// The cause is in `source`, not repeated in the message; print the chain.
     #[error("cannot read {path}")]
     Io {
         path: PathBuf,
@@ -159,10 +165,28 @@ impl Tracefs {
         &self.root
     }
 
-    /// True if `events/<category>/<name>` exists.
+    /// True if `events/<category>/<name>` exists and can be examined.
     pub fn has_tracepoint(&self, category: &str, name: &str) -> bool {
-        self.tracepoint_dir(category, name)
-            .is_some_and(|dir| dir.is_dir())
+        self.tracepoint(category, name).is_ok()
+    }
+
+    /// Whether `events/<category>/<name>` exists: `Ok` with its directory,
+    /// [`TracefsError::TracepointMissing`] if the kernel lacks it, [`TracefsError::NotReadable`]
+    /// if tracefs may not be examined by this process (so an unprivileged run is not mistaken
+    /// for an old kernel).
+    pub fn tracepoint(&self, category: &str, name: &str) -> Result<PathBuf, TracefsError> {
+        let missing = || TracefsError::TracepointMissing {
+            category: category.to_owned(),
+            name: name.to_owned(),
+            root: self.root.clone(),
+        };
+        let dir = self.tracepoint_dir(category, name).ok_or_else(missing)?;
+        match fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => Ok(dir),
+            Ok(_) => Err(missing()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(missing()),
+            Err(source) => Err(read_error(dir, source)),
+        }
     }
 
     /// Read and parse `events/<category>/<name>/format`.
@@ -183,7 +207,7 @@ impl Tracefs {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
                 return Err(missing());
             }
-            Err(source) => return Err(TracefsError::Io { path, source }),
+            Err(source) => return Err(read_error(path, source)),
         };
         TracepointFormat::parse(&text).map_err(|e| e.at(path))
     }
@@ -193,6 +217,22 @@ impl Tracefs {
     fn tracepoint_dir(&self, category: &str, name: &str) -> Option<PathBuf> {
         let plain = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0']);
         (plain(category) && plain(name)).then(|| self.root.join("events").join(category).join(name))
+    }
+}
+
+/// EACCES and EPERM are [`TracefsError::NotReadable`]; anything else [`TracefsError::Io`].
+fn read_error(path: PathBuf, source: io::Error) -> TracefsError {
+    if source.kind() == io::ErrorKind::PermissionDenied {
+        TracefsError::NotReadable { path }
+    } else {
+        TracefsError::Io { path, source }
+    }
+}
+
+impl TracefsError {
+    /// Whether the cause is a missing privilege rather than the kernel or the files.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Self::NotReadable { .. })
     }
 }
 
@@ -881,6 +921,36 @@ mod tests {
             }
             other => panic!("expected Io, got {other:?}"),
         }
+    }
+
+    /// EACCES is a missing privilege, named with the capability that fixes it; other errors
+    /// stay I/O errors with their cause. (Root reads every file here, so the errors are built.)
+    #[test]
+    fn permission_denied_is_not_readable_and_names_the_capability() {
+        let path = PathBuf::from("/sys/kernel/tracing/events/oom/mark_victim/format");
+        for errno in [libc::EACCES, libc::EPERM] {
+            let err = read_error(path.clone(), io::Error::from_raw_os_error(errno));
+            assert!(err.is_permission_denied(), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "cannot read /sys/kernel/tracing/events/oom/mark_victim/format: permission denied \
+                 (tracefs format files are not readable: grant CAP_DAC_READ_SEARCH or run as root)"
+            );
+        }
+        let err = read_error(path, io::Error::from(io::ErrorKind::IsADirectory));
+        assert!(matches!(err, TracefsError::Io { .. }), "{err:?}");
+        assert!(!err.is_permission_denied());
+        let missing = Tracefs::new(V6_18).tracepoint("oom", "no_such_event");
+        assert!(
+            matches!(missing, Err(TracefsError::TracepointMissing { .. })),
+            "{missing:?}"
+        );
+        assert_eq!(
+            Tracefs::new(V6_18)
+                .tracepoint("oom", "mark_victim")
+                .unwrap(),
+            Path::new(V6_18).join("events/oom/mark_victim")
+        );
     }
 
     const HEADER: &str = "name: t\nID: 7\nformat:\n";

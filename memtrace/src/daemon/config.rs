@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{host::HostPaths, units::parse_duration};
+use crate::{host::HostPaths, model::CmdlineMode, units::parse_duration};
 
 /// Default listen address: loopback, so nothing is exposed unless asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
@@ -64,6 +64,20 @@ pub struct Flags {
     /// attributes memory to its own container's processes only.
     #[arg(long, value_name = "PATH")]
     pub host_root: Option<PathBuf>,
+
+    /// Serve even when a probe family the daemon needs did not attach (e.g. without
+    /// CAP_DAC_READ_SEARCH tracefs is unreadable and OOM kills, reclaim stalls and exits go
+    /// unseen): `/readyz` then answers 200 and the missing families are logged as warnings.
+    /// Without it the daemon serves what it has but `/readyz` answers 503 naming each missing
+    /// family, its cause and the fix.
+    #[arg(long)]
+    pub allow_degraded: bool,
+
+    /// What the API shows of each process's command line: `off` (an empty string), `comm-only`
+    /// (the command without its arguments) or `full` (arguments included, and with them any
+    /// secret passed as one, to everyone who can reach the API) [default: off].
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub cmdline: Option<CmdlineMode>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -79,6 +93,8 @@ pub struct FileConfig {
     pub oom_retention: Option<String>,
     pub mmap_calls: Option<bool>,
     pub host_root: Option<PathBuf>,
+    pub allow_degraded: Option<bool>,
+    pub cmdline: Option<CmdlineMode>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -96,6 +112,10 @@ pub struct Settings {
     pub mmap_calls: bool,
     /// Where the host's `/proc`, `/sys/fs/cgroup`, tracefs and BTF are.
     pub host: HostPaths,
+    /// Ready even when a requested probe family is missing.
+    pub allow_degraded: bool,
+    /// What the API shows of command lines.
+    pub cmdline: CmdlineMode,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -176,6 +196,8 @@ impl Settings {
                     .or(file.host_root.as_deref())
                     .unwrap_or(Path::new("/")),
             ),
+            allow_degraded: flags.allow_degraded || file.allow_degraded.unwrap_or(false),
+            cmdline: flags.cmdline.or(file.cmdline).unwrap_or_default(),
         };
         if settings.top == 0 {
             return Err(ConfigError::TopZero);
@@ -233,6 +255,8 @@ pub(crate) fn every_key_set() -> FileConfig {
         oom_retention: Some("2h".to_owned()),
         mmap_calls: Some(true),
         host_root: Some("/host".into()),
+        allow_degraded: Some(true),
+        cmdline: Some(CmdlineMode::Full),
     }
 }
 
@@ -281,7 +305,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 9, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 11, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

@@ -32,6 +32,8 @@ use crate::{
 
 mod aggregator;
 pub mod config;
+pub mod degraded;
+pub mod privileges;
 pub mod sampler;
 
 pub use self::aggregator::{Daemon, Server};
@@ -97,6 +99,8 @@ pub enum DaemonError {
     Rings(ProbeError),
     #[error("reading the ring buffers")]
     Stream(#[source] std::io::Error),
+    #[error("dropping the privileges no longer needed after attach")]
+    Privileges(#[from] privileges::PrivilegeError),
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -120,11 +124,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     for warning in &checks.warnings {
         tracing::warn!("{warning}");
     }
-    let mut probes =
-        Probes::load(&checks.tracefs, &probe_options(&settings)).map_err(DaemonError::Load)?;
-    for (family, status) in &probes.report().families {
-        tracing::info!("probe family {family}: {status:?}");
-    }
+    let options = probe_options(&settings);
+    let mut probes = Probes::load(&checks.tracefs, &options).map_err(DaemonError::Load)?;
+    degraded::log_report(probes.report());
     let (events, faults) = probes.take_rings().map_err(DaemonError::Rings)?;
     let stream = EventStream::spawn(
         vec![events, faults],
@@ -134,11 +136,12 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     .map_err(DaemonError::Stream)?;
 
     let readiness = Readiness::not_yet("waiting for the first sample");
+    let served = served_readiness(&readiness, probes.report(), &options.families, &settings);
     // Handlers ask the daemon for views of the model; see `export::http`.
     let (requests, request_queue) = mpsc::channel::<Request>(REQUEST_QUEUE);
     let state = Arc::new(AppState {
         requests,
-        readiness: readiness.clone(),
+        readiness: served,
         export: ExportConfig {
             top_processes: settings.top,
             max_cgroups: settings.max_cgroups,
@@ -158,9 +161,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         rate_window: settings.rate_window,
         sample_interval: settings.interval,
         oom_label_retention: settings.oom_retention,
+        cmdline: settings.cmdline,
         ..ModelConfig::default()
     });
     let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
+    drop_privileges()?;
     Daemon::new(
         model,
         probes,
@@ -172,6 +177,44 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     )
     .run(settings.interval, shutdown)
     .await;
+    Ok(())
+}
+
+/// The readiness `/readyz` serves: the daemon's own, or, when a requested family is missing and
+/// `--allow-degraded` was not given, one that stays not ready and says why (the daemon still
+/// serves what it counts).
+fn served_readiness(
+    readiness: &Readiness,
+    report: &crate::probes::AttachReport,
+    requested: &[Family],
+    settings: &Settings,
+) -> Readiness {
+    let missing = degraded::missing_families(report, requested);
+    if missing.is_empty() {
+        return readiness.clone();
+    }
+    let reason = degraded::not_ready_reason(&missing);
+    if settings.allow_degraded {
+        tracing::warn!("running degraded (--allow-degraded): {reason}");
+        readiness.clone()
+    } else {
+        tracing::error!("/readyz answers 503: {reason}");
+        Readiness::not_yet(&reason)
+    }
+}
+
+/// Probes attached and maps open: keep what the tick needs, see [`privileges`].
+fn drop_privileges() -> Result<(), DaemonError> {
+    let remaining = privileges::drop_after_attach()?;
+    tracing::info!(
+        "dropped privileges after attach: keeping {:?}, no_new_privs set{}",
+        privileges::names(remaining.capabilities),
+        if remaining.bounding_reduced {
+            ", bounding set reduced"
+        } else {
+            " (bounding set left: no CAP_SETPCAP)"
+        }
+    );
     Ok(())
 }
 

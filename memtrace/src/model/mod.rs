@@ -13,6 +13,7 @@
 mod history;
 pub mod score;
 mod views;
+pub use views::CmdlineMode;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct ModelConfig {
     /// Exited processes kept at most during their grace (2048): a fork storm must not grow the
     /// model without bound. Beyond it, the earliest exited are forgotten first.
     pub max_exited: usize,
+    /// What snapshots show of each process's command line.
+    pub cmdline: CmdlineMode,
 }
 
 impl Default for ModelConfig {
@@ -69,6 +72,7 @@ impl Default for ModelConfig {
             exited_grace: Duration::from_secs(10),
             oom_label_retention: Duration::from_secs(3600),
             max_exited: 2048,
+            cmdline: CmdlineMode::default(),
         }
     }
 }

@@ -286,10 +286,38 @@ fn pid_reuse_resets_history() {
     assert_eq!(model.cgroup_paths(), ["/b"]);
 }
 
+/// `--cmdline`: by default the snapshot reveals no command line (the field stays, empty);
+/// `comm-only` the command without its arguments; `full` everything.
+#[test]
+fn cmdline_reveals_what_its_mode_allows() {
+    let t0 = Instant::now();
+    let cmdline = "/usr/bin/app --serve --db-password=hunter2";
+    let shown = |mode: Option<CmdlineMode>| {
+        let mut model = Model::new(ModelConfig {
+            cmdline: mode.unwrap_or_default(),
+            ..ModelConfig::default()
+        });
+        let identity = Arc::new(ProcessInfo {
+            cmdline: cmdline.to_owned(),
+            ..(*info(31, "app", "/u", 5).expect("info")).clone()
+        });
+        model.observe_processes(t0, &[(31, stats(1, 0, 0), Some(identity))]);
+        let snap = model.snapshot(at(t0, 1), wall(1), pipeline());
+        process_view(&snap, 31).cmdline.clone()
+    };
+    assert_eq!(shown(None), "", "off by default");
+    assert_eq!(shown(Some(CmdlineMode::Off)), "");
+    assert_eq!(shown(Some(CmdlineMode::CommOnly)), "/usr/bin/app");
+    assert_eq!(shown(Some(CmdlineMode::Full)), cmdline);
+}
+
 #[test]
 fn identity_unknown_keeps_previous_and_exec_refreshes_comm() {
     let t0 = Instant::now();
-    let mut model = Model::new(ModelConfig::default());
+    let mut model = Model::new(ModelConfig {
+        cmdline: CmdlineMode::Full,
+        ..ModelConfig::default()
+    });
     model.observe_processes(t0, &[(30, stats(1, 0, 0), info(30, "bash", "/u", 5))]);
     model.observe_processes(at(t0, 1), &[(30, stats(2, 0, 0), None)]);
     let snap = model.snapshot(at(t0, 1), wall(1), pipeline());

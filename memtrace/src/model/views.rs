@@ -24,6 +24,45 @@ fn serde_name<T: serde::Serialize>(value: &T) -> Option<String> {
     }
 }
 
+/// What the API reveals of a process's command line (`--cmdline`). Arguments carry secrets
+/// (`--db-password=…`) and the API answers anyone who can reach it, so the default reveals
+/// nothing; the JSON field stays (schema v1 removes no field) and is then empty.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CmdlineMode {
+    /// Empty: the process is named by `comm`, `cgroup` and `owner`.
+    #[default]
+    Off,
+    /// The command without its arguments (argv[0], e.g. `/usr/bin/python3`).
+    CommOnly,
+    /// Everything, arguments included.
+    Full,
+}
+
+impl CmdlineMode {
+    /// `cmdline` (argv joined by spaces, as the procfs reader keeps it) as this mode shows it.
+    pub fn reveal(self, cmdline: &str) -> String {
+        match self {
+            Self::Off => String::new(),
+            // The reader joins argv with spaces, so an argv[0] with a space in it (a
+            // setproctitle-style title: `postgres: user db 10.0.0.1`) is cut at its first
+            // space: less than the command, never more.
+            Self::CommOnly => cmdline.split(' ').next().unwrap_or_default().to_owned(),
+            Self::Full => cmdline.to_owned(),
+        }
+    }
+}
+
 pub(super) fn owner_view(path: &str) -> OwnerView {
     let id = cgroup::identify(path);
     OwnerView {
@@ -104,7 +143,7 @@ impl Model {
                 cmdline: entry
                     .info
                     .as_ref()
-                    .map(|i| i.cmdline.clone())
+                    .map(|i| self.config.cmdline.reveal(&i.cmdline))
                     .unwrap_or_default(),
                 cgroup: entry.cgroup().map(str::to_owned),
                 owner: self

@@ -77,6 +77,30 @@ pub enum Unusable {
     },
 }
 
+impl Unusable {
+    /// Why a hook on the tracepoint `category:name` cannot run, if it cannot: the kernel lacks
+    /// it ([`Unusable::NoTracepoint`]), or tracefs may not be examined by this process (a
+    /// missing privilege, named as such: never "not in this kernel").
+    pub fn tracepoint(
+        tracefs: &Tracefs,
+        category: &'static str,
+        name: &'static str,
+    ) -> Option<Self> {
+        match tracefs.tracepoint(category, name) {
+            Ok(_) => None,
+            Err(TracefsError::TracepointMissing { .. }) => {
+                Some(Self::NoTracepoint { category, name })
+            }
+            Err(other) => Some(Self::Tracefs(other)),
+        }
+    }
+
+    /// Whether a missing privilege, not the kernel, is the cause.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Self::Tracefs(e) if e.is_permission_denied())
+    }
+}
+
 /// One hook of a family, whether the family needs it, and why not if this kernel cannot run it.
 #[derive(Clone, Debug)]
 pub struct PlannedHook {

@@ -23,10 +23,7 @@ fn exception(ctx: &PlanContext<'_>, name: &'static str, required: bool) -> Plann
             name,
         },
         required,
-        (!ctx.tracefs.has_tracepoint(CATEGORY, name)).then_some(Unusable::NoTracepoint {
-            category: CATEGORY,
-            name,
-        }),
+        Unusable::tracepoint(ctx.tracefs, CATEGORY, name),
     )
 }
 

@@ -39,18 +39,11 @@ impl ProbeFamily for Rss {
     fn plan(&self, ctx: &PlanContext<'_>, offsets: &mut Offsets) -> Vec<PlannedHook> {
         let reason = match &ctx.btf.rss {
             Ok(layout) => {
-                let present = ctx.tracefs.has_tracepoint("kmem", "rss_stat");
-                if present {
+                let unusable = Unusable::tracepoint(ctx.tracefs, "kmem", "rss_stat");
+                if unusable.is_none() {
                     set_layout(offsets, layout);
                 }
-                return vec![PlannedHook::new(
-                    RAW,
-                    true,
-                    (!present).then_some(Unusable::NoTracepoint {
-                        category: "kmem",
-                        name: "rss_stat",
-                    }),
-                )];
+                return vec![PlannedHook::new(RAW, true, unusable)];
             }
             Err(reason) => reason,
         };
