@@ -12,6 +12,7 @@ mod faults;
 mod lifecycle;
 mod mmap;
 mod oom;
+mod privileges;
 mod ring;
 mod rss;
 mod support;
