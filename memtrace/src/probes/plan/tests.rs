@@ -723,3 +723,56 @@ fn without_btf_every_layout_names_the_file() {
         assert!(std::error::Error::source(&err).is_some());
     }
 }
+
+/// An unreadable tracefs (mode 0700 and no CAP_DAC_READ_SEARCH, as for an unprivileged user)
+/// is a missing privilege, named with its fix, for raw tracepoints (which only check the
+/// tracepoint exists) and format-reading ones alike: never "not in this kernel". The planning
+/// thread lowers its own CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (capabilities are per thread),
+/// so the kernel answers EACCES even when the tests run as root.
+#[test]
+fn an_unreadable_tracefs_is_a_missing_privilege_not_an_old_kernel() {
+    use std::os::unix::fs::PermissionsExt;
+    let tree = edited_6_18(&[]);
+    fs::set_permissions(tree.path(), fs::Permissions::from_mode(0o000)).unwrap();
+    let root = tree.path().to_path_buf();
+    let (faults, reasons) = std::thread::spawn(move || {
+        for cap in [
+            caps::Capability::CAP_DAC_OVERRIDE,
+            caps::Capability::CAP_DAC_READ_SEARCH,
+        ] {
+            caps::drop(None, caps::CapSet::Effective, cap).unwrap();
+        }
+        let plan = plan_with(&root, &btf(), &TRACE_FAMILIES, 0);
+        let faults = family(&plan, Family::Faults).hooks[0]
+            .unusable
+            .as_ref()
+            .map(|unusable| unusable.is_permission_denied());
+        let report = attach_all(&plan);
+        let reasons: Vec<String> = [Family::Faults, Family::Rss, Family::Oom, Family::Lifecycle]
+            .into_iter()
+            .map(|id| skipped(&report, id).to_owned())
+            .collect();
+        (faults, reasons)
+    })
+    .join()
+    .unwrap();
+    fs::set_permissions(tree.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(faults, Some(true));
+    let root = tree.path().display();
+    assert_eq!(
+        reasons[0],
+        format!(
+            "raw_tp exceptions:page_fault_user: cannot read {root}/events/exceptions/page_fault_user: \
+             permission denied (tracefs format files are not readable: grant CAP_DAC_READ_SEARCH or \
+             run as root)"
+        )
+    );
+    for reason in &reasons {
+        assert!(
+            reason.contains("permission denied")
+                && reason.contains("grant CAP_DAC_READ_SEARCH or run as root")
+                && !reason.contains("not in this kernel"),
+            "{reason}"
+        );
+    }
+}
