@@ -43,7 +43,7 @@ pub enum CmdlineMode {
     /// Empty: the process is named by `comm`, `cgroup` and `owner`.
     #[default]
     Off,
-    /// The command without its arguments (argv[0], e.g. `/usr/bin/python3`).
+    /// The command without its arguments (`argv[0]`, e.g. `/usr/bin/python3`).
     CommOnly,
     /// Everything, arguments included.
     Full,
