@@ -171,7 +171,9 @@ const HTAB_BUCKET: u64 = 16;
 /// Kernel memory one `--max-processes` slot costs: an element of `PROC_STATS` (pid → the
 /// process's counters) and one of `MM_OWNER` (mm → pid), each with the kernel's element header
 /// and key and value rounded to 8 bytes, plus their two buckets. Both maps are preallocated at
-/// their full size when the daemon starts.
+/// their full size when the daemon starts. 360 bytes today, as measured on Linux 6.18 (the maps'
+/// `memlock` in `/proc/<pid>/fdinfo`: 9,176,480 + 2,622,480 bytes at 32768 entries,
+/// 293,602,720 + 83,887,120 at 1,048,576).
 pub fn kernel_bytes_per_process() -> u64 {
     let element = |key: usize, value: usize| {
         HTAB_ELEM_HEADER + (key as u64).next_multiple_of(8) + (value as u64).next_multiple_of(8)
