@@ -2,7 +2,7 @@
 //! paths are bytes that anyone can choose.
 //!
 //! Two escapes, for two different dangers:
-//! - [`bytes`] / [`unescape_bytes`]: a lossless, reversible string form of a byte string (a
+//! - [`escape_bytes`] / [`unescape_bytes`]: a lossless, reversible string form of a byte string (a
 //!   cgroup path), so two different non-UTF-8 names stay two different strings (lossy UTF-8 had
 //!   merged `/rel_\xff\xfe` and `/rel_\xfe\xff` into one cgroup) and the exact bytes can be
 //!   recovered to open the directory.
@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 /// `raw` as a string: valid UTF-8 as it is, each byte of an invalid sequence as `\xNN`, and a
 /// backslash as `\\` so the form is unambiguous and [`unescape_bytes`] reverses it exactly.
-pub fn bytes(raw: &[u8]) -> String {
+pub fn escape_bytes(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     for chunk in raw.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -31,7 +31,7 @@ pub fn bytes(raw: &[u8]) -> String {
     out
 }
 
-/// The bytes [`bytes`] escaped. Anything it does not write (a lone backslash, `\x` without two
+/// The bytes [`escape_bytes`] escaped. Anything it does not write (a lone backslash, `\x` without two
 /// hex digits) is kept as it is, so a path typed by hand with a backslash still means itself.
 pub fn unescape_bytes(text: &str) -> Vec<u8> {
     let raw = text.as_bytes();
@@ -71,7 +71,7 @@ fn unprintable(c: char) -> bool {
 
 /// `text` for a terminal: every unprintable character as `\n`, `\t`, `\r`, `\e`, `\xNN`
 /// (other ASCII) or `\u{NNNN}`. A backslash stays as it is, so an escaped cgroup path
-/// ([`bytes`]) reads the same here as in JSON.
+/// ([`escape_bytes`]) reads the same here as in JSON.
 pub fn terminal(text: &str) -> Cow<'_, str> {
     if !text.chars().any(unprintable) {
         return Cow::Borrowed(text);
@@ -108,9 +108,9 @@ mod tests {
     fn byte_strings_round_trip_and_stay_distinct() {
         let a = b"/rel_\xff\xfe";
         let b = b"/rel_\xfe\xff";
-        assert_eq!(bytes(a), "/rel_\\xff\\xfe");
-        assert_eq!(bytes(b), "/rel_\\xfe\\xff");
-        assert_ne!(bytes(a), bytes(b));
+        assert_eq!(escape_bytes(a), "/rel_\\xff\\xfe");
+        assert_eq!(escape_bytes(b), "/rel_\\xfe\\xff");
+        assert_ne!(escape_bytes(a), escape_bytes(b));
         for raw in [
             &a[..],
             &b[..],
@@ -122,11 +122,15 @@ mod tests {
             b"\\",
             b"",
         ] {
-            assert_eq!(unescape_bytes(&bytes(raw)), raw, "{raw:?}");
+            assert_eq!(unescape_bytes(&escape_bytes(raw)), raw, "{raw:?}");
         }
         // A literal backslash-x and the byte it spells are different paths.
-        assert_ne!(bytes(b"/\\xff"), bytes(b"/\xff"));
-        assert_eq!(bytes("/caf\u{e9}".as_bytes()), "/caf\u{e9}", "UTF-8 kept");
+        assert_ne!(escape_bytes(b"/\\xff"), escape_bytes(b"/\xff"));
+        assert_eq!(
+            escape_bytes("/caf\u{e9}".as_bytes()),
+            "/caf\u{e9}",
+            "UTF-8 kept"
+        );
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl ProcFs {
         })
     }
 
-    /// Parses `/proc/<pid>/cgroup`. Paths are escaped losslessly ([`crate::escape::bytes`]):
+    /// Parses `/proc/<pid>/cgroup`. Paths are escaped losslessly ([`crate::escape::escape_bytes`]):
     /// directory names are bytes, and two that differ only in invalid UTF-8 are two cgroups.
     pub fn cgroups(&self, pid: u32) -> Result<ProcCgroups, ProcError> {
         let bytes = self.read(pid, "cgroup")?;
@@ -335,14 +335,14 @@ fn parse_cgroups(text: &[u8]) -> Result<ProcCgroups, ProcParseError> {
         let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(ProcParseError::CgroupLine {
-                line: crate::escape::bytes(line),
+                line: crate::escape::escape_bytes(line),
             });
         };
         let (id, controllers) = (
             String::from_utf8_lossy(id),
             String::from_utf8_lossy(controllers),
         );
-        let path = crate::escape::bytes(path.strip_suffix(b" (deleted)").unwrap_or(path));
+        let path = crate::escape::escape_bytes(path.strip_suffix(b" (deleted)").unwrap_or(path));
         if id == "0" && controllers.is_empty() {
             out.unified = Some(path);
         } else {

@@ -134,6 +134,10 @@ pub enum ConfigError {
     MaxProcesses { max_processes: u32 },
     #[error("--rate-window must be at most 1h (got {rate_window:?})")]
     RateWindowTooLong { rate_window: Duration },
+    #[error(
+        "--host-root must not be empty (give / for this host, or where the host's / is mounted)"
+    )]
+    EmptyHostRoot,
     #[error("--oom-retention must be at most 30 days (got {oom_retention:?})")]
     OomRetention { oom_retention: Duration },
     #[error(
@@ -213,6 +217,15 @@ impl Settings {
                 })
                 .transpose()
         };
+        // An empty path would silently read the current directory's `proc` and `sys`.
+        if flags
+            .host_root
+            .as_ref()
+            .or(file.host_root.as_ref())
+            .is_some_and(|root| root.as_os_str().is_empty())
+        {
+            return Err(ConfigError::EmptyHostRoot);
+        }
         let settings = Self {
             listen: flags
                 .listen
@@ -600,6 +613,14 @@ mod tests {
             err.starts_with("--oom-retention must be at most 30 days"),
             "{err}"
         );
+        let flags = Flags {
+            host_root: Some(PathBuf::new()),
+            ..Flags::default()
+        };
+        assert!(matches!(
+            Settings::resolve(&flags, None),
+            Err(ConfigError::EmptyHostRoot)
+        ));
     }
 
     #[test]
