@@ -5,8 +5,10 @@
 //! events or logs of other hosts. The reader takes its root as a constructor argument so tests use
 //! fixture trees.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
@@ -348,10 +350,13 @@ impl CgroupFs {
     }
 }
 
-/// `/a/b` → `a/b`, refusing anything that would resolve outside the hierarchy.
+/// `/a/b` → `a/b`, refusing anything that would resolve outside the hierarchy. `cgroup_path` is
+/// in the escaped form [`crate::procfs`] reports (`\xff` for a byte that is not UTF-8, `\\` for
+/// a backslash): the directory opened is the one with exactly those bytes.
 fn relative_path(cgroup_path: &str) -> Result<PathBuf, CgroupError> {
+    let raw = crate::escape::unescape_bytes(cgroup_path);
     let mut out = PathBuf::new();
-    for component in Path::new(cgroup_path).components() {
+    for component in Path::new(OsStr::from_bytes(&raw)).components() {
         match component {
             Component::Normal(part) => out.push(part),
             Component::RootDir | Component::CurDir => {}
@@ -840,6 +845,49 @@ mod tests {
             Err(CgroupError::InvalidPath { path }) => assert_eq!(path, "/../../etc"),
             other => panic!("expected InvalidPath, got {other:?}"),
         }
+    }
+
+    /// Writes a v1 memory cgroup with `usage` and `limit` under `root/memory/<name>`.
+    fn v1_cgroup(root: &Path, name: &[u8], usage: u64, limit: u64) {
+        let dir = root.join("memory").join(OsStr::from_bytes(name));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("memory.usage_in_bytes"), format!("{usage}\n")).unwrap();
+        fs::write(dir.join("memory.limit_in_bytes"), format!("{limit}\n")).unwrap();
+        fs::write(dir.join("cgroup.procs"), "").unwrap();
+    }
+
+    #[test]
+    fn non_utf8_names_open_their_own_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        v1_cgroup(tmp.path(), b"rel_\xff\xfe", 1 << 20, 32 << 20);
+        v1_cgroup(tmp.path(), b"rel_\xfe\xff", 2 << 20, 64 << 20);
+        v1_cgroup(tmp.path(), b"back\\slash", 3 << 20, 96 << 20);
+        v1_cgroup(tmp.path(), b"back\\xff", 4 << 20, 128 << 20);
+        let fs = CgroupFs::new(tmp.path());
+        // The escaped forms procfs reports.
+        for (path, usage, limit) in [
+            ("/rel_\\xff\\xfe", 1 << 20, 32 << 20),
+            ("/rel_\\xfe\\xff", 2 << 20, 64 << 20),
+            ("/back\\\\slash", 3 << 20, 96 << 20),
+            ("/back\\\\xff", 4 << 20, 128 << 20),
+        ] {
+            let mem = fs
+                .memory(path)
+                .unwrap_or_else(|err| panic!("{path}: {err}"));
+            assert_eq!(
+                (mem.usage_bytes, mem.limit_bytes),
+                (Some(usage), Some(limit)),
+                "{path}"
+            );
+            assert!(fs.find(path).unwrap().ends_with(OsStr::from_bytes(
+                &crate::escape::unescape_bytes(&path[1..])
+            )));
+        }
+        // An escaped `..` is still a parent directory.
+        assert!(matches!(
+            fs.memory("/\\x2e\\x2e/etc"),
+            Err(CgroupError::InvalidPath { .. })
+        ));
     }
 
     #[test]

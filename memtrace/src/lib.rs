@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod counters;
 pub mod daemon;
+pub mod escape;
 pub mod events;
 pub mod export;
 pub mod host;

@@ -196,10 +196,11 @@ impl ProcFs {
         })
     }
 
-    /// Parses `/proc/<pid>/cgroup`.
+    /// Parses `/proc/<pid>/cgroup`. Paths are escaped losslessly ([`crate::escape::escape_bytes`]):
+    /// directory names are bytes, and two that differ only in invalid UTF-8 are two cgroups.
     pub fn cgroups(&self, pid: u32) -> Result<ProcCgroups, ProcError> {
         let bytes = self.read(pid, "cgroup")?;
-        parse_cgroups(&String::from_utf8_lossy(&bytes)).map_err(|source| ProcError::Parse {
+        parse_cgroups(&bytes).map_err(|source| ProcError::Parse {
             path: self.pid_path(pid, "cgroup"),
             source,
         })
@@ -321,19 +322,27 @@ fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
 }
 
 /// Parses `hierarchy-id:controllers:path` lines. The path is everything after the second `:`
-/// (paths may contain `:`). The kernel appends ` (deleted)` to a v2 path whose cgroup was
-/// removed; it is stripped so the path stays usable as a lookup key.
-fn parse_cgroups(text: &str) -> Result<ProcCgroups, ProcParseError> {
+/// (paths may contain `:`), kept as the bytes it is and escaped losslessly. The kernel appends
+/// ` (deleted)` to a v2 path whose cgroup was removed; it is stripped so the path stays usable
+/// as a lookup key.
+fn parse_cgroups(text: &[u8]) -> Result<ProcCgroups, ProcParseError> {
     let mut out = ProcCgroups::default();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut parts = line.splitn(3, ':');
+    for line in text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+    {
+        let mut parts = line.splitn(3, |&b| b == b':');
         let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(ProcParseError::CgroupLine {
-                line: line.to_owned(),
+                line: crate::escape::escape_bytes(line),
             });
         };
-        let path = path.strip_suffix(" (deleted)").unwrap_or(path).to_owned();
+        let (id, controllers) = (
+            String::from_utf8_lossy(id),
+            String::from_utf8_lossy(controllers),
+        );
+        let path = crate::escape::escape_bytes(path.strip_suffix(b" (deleted)").unwrap_or(path));
         if id == "0" && controllers.is_empty() {
             out.unified = Some(path);
         } else {
@@ -712,20 +721,56 @@ mod tests {
 
     #[test]
     fn cgroups_strip_deleted_marker_and_reject_garbage() {
-        let parsed = parse_cgroups("0::/system.slice/gone.service (deleted)\n").unwrap();
+        let parsed = parse_cgroups(b"0::/system.slice/gone.service (deleted)\n").unwrap();
         assert_eq!(
             parsed.unified.as_deref(),
             Some("/system.slice/gone.service")
         );
         // Paths may contain ':'.
-        let colon = parse_cgroups("5:memory:/a:b\n").unwrap();
+        let colon = parse_cgroups(b"5:memory:/a:b\n").unwrap();
         assert_eq!(colon.v1.get("memory").map(String::as_str), Some("/a:b"));
         assert!(
-            parse_cgroups("garbage\n")
+            parse_cgroups(b"garbage\n")
                 .unwrap_err()
                 .to_string()
                 .contains("garbage")
         );
+    }
+
+    #[test]
+    fn non_utf8_cgroup_paths_stay_distinct_and_lossless() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (pid, path) in [
+            (10, &b"/rel_\xff\xfe"[..]),
+            (11, b"/rel_\xfe\xff"),
+            (12, b"/a\\b"),
+        ] {
+            let dir = tmp.path().join(pid.to_string());
+            fs::create_dir(&dir).unwrap();
+            let mut file = b"12:memory:".to_vec();
+            file.extend_from_slice(path);
+            file.extend_from_slice(b"\n0::/\n");
+            fs::write(dir.join("cgroup"), file).unwrap();
+        }
+        let procfs = ProcFs::new(tmp.path());
+        let path = |pid| {
+            procfs
+                .cgroups(pid)
+                .unwrap()
+                .memory_path()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(path(10), "/rel_\\xff\\xfe");
+        assert_eq!(path(11), "/rel_\\xfe\\xff");
+        assert_eq!(path(12), "/a\\\\b", "a backslash is doubled");
+        for (pid, raw) in [
+            (10, &b"/rel_\xff\xfe"[..]),
+            (11, b"/rel_\xfe\xff"),
+            (12, b"/a\\b"),
+        ] {
+            assert_eq!(crate::escape::unescape_bytes(&path(pid)), raw);
+        }
     }
 
     #[test]

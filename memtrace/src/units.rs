@@ -30,10 +30,41 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid size '{text}' (examples: 4096, 64K, 1M, 2GiB)"))
 }
 
-/// Parse a duration such as `10s`, `2m`, `1h30m`, `500ms`.
+/// Parse a duration such as `10s`, `2m`, `1h30m`, `500ms`, or a bare number of seconds (`25`,
+/// `0.5`), as `timeout(1)` and the bcc tools take it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|err| format!("invalid duration '{text}' ({err}; examples: 10s, 2m, 500ms)"))
+    let trimmed = text.trim();
+    let invalid = |why: &dyn std::fmt::Display| {
+        format!("invalid duration '{text}' ({why}; examples: 10s, 2m, 500ms, 25 for seconds)")
+    };
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return trimmed
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| invalid(&"not a number of seconds"));
+    }
+    humantime::parse_duration(trimmed).map_err(|err| invalid(&err))
+}
+
+/// A [`parse_duration`] for a flag whose value must lie in `min..=max`: the error names the
+/// range, and clap prefixes it with the flag.
+pub fn duration_in(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let value = parse_duration(text)?;
+        if value < min || value > max {
+            return Err(format!(
+                "must be between {} and {} (got {})",
+                humantime::format_duration(min),
+                humantime::format_duration(max),
+                humantime::format_duration(value)
+            ));
+        }
+        Ok(value)
+    }
 }
 
 /// Bytes for humans, binary units: `1.0 MiB`.
@@ -68,5 +99,36 @@ mod tests {
                 .starts_with("invalid duration 'soon'")
         );
         assert_eq!(human_bytes(1 << 20), "1.0 MiB");
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds() {
+        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration(" 0.5 "), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["1.2.3", ".", "1e99999", ""] {
+            assert!(
+                parse_duration(bad)
+                    .unwrap_err()
+                    .starts_with(&format!("invalid duration '{bad}'")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranges_name_their_bounds() {
+        let parse = duration_in(Duration::from_millis(100), Duration::from_secs(3600));
+        assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(
+            parse("0s"),
+            Err("must be between 100ms and 1h (got 0s)".to_owned())
+        );
+        assert_eq!(
+            parse("1ns"),
+            Err("must be between 100ms and 1h (got 1ns)".to_owned())
+        );
+        assert!(parse("2h").unwrap_err().contains("got 2h"));
     }
 }

@@ -74,7 +74,7 @@ pub fn parse() -> Result<Cli, ExitCode> {
 /// Clap's message up to the usage block, on one line: `error: the following required arguments
 /// were not provided:\n  --faults\n\nUsage: …` → `the following required arguments were not
 /// provided: --faults`.
-fn one_line(rendered: &str) -> String {
+pub(crate) fn one_line(rendered: &str) -> String {
     let message: Vec<&str> = rendered
         .lines()
         .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))

@@ -1,25 +1,41 @@
 //! `memtrace oom`: recent OOM kills with their flight recordings, from a running daemon.
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use clap::Args;
 
-use memtrace_api::OomRecord;
 use memtrace_api::client::{Client, ClientError};
+use memtrace_api::{OomRecord, OomResponse};
 
-use crate::{cli::daemon::DEFAULT_LISTEN, units::human_bytes};
+use crate::{cli::daemon::DEFAULT_LISTEN, escape::terminal, units::human_bytes};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  memtrace oom                 the last kills seen by the local daemon\n  memtrace oom --last 1 --json\n  memtrace oom --url http://10.0.0.5:9847"
+    after_help = "Examples:\n  memtrace oom                 the last kills seen by the local daemon\n  memtrace oom --last 1 --json\n  memtrace oom --comm java --since 1h\n  memtrace oom --cgroup /kubepods.slice   kills in that cgroup or below\n  memtrace oom --url 10.0.0.5:9847"
 )]
 pub struct OomArgs {
-    /// Base URL of a running `memtrace daemon`.
-    #[arg(long, value_name = "URL", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
-    pub url: String,
+    /// Address of a running `memtrace daemon`: host:port or http://host:port
+    /// [default: 127.0.0.1:9847, the daemon's default --listen].
+    #[arg(long, value_name = "URL", env = "MEMTRACE_URL")]
+    pub url: Option<String>,
 
-    /// Show only the N most recent kills.
-    #[arg(long, value_name = "N")]
-    pub last: Option<usize>,
+    /// Show only the N most recent kills (after the filters), at least 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub last: Option<u64>,
+
+    /// Only kills whose victim was in this cgroup or below it (as in /proc/PID/cgroup).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+
+    /// Only kills of processes with this name (as in /proc/PID/comm).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+
+    /// Only kills in the last DURATION (10m, 2h, 90 for seconds…).
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub since: Option<Duration>,
 
     /// Print the API's JSON instead of the report.
     #[arg(long)]
@@ -27,43 +43,103 @@ pub struct OomArgs {
 }
 
 pub fn run(args: OomArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.url);
+    let given = args.url.is_some();
+    let client = Client::new(args.url.as_deref().unwrap_or(DEFAULT_LISTEN));
     let body = match client.ooms() {
         Ok(body) => body,
         Err(ClientError::Unreachable { url, source }) => {
-            return Err(anyhow::Error::new(*source).context(unreachable(&url)));
+            return Err(anyhow::Error::new(*source).context(unreachable(&url, given)));
         }
         Err(e @ ClientError::Status { .. }) => {
-            let message = unreachable(e.url());
+            let message = unreachable(e.url(), given);
             return Err(anyhow::Error::new(e).context(message));
         }
         Err(e @ ClientError::Decode { .. }) => return Err(e.into()),
     };
-    let mut ooms = body.ooms;
-    if let Some(last) = args.last {
-        ooms.truncate(last);
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "schema_version": body.schema_version, "ooms": ooms })
-            )?
-        );
-        return Ok(());
-    }
-    if ooms.is_empty() {
-        println!("no OOM kills seen since the daemon started");
-        return Ok(());
-    }
-    for oom in &ooms {
-        print!("{}", report(oom));
-    }
+    print!("{}", output(&args, body, SystemTime::now())?);
     Ok(())
 }
 
-fn unreachable(url: &str) -> String {
-    format!("cannot reach the memtrace daemon at {url} (is `memtrace daemon` running? see --url)")
+/// What `memtrace oom` prints for `body`, given the filters of `args`, at `now`.
+fn output(args: &OomArgs, body: OomResponse, now: SystemTime) -> anyhow::Result<String> {
+    let seen = body.ooms.len();
+    let since_ms = args.since.map(|since| {
+        now.checked_sub(since)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |t| t.as_millis() as u64)
+    });
+    let mut ooms: Vec<OomRecord> = body
+        .ooms
+        .into_iter()
+        .filter(|oom| {
+            args.comm
+                .as_ref()
+                .is_none_or(|comm| oom.victim_comm == *comm)
+                && args.cgroup.as_ref().is_none_or(|cgroup| {
+                    oom.victim_cgroup
+                        .as_deref()
+                        .is_some_and(|path| in_cgroup(path, cgroup))
+                })
+                && since_ms.is_none_or(|since| oom.timestamp_unix_ms >= since)
+        })
+        .collect();
+    let matched = ooms.len();
+    if let Some(last) = args.last {
+        ooms.truncate(usize::try_from(last).unwrap_or(usize::MAX));
+    }
+    if args.json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "schema_version": body.schema_version, "ooms": ooms })
+            )?
+        ));
+    }
+    let filtered = args.comm.is_some() || args.cgroup.is_some() || args.since.is_some();
+    if seen == 0 {
+        return Ok("no OOM kills seen since the daemon started\n".to_owned());
+    }
+    if matched == 0 {
+        return Ok(format!(
+            "none of the {seen} OOM kills seen since the daemon started match the filters\n"
+        ));
+    }
+    let mut out: String = ooms.iter().map(report).collect();
+    if ooms.len() < seen {
+        let why = match (filtered, ooms.len() < matched) {
+            (true, true) => format!(", {matched} match the filters; --last"),
+            (true, false) => ", the others do not match the filters".to_owned(),
+            _ => "; --last".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{} of {seen} OOM kills shown (newest first{why})",
+            ooms.len()
+        );
+    }
+    Ok(out)
+}
+
+/// `path` is `cgroup` or below it.
+fn in_cgroup(path: &str, cgroup: &str) -> bool {
+    let cgroup = cgroup.trim_end_matches('/');
+    cgroup.is_empty()
+        || path == cgroup
+        || path
+            .strip_prefix(cgroup)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn unreachable(url: &str, given: bool) -> String {
+    if given {
+        format!("cannot reach the memtrace daemon at {url}: is `memtrace daemon` running there?")
+    } else {
+        format!(
+            "cannot reach the memtrace daemon at {url}, the default address: is `memtrace \
+             daemon` running? If it listens elsewhere, give its address with --url HOST:PORT \
+             or MEMTRACE_URL"
+        )
+    }
 }
 
 fn opt_bytes(value: Option<u64>) -> String {
@@ -73,19 +149,32 @@ fn opt_bytes(value: Option<u64>) -> String {
 /// The human report of one kill.
 pub fn report(oom: &OomRecord) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "OOM kill at {}", oom.timestamp);
-    let _ = write!(out, "  victim   {} ({})", oom.victim_pid, oom.victim_comm);
+    // Every string here came over the network from whatever answers at --url, and names
+    // processes and cgroups anyone can name: printed through `terminal` only.
+    let _ = writeln!(out, "OOM kill at {}", terminal(&oom.timestamp));
+    let _ = write!(
+        out,
+        "  victim   {} ({})",
+        oom.victim_pid,
+        terminal(&oom.victim_comm)
+    );
     if let Some(cgroup) = &oom.victim_cgroup {
-        let _ = write!(out, "  cgroup {cgroup}");
+        let _ = write!(out, "  cgroup {}", terminal(cgroup));
     }
     if let Some(pod) = &oom.victim_owner.pod_uid {
-        let _ = write!(out, "  pod {pod}");
+        let _ = write!(out, "  pod {}", terminal(pod));
     }
     if let Some(container) = &oom.victim_owner.container_id {
-        let _ = write!(out, "  container {}", &container[..container.len().min(12)]);
+        let short: String = container.chars().take(12).collect();
+        let _ = write!(out, "  container {}", terminal(&short));
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "  trigger  {} ({})", oom.trigger_pid, oom.trigger_comm);
+    let _ = writeln!(
+        out,
+        "  trigger  {} ({})",
+        oom.trigger_pid,
+        terminal(&oom.trigger_comm)
+    );
     let _ = writeln!(
         out,
         "  memory   anon {}  file {}  shmem {}  total_vm {}  pgtables {}  cgroup limit {}",
@@ -147,16 +236,15 @@ mod tests {
             .local_addr()
             .unwrap();
         let err = run(OomArgs {
-            url: addr.to_string(),
-            last: None,
-            json: false,
+            url: Some(addr.to_string()),
+            ..args()
         })
         .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
-                "cannot reach the memtrace daemon at http://{addr}/api/v1/oom (is `memtrace \
-                 daemon` running? see --url)"
+                "cannot reach the memtrace daemon at http://{addr}/api/v1/oom: is `memtrace \
+                 daemon` running there?"
             )
         );
         assert!(err.chain().count() > 1, "the cause is kept: {err:#}");
@@ -198,5 +286,196 @@ mod tests {
         assert!(text.contains("cgroup limit 64.0 MiB"), "{text}");
         assert!(text.contains("  -1.0    32.0 MiB"), "{text}");
         assert!(text.contains("the last 2 s before the kill"), "{text}");
+    }
+
+    fn args() -> OomArgs {
+        OomArgs {
+            url: None,
+            last: None,
+            cgroup: None,
+            comm: None,
+            since: None,
+            json: false,
+        }
+    }
+
+    /// `count` kills, newest first, one a minute before `now`: `java` in `/app/web` for even
+    /// `i`, `redis` in `/db` for odd.
+    fn history(count: u64, now: SystemTime) -> OomResponse {
+        let now_ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let ooms = (0..count)
+            .map(|i| OomRecord {
+                timestamp: format!("kill {i}"),
+                timestamp_unix_ms: now_ms - (i + 1) * 60_000,
+                victim_pid: 100 + i as u32,
+                victim_comm: if i % 2 == 0 { "java" } else { "redis" }.into(),
+                victim_cgroup: Some(if i % 2 == 0 { "/app/web" } else { "/db" }.into()),
+                ..Default::default()
+            })
+            .collect();
+        OomResponse {
+            schema_version: 1,
+            ooms,
+        }
+    }
+
+    fn victims(text: &str) -> Vec<u32> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("  victim   "))
+            .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn last_zero_is_refused_and_last_says_how_many_were_left_out() {
+        use clap::Parser;
+        let err = crate::cli::Cli::try_parse_from(["memtrace", "oom", "--last", "0"]).unwrap_err();
+        assert_eq!(
+            crate::cli::one_line(&err.render().to_string()),
+            "invalid value '0' for '--last <N>': 0 is not in 1..18446744073709551615"
+        );
+        let now = SystemTime::now();
+        let text = output(
+            &OomArgs {
+                last: Some(2),
+                ..args()
+            },
+            history(22, now),
+            now,
+        )
+        .unwrap();
+        assert_eq!(victims(&text), [100, 101]);
+        assert!(
+            text.ends_with("2 of 22 OOM kills shown (newest first; --last)\n"),
+            "{text}"
+        );
+        let text = output(&args(), history(0, now), now).unwrap();
+        assert_eq!(text, "no OOM kills seen since the daemon started\n");
+    }
+
+    #[test]
+    fn filters_by_cgroup_comm_and_age() {
+        let now = SystemTime::now();
+        let show = |args: OomArgs| output(&args, history(6, now), now).unwrap();
+        let text = show(OomArgs {
+            comm: Some("redis".into()),
+            ..args()
+        });
+        assert_eq!(victims(&text), [101, 103, 105]);
+        assert!(
+            text.ends_with(
+                "3 of 6 OOM kills shown (newest first, the others do not match the filters)\n"
+            ),
+            "{text}"
+        );
+        let text = show(OomArgs {
+            cgroup: Some("/app".into()),
+            since: Some(Duration::from_secs(150)),
+            ..args()
+        });
+        assert_eq!(victims(&text), [100], "below /app, in the last 2.5 minutes");
+        assert_eq!(
+            victims(&show(OomArgs {
+                cgroup: Some("/ap".into()),
+                ..args()
+            })),
+            Vec::<u32>::new(),
+            "a prefix of a name is not a parent"
+        );
+        let text = show(OomArgs {
+            comm: Some("java".into()),
+            last: Some(1),
+            ..args()
+        });
+        assert_eq!(victims(&text), [100]);
+        assert!(
+            text.ends_with("1 of 6 OOM kills shown (newest first, 3 match the filters; --last)\n"),
+            "{text}"
+        );
+        assert_eq!(
+            show(OomArgs {
+                comm: Some("nginx".into()),
+                ..args()
+            }),
+            "none of the 6 OOM kills seen since the daemon started match the filters\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&show(OomArgs {
+            comm: Some("redis".into()),
+            json: true,
+            ..args()
+        }))
+        .unwrap();
+        assert_eq!(json["ooms"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn without_url_the_error_says_where_it_looked_and_how_to_look_elsewhere() {
+        let message = unreachable("http://127.0.0.1:9847/api/v1/oom", false);
+        assert_eq!(
+            message,
+            "cannot reach the memtrace daemon at http://127.0.0.1:9847/api/v1/oom, the default \
+             address: is `memtrace daemon` running? If it listens elsewhere, give its address \
+             with --url HOST:PORT or MEMTRACE_URL"
+        );
+    }
+
+    /// A one-request HTTP server answering with `body`; its port.
+    fn serve_once(body: &'static str) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        });
+        port
+    }
+
+    #[test]
+    fn a_url_without_a_scheme_is_http() {
+        let port = serve_once(include_str!(
+            "../../../memtrace-api/tests/fixtures/oom-v1.json"
+        ));
+        run(OomArgs {
+            url: Some(format!("localhost:{port}")),
+            ..args()
+        })
+        .expect("localhost:PORT reaches the daemon");
+    }
+
+    #[test]
+    fn hostile_names_cannot_forge_report_lines() {
+        let oom = OomRecord {
+            timestamp: "2026-11-24T02:31:05.123Z\u{1b}[2J".into(),
+            victim_pid: 1,
+            victim_comm: "x\n# TYPE y".into(),
+            victim_cgroup: Some("/rel_\\xff\u{1b}[31m".into()),
+            trigger_pid: 1,
+            trigger_comm: "\u{1b}]0;t\u{7}".into(),
+            victim_owner: memtrace_api::OwnerView {
+                container_id: Some("é\u{1b}".repeat(20)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = report(&oom);
+        assert!(
+            text.contains("victim   1 (x\\n# TYPE y)  cgroup /rel_\\xff\\e[31m"),
+            "{text}"
+        );
+        assert!(text.contains("trigger  1 (\\e]0;t\\x07)"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        // Header, victim, trigger, memory, "no history" and the blank line after it.
+        assert_eq!(text.lines().count(), 6, "{text}");
     }
 }

@@ -9,7 +9,7 @@ use crate::{
     host::HostPaths,
     probes::page_size,
     trace::{self, COMM_MAX, TraceOptions},
-    units::{human_bytes, parse_duration, parse_size},
+    units::{duration_in, human_bytes, parse_size},
 };
 
 const EXAMPLES: &str = "\
@@ -42,12 +42,12 @@ pub struct TraceArgs {
     pub pids: Vec<u32>,
 
     /// Only tasks with this name (as in /proc/PID/comm; the kernel keeps 15 characters).
-    #[arg(short, long = "comm", value_name = "NAME", value_delimiter = ',')]
+    #[arg(short, long = "comm", value_name = "NAME", value_delimiter = ',', value_parser = non_empty)]
     pub comms: Vec<String>,
 
     /// Only processes in this cgroup or below: the path shown in /proc/PID/cgroup
     /// (e.g. /system.slice/nginx.service), or a directory under /sys/fs/cgroup.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = non_empty)]
     pub cgroup: Option<String>,
 
     /// Event kinds to stream, comma-separated [default: oom,reclaim,vm].
@@ -67,28 +67,28 @@ pub struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = 1, requires = "faults", value_parser = clap::value_parser!(u32).range(1..))]
     pub sample: u32,
 
-    /// Shortest reclaim stall to show (stalls are always counted), e.g. 1ms.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    /// Shortest reclaim stall to show (stalls are always counted), e.g. 1ms; 0s to 1h.
+    #[arg(long, value_name = "DURATION", value_parser = duration_in(Duration::ZERO, HOUR), default_value = "0s")]
     pub min_stall: Duration,
 
-    /// Stop after this long (10s, 5m…). Default: until Ctrl-C.
-    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Stop after this long (10s, 5m, 25 for seconds…; 100ms to 30 days). Default: until Ctrl-C.
+    #[arg(short, long, value_name = "DURATION", value_parser = duration_in(MIN_PERIOD, MONTH))]
     pub duration: Option<Duration>,
 
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Also print the per-process summary every INTERVAL (e.g. 10s).
-    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    /// Also print the per-process summary every INTERVAL (e.g. 10s; 100ms to 24h).
+    #[arg(long, value_name = "INTERVAL", value_parser = duration_in(MIN_PERIOD, DAY))]
     pub interval: Option<Duration>,
 
     /// Do not print the final per-process summary.
     #[arg(long)]
     pub no_summary: bool,
 
-    /// Processes in the summary (most page faults first).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// Processes in the summary (most page faults first), at least 1 (--no-summary for none).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = at_least_one)]
     pub top: usize,
 
     /// Size of the ring buffer for discrete events (power of two).
@@ -98,6 +98,30 @@ pub struct TraceArgs {
     /// Size of the ring buffer for fault events, with --faults (power of two).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16M")]
     pub fault_ring_size: u64,
+}
+
+/// The shortest `--interval` and `--duration`: a summary every few milliseconds is a flood of
+/// text, not a trace (`--interval 1ns` wrote 7.7 MB in 2 s), and a trace that ends before its
+/// probes are attached shows nothing.
+const MIN_PERIOD: Duration = Duration::from_millis(100);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `--cgroup ''` must not silently mean "no filter".
+fn non_empty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(format!("not a count ({err})")),
+    }
 }
 
 fn parse_kinds(text: &str) -> Result<EventKindSet, String> {
@@ -181,5 +205,57 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// `memtrace trace ARGS`, parsed as `main` parses it; the error as `main` prints it.
+    fn parse(args: &[&str]) -> Result<TraceArgs, String> {
+        use clap::Parser;
+        let cli =
+            crate::cli::Cli::try_parse_from(["memtrace", "trace"].iter().chain(args).copied())
+                .map_err(|err| crate::cli::one_line(&err.render().to_string()))?;
+        match cli.command {
+            crate::cli::Command::Trace(args) => Ok(args),
+            other => panic!("not a trace: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn periods_are_bounded_and_bad_ones_name_the_flag() {
+        for (args, expected) in [
+            (
+                &["--interval", "0s"][..],
+                "invalid value '0s' for '--interval <INTERVAL>': must be between 100ms and 1day (got 0s)",
+            ),
+            (
+                &["--interval", "1ns"],
+                "invalid value '1ns' for '--interval <INTERVAL>': must be between 100ms and 1day (got 1ns)",
+            ),
+            (
+                &["--duration", "0"],
+                "invalid value '0' for '--duration <DURATION>': must be between 100ms and 30days (got 0s)",
+            ),
+            (
+                &["--cgroup", ""],
+                "invalid value '' for '--cgroup <PATH>': must not be empty",
+            ),
+            (
+                &["--comm", ""],
+                "invalid value '' for '--comm <NAME>': must not be empty",
+            ),
+            (
+                &["--top", "0"],
+                "invalid value '0' for '--top <N>': must be at least 1",
+            ),
+            (
+                &["--min-stall", "2h"],
+                "invalid value '2h' for '--min-stall <DURATION>': must be between 0s and 1h (got 2h)",
+            ),
+        ] {
+            assert_eq!(parse(args).unwrap_err(), expected, "{args:?}");
+        }
+        let args = parse(&["--interval", "100ms", "--duration", "25", "--cgroup", "/a"]).unwrap();
+        assert_eq!(args.interval, Some(MIN_PERIOD));
+        assert_eq!(args.duration, Some(Duration::from_secs(25)), "bare seconds");
+        assert_eq!(args.cgroup.as_deref(), Some("/a"));
     }
 }

@@ -18,7 +18,7 @@ use super::{
     Event, FAULT_ERROR_CODE_NAMES, FlagName, MMAP_FLAG_NAMES, MREMAP_FLAG_NAMES, PROT_NAMES,
     comm_str, flag_names, kind_name,
 };
-use crate::units::human_bytes;
+use crate::{escape::terminal, units::human_bytes};
 
 /// Column header of the text output.
 pub const TEXT_HEADER: &str = "TIME          PID      COMM             EVENT    DETAILS";
@@ -190,7 +190,7 @@ pub fn text(out: &mut String, clock: &Clock, event: &Event, cgroup: Option<&str>
         out,
         "{time:<13} {:<8} {:<16} {:<8} ",
         h.pid,
-        comm_str(&h.comm),
+        terminal(&comm_str(&h.comm)),
         kind_name(h.kind)
     );
     match event {
@@ -202,7 +202,7 @@ pub fn text(out: &mut String, clock: &Clock, event: &Event, cgroup: Option<&str>
             let len = (e.filename_len as usize).min(e.filename.len());
             let name = String::from_utf8_lossy(&e.filename[..len]);
             let name = name.trim_end_matches('\0');
-            let _ = write!(out, "filename={name}");
+            let _ = write!(out, "filename={}", terminal(name));
             if e.old_pid != h.pid {
                 let _ = write!(out, " old_pid={}", e.old_pid);
             }
@@ -210,7 +210,7 @@ pub fn text(out: &mut String, clock: &Clock, event: &Event, cgroup: Option<&str>
         Event::Exit(e) => exit_text(out, e),
     }
     if let Some(cgroup) = cgroup {
-        let _ = write!(out, " cgroup={cgroup}");
+        let _ = write!(out, " cgroup={}", terminal(cgroup));
     }
 }
 
@@ -298,7 +298,7 @@ fn oom_text(out: &mut String, e: &OomEvent) {
         out,
         "victim={} ({})",
         e.victim_pid,
-        comm_str(&e.victim_comm)
+        terminal(&comm_str(&e.victim_comm))
     );
     let kb = |bit: u32, value: u64| (e.present & bit != 0).then(|| human_bytes(value * 1024));
     for (name, value) in [
@@ -322,7 +322,7 @@ fn oom_text(out: &mut String, e: &OomEvent) {
         out,
         " trigger={} ({})",
         e.header.pid,
-        comm_str(&e.header.comm)
+        terminal(&comm_str(&e.header.comm))
     );
 }
 
@@ -758,5 +758,51 @@ mod tests {
         assert_eq!(fault_cause(0x6), "write, not-present");
         assert_eq!(fault_cause(0x14), "exec, not-present");
         assert_eq!(fault_cause(0x7), "write, protection");
+    }
+
+    #[test]
+    fn text_lines_escape_what_processes_and_cgroups_name_themselves() {
+        let clock = Clock::with_offset(1_700_000_000_000_000_000);
+        let comm = |name: &[u8]| {
+            let mut comm = [0u8; COMM_LEN];
+            comm[..name.len()].copy_from_slice(name);
+            comm
+        };
+        let mut trigger = header(kind::OOM);
+        trigger.comm = comm(b"x\n# TYPE y");
+        let oom = Event::Oom(OomEvent {
+            header: trigger,
+            victim_pid: 99,
+            victim_comm: comm(b"\x1b[31mred"),
+            present: oom_field::COMM,
+            ..Default::default()
+        });
+        let mut exec_header = header(kind::EXEC);
+        exec_header.comm = comm(b"\x1b]0;pwned\x07");
+        let mut exec = memtrace_common::ExecEvent {
+            header: exec_header,
+            old_pid: 4242,
+            filename_len: 0,
+            filename: [0; memtrace_common::FILENAME_LEN],
+        };
+        let filename = b"/tmp/a\rb";
+        exec.filename[..filename.len()].copy_from_slice(filename);
+        exec.filename_len = filename.len() as u32;
+        let exec = Event::Exec(exec);
+        for (event, expected) in [
+            (
+                &oom,
+                "4242     x\\n# TYPE y      oom      victim=99 (\\e[31mred) trigger=4242 (x\\n# TYPE y) cgroup=/a\\nb\\e",
+            ),
+            (
+                &exec,
+                "4242     \\e]0;pwned\\x07   exec     filename=/tmp/a\\rb cgroup=/a\\nb\\e",
+            ),
+        ] {
+            let mut line = String::new();
+            text(&mut line, &clock, event, Some("/a\nb\u{1b}"));
+            assert!(line.ends_with(expected), "{line:?}");
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@ use memtrace_api::trace::{LossesLine, SummaryLine, TraceLine};
 use memtrace_common::{ProcStats, rss_member};
 
 use crate::{
+    escape::terminal,
     events::{KIND_NAMES, counters_json, render::Clock},
     pipeline::PipelineSnapshot,
     probes::KernelLosses,
@@ -86,7 +87,7 @@ pub fn text(
             text,
             "{:<8} {:<16} {:>10} {:>8} {:>10} {:>10} {:>10} {:>14} {:>10} {:>10}{}",
             r.pid,
-            r.comm,
+            terminal(&r.comm),
             s.faults_minor(),
             s.faults_major,
             human_bytes(s.mmap_bytes),
@@ -250,5 +251,20 @@ mod tests {
              29929    python3               17529        5    1.0 MiB        0 B        0 B       45/2.2ms        0 B        0 B  (exited)\n\
              events: 0 delivered, none lost"
         );
+    }
+
+    #[test]
+    fn hostile_comms_cannot_forge_summary_lines_or_colours() {
+        let mut r = row(7, 1, false);
+        r.comm = "x\n# TYPE y\u{1b}[31m".to_owned();
+        let table = text(
+            "per-process summary:",
+            &[r],
+            &KernelLosses::default(),
+            &PipelineSnapshot::default(),
+        );
+        assert_eq!(table.lines().count(), 5, "{table}");
+        assert!(table.contains("x\\n# TYPE y\\e[31m"), "{table}");
+        assert!(!table.contains('\u{1b}'), "{table}");
     }
 }

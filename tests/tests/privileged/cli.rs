@@ -305,3 +305,315 @@ fn cli_runs_as_an_unprivileged_user_with_three_capabilities() {
         "nothing may be degraded without root: {err}"
     );
 }
+
+/// `memtrace ARGS` that must end by itself within `within`: killed and failed otherwise (an
+/// unbounded read or a blocking open must not hang the suite).
+fn memtrace_within(args: &[&str], within: Duration) -> std::process::Output {
+    let mut child = Command::new(memtrace_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtrace");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("memtrace {args:?} still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Issue 10, defects 4, 8, 11: periods and sizes out of range are one line naming the flag and
+/// its range, before anything is loaded (no panic, no flood, no kernel error repeated).
+#[test]
+fn cli_out_of_range_values_name_the_flag_and_range() {
+    for (args, expected) in [
+        (
+            &["trace", "--interval", "0s"][..],
+            "memtrace: error: invalid value '0s' for '--interval <INTERVAL>': must be between 100ms and 1day (got 0s) (see --help)",
+        ),
+        (
+            &["trace", "--interval", "1ns"],
+            "memtrace: error: invalid value '1ns' for '--interval <INTERVAL>': must be between 100ms and 1day (got 1ns) (see --help)",
+        ),
+        (
+            &["trace", "--duration", "0"],
+            "memtrace: error: invalid value '0' for '--duration <DURATION>': must be between 100ms and 30days (got 0s) (see --help)",
+        ),
+        (
+            &["trace", "--cgroup", ""],
+            "memtrace: error: invalid value '' for '--cgroup <PATH>': must not be empty (see --help)",
+        ),
+        (
+            &["oom", "--last", "0"],
+            "memtrace: error: invalid value '0' for '--last <N>': 0 is not in 1..18446744073709551615 (see --help)",
+        ),
+    ] {
+        let out = memtrace_within(args, Duration::from_secs(10));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr_line(&out)
+        );
+        assert_eq!(stderr_line(&out), expected, "{args:?}");
+    }
+    let out = memtrace_within(
+        &["daemon", "--max-processes", "2147483648"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_line(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "memtrace: error: --max-processes must be between 1024 and 4194304 (got 2147483648;"
+        ),
+        "{err}"
+    );
+    let out = memtrace_within(&["daemon", "--help"], Duration::from_secs(10));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("Each costs ~360 bytes of kernel memory, allocated at start"),
+        "--help states what --max-processes costs: {help}"
+    );
+}
+
+/// Issue 10, defect 11: `--duration 25` is 25 seconds, as `timeout` takes it.
+#[test]
+fn cli_bare_seconds_are_a_duration() {
+    require_root();
+    let start = std::time::Instant::now();
+    let out = memtrace_within(
+        &["trace", "-e", "oom", "--duration", "1", "--no-summary"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_line(&out));
+    assert!(start.elapsed() >= Duration::from_secs(1));
+}
+
+/// Issue 10, defect 7: `--config` on a device or a FIFO with no writer is refused at once, in one
+/// line, instead of reading forever or waiting for a writer.
+#[test]
+fn cli_daemon_config_must_be_a_small_regular_file() {
+    let out = memtrace_within(
+        &["daemon", "--config", "/dev/zero", "--listen", "127.0.0.1:0"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_line(&out),
+        "memtrace: error: config file /dev/zero is a character device, not a regular file: give the path of a TOML file"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("daemon.toml");
+    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let fifo = fifo.to_str().expect("utf-8");
+    let out = memtrace_within(
+        &["daemon", "--config", fifo, "--listen", "127.0.0.1:0"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_line(&out),
+        format!(
+            "memtrace: error: config file {fifo} is a FIFO, not a regular file: give the path of a TOML file"
+        )
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "top = 3\n\ninterval = \n").expect("write");
+    let out = memtrace_within(
+        &["daemon", "--config", bad.to_str().expect("utf-8")],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_line(&out);
+    assert!(err.contains("bad.toml: line 3, column "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Issue 10, defect 5: a process that names itself with prctl(PR_SET_NAME) with a newline and
+/// an escape sequence cannot forge lines or recolour the terminal in the text output.
+#[test]
+fn cli_trace_text_escapes_a_hostile_process_name() {
+    require_root();
+    let _serial = serial();
+    // Renames itself, says so, maps 4 MiB when told to, then waits for its stdin to close.
+    let script = "import ctypes, mmap, sys\n\
+        assert ctypes.CDLL(None).prctl(15, b'x\\n# TYPE y\\x1b[31m', 0, 0, 0) == 0\n\
+        print('ready', flush=True)\n\
+        sys.stdin.readline()\n\
+        m = mmap.mmap(-1, 4 << 20)\n\
+        m[0] = 1\n\
+        print('mapped', flush=True)\n\
+        sys.stdin.read()\n";
+    let mut renamed = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let pid = renamed.id();
+    let mut said = BufReader::new(renamed.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    said.read_line(&mut line).expect("ready");
+    assert_eq!(line, "ready\n");
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/comm")).expect("comm"),
+        b"x\n# TYPE y\x1b[31m\n"
+    );
+    let pid_arg = pid.to_string();
+    let (child, _stderr) =
+        spawn_attached_trace(&["--pid", &pid_arg, "--event", "vm", "--duration", "30s"]);
+    let mut stdin = renamed.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"go\n").expect("go");
+    line.clear();
+    said.read_line(&mut line).expect("mapped");
+    assert_eq!(line, "mapped\n");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().expect("memtrace output");
+    drop(stdin);
+    assert!(renamed.wait().expect("python3").success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let escaped = "x\\n# TYPE y\\e[31m";
+    assert!(
+        stdout.lines().any(|line| line.contains(&format!(" {pid} "))
+            && line.contains(" mmap ")
+            && line.contains(escaped)),
+        "no mmap line of the renamed process with its name escaped: {stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with(&pid_arg) && line.contains(escaped)),
+        "the summary row shows the escaped name: {stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .all(|line| !line.starts_with("# TYPE") && !line.chars().any(char::is_control)),
+        "a forged line or a control character reached the terminal: {stdout:?}"
+    );
+}
+
+/// Issue 10, defect 6: two cgroup v1 memory cgroups whose names differ only in bytes that are
+/// not UTF-8 (`rel_\xff\xfe`, `rel_\xfe\xff`) stay two cgroups in the daemon's snapshot, each
+/// with its own process, usage and limit (lossy UTF-8 had merged them and lost both).
+#[test]
+fn cli_daemon_keeps_non_utf8_cgroups_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    require_root();
+    let _serial = serial();
+    let cgroup = |raw: &[u8], limit: u64| {
+        let name = [raw, format!("-{}", std::process::id()).as_bytes()].concat();
+        let dir =
+            std::path::Path::new("/sys/fs/cgroup/memory").join(std::ffi::OsStr::from_bytes(&name));
+        std::fs::create_dir_all(&dir).expect("mkdir cgroup");
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
+        let mut path = String::from("/");
+        for chunk in name.utf8_chunks() {
+            path.push_str(chunk.valid());
+            for byte in chunk.invalid() {
+                path.push_str(&format!("\\x{byte:02x}"));
+            }
+        }
+        MemoryCgroup { dir, path }
+    };
+    let a = cgroup(b"rel_\xff\xfe", 32 << 20);
+    let b = cgroup(b"rel_\xfe\xff", 64 << 20);
+    assert_ne!(a.path, b.path);
+    let mut in_a = Workload::start_in(&a, &["touch-anon", "1024"]);
+    let mut in_b = Workload::start_in(&b, &["touch-anon", "2048"]);
+    in_a.run();
+    in_b.run();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = Command::new(memtrace_bin())
+        .args(["daemon", "--listen", &listen, "--interval", "1s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn memtrace daemon");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let snapshot = agent
+            .get(&format!("http://{listen}/api/v1/snapshot"))
+            .call()
+            .ok()
+            .filter(|response| response.status() == 200)
+            .and_then(|mut response| {
+                response
+                    .body_mut()
+                    .read_json::<memtrace_api::Snapshot>()
+                    .ok()
+            });
+        if let Some(snapshot) = snapshot {
+            let views: Vec<_> = [&a, &b]
+                .iter()
+                .map(|cg| {
+                    snapshot
+                        .cgroups
+                        .iter()
+                        .find(|view| view.path == cg.path)
+                        .cloned()
+                })
+                .collect();
+            if views
+                .iter()
+                .all(|view| view.as_ref().is_some_and(|v| v.processes >= 1))
+            {
+                break (snapshot, views);
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+            let _ = daemon.wait();
+            panic!(
+                "the two cgroups {:?} and {:?} never both appeared",
+                a.path, b.path
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let (snapshot, views) = found;
+    for ((cg, workload, limit), view) in [(&a, &in_a, 32u64 << 20), (&b, &in_b, 64 << 20)]
+        .into_iter()
+        .zip(views)
+    {
+        let view = view.expect("found");
+        assert_eq!(view.processes, 1, "{view:?}");
+        assert_eq!(view.limit_bytes, Some(limit), "{view:?}");
+        assert!(view.usage_bytes.is_some_and(|usage| usage > 0), "{view:?}");
+        let process = snapshot
+            .processes
+            .iter()
+            .find(|p| p.pid == workload.pid())
+            .expect("the workload is in the snapshot");
+        assert_eq!(process.cgroup.as_deref(), Some(cg.path.as_str()));
+    }
+    assert!(in_a.finish().success() && in_b.finish().success());
+}
