@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{host::HostPaths, units::parse_duration};
+use crate::{export::http::Limits, host::HostPaths, units::parse_duration};
 
 /// Default listen address: loopback, so nothing is exposed unless asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
@@ -64,6 +64,17 @@ pub struct Flags {
     /// attributes memory to its own container's processes only.
     #[arg(long, value_name = "PATH")]
     pub host_root: Option<PathBuf>,
+
+    // HTTP server limits (issue 10, defect 1).
+    /// Open HTTP connections at most [default: 256]. Beyond them the connection idle longest
+    /// (no request in progress) is closed for the new one, or the new one if all are busy; both
+    /// are counted (`memtrace_http_connections_rejected_total`). At start the soft
+    /// RLIMIT_NOFILE is raised to the hard limit, which must hold N + 512 descriptors (512 are
+    /// kept for the probes and readers). Fixed limits per connection: a request head of at most
+    /// 8 KiB (431 beyond), sent within 5 s of connecting or of the previous response (idle and
+    /// slow clients are dropped then); 10 s to answer a request (503 after).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: Option<u32>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -79,6 +90,7 @@ pub struct FileConfig {
     pub oom_retention: Option<String>,
     pub mmap_calls: Option<bool>,
     pub host_root: Option<PathBuf>,
+    pub max_connections: Option<u32>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -96,6 +108,8 @@ pub struct Settings {
     pub mmap_calls: bool,
     /// Where the host's `/proc`, `/sys/fs/cgroup`, tracefs and BTF are.
     pub host: HostPaths,
+    /// The HTTP server's bounds.
+    pub http: Limits,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -127,6 +141,8 @@ pub enum ConfigError {
     },
     #[error("--max-processes must be at least 1024 (got {max_processes})")]
     MaxProcesses { max_processes: u32 },
+    #[error("--max-connections must be between 1 and 65536 (got {max_connections})")]
+    MaxConnections { max_connections: u32 },
 }
 
 impl Settings {
@@ -176,7 +192,19 @@ impl Settings {
                     .or(file.host_root.as_deref())
                     .unwrap_or(Path::new("/")),
             ),
+            http: Limits {
+                max_connections: flags
+                    .max_connections
+                    .or(file.max_connections)
+                    .map_or(Limits::default().max_connections, |n| n as usize),
+                ..Limits::default()
+            },
         };
+        if !(1..=65536).contains(&settings.http.max_connections) {
+            return Err(ConfigError::MaxConnections {
+                max_connections: u32::try_from(settings.http.max_connections).unwrap_or(u32::MAX),
+            });
+        }
         if settings.top == 0 {
             return Err(ConfigError::TopZero);
         }
@@ -233,6 +261,7 @@ pub(crate) fn every_key_set() -> FileConfig {
         oom_retention: Some("2h".to_owned()),
         mmap_calls: Some(true),
         host_root: Some("/host".into()),
+        max_connections: Some(64),
     }
 }
 
@@ -281,7 +310,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 9, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 10, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),
