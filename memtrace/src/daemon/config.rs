@@ -72,7 +72,8 @@ pub struct Flags {
     /// RLIMIT_NOFILE is raised to the hard limit, which must hold N + 512 descriptors (512 are
     /// kept for the probes and readers). Fixed limits per connection: a request head of at most
     /// 8 KiB (431 beyond), sent within 5 s of connecting or of the previous response (idle and
-    /// slow clients are dropped then); 10 s to answer a request (503 after).
+    /// slow clients are dropped then); 10 s to answer a request (503 after), and a client that
+    /// reads none of its response for 10 s is dropped.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: Option<u32>,
 }

@@ -10,11 +10,15 @@
 //! `max_connections` at once (beyond them the longest-idle one is closed, see [`Connections`]), a
 //! request head of at most [`MAX_REQUEST_HEAD`] bytes that must arrive within `header_timeout`
 //! (from connect, or from the previous response: idle keep-alive connections close then too), and
-//! a deadline per request. Without these, ~1,000 idle connections used up the file descriptors
-//! the task sampler needs, and 500 never-finished 380 KB headers got the daemon OOM-killed.
+//! a deadline per request (also for a client that stops reading its response). Without these,
+//! ~1,000 idle connections used up the file descriptors the task sampler needs, and 500
+//! never-finished 380 KB headers got the daemon OOM-killed.
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -26,6 +30,7 @@ use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
 
 use super::prometheus::{self as prom, BuildInfo, ExportConfig, HttpStats};
@@ -60,7 +65,8 @@ pub struct Limits {
     /// Time a client has to send a whole request head, from connect or from the previous
     /// response (so also the keep-alive idle timeout). Slowloris clients are dropped after it.
     pub header_timeout: Duration,
-    /// Deadline of one request's handling (503 after it).
+    /// Deadline of one request's handling (503 after it), and the longest a response may wait
+    /// for the client to read any of it (the connection is dropped then).
     pub request_timeout: Duration,
 }
 
@@ -157,6 +163,81 @@ impl Drop for Busy {
             .idle_since
             .store(Connections::now(), Ordering::Relaxed);
         self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Fails a write that makes no progress for `limit`: a client that stops reading its response
+/// is dropped, with the response it pinned in memory.
+struct WriteStall<T> {
+    io: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteStall<T> {
+    fn check<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteStall<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -300,6 +381,11 @@ pub async fn serve(
                 response
             }
         });
+        let stream = WriteStall {
+            io: stream,
+            limit: limits.request_timeout,
+            stalled: None,
+        };
         let served = http.serve_connection(TokioIo::new(stream), handler);
         let mut stopping = stopping.clone();
         let state = Arc::clone(&state);
@@ -837,5 +923,60 @@ mod tests {
             "{err}"
         );
         reserve_fds(too_many - 1).expect("exactly at the limit");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_dropped() {
+        let (addr, _state, mut queue) = bounded_server(Limits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(5),
+            // Long enough to serialize the response on a busy machine, short against the pause.
+            request_timeout: Duration::from_millis(800),
+        })
+        .await;
+        // A response far larger than the sockets' buffers (loopback's reach a few MiB).
+        let snapshot = Arc::new(Snapshot {
+            processes: testutil::many_processes(30_000),
+            ..Snapshot::default()
+        });
+        tokio::spawn(async move {
+            while let Some(request) = queue.recv().await {
+                if let Request::Snapshot(reply) = request {
+                    let _ = reply.send(Arc::clone(&snapshot));
+                }
+            }
+        });
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /api/v1/snapshot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        // Reads the first bytes (the response is being written), then nothing for a while, then
+        // everything it can.
+        let mut buf = vec![0u8; 1 << 16];
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("a response within 30 s")
+            .expect("read");
+        let mut got = buf[..n].to_vec();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("neither finished nor dropped"),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.parse().ok())
+            .expect("content-length");
+        assert!(
+            body.len() < length,
+            "dropped mid-response: {} of {length} bytes",
+            body.len()
+        );
     }
 }
