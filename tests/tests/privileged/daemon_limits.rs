@@ -94,19 +94,16 @@ impl Daemon {
         kib * 1024
     }
 
-    /// `/metrics` and how long it took.
-    fn timed_metrics(&self) -> (Duration, String) {
+    /// `/metrics`, how long it took, and its status (0: no answer within 10 s).
+    fn timed_metrics(&self) -> (Duration, u16, String) {
         let started = Instant::now();
         let (status, body) = get(self.addr, "/metrics");
-        let took = started.elapsed();
-        assert_eq!(status, 200, "/metrics after {took:?}");
-        (took, body)
+        (started.elapsed(), status, body)
     }
 
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self) -> Option<Snapshot> {
         let (status, body) = get(self.addr, "/api/v1/snapshot");
-        assert_eq!(status, 200);
-        serde_json::from_str(&body).expect("snapshot JSON")
+        (status == 200).then(|| serde_json::from_str(&body).expect("snapshot JSON"))
     }
 
     fn sampler_warnings(&self) -> Vec<String> {
@@ -244,10 +241,16 @@ fn http_server_survives_idle_and_half_sent_connections_beyond_its_cap() {
 
     // Quiet: latency and memory of this daemon before the attack.
     std::thread::sleep(Duration::from_secs(2));
-    let quiet: Vec<Duration> = (0..10).map(|_| daemon.timed_metrics().0).collect();
+    let quiet: Vec<Duration> = (0..10)
+        .map(|_| {
+            let (took, status, _) = daemon.timed_metrics();
+            assert_eq!(status, 200, "quiet /metrics");
+            took
+        })
+        .collect();
     let quiet_max = *quiet.iter().max().expect("quiet samples");
     let rss_before = daemon.rss();
-    let before = daemon.snapshot();
+    let before = daemon.snapshot().expect("quiet snapshot");
 
     // The attack: 2 × CAP silent connections, 2 × CAP never-finished requests.
     let mut attackers: Vec<Attacker> = (0..4 * CAP)
@@ -275,12 +278,14 @@ fn http_server_survives_idle_and_half_sent_connections_beyond_its_cap() {
             unsafe { memory.add(page % pages * page_size()).write_volatile(1) };
             page += 1;
         }
-        latencies.push(daemon.timed_metrics().0);
+        let (took, status, _) = daemon.timed_metrics();
+        latencies.push((took, status));
         rss_peak = rss_peak.max(daemon.rss());
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (_, during) = daemon.timed_metrics();
+    let (_, _, during) = daemon.timed_metrics();
     let after_attack = daemon.snapshot();
+    let sampler_warnings = daemon.sampler_warnings();
     let held = attackers.iter().filter(|a| a.stream.is_some()).count();
     drop(attackers);
     // SAFETY: unmapping our own mapping.
@@ -289,31 +294,39 @@ fn http_server_survives_idle_and_half_sent_connections_beyond_its_cap() {
     // After: connections gone, memory back.
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = daemon.rss();
-    let (_, after) = daemon.timed_metrics();
+    let (_, _, after) = daemon.timed_metrics();
 
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let slowest = *latencies.iter().max().expect("samples under attack");
-    let mut sorted = latencies.clone();
+    let slowest = latencies
+        .iter()
+        .map(|l| l.0)
+        .max()
+        .expect("samples under attack");
+    let mut sorted: Vec<Duration> = latencies.iter().map(|l| l.0).collect();
     sorted.sort();
+    let failed = latencies.iter().filter(|l| l.1 != 200).count();
     eprintln!(
         "quiet /metrics max {quiet_max:?}; under attack median {:?} max {slowest:?} over {} \
-         scrapes; attacker connections still open at the end {held}; RSS before {:.1} MiB, peak \
-         {:.1} MiB, after {:.1} MiB; rejected {:?}",
+         scrapes ({failed} failed); attacker connections still open at the end {held}; RSS \
+         before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB; sampler warnings {}; rejected {:?}",
         sorted[sorted.len() / 2],
         latencies.len(),
         mib(rss_before),
         mib(rss_peak),
         mib(rss_after),
+        sampler_warnings.len(),
         metric(&after, "memtrace_http_connections_rejected_total"),
     );
 
     // /metrics answered every time, within 10× its quiet latency (at least 500 ms: 2 shared CPUs).
     let bound = (quiet_max * 10).max(Duration::from_millis(500));
+    assert_eq!(failed, 0, "/metrics failed under attack: {latencies:?}");
     assert!(
         slowest <= bound,
         "under attack {latencies:?}, bound {bound:?}"
     );
     // The sampler kept sampling: the snapshot moved on, with our faults, and no failed ticks.
+    let after_attack = after_attack.expect("snapshot at the end of the attack");
     assert!(after_attack.timestamp_unix_ms > before.timestamp_unix_ms);
     assert!(
         own_faults(&after_attack) >= own_faults(&before) + pages as u64 / 2,
@@ -322,8 +335,10 @@ fn http_server_survives_idle_and_half_sent_connections_beyond_its_cap() {
         own_faults(&after_attack)
     );
     assert_eq!(after_attack.pipeline.probes_failed, 0);
-    let warnings = daemon.sampler_warnings();
-    assert!(warnings.is_empty(), "sampler failed: {warnings:?}");
+    assert!(
+        sampler_warnings.is_empty(),
+        "sampler failed: {sampler_warnings:?}"
+    );
     // Bounded: the cap held, every connection beyond it counted.
     let open = metric(&during, "memtrace_http_connections").expect("connections gauge");
     assert!(open <= CAP as f64, "{open} open, cap {CAP}");
