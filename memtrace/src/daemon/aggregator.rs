@@ -31,10 +31,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serve `state` on `listener` until [`Server::stop`].
-    pub fn spawn(listener: tokio::net::TcpListener, state: Arc<AppState>) -> Self {
+    /// Serve `state` on `listener` within `limits` until [`Server::stop`].
+    pub fn spawn(
+        listener: tokio::net::TcpListener,
+        state: Arc<AppState>,
+        limits: http::Limits,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(http::serve(listener, state, async {
+        let task = tokio::spawn(http::serve(listener, state, limits, async {
             let _ = stopped.await;
         }));
         Self { stop, task }

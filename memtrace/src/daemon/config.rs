@@ -12,7 +12,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{host::HostPaths, model::CmdlineMode, units::parse_duration};
+use crate::{export::http::Limits, host::HostPaths, model::CmdlineMode, units::parse_duration};
 
 /// Default listen address: loopback, so nothing is exposed unless asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
@@ -80,6 +80,17 @@ pub struct Flags {
     /// secret passed as one, to everyone who can reach the API) [default: off].
     #[arg(long, value_name = "MODE", value_enum)]
     pub cmdline: Option<CmdlineMode>,
+
+    /// Open HTTP connections at most [default: 256]. Beyond them the connection idle longest
+    /// (no request in progress) is closed for the new one, or the new one if all are busy; both
+    /// are counted (`memtrace_http_connections_rejected_total`). At start the soft
+    /// RLIMIT_NOFILE is raised to the hard limit, which must hold N + 512 descriptors (512 are
+    /// kept for the probes and readers). Fixed limits per connection: a request head of at most
+    /// 8 KiB (431 beyond), sent within 5 s of connecting or of the previous response (idle and
+    /// slow clients are dropped then); 10 s to answer a request (503 after), and a client that
+    /// reads none of its response for 10 s is dropped.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: Option<u32>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -97,6 +108,7 @@ pub struct FileConfig {
     pub host_root: Option<PathBuf>,
     pub allow_degraded: Option<bool>,
     pub cmdline: Option<CmdlineMode>,
+    pub max_connections: Option<u32>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -118,6 +130,8 @@ pub struct Settings {
     pub allow_degraded: bool,
     /// What the API shows of command lines.
     pub cmdline: CmdlineMode,
+    /// The HTTP server's bounds.
+    pub http: Limits,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -172,6 +186,8 @@ pub enum ConfigError {
     TooLarge { path: PathBuf },
     #[error("config file {} is not UTF-8 text: give the path of a TOML file", path.display())]
     NotUtf8 { path: PathBuf },
+    #[error("--max-connections must be between 1 and 65536 (got {max_connections})")]
+    MaxConnections { max_connections: u32 },
 }
 
 /// The fewest processes the kernel map may hold: below this a busy node fills it at once.
@@ -276,7 +292,19 @@ impl Settings {
             ),
             allow_degraded: flags.allow_degraded || file.allow_degraded.unwrap_or(false),
             cmdline: flags.cmdline.or(file.cmdline).unwrap_or_default(),
+            http: Limits {
+                max_connections: flags
+                    .max_connections
+                    .or(file.max_connections)
+                    .map_or(Limits::default().max_connections, |n| n as usize),
+                ..Limits::default()
+            },
         };
+        if !(1..=65536).contains(&settings.http.max_connections) {
+            return Err(ConfigError::MaxConnections {
+                max_connections: u32::try_from(settings.http.max_connections).unwrap_or(u32::MAX),
+            });
+        }
         if settings.top == 0 {
             return Err(ConfigError::TopZero);
         }
@@ -406,6 +434,7 @@ pub(crate) fn every_key_set() -> FileConfig {
         host_root: Some("/host".into()),
         allow_degraded: Some(true),
         cmdline: Some(CmdlineMode::Full),
+        max_connections: Some(64),
     }
 }
 
@@ -454,7 +483,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 11, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 12, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

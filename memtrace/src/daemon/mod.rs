@@ -21,7 +21,7 @@ use tokio::{
 use crate::{
     events::EventKindSet,
     export::{
-        http::AppState,
+        http::{self, AppState},
         prometheus::{BuildInfo, ExportConfig},
     },
     model::{Model, ModelConfig},
@@ -93,6 +93,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Fds(#[from] http::FdBudgetError),
     #[error("loading the eBPF programs")]
     Load(#[source] ProbeError),
     #[error(transparent)]
@@ -111,6 +113,7 @@ pub enum DaemonError {
 
 /// Runs the daemon until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    let fd_limit = http::reserve_fds(settings.http.max_connections)?;
     // Bind first: a port in use is the most common start-up failure, and it needs no privileges.
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -151,8 +154,10 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             version: env!("CARGO_PKG_VERSION"),
             kernel: kernel_release(&settings.host.proc),
         },
+        connections: http::Connections::default(),
     });
-    let server = Server::spawn(listener, state);
+    tracing::info!("file descriptor limit {fd_limit}");
+    let server = Server::spawn(listener, state, settings.http);
     let (probes_attached, _) = probes.report().counts();
     tracing::info!("memtrace daemon: {probes_attached} probes attached, serving on http://{local}");
 

@@ -108,6 +108,37 @@ pub fn try_render(
     build: &BuildInfo,
     now_unix_ms: u64,
 ) -> ::prometheus::Result<String> {
+    render_exposition(snapshot, ooms, config, build, None, now_unix_ms)
+}
+
+/// The HTTP server's connection counts (`memtrace_http_connections`,
+/// `memtrace_http_connections_rejected_total`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpStats {
+    pub connections: u64,
+    pub connections_rejected: u64,
+}
+
+/// [`try_render`], with the serving HTTP server's own series.
+pub fn try_render_served(
+    snapshot: &Snapshot,
+    ooms: &[OomRecord],
+    config: &ExportConfig,
+    build: &BuildInfo,
+    http: HttpStats,
+    now_unix_ms: u64,
+) -> ::prometheus::Result<String> {
+    render_exposition(snapshot, ooms, config, build, Some(http), now_unix_ms)
+}
+
+fn render_exposition(
+    snapshot: &Snapshot,
+    ooms: &[OomRecord],
+    config: &ExportConfig,
+    build: &BuildInfo,
+    http: Option<HttpStats>,
+    now_unix_ms: u64,
+) -> ::prometheus::Result<String> {
     let x = Exposition::default();
     // Counters of a family that is not attached are not exported (nothing counts them: they
     // would be zeros).
@@ -117,6 +148,9 @@ pub fn try_render(
     oom_metrics(&x, ooms, config, now_unix_ms)?;
     node_metrics(&x, snapshot)?;
     self_metrics(&x, snapshot, build)?;
+    if let Some(http) = http {
+        http_metrics(&x, http)?;
+    }
 
     // Counted last, from what is actually exported, and including its own sample.
     let series = x
@@ -703,6 +737,21 @@ fn self_metrics(
     )?;
     set(&info, &[build.version, &build.kernel], 1.0)?;
     Ok(())
+}
+
+fn http_metrics(x: &Exposition, http: HttpStats) -> ::prometheus::Result<()> {
+    let open = x.gauge(
+        "memtrace_http_connections",
+        "Open connections to the HTTP server (at most --max-connections).",
+        &[],
+    )?;
+    set(&open, &[], http.connections as f64)?;
+    let rejected = x.counter(
+        "memtrace_http_connections_rejected_total",
+        "Connections closed at once because --max-connections were open.",
+        &[],
+    )?;
+    add(&rejected, &[], http.connections_rejected as f64)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 mod cli;
 mod daemon;
+mod daemon_limits;
 mod faults;
 mod lifecycle;
 mod mmap;
