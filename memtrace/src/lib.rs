@@ -12,6 +12,8 @@ pub mod counters;
 pub mod daemon;
 pub mod events;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod logging;
 pub mod model;

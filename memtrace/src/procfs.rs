@@ -255,7 +255,7 @@ fn truncate_with_ellipsis(s: &str, max_len: usize) -> String {
 
 /// Parses a stat line. The comm field is parenthesised but may itself contain spaces and `)`
 /// (a task can name itself anything), so the fields after it start at the LAST `)`.
-fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
+pub(crate) fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
     let open = bytes
         .iter()
         .position(|&b| b == b'(')
@@ -323,7 +323,7 @@ fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
 /// Parses `hierarchy-id:controllers:path` lines. The path is everything after the second `:`
 /// (paths may contain `:`). The kernel appends ` (deleted)` to a v2 path whose cgroup was
 /// removed; it is stripped so the path stays usable as a lookup key.
-fn parse_cgroups(text: &str) -> Result<ProcCgroups, ProcParseError> {
+pub(crate) fn parse_cgroups(text: &str) -> Result<ProcCgroups, ProcParseError> {
     let mut out = ProcCgroups::default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let mut parts = line.splitn(3, ':');
@@ -345,7 +345,7 @@ fn parse_cgroups(text: &str) -> Result<ProcCgroups, ProcParseError> {
     Ok(out)
 }
 
-fn parse_status_rss(text: &str) -> Result<RssBreakdown, ProcParseError> {
+pub(crate) fn parse_status_rss(text: &str) -> Result<RssBreakdown, ProcParseError> {
     let mut out = RssBreakdown::default();
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {
