@@ -70,10 +70,7 @@ pub fn run(ctx: &Ctx, args: FuzzArgs) -> Result<()> {
         ran.push(run_target(ctx, target, &args)?);
     }
     for r in &ran {
-        say(format!(
-            "fuzz {:<20} {:>10} runs  {:>7} exec/s  {} new inputs",
-            r.target, r.runs, r.execs_per_sec, r.new_inputs
-        ));
+        say(r.line());
     }
     say(format!(
         "fuzz: {} targets, {} s each, no crash ({:.0?} in all)",
@@ -130,11 +127,7 @@ fn run_target(ctx: &Ctx, target: &str, args: &FuzzArgs) -> Result<Ran> {
         .with_context(|| format!("cannot start `{shown}`"))?;
     let log = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        // libFuzzer's report (the panic message, the backtrace, the reproducer's name) is at the end.
-        let tail: Vec<&str> = log.lines().rev().take(60).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("{line}");
-        }
+        print_report(&log);
         let found = new_artifacts(&artifacts, since);
         if found.is_empty() {
             bail!(
@@ -158,12 +151,45 @@ fn run_target(ctx: &Ctx, target: &str, args: &FuzzArgs) -> Result<Ran> {
             found.len()
         );
     }
-    Ok(Ran {
+    let ran = Ran {
         target: target.to_owned(),
         runs: final_stat(&log, "number_of_executed_units"),
         execs_per_sec: final_stat(&log, "average_exec_per_sec"),
         new_inputs: fs::read_dir(&scratch).map_or(0, |d| d.count()),
-    })
+    };
+    say(ran.line());
+    Ok(ran)
+}
+
+impl Ran {
+    fn line(&self) -> String {
+        format!(
+            "fuzz {:<20} {:>10} runs {:>7} exec/s {:>5} new inputs",
+            self.target, self.runs, self.execs_per_sec, self.new_inputs
+        )
+    }
+}
+
+/// The failure's own lines (the panic message or the sanitizer's report, with the first frames of
+/// its backtrace), then libFuzzer's closing lines (the input, the reproducer's name).
+fn print_report(log: &str) {
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains("panicked at") || l.contains("ERROR: AddressSanitizer"));
+    if let Some(start) = start {
+        for line in lines.iter().skip(start).take(24) {
+            eprintln!("{line}");
+        }
+        eprintln!("…");
+    }
+    let tail_from = lines
+        .len()
+        .saturating_sub(30)
+        .max(start.map_or(0, |s| s + 24));
+    for line in &lines[tail_from..] {
+        eprintln!("{line}");
+    }
 }
 
 /// `stat::<name>: <n>` from libFuzzer's `-print_final_stats=1` output; 0 if absent.
