@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{Ctx, TOOLCHAIN, output, say, show_short, status};
+use crate::{Ctx, TOOLCHAIN, ensure_apt_packages, output, say, show_short, status};
 
 /// cargo-fuzz release known to work with the pinned toolchain (`-Z` flags via RUSTC_BOOTSTRAP).
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -44,6 +44,8 @@ struct Ran {
 
 pub fn run(ctx: &Ctx, args: FuzzArgs) -> Result<()> {
     ensure_cargo_fuzz(ctx)?;
+    // libfuzzer-sys compiles libFuzzer's C++ sources.
+    ensure_apt_packages(ctx, &[("c++", "g++")])?;
     let all = list_targets(ctx)?;
     let targets = if args.targets.is_empty() {
         all
