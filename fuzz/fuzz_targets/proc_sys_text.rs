@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(stat) = fuzzing::proc_stat(data) {
         // The comm is what the parentheses hold, however odd.
-        assert!(text.contains(&format!("({})", stat.comm)), "comm {:?}", stat.comm);
+        assert!(
+            text.contains(&format!("({})", stat.comm)),
+            "comm {:?}",
+            stat.comm
+        );
     }
     if let Ok(cgroups) = fuzzing::proc_cgroups(&text) {
         let _ = cgroups.memory_path();
