@@ -390,7 +390,10 @@ pub mod proc_flag {
 impl ProcStats {
     #[must_use]
     pub const fn faults_minor(&self) -> u64 {
-        (self.faults_user + self.faults_kernel).saturating_sub(self.faults_major)
+        // Saturating: the counters come from the kernel (an exit record, a map), not from us.
+        self.faults_user
+            .saturating_add(self.faults_kernel)
+            .saturating_sub(self.faults_major)
     }
 }
 
@@ -597,4 +600,29 @@ mod pod {
     unsafe impl aya::Pod for TaskSample {}
     unsafe impl aya::Pod for SyscallArgs {}
     unsafe impl aya::Pod for ReclaimStart {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProcStats;
+
+    /// Found by the `event_decode` fuzz target: an exit record's counters near `u64::MAX`
+    /// overflowed the sum of user and kernel faults while rendering the exit line.
+    #[test]
+    fn faults_minor_saturates_on_kernel_counters() {
+        let stats = ProcStats {
+            faults_user: u64::MAX,
+            faults_kernel: 0x2924_0000,
+            faults_major: 7,
+            ..ProcStats::default()
+        };
+        assert_eq!(stats.faults_minor(), u64::MAX - 7);
+        let usual = ProcStats {
+            faults_user: 100,
+            faults_kernel: 20,
+            faults_major: 5,
+            ..ProcStats::default()
+        };
+        assert_eq!(usual.faults_minor(), 115);
+    }
 }

@@ -13,6 +13,8 @@ pub mod daemon;
 pub mod escape;
 pub mod events;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod logging;
 pub mod model;

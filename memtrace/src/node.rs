@@ -392,7 +392,7 @@ fn parse_u64(path: &Path, line: usize, key: &str, value: &str) -> Result<u64, No
 
 /// `<proc>/pressure/memory`, strictly: a line that is not PSI means the file is not what we think
 /// it is (wrong root, truncated read).
-fn parse_psi(path: &Path, text: &str) -> Result<Psi, NodeError> {
+pub(crate) fn parse_psi(path: &Path, text: &str) -> Result<Psi, NodeError> {
     crate::psi::parse(text, crate::psi::Lines::Strict).map_err(|err| match err.line() {
         Some(line) => parse_error(path, line, err.to_string()),
         None => NodeError::Missing {
@@ -431,7 +431,7 @@ fn vmstat_field<'a>(stat: &'a mut VmStat, name: &str) -> Option<&'a mut u64> {
 /// Parses `name value` lines. Counters we do not track are skipped unparsed (the kernel adds and
 /// renames them often); counters we track must be valid. `pgfault` has been present in every
 /// kernel with /proc/vmstat, so its absence means this is not a vmstat file.
-fn parse_vmstat(path: &Path, text: &str) -> Result<VmStat, NodeError> {
+pub(crate) fn parse_vmstat(path: &Path, text: &str) -> Result<VmStat, NodeError> {
     let mut stat = VmStat::default();
     let mut saw_pgfault = false;
     for (index, line) in text.lines().enumerate() {
@@ -488,7 +488,7 @@ fn meminfo_field<'a>(info: &'a mut MemInfo, key: &str) -> Option<&'a mut u64> {
 
 /// Parses `Key:   value [kB]` lines. `kB` values are converted to bytes, unit-less values (the
 /// hugepage counts) are kept as they are. Unknown keys are skipped; `MemTotal` is required.
-fn parse_meminfo(path: &Path, text: &str) -> Result<MemInfo, NodeError> {
+pub(crate) fn parse_meminfo(path: &Path, text: &str) -> Result<MemInfo, NodeError> {
     let mut info = MemInfo::default();
     let mut saw_total = false;
     for (index, line) in text.lines().enumerate() {
@@ -535,7 +535,7 @@ fn parse_meminfo(path: &Path, text: &str) -> Result<MemInfo, NodeError> {
 
 /// Parses `Node N, zone NAME c0 c1 ... cK` lines (usually 11 orders, but any non-zero count is
 /// accepted: MAX_ORDER depends on architecture and config).
-fn parse_buddyinfo(path: &Path, text: &str) -> Result<Vec<BuddyZone>, NodeError> {
+pub(crate) fn parse_buddyinfo(path: &Path, text: &str) -> Result<Vec<BuddyZone>, NodeError> {
     let mut zones = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line_no = index + 1;

@@ -256,7 +256,7 @@ fn truncate_with_ellipsis(s: &str, max_len: usize) -> String {
 
 /// Parses a stat line. The comm field is parenthesised but may itself contain spaces and `)`
 /// (a task can name itself anything), so the fields after it start at the LAST `)`.
-fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
+pub(crate) fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
     let open = bytes
         .iter()
         .position(|&b| b == b'(')
@@ -325,7 +325,7 @@ fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
 /// (paths may contain `:`), kept as the bytes it is and escaped losslessly. The kernel appends
 /// ` (deleted)` to a v2 path whose cgroup was removed; it is stripped so the path stays usable
 /// as a lookup key.
-fn parse_cgroups(text: &[u8]) -> Result<ProcCgroups, ProcParseError> {
+pub(crate) fn parse_cgroups(text: &[u8]) -> Result<ProcCgroups, ProcParseError> {
     let mut out = ProcCgroups::default();
     for line in text
         .split(|&b| b == b'\n')
@@ -354,7 +354,7 @@ fn parse_cgroups(text: &[u8]) -> Result<ProcCgroups, ProcParseError> {
     Ok(out)
 }
 
-fn parse_status_rss(text: &str) -> Result<RssBreakdown, ProcParseError> {
+pub(crate) fn parse_status_rss(text: &str) -> Result<RssBreakdown, ProcParseError> {
     let mut out = RssBreakdown::default();
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {

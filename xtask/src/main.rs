@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 
 /// Toolchain pinned in `rust-toolchain.toml`; the eBPF crate is built with it.
 const TOOLCHAIN: &str = "1.95.0";
@@ -89,6 +90,16 @@ enum Cmd {
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         extra: Vec<OsString>,
     },
+    /// Run the libFuzzer targets of `fuzz/` (cargo-fuzz), each for a bounded time.
+    ///
+    /// Installs cargo-fuzz 0.13.2 if missing, builds every target once (ASan, debug assertions,
+    /// RUSTC_BOOTSTRAP=1 for cargo-fuzz's `-Z` flags on the pinned toolchain), then runs each from
+    /// its kept corpus `fuzz/corpus/<target>` for `--seconds`. New inputs go to a scratch
+    /// directory, not the corpus. Fails on the first crash, printing the reproducer
+    /// (`fuzz/artifacts/<target>/…`) and the `cargo fuzz run` line that replays it.
+    ///
+    /// Example: cargo xtask fuzz --seconds 60 --target tracefs_format
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks (overhead vs untraced and bpftrace, footprint, latency); writes BENCHMARKS.md.
     ///
     /// Example: sudo -E cargo xtask bench --runs 5
@@ -122,6 +133,7 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Test { extra } => test(&mut ctx, extra),
         Cmd::Bench(args) => bench::run(&mut ctx, args),
+        Cmd::Fuzz(args) => fuzz::run(&ctx, args),
     }
 }
 

@@ -300,7 +300,9 @@ fn oom_text(out: &mut String, e: &OomEvent) {
         e.victim_pid,
         terminal(&comm_str(&e.victim_comm))
     );
-    let kb = |bit: u32, value: u64| (e.present & bit != 0).then(|| human_bytes(value * 1024));
+    // Saturating, as the model converts them: the values are the kernel's, not ours.
+    let kb =
+        |bit: u32, kib: u64| (e.present & bit != 0).then(|| human_bytes(kib.saturating_mul(1024)));
     for (name, value) in [
         ("anon_rss", kb(oom_field::ANON_RSS, e.anon_rss_kb)),
         ("file_rss", kb(oom_field::FILE_RSS, e.file_rss_kb)),
@@ -543,7 +545,7 @@ pub fn json(
                 ("pgtables_bytes", oom_field::PGTABLES, e.pgtables_kb),
             ] {
                 if e.present & bit != 0 {
-                    line.value(name, &(kib * 1024))?;
+                    line.value(name, &kib.saturating_mul(1024))?;
                 }
             }
             if e.present & oom_field::OOM_SCORE_ADJ != 0 {
@@ -691,6 +693,31 @@ mod tests {
             value.get("file_rss_bytes").is_none() && value.get("uid").is_none(),
             "absent fields are omitted: {value}"
         );
+    }
+
+    /// Found by the `event_decode` fuzz target: KiB near `u64::MAX / 1024` in an OOM record
+    /// overflowed the conversion to bytes in both renderings.
+    #[test]
+    fn oom_sizes_from_the_kernel_saturate() {
+        let event = Event::Oom(OomEvent {
+            header: header(kind::OOM),
+            victim_pid: 99,
+            anon_rss_kb: u64::MAX / 512,
+            total_vm_kb: 3,
+            present: oom_field::ANON_RSS | oom_field::TOTAL_VM,
+            ..Default::default()
+        });
+        let mut line = String::new();
+        text(&mut line, &Clock::new(), &event, None);
+        assert!(
+            line.contains("anon_rss=16.0 EiB total_vm=3.0 KiB"),
+            "{line}"
+        );
+        let mut buf = Vec::new();
+        json(&mut buf, &Clock::new(), &event, None).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["anon_rss_bytes"], u64::MAX);
+        assert_eq!(value["total_vm_bytes"], 3 * 1024);
     }
 
     #[test]
