@@ -27,7 +27,7 @@ use crate::events::{Event, comm_str};
 use crate::node::NodeSample;
 use crate::procfs::ProcessInfo;
 use history::{Ring, Sample, SampleHistory};
-use memtrace_api::{Counters, OomRecord, OwnerView};
+use memtrace_api::{CgroupMemoryStat, CgroupProcess, Counters, OomRecord, OwnerView};
 use views::{owner_view, unix_ms};
 
 /// Cgroup of processes whose cgroup is unknown.
@@ -36,6 +36,8 @@ const ROOT_CGROUP: &str = "/";
 const UNKNOWN_COMM: &str = "?";
 /// Upper bound on a history ring, whatever the configured windows (an hour at 1 s).
 const MAX_HISTORY: usize = 3600;
+/// Processes of the victim's cgroup listed in an OOM record at most (the largest by RSS).
+pub const MAX_OOM_CGROUP_PROCESSES: usize = 20;
 
 /// Tuning of the [`Model`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -578,14 +580,20 @@ impl Model {
             trigger.oom_kills_as_trigger += 1;
         }
         let mut cgroup_limit_bytes = None;
+        let mut cgroup_usage_at_kill_bytes = None;
         let mut victim_owner = OwnerView::default();
+        let mut cgroup_processes = Vec::new();
         if let Some(path) = victim_cgroup.as_deref() {
             self.ensure_cgroup(path);
+            cgroup_processes = self.cgroup_processes(path, oom.victim_pid);
             if let Some(cg) = self.cgroups.get_mut(path) {
                 cg.oom_kills += 1;
                 cg.last_oom = Some(now);
                 self.cgroups_dirty = true;
                 cgroup_limit_bytes = cg.memory.and_then(|m| m.limit_bytes);
+                // The daemon reads the cgroup when the kill arrives (see
+                // `Model::complete_last_oom`); until then the latest reading.
+                cgroup_usage_at_kill_bytes = cg.memory.and_then(|m| m.usage_bytes);
                 victim_owner = cg.owner.clone();
             }
         }
@@ -608,8 +616,56 @@ impl Model {
             oom_score_adj: present(oom_field::OOM_SCORE_ADJ).then_some(oom.oom_score_adj),
             cgroup_limit_bytes,
             flight_recording: flight,
+            cgroup_usage_at_kill_bytes,
+            cgroup_memory_stat: None,
+            cgroup_processes,
         };
         self.ooms.push_front(record);
+        self.ooms.truncate(self.config.max_oom_records);
+    }
+
+    /// Live processes of `path` other than `victim`, largest RSS first, at most
+    /// [`MAX_OOM_CGROUP_PROCESSES`]: who else was using the cgroup's memory at the kill.
+    fn cgroup_processes(&self, path: &str, victim: u32) -> Vec<CgroupProcess> {
+        let mut out: Vec<CgroupProcess> = self
+            .live
+            .iter()
+            .filter(|(pid, entry)| **pid != victim && entry.cgroup_key() == path)
+            .map(|(pid, entry)| CgroupProcess {
+                pid: *pid,
+                comm: entry.comm().to_owned(),
+                rss_bytes: rss_total(&entry.latest),
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
+        out.truncate(MAX_OOM_CGROUP_PROCESSES);
+        out
+    }
+
+    /// The newest OOM record, if any.
+    pub fn last_oom(&self) -> Option<&OomRecord> {
+        self.ooms.front()
+    }
+
+    /// Completes the newest OOM record with its cgroup as read right after the kill: the usage
+    /// (if read) and the `memory.stat` breakdown.
+    pub fn complete_last_oom(&mut self, usage_bytes: Option<u64>, stat: Option<CgroupMemoryStat>) {
+        if let Some(record) = self.ooms.front_mut() {
+            if usage_bytes.is_some() {
+                record.cgroup_usage_at_kill_bytes = usage_bytes;
+            }
+            record.cgroup_memory_stat = stat;
+        }
+    }
+
+    /// OOM records kept from an earlier run (see `daemon::state`), any order: they join the
+    /// history, newest first and bounded as always, so `/api/v1/oom` and
+    /// `memtrace_oom_kills_total` carry on where the last run stopped.
+    pub fn restore_ooms(&mut self, records: impl IntoIterator<Item = OomRecord>) {
+        self.ooms.extend(records);
+        self.ooms
+            .make_contiguous()
+            .sort_by(|a, b| b.timestamp_unix_ms.cmp(&a.timestamp_unix_ms));
         self.ooms.truncate(self.config.max_oom_records);
     }
 
