@@ -15,6 +15,9 @@ use crate::{host::HostPaths, units::parse_duration};
 /// Default listen address: loopback, so nothing is exposed unless asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
 
+/// Default state directory (systemd's `StateDirectory=memtrace`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/memtrace";
+
 /// The daemon's flags; each one is also a config-file key (`--max-cgroups` is `max_cgroups`).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Flags {
@@ -64,6 +67,12 @@ pub struct Flags {
     /// attributes memory to its own container's processes only.
     #[arg(long, value_name = "PATH")]
     pub host_root: Option<PathBuf>,
+
+    /// Directory where OOM records and their flight recordings are kept across restarts and
+    /// crashes (at most 64 records, none older than --oom-retention; about 2 MiB at most)
+    /// [default: /var/lib/memtrace]. Not writable: the daemon runs without it and says so.
+    #[arg(long, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -79,6 +88,7 @@ pub struct FileConfig {
     pub oom_retention: Option<String>,
     pub mmap_calls: Option<bool>,
     pub host_root: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -96,6 +106,8 @@ pub struct Settings {
     pub mmap_calls: bool,
     /// Where the host's `/proc`, `/sys/fs/cgroup`, tracefs and BTF are.
     pub host: HostPaths,
+    /// Where OOM history is persisted (see `daemon::state`).
+    pub state_dir: PathBuf,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -176,6 +188,11 @@ impl Settings {
                     .or(file.host_root.as_deref())
                     .unwrap_or(Path::new("/")),
             ),
+            state_dir: flags
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
         if settings.top == 0 {
             return Err(ConfigError::TopZero);
@@ -233,6 +250,7 @@ pub(crate) fn every_key_set() -> FileConfig {
         oom_retention: Some("2h".to_owned()),
         mmap_calls: Some(true),
         host_root: Some("/host".into()),
+        state_dir: Some("/srv/memtrace-state".into()),
     }
 }
 
@@ -281,7 +299,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 9, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 10, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

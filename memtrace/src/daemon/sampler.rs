@@ -86,6 +86,21 @@ impl Sampler {
         self.observe_host(model, now);
     }
 
+    /// Completes the newest OOM record with its cgroup read now, right after the kill: the
+    /// usage and the `memory.stat` breakdown (what the memory was, beyond the victim's RSS).
+    pub fn describe_kill(&mut self, model: &mut Model) {
+        let Some(path) = model.last_oom().and_then(|r| r.victim_cgroup.clone()) else {
+            return;
+        };
+        let usage = self.cgroups.memory(&path).ok().and_then(|m| m.usage_bytes);
+        let stat = self
+            .cgroups
+            .memory_stat(&path)
+            .inspect_err(|err| tracing::debug!("memory.stat of {path}: {err}"))
+            .ok();
+        model.complete_last_oom(usage, stat);
+    }
+
     /// The node and the cgroups in use: the files under the host's paths.
     pub fn observe_host(&mut self, model: &mut Model, now: Instant) {
         match self.node.sample() {
