@@ -154,6 +154,10 @@ impl Daemon {
             let pid = event.subject_pid();
             let _ = self.sampler.identify(pid, now);
             self.model.observe_event(now, wall, event);
+            if let (Some(state), Some(record)) = (&mut self.state, self.model.take_completed_oom())
+            {
+                state.save(&record, wall);
+            }
             match event {
                 Event::Exit(_) | Event::Exec(_) => self.sampler.forget(pid),
                 // A kill is news: do not serve views from before it.

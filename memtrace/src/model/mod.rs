@@ -27,7 +27,7 @@ use crate::events::{Event, comm_str};
 use crate::node::NodeSample;
 use crate::procfs::ProcessInfo;
 use history::{Ring, Sample, SampleHistory};
-use memtrace_api::{CgroupMemoryStat, CgroupProcess, Counters, OomRecord, OwnerView};
+use memtrace_api::{CgroupMemoryStat, CgroupProcess, Counters, FlightSample, OomRecord, OwnerView};
 use views::{owner_view, unix_ms};
 
 /// Cgroup of processes whose cgroup is unknown.
@@ -250,6 +250,21 @@ pub struct Model {
     cgroups_dirty: bool,
     /// The last sweep kept a cgroup only for a recent OOM kill: sweep again, it may expire.
     oom_retained: bool,
+    /// OOM victims that died before the daemon's sample at the kill: their exit's final counters
+    /// complete the record's last flight sample. Dropped after `exited_grace`.
+    awaiting_exit: PidMap<AwaitingExit>,
+    /// The OOM record an exit just completed (its timestamp and victim), to persist again.
+    completed_oom: Option<(u64, u32)>,
+}
+
+/// An OOM record whose last flight sample waits for the victim's final counters.
+#[derive(Clone, Copy, Debug)]
+struct AwaitingExit {
+    /// The victim's last sample before the kill.
+    previous: Sample,
+    kill_at: Instant,
+    /// The record's `timestamp_unix_ms`.
+    record_ms: u64,
 }
 
 impl Model {
@@ -267,6 +282,8 @@ impl Model {
             tick: 0,
             cgroups_dirty: false,
             oom_retained: false,
+            awaiting_exit: HashMap::default(),
+            completed_oom: None,
         }
     }
 
@@ -442,6 +459,8 @@ impl Model {
     /// every process's cgroup path) is skipped.
     fn prune(&mut self, now: Instant) {
         let grace = self.config.exited_grace;
+        self.awaiting_exit
+            .retain(|_, w| now.saturating_duration_since(w.kill_at) <= grace);
         let exited = self.exited.len();
         self.exited
             .retain(|_, e| now.saturating_duration_since(e.exited_at) <= grace);
@@ -495,6 +514,11 @@ impl Model {
         let pid = exit.header.pid;
         // Untracked: the kernel had no counters for it, the final ones mean nothing.
         let last = (exit.tracked != 0).then_some(exit.stats);
+        if let Some(waiting) = self.awaiting_exit.remove(&pid)
+            && let Some(last) = &last
+        {
+            self.complete_kill_sample(pid, waiting, last);
+        }
         // An exited entry still waiting for its exit event comes first: if a live entry has the
         // same pid too, it is a newer process reusing the pid.
         if let Some(exited) = self.exited.get_mut(&pid)
@@ -573,6 +597,7 @@ impl Model {
                 self.config.sample_interval,
             );
         }
+        let awaiting = self.end_at_kill(now, oom, &mut flight, victim_cgroup.as_deref());
         if let Some(victim) = self.process_mut(now, oom.victim_pid) {
             victim.oom_kills_as_victim += 1;
         }
@@ -620,8 +645,94 @@ impl Model {
             cgroup_memory_stat: None,
             cgroup_processes,
         };
+        if let Some(previous) = awaiting {
+            self.awaiting_exit.insert(
+                oom.victim_pid,
+                AwaitingExit {
+                    previous,
+                    kill_at: now,
+                    record_ms: record.timestamp_unix_ms,
+                },
+            );
+        }
         self.ooms.push_front(record);
         self.ooms.truncate(self.config.max_oom_records);
+    }
+
+    /// Ends `flight` at the kill when the victim was not sampled then (it died before the
+    /// daemon's sample at the kill): RSS from the OOM event, counters from its exit if that came
+    /// first, the cgroup's usage read at the kill. Returns the victim's last sample when its exit
+    /// is still to come: its final counters then give the last moments' rates
+    /// ([`Model::complete_kill_sample`]).
+    fn end_at_kill(
+        &self,
+        now: Instant,
+        oom: &OomEvent,
+        flight: &mut Vec<FlightSample>,
+        cgroup: Option<&str>,
+    ) -> Option<Sample> {
+        let victim = self.process(now, oom.victim_pid)?;
+        let previous = victim.history.back()?;
+        if previous.at >= now {
+            return None; // sampled at the kill already
+        }
+        let exited = self
+            .exited
+            .get(&oom.victim_pid)
+            .filter(|e| e.exit_seen && !self.live.contains_key(&oom.victim_pid));
+        let mut at_kill = exited.map_or(
+            Sample {
+                at: now,
+                ..previous
+            },
+            |e| Sample::new(now, &e.folded),
+        );
+        let present = |bit: u32| oom.present & bit != 0;
+        if present(oom_field::ANON_RSS) {
+            at_kill.rss_anon_bytes = oom.anon_rss_kb.saturating_mul(1024);
+        }
+        if present(oom_field::FILE_RSS) {
+            at_kill.rss_file_bytes = oom.file_rss_kb.saturating_mul(1024);
+        }
+        if present(oom_field::SHMEM_RSS) {
+            at_kill.rss_shmem_bytes = oom.shmem_rss_kb.saturating_mul(1024);
+        }
+        let usage = cgroup
+            .and_then(|path| self.cgroups.get(path))
+            .and_then(|cg| history::usage_near(&cg.usage, now, self.config.sample_interval));
+        flight.push(history::kill_sample(&previous, &at_kill, usage));
+        exited.is_none().then_some(previous)
+    }
+
+    /// The victim's exit came after its OOM record: its final counters give the rates of the
+    /// record's last flight sample (from the last sample before the kill to the kill).
+    fn complete_kill_sample(&mut self, pid: u32, waiting: AwaitingExit, last: &ProcStats) {
+        let Some(record) = self
+            .ooms
+            .iter_mut()
+            .find(|r| r.victim_pid == pid && r.timestamp_unix_ms == waiting.record_ms)
+        else {
+            return;
+        };
+        let Some(final_sample) = record.flight_recording.last_mut() else {
+            return;
+        };
+        let at_kill = Sample::new(waiting.kill_at, last);
+        let completed = history::kill_sample(&waiting.previous, &at_kill, None);
+        // RSS and usage stay as at the kill (the exit's are of a torn-down address space).
+        final_sample.faults_minor_per_sec = completed.faults_minor_per_sec;
+        final_sample.faults_major_per_sec = completed.faults_major_per_sec;
+        final_sample.reclaim_stall_seconds_per_sec = completed.reclaim_stall_seconds_per_sec;
+        self.completed_oom = Some((waiting.record_ms, pid));
+    }
+
+    /// The OOM record the last exit completed (see [`Model::complete_kill_sample`]), once.
+    pub fn take_completed_oom(&mut self) -> Option<OomRecord> {
+        let (ms, pid) = self.completed_oom.take()?;
+        self.ooms
+            .iter()
+            .find(|r| r.victim_pid == pid && r.timestamp_unix_ms == ms)
+            .cloned()
     }
 
     /// Live processes of `path` other than `victim`, largest RSS first, at most

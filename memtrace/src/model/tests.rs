@@ -369,13 +369,20 @@ fn absent_victim_oom_within_grace_gets_flight_recording() {
     assert_eq!(r.timestamp, "2023-11-14T22:14:31.000Z");
     assert_eq!(r.timestamp_unix_ms, (1_700_000_000 + 71) * 1000);
 
-    // Samples at t = 11..=69 are within 60 s of the kill at t = 71.
+    // Samples at t = 11..=69 are within 60 s of the kill at t = 71, then one at the kill (the
+    // victim was gone by then: its RSS from the OOM event).
     let flight = &r.flight_recording;
-    assert_eq!(flight.len(), 59);
+    assert_eq!(flight.len(), 60);
     assert!(flight.len() <= 61);
     close(flight[0].offset_seconds, -60.0);
     close(flight[58].offset_seconds, -2.0);
-    for pair in flight.windows(2) {
+    close(flight[59].offset_seconds, 0.0);
+    assert_eq!(flight[59].rss_anon_bytes, 2048 * 1024, "the OOM event's");
+    assert_eq!(
+        flight[59].rss_file_bytes, MIB,
+        "not reported: the last known"
+    );
+    for pair in flight[..59].windows(2) {
         assert!(pair[0].offset_seconds < pair[1].offset_seconds);
         assert!(
             pair[0].rss_anon_bytes < pair[1].rss_anon_bytes,
@@ -821,4 +828,53 @@ fn restored_ooms_join_the_history_newest_first_and_bounded() {
     model.restore_ooms([old(3, 30), old(5, 50), old(4, 40)]);
     let victims: Vec<u32> = model.oom_records().iter().map(|r| r.victim_pid).collect();
     assert_eq!(victims, [7, 5, 4]);
+}
+
+/// The victim died before the daemon's sample at the kill (the usual case: the OOM event reaches
+/// the daemon after the victim is gone): the record still ends at the kill, with the OOM event's
+/// RSS, and the victim's exit, arriving after the record, gives the last moments' rates.
+#[test]
+fn a_victim_gone_before_the_kill_sample_gets_its_final_rates_from_its_exit() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let victim = info(70, "hog", "/demo", 1);
+    for n in 0..3 {
+        let mut s = stats(1000 * n, 0, 10 * MIB * (n + 1));
+        s.reclaim_ns = 0;
+        model.observe_processes(at(t0, n), &[(70, s, victim.clone())]);
+        model.observe_cgroup(
+            at(t0, n),
+            "/demo",
+            memory(20 * MIB * (n + 1), Some(64 * MIB), None),
+        );
+    }
+    // The kill at 2.7 s; the daemon's sample then no longer finds the victim.
+    let kill = at(t0, 2) + Duration::from_millis(700);
+    model.observe_processes(kill, &[]);
+    model.observe_cgroup(kill, "/demo", memory(63 * MIB, Some(64 * MIB), None));
+    model.observe_event(kill, wall(3), &oom(70, 70, oom_field::ANON_RSS));
+    let last = *model.oom_records()[0].flight_recording.last().unwrap();
+    close(last.offset_seconds, 0.0);
+    assert_eq!(last.rss_anon_bytes, 2048 * 1024);
+    assert_eq!(last.cgroup_usage_bytes, Some(63 * MIB));
+    close(last.reclaim_stall_seconds_per_sec, 0.0);
+    assert!(model.take_completed_oom().is_none());
+
+    // Its exit: 195 stalls, 32 ms of reclaim since the last sample, 700 more faults.
+    let mut final_stats = stats(2700, 0, 0);
+    final_stats.reclaim_ns = 32_000_000;
+    model.observe_event(
+        kill + Duration::from_millis(5),
+        wall(3),
+        &exit(70, final_stats),
+    );
+    let record = model
+        .take_completed_oom()
+        .expect("the exit completed the record");
+    let last = *record.flight_recording.last().unwrap();
+    close(last.reclaim_stall_seconds_per_sec, 0.032 / 0.7);
+    close(last.faults_minor_per_sec, 700.0 / 0.7);
+    assert_eq!(last.rss_anon_bytes, 2048 * 1024, "RSS stays as at the kill");
+    assert_eq!(model.oom_records()[0], record);
+    assert!(model.take_completed_oom().is_none(), "once");
 }
