@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 
 use memtrace_api::{
-    CgroupMemoryStat, CgroupProcess, CgroupView, Counters, Family, FamilySet, FlightSample, NodeIdentityView, NodeMemoryView,
-    OomRecord, OomResponse, OwnerView, PipelineView, ProcessView, PsiView, Rates, SCHEMA_VERSION,
-    Snapshot,
+    CgroupMemoryStat, CgroupProcess, CgroupView, Counters, Family, FamilySet, FlightSample,
+    NodeIdentityView, NodeMemoryView, OomRecord, OomResponse, OwnerView, PipelineView, ProcessView,
+    PsiView, Rates, SCHEMA_VERSION, Snapshot,
 };
 use serde_json::Value;
 

@@ -12,6 +12,7 @@ mod faults;
 mod lifecycle;
 mod mmap;
 mod oom;
+mod persist;
 mod ring;
 mod rss;
 mod support;
