@@ -121,7 +121,7 @@ impl StateDir {
                 }
             }
         }
-        records.sort_by(|a, b| b.1.timestamp_unix_ms.cmp(&a.1.timestamp_unix_ms));
+        records.sort_by_key(|(_, record)| std::cmp::Reverse(record.timestamp_unix_ms));
         let oldest = unix_ms(now).saturating_sub(millis(self.retention));
         let mut kept = Vec::new();
         for (path, record) in records {
@@ -171,7 +171,7 @@ impl StateDir {
                 Some((ms, entry.path()))
             })
             .collect();
-        named.sort_by(|a, b| b.0.cmp(&a.0));
+        named.sort_by_key(|(ms, _)| std::cmp::Reverse(*ms));
         let oldest = unix_ms(now).saturating_sub(millis(self.retention));
         for (i, (ms, path)) in named.iter().enumerate() {
             if i >= self.max_records || *ms < oldest {

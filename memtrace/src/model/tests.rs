@@ -4,7 +4,10 @@ use memtrace_common::{COMM_LEN, EventHeader, kind};
 use super::*;
 use crate::cgroup::{MemoryEvents, Psi, PsiLine};
 use crate::node::{MemInfo, NodeIdentity, VmStat};
-use memtrace_api::{CgroupView, PipelineView, ProcessView, Rates, SCHEMA_VERSION, Snapshot};
+use memtrace_api::{
+    CgroupMemoryStat, CgroupProcess, CgroupView, PipelineView, ProcessView, Rates, SCHEMA_VERSION,
+    Snapshot,
+};
 use score::RECENT_OOM_WINDOW;
 use std::time::UNIX_EPOCH;
 
