@@ -212,7 +212,8 @@ pub struct OomRecord {
 /// A cgroup's `memory.stat` breakdown (hierarchical: descendants included), in bytes. cgroup v1
 /// and v2 name things differently; each field says where it comes from, and is absent where the
 /// cgroup version or kernel does not report it. `anon + file + kernel` is about the usage
-/// (v2 also charges `sock` on top).
+/// (v2 also charges `sock` on top), and `lru_anon + lru_file + unevictable + kernel` is even while
+/// a killed process's memory is being freed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupMemoryStat {
     /// cgroup version the figures come from: 1 or 2.
@@ -249,6 +250,17 @@ pub struct CgroupMemoryStat {
     /// Swapped out: v1 `total_swap`, v2 `memory.swap.current`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub swap_bytes: Option<u64>,
+    /// Anonymous pages on the LRU lists (`active_anon + inactive_anon`, v1 with `total_`). Unlike
+    /// `anon_bytes` (mapped pages) they stay until the pages are freed and uncharged, so while a
+    /// killed victim's memory is being torn down these, not `anon_bytes`, add up to the usage.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lru_anon_bytes: Option<u64>,
+    /// Page cache on the LRU lists (`active_file + inactive_file`, v1 with `total_`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lru_file_bytes: Option<u64>,
+    /// Unevictable pages (mlocked, ramfs): `unevictable`, v1 `total_unevictable`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unevictable_bytes: Option<u64>,
 }
 
 /// A process of an OOM victim's cgroup at the kill.

@@ -158,6 +158,9 @@ fn oom_record() -> OomRecord {
             slab_bytes: Some(1 << 23),
             sock_bytes: Some(1 << 20),
             swap_bytes: Some(0),
+            lru_anon_bytes: Some(1 << 30),
+            lru_file_bytes: Some(1 << 28),
+            unevictable_bytes: Some(0),
         }),
         cgroup_processes: vec![CgroupProcess {
             pid: 48_240,

@@ -10,7 +10,7 @@ use super::{
 };
 
 /// v2 keys: (key in `memory.stat`, field).
-const V2_KEYS: [(&str, Field); 8] = [
+const V2_KEYS: [(&str, Field); 13] = [
     ("anon", Field::Anon),
     ("file", Field::File),
     ("shmem", Field::Shmem),
@@ -19,15 +19,25 @@ const V2_KEYS: [(&str, Field); 8] = [
     ("kernel_stack", Field::KernelStack),
     ("pagetables", Field::Pagetables),
     ("slab", Field::Slab),
+    ("active_anon", Field::LruAnon),
+    ("inactive_anon", Field::LruAnon),
+    ("active_file", Field::LruFile),
+    ("inactive_file", Field::LruFile),
+    ("unevictable", Field::Unevictable),
 ];
 
 /// v1 keys, the hierarchical (`total_`) ones: v1's usage counts descendants too.
-const V1_KEYS: [(&str, Field); 5] = [
+const V1_KEYS: [(&str, Field); 10] = [
     ("total_rss", Field::Anon),
     ("total_cache", Field::File),
     ("total_shmem", Field::Shmem),
     ("total_mapped_file", Field::FileMapped),
     ("total_swap", Field::Swap),
+    ("total_active_anon", Field::LruAnon),
+    ("total_inactive_anon", Field::LruAnon),
+    ("total_active_file", Field::LruFile),
+    ("total_inactive_file", Field::LruFile),
+    ("total_unevictable", Field::Unevictable),
 ];
 
 #[derive(Clone, Copy)]
@@ -42,6 +52,9 @@ enum Field {
     Slab,
     Sock,
     Swap,
+    LruAnon,
+    LruFile,
+    Unevictable,
 }
 
 fn slot(stat: &mut CgroupMemoryStat, field: Field) -> &mut Option<u64> {
@@ -56,11 +69,14 @@ fn slot(stat: &mut CgroupMemoryStat, field: Field) -> &mut Option<u64> {
         Field::Slab => &mut stat.slab_bytes,
         Field::Sock => &mut stat.sock_bytes,
         Field::Swap => &mut stat.swap_bytes,
+        Field::LruAnon => &mut stat.lru_anon_bytes,
+        Field::LruFile => &mut stat.lru_file_bytes,
+        Field::Unevictable => &mut stat.unevictable_bytes,
     }
 }
 
-/// Fills `stat` from the `key value` lines of `text` that `keys` names; other lines are ignored
-/// (every kernel adds some).
+/// Fills `stat` from the `key value` lines of `text` that `keys` names, adding up the keys of one
+/// field (the LRU lists); other lines are ignored (every kernel adds some).
 fn parse(
     text: &str,
     keys: &[(&str, Field)],
@@ -68,7 +84,9 @@ fn parse(
 ) -> Result<(), super::ParseError> {
     for (key, value) in key_values(text) {
         if let Some((_, field)) = keys.iter().find(|(k, _)| *k == key) {
-            *slot(stat, *field) = Some(parse_u64(key, value)?);
+            let value = parse_u64(key, value)?;
+            let slot = slot(stat, *field);
+            *slot = Some(slot.unwrap_or(0).saturating_add(value));
         }
     }
     Ok(())
@@ -179,6 +197,9 @@ mod tests {
                 slab_bytes: None,
                 sock_bytes: Some(0),
                 swap_bytes: Some(0),
+                lru_anon_bytes: Some(104_333_312),
+                lru_file_bytes: Some(105_644_032),
+                unevictable_bytes: Some(0),
             }
         );
         let usage = fs.memory("/oomdemo").unwrap().usage_bytes.unwrap();
@@ -205,6 +226,9 @@ mod tests {
                 slab_bytes: Some(2_162_832),
                 sock_bytes: Some(8192),
                 swap_bytes: Some(8192),
+                lru_anon_bytes: Some(34_603_008),
+                lru_file_bytes: Some(14_680_064),
+                unevictable_bytes: Some(0),
             }
         );
         let usage = fs

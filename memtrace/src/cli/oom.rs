@@ -96,6 +96,9 @@ fn cgroup_at_kill(out: &mut String, oom: &OomRecord) {
             ("slab", stat.slab_bytes),
             ("sock", stat.sock_bytes),
             ("swap", stat.swap_bytes),
+            ("lru_anon", stat.lru_anon_bytes),
+            ("lru_file", stat.lru_file_bytes),
+            ("unevictable", stat.unevictable_bytes),
         ];
         let _ = write!(out, "    memory.stat (v{})", stat.version);
         for (name, value) in parts {

@@ -27,6 +27,11 @@ pub enum SampleError {
     ProcStatsRead(#[source] std::io::Error),
 }
 
+/// Reads of a killed cgroup's usage and `memory.stat` at most, until its usage holds still.
+const KILL_READ_ATTEMPTS: u32 = 10;
+/// Usage change between two reads that counts as holding still.
+const KILL_READ_STILL_BYTES: u64 = 256 << 10;
+
 /// The readers and the buffers kept between ticks (10,000 processes need 2 MB of them).
 pub struct Sampler {
     cache: ProcessCache,
@@ -92,12 +97,29 @@ impl Sampler {
         let Some(path) = model.last_oom().and_then(|r| r.victim_cgroup.clone()) else {
             return;
         };
-        let usage = self.cgroups.memory(&path).ok().and_then(|m| m.usage_bytes);
-        let stat = self
-            .cgroups
-            .memory_stat(&path)
-            .inspect_err(|err| tracing::debug!("memory.stat of {path}: {err}"))
-            .ok();
+        // The victim's memory is being freed as we read (the OOM reaper, its exit): a usage read
+        // apart from memory.stat would not add up. Read the usage on both sides of memory.stat
+        // until it holds still (a few ms at most, once per kill).
+        let usage = |cgroups: &CgroupFs| cgroups.memory(&path).ok().and_then(|m| m.usage_bytes);
+        let mut attempt = 0;
+        let (usage, stat) = loop {
+            let before = usage(&self.cgroups);
+            let stat = self
+                .cgroups
+                .memory_stat(&path)
+                .inspect_err(|err| tracing::debug!("memory.stat of {path}: {err}"))
+                .ok();
+            let after = usage(&self.cgroups);
+            attempt += 1;
+            let still = match (before, after) {
+                (Some(b), Some(a)) => b.abs_diff(a) <= KILL_READ_STILL_BYTES,
+                _ => true,
+            };
+            if still || attempt == KILL_READ_ATTEMPTS {
+                break (after, stat);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
         model.complete_last_oom(usage, stat);
     }
 
