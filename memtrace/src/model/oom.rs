@@ -92,7 +92,7 @@ impl Model {
         self.completed_oom = Some((waiting.record_ms, pid));
     }
 
-    /// The OOM record the last exit completed (see [`Model::complete_kill_sample`]), once.
+    /// The OOM record the last exit completed (its kill sample got the final rates), once.
     pub fn take_completed_oom(&mut self) -> Option<OomRecord> {
         let (ms, pid) = self.completed_oom.take()?;
         self.ooms
