@@ -191,9 +191,85 @@ pub struct OomRecord {
     pub oom_score_adj: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cgroup_limit_bytes: Option<u64>,
-    /// Up to 60 s of per-second history before the kill, oldest first (empty in snapshots).
+    /// Up to 60 s of per-second history before the kill, oldest first (empty in snapshots). The
+    /// last sample is taken when the daemon receives the kill (offset ≈ 0), so the final
+    /// moments' rates are in it.
     #[serde(default)]
     pub flight_recording: Vec<FlightSample>,
+    /// The victim's cgroup usage read when the daemon received the kill (absent when the cgroup
+    /// is unknown or already gone).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup_usage_at_kill_bytes: Option<u64>,
+    /// What the victim's cgroup's memory was made of at the kill (`memory.stat`, hierarchical),
+    /// absent when it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup_memory_stat: Option<CgroupMemoryStat>,
+    /// The cgroup's other live processes at the kill, largest RSS first (at most 20).
+    #[serde(default)]
+    pub cgroup_processes: Vec<CgroupProcess>,
+}
+
+/// A cgroup's `memory.stat` breakdown (hierarchical: descendants included), in bytes. cgroup v1
+/// and v2 name things differently; each field says where it comes from, and is absent where the
+/// cgroup version or kernel does not report it. `anon + file + kernel` is about the usage
+/// (v2 also charges `sock` on top), and `lru_anon + lru_file + unevictable + kernel` is even while
+/// a killed process's memory is being freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupMemoryStat {
+    /// cgroup version the figures come from: 1 or 2.
+    pub version: u8,
+    /// Anonymous memory: v2 `anon`, v1 `total_rss`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub anon_bytes: Option<u64>,
+    /// Page cache (shmem and tmpfs included): v2 `file`, v1 `total_cache`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file_bytes: Option<u64>,
+    /// Shared memory and tmpfs (part of `file_bytes`): v2 `shmem`, v1 `total_shmem`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shmem_bytes: Option<u64>,
+    /// Page cache mapped into processes (part of `file_bytes`): v2 `file_mapped`, v1
+    /// `total_mapped_file`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file_mapped_bytes: Option<u64>,
+    /// All kernel memory charged to the cgroup: v2 `kernel` (Linux 5.18+; before, the sum of
+    /// `kernel_stack`, `pagetables`, `percpu` and `slab`), v1 `memory.kmem.usage_in_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernel_bytes: Option<u64>,
+    /// v2 `kernel_stack`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernel_stack_bytes: Option<u64>,
+    /// v2 `pagetables`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pagetables_bytes: Option<u64>,
+    /// v2 `slab`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slab_bytes: Option<u64>,
+    /// Network buffers: v2 `sock`, v1 `memory.kmem.tcp.usage_in_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sock_bytes: Option<u64>,
+    /// Swapped out: v1 `total_swap`, v2 `memory.swap.current`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub swap_bytes: Option<u64>,
+    /// Anonymous pages on the LRU lists (`active_anon + inactive_anon`, v1 with `total_`). Unlike
+    /// `anon_bytes` (mapped pages) they stay until the pages are freed and uncharged, so while a
+    /// killed victim's memory is being torn down these, not `anon_bytes`, add up to the usage.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lru_anon_bytes: Option<u64>,
+    /// Page cache on the LRU lists (`active_file + inactive_file`, v1 with `total_`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lru_file_bytes: Option<u64>,
+    /// Unevictable pages (mlocked, ramfs): `unevictable`, v1 `total_unevictable`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unevictable_bytes: Option<u64>,
+}
+
+/// A process of an OOM victim's cgroup at the kill.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupProcess {
+    pub pid: u32,
+    pub comm: String,
+    /// anon + file + shmem.
+    pub rss_bytes: u64,
 }
 
 /// The daemon's own health: what attached and what was lost where.

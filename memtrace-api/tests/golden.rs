@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 
 use memtrace_api::{
-    CgroupView, Counters, Family, FamilySet, FlightSample, NodeIdentityView, NodeMemoryView,
-    OomRecord, OomResponse, OwnerView, PipelineView, ProcessView, PsiView, Rates, SCHEMA_VERSION,
-    Snapshot,
+    CgroupMemoryStat, CgroupProcess, CgroupView, Counters, Family, FamilySet, FlightSample,
+    NodeIdentityView, NodeMemoryView, OomRecord, OomResponse, OwnerView, PipelineView, ProcessView,
+    PsiView, Rates, SCHEMA_VERSION, Snapshot,
 };
 use serde_json::Value;
 
@@ -145,6 +145,28 @@ fn oom_record() -> OomRecord {
             reclaim_stall_seconds_per_sec: 0.6,
             cgroup_usage_bytes: Some(3 << 29),
         }],
+        cgroup_usage_at_kill_bytes: Some(3 << 29),
+        cgroup_memory_stat: Some(CgroupMemoryStat {
+            version: 2,
+            anon_bytes: Some(1 << 30),
+            file_bytes: Some(1 << 28),
+            shmem_bytes: Some(1 << 12),
+            file_mapped_bytes: Some(1 << 27),
+            kernel_bytes: Some(1 << 24),
+            kernel_stack_bytes: Some(1 << 21),
+            pagetables_bytes: Some(4 << 20),
+            slab_bytes: Some(1 << 23),
+            sock_bytes: Some(1 << 20),
+            swap_bytes: Some(0),
+            lru_anon_bytes: Some(1 << 30),
+            lru_file_bytes: Some(1 << 28),
+            unevictable_bytes: Some(0),
+        }),
+        cgroup_processes: vec![CgroupProcess {
+            pid: 48_240,
+            comm: "java".to_owned(),
+            rss_bytes: 12 << 20,
+        }],
     }
 }
 
@@ -235,6 +257,8 @@ fn minimal_snapshot() -> Snapshot {
         cgroups: vec![CgroupView::default()],
         recent_ooms: vec![OomRecord {
             flight_recording: vec![FlightSample::default()],
+            cgroup_memory_stat: Some(CgroupMemoryStat::default()),
+            cgroup_processes: vec![CgroupProcess::default()],
             ..OomRecord::default()
         }],
         ..Snapshot::default()

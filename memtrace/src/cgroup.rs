@@ -187,6 +187,8 @@ pub enum CgroupError {
 
 pub use crate::psi::{Psi, PsiLine};
 
+mod memory_stat;
+
 /// Counters from v2 `memory.events` (hierarchical: they include descendants).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MemoryEvents {

@@ -19,7 +19,7 @@ Examples:
 Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom (JSON), /healthz, /readyz.
 Config file keys (TOML; flags win) are the flags' names with `_` for `-`: listen, top,
 max_cgroups, interval, rate_window, max_processes, oom_retention, mmap_calls, host_root,
-allow_degraded, cmdline, max_connections.
+allow_degraded, cmdline, max_connections, state_dir.
 Logs: RUST_LOG=info (default), debug, …";
 
 #[derive(Debug, Args)]

@@ -146,6 +146,60 @@ fn opt_bytes(value: Option<u64>) -> String {
     value.map_or_else(|| "-".to_owned(), human_bytes)
 }
 
+/// The "cgroup at the kill" block: its usage, what that usage was made of (`memory.stat`) and
+/// its other processes, which together explain a usage well above the victim's RSS.
+fn cgroup_at_kill(out: &mut String, oom: &OomRecord) {
+    if oom.cgroup_usage_at_kill_bytes.is_none()
+        && oom.cgroup_memory_stat.is_none()
+        && oom.cgroup_processes.is_empty()
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  cgroup at the kill  usage {}",
+        opt_bytes(oom.cgroup_usage_at_kill_bytes)
+    );
+    if let Some(stat) = &oom.cgroup_memory_stat {
+        let parts = [
+            ("anon", stat.anon_bytes),
+            ("file", stat.file_bytes),
+            ("kernel", stat.kernel_bytes),
+            ("shmem", stat.shmem_bytes),
+            ("file_mapped", stat.file_mapped_bytes),
+            ("kernel_stack", stat.kernel_stack_bytes),
+            ("pagetables", stat.pagetables_bytes),
+            ("slab", stat.slab_bytes),
+            ("sock", stat.sock_bytes),
+            ("swap", stat.swap_bytes),
+            ("lru_anon", stat.lru_anon_bytes),
+            ("lru_file", stat.lru_file_bytes),
+            ("unevictable", stat.unevictable_bytes),
+        ];
+        let _ = write!(out, "    memory.stat (v{})", stat.version);
+        for (name, value) in parts {
+            if let Some(value) = value {
+                let _ = write!(out, "  {name} {}", human_bytes(value));
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if oom.cgroup_processes.is_empty() {
+        let _ = writeln!(out, "    no other process in the cgroup");
+    } else {
+        let _ = writeln!(out, "    other processes:");
+        for p in &oom.cgroup_processes {
+            let _ = writeln!(
+                out,
+                "      {:<8} {:<16} rss {}",
+                p.pid,
+                terminal(&p.comm),
+                human_bytes(p.rss_bytes)
+            );
+        }
+    }
+}
+
 /// The human report of one kill.
 pub fn report(oom: &OomRecord) -> String {
     let mut out = String::new();
@@ -189,6 +243,7 @@ pub fn report(oom: &OomRecord) -> String {
     if let (Some(uid), Some(adj)) = (oom.uid, oom.oom_score_adj) {
         let _ = writeln!(out, "  uid {uid}  oom_score_adj {adj}");
     }
+    cgroup_at_kill(&mut out, oom);
     if oom.flight_recording.is_empty() {
         let _ = writeln!(
             out,
@@ -477,5 +532,46 @@ mod tests {
         assert!(!text.contains('\u{1b}'), "{text}");
         // Header, victim, trigger, memory, "no history" and the blank line after it.
         assert_eq!(text.lines().count(), 6, "{text}");
+    }
+
+    #[test]
+    fn report_explains_the_cgroup_at_the_kill() {
+        let mut oom = OomRecord {
+            victim_pid: 4242,
+            victim_comm: "memhog".into(),
+            victim_cgroup: Some("/oomtest".into()),
+            anon_rss_bytes: Some(99 << 20),
+            ..Default::default()
+        };
+        assert!(
+            !report(&oom).contains("cgroup at the kill"),
+            "nothing known, no block"
+        );
+        oom.cgroup_usage_at_kill_bytes = Some(200 << 20);
+        oom.cgroup_memory_stat = Some(memtrace_api::CgroupMemoryStat {
+            version: 1,
+            anon_bytes: Some(190 << 20),
+            file_bytes: Some(9 << 20),
+            kernel_bytes: Some(1 << 20),
+            ..Default::default()
+        });
+        oom.cgroup_processes = vec![memtrace_api::CgroupProcess {
+            pid: 4243,
+            comm: "memhog-child".into(),
+            rss_bytes: 91 << 20,
+        }];
+        let text = report(&oom);
+        assert!(
+            text.contains("  cgroup at the kill  usage 200.0 MiB\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    memory.stat (v1)  anon 190.0 MiB  file 9.0 MiB  kernel 1.0 MiB\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("4243     memhog-child     rss 91.0 MiB"),
+            "{text}"
+        );
     }
 }

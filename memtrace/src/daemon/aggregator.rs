@@ -12,7 +12,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{Published, Readiness, Request, Sampler};
+use super::{Published, Readiness, Request, Sampler, state::StateDir};
 use crate::{
     events::Event,
     export::http::{self, AppState},
@@ -68,6 +68,8 @@ pub struct Daemon {
     cached: CachedViews,
     /// Exits complete the task sampler's last counters for the process.
     sampling_tasks: bool,
+    /// Where OOM records are persisted (none in tests).
+    state: Option<StateDir>,
 }
 
 impl Daemon {
@@ -105,7 +107,15 @@ impl Daemon {
             pipeline,
             cached: CachedViews::default(),
             sampling_tasks,
+            state: None,
         }
+    }
+
+    /// Persist each OOM record in `state` as it is made.
+    #[must_use]
+    pub fn with_state(mut self, state: StateDir) -> Self {
+        self.state = Some(state);
+        self
     }
 
     /// Sample every `interval`, fold in events as they come and answer requests, until
@@ -132,6 +142,11 @@ impl Daemon {
     fn observe_events(&mut self, batch: &mut [Event]) {
         let now = Instant::now();
         let wall = SystemTime::now();
+        if batch.iter().any(|event| matches!(event, Event::Oom(_))) {
+            // A sample at the kill, so its flight recording ends there (not up to an interval
+            // before) and lists the cgroup's processes and usage as they are now.
+            self.sampler.tick(&mut self.model, &mut self.probes, now);
+        }
         for event in batch {
             if self.sampling_tasks
                 && let Event::Exit(exit) = event
@@ -143,10 +158,20 @@ impl Daemon {
             let pid = event.subject_pid();
             let _ = self.sampler.identify(pid, now);
             self.model.observe_event(now, wall, event);
+            if let (Some(state), Some(record)) = (&mut self.state, self.model.take_completed_oom())
+            {
+                state.save(&record, wall);
+            }
             match event {
                 Event::Exit(_) | Event::Exec(_) => self.sampler.forget(pid),
                 // A kill is news: do not serve views from before it.
-                Event::Oom(_) => self.cached = CachedViews::default(),
+                Event::Oom(_) => {
+                    self.cached = CachedViews::default();
+                    self.sampler.describe_kill(&mut self.model);
+                    if let (Some(state), Some(record)) = (&mut self.state, self.model.last_oom()) {
+                        state.save(record, wall);
+                    }
+                }
                 _ => {}
             }
         }

@@ -17,6 +17,9 @@ use crate::{export::http::Limits, host::HostPaths, model::CmdlineMode, units::pa
 /// Default listen address: loopback, so nothing is exposed unless asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
 
+/// Default state directory (systemd's `StateDirectory=memtrace`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/memtrace";
+
 /// The daemon's flags; each one is also a config-file key (`--max-cgroups` is `max_cgroups`).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Flags {
@@ -91,6 +94,12 @@ pub struct Flags {
     /// reads none of its response for 10 s is dropped.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: Option<u32>,
+
+    /// Directory where OOM records and their flight recordings are kept across restarts and
+    /// crashes (at most 64 records, none older than --oom-retention; about 2 MiB at most)
+    /// [default: /var/lib/memtrace]. Not writable: the daemon runs without it and says so.
+    #[arg(long, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -109,6 +118,7 @@ pub struct FileConfig {
     pub allow_degraded: Option<bool>,
     pub cmdline: Option<CmdlineMode>,
     pub max_connections: Option<u32>,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -132,6 +142,8 @@ pub struct Settings {
     pub cmdline: CmdlineMode,
     /// The HTTP server's bounds.
     pub http: Limits,
+    /// Where OOM history is persisted (see `daemon::state`).
+    pub state_dir: PathBuf,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -299,6 +311,11 @@ impl Settings {
                     .map_or(Limits::default().max_connections, |n| n as usize),
                 ..Limits::default()
             },
+            state_dir: flags
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
         if !(1..=65536).contains(&settings.http.max_connections) {
             return Err(ConfigError::MaxConnections {
@@ -435,6 +452,7 @@ pub(crate) fn every_key_set() -> FileConfig {
         allow_degraded: Some(true),
         cmdline: Some(CmdlineMode::Full),
         max_connections: Some(64),
+        state_dir: Some("/srv/memtrace-state".into()),
     }
 }
 
@@ -483,7 +501,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 12, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 13, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

@@ -35,6 +35,7 @@ pub mod config;
 pub mod degraded;
 pub mod privileges;
 pub mod sampler;
+pub mod state;
 
 pub use self::aggregator::{Daemon, Server};
 pub use self::config::{ConfigError, DEFAULT_LISTEN, FileConfig, Flags, Settings, load_file};
@@ -162,13 +163,20 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     tracing::info!("memtrace daemon: {probes_attached} probes attached, serving on http://{local}");
 
     let shutdown = signals()?;
-    let model = Model::new(ModelConfig {
+    let mut model = Model::new(ModelConfig {
         rate_window: settings.rate_window,
         sample_interval: settings.interval,
         oom_label_retention: settings.oom_retention,
         cmdline: settings.cmdline,
         ..ModelConfig::default()
     });
+    // OOM history from before a restart or crash: served and counted again.
+    let state = state::StateDir::open(
+        &settings.state_dir,
+        model.config().max_oom_records,
+        settings.oom_retention,
+    );
+    model.restore_ooms(state.load(std::time::SystemTime::now()));
     let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
     drop_privileges()?;
     Daemon::new(
@@ -180,6 +188,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         readiness,
         server,
     )
+    .with_state(state)
     .run(settings.interval, shutdown)
     .await;
     Ok(())

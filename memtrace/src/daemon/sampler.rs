@@ -27,6 +27,11 @@ pub enum SampleError {
     ProcStatsRead(#[source] std::io::Error),
 }
 
+/// Reads of a killed cgroup's usage and `memory.stat` at most, until its usage holds still.
+const KILL_READ_ATTEMPTS: u32 = 10;
+/// Usage change between two reads that counts as holding still.
+const KILL_READ_STILL_BYTES: u64 = 256 << 10;
+
 /// The readers and the buffers kept between ticks (10,000 processes need 2 MB of them).
 pub struct Sampler {
     cache: ProcessCache,
@@ -84,6 +89,38 @@ impl Sampler {
             Err(err) => tracing::warn!("reading per-process counters: {err}"),
         }
         self.observe_host(model, now);
+    }
+
+    /// Completes the newest OOM record with its cgroup read now, right after the kill: the
+    /// usage and the `memory.stat` breakdown (what the memory was, beyond the victim's RSS).
+    pub fn describe_kill(&mut self, model: &mut Model) {
+        let Some(path) = model.last_oom().and_then(|r| r.victim_cgroup.clone()) else {
+            return;
+        };
+        // The victim's memory is being freed as we read (the OOM reaper, its exit): a usage read
+        // apart from memory.stat would not add up. Read the usage on both sides of memory.stat
+        // until it holds still (a few ms at most, once per kill).
+        let usage = |cgroups: &CgroupFs| cgroups.memory(&path).ok().and_then(|m| m.usage_bytes);
+        let mut attempt = 0;
+        let (usage, stat) = loop {
+            let before = usage(&self.cgroups);
+            let stat = self
+                .cgroups
+                .memory_stat(&path)
+                .inspect_err(|err| tracing::debug!("memory.stat of {path}: {err}"))
+                .ok();
+            let after = usage(&self.cgroups);
+            attempt += 1;
+            let still = match (before, after) {
+                (Some(b), Some(a)) => b.abs_diff(a) <= KILL_READ_STILL_BYTES,
+                _ => true,
+            };
+            if still || attempt == KILL_READ_ATTEMPTS {
+                break (after, stat);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        model.complete_last_oom(usage, stat);
     }
 
     /// The node and the cgroups in use: the files under the host's paths.

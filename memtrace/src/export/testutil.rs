@@ -137,6 +137,7 @@ pub fn oom(comm: &str, cgroup: Option<&str>, owner: OwnerView, age_ms: u64) -> O
                 ..FlightSample::default()
             })
             .collect(),
+        ..OomRecord::default()
     }
 }
 

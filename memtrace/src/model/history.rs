@@ -420,8 +420,32 @@ pub(crate) fn flight_recording(
     out
 }
 
+/// The flight sample at the kill: `at_kill` (the victim's counters then, as far as known) with
+/// its rates since `previous`, the last sample before it.
+pub(crate) fn kill_sample(
+    previous: &Sample,
+    at_kill: &Sample,
+    cgroup_usage_bytes: Option<u64>,
+) -> FlightSample {
+    let rates = rates_between(previous, at_kill);
+    FlightSample {
+        offset_seconds: 0.0,
+        rss_anon_bytes: at_kill.rss_anon_bytes,
+        rss_file_bytes: at_kill.rss_file_bytes,
+        rss_shmem_bytes: at_kill.rss_shmem_bytes,
+        faults_minor_per_sec: rates.faults_minor_per_sec,
+        faults_major_per_sec: rates.faults_major_per_sec,
+        reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
+        cgroup_usage_bytes,
+    }
+}
+
 /// The usage reading closest to `at`, if one is within `tolerance` of it.
-fn usage_near(usage: &Ring<(Instant, u64)>, at: Instant, tolerance: Duration) -> Option<u64> {
+pub(crate) fn usage_near(
+    usage: &Ring<(Instant, u64)>,
+    at: Instant,
+    tolerance: Duration,
+) -> Option<u64> {
     let distance = |t: Instant| t.max(at).duration_since(t.min(at));
     usage
         .iter()

@@ -11,6 +11,7 @@
 //! unless OOM-killed within `oom_label_retention`; OOM records are capped at `max_oom_records`.
 //! The number of live processes is bounded by the caller's input (the kernel's `PROC_STATS` map).
 mod history;
+mod oom;
 pub mod score;
 mod views;
 pub use views::CmdlineMode;
@@ -29,6 +30,7 @@ use crate::node::NodeSample;
 use crate::procfs::ProcessInfo;
 use history::{Ring, Sample, SampleHistory};
 use memtrace_api::{Counters, OomRecord, OwnerView};
+use oom::AwaitingExit;
 use views::{owner_view, unix_ms};
 
 /// Cgroup of processes whose cgroup is unknown.
@@ -37,6 +39,8 @@ const ROOT_CGROUP: &str = "/";
 const UNKNOWN_COMM: &str = "?";
 /// Upper bound on a history ring, whatever the configured windows (an hour at 1 s).
 const MAX_HISTORY: usize = 3600;
+/// Processes of the victim's cgroup listed in an OOM record at most (the largest by RSS).
+pub const MAX_OOM_CGROUP_PROCESSES: usize = 20;
 
 /// Tuning of the [`Model`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +256,11 @@ pub struct Model {
     cgroups_dirty: bool,
     /// The last sweep kept a cgroup only for a recent OOM kill: sweep again, it may expire.
     oom_retained: bool,
+    /// OOM victims that died before the daemon's sample at the kill: their exit's final counters
+    /// complete the record's last flight sample. Dropped after `exited_grace`.
+    awaiting_exit: PidMap<AwaitingExit>,
+    /// The OOM record an exit just completed (its timestamp and victim), to persist again.
+    completed_oom: Option<(u64, u32)>,
 }
 
 impl Model {
@@ -269,6 +278,8 @@ impl Model {
             tick: 0,
             cgroups_dirty: false,
             oom_retained: false,
+            awaiting_exit: HashMap::default(),
+            completed_oom: None,
         }
     }
 
@@ -444,6 +455,8 @@ impl Model {
     /// every process's cgroup path) is skipped.
     fn prune(&mut self, now: Instant) {
         let grace = self.config.exited_grace;
+        self.awaiting_exit
+            .retain(|_, w| now.saturating_duration_since(w.kill_at) <= grace);
         let exited = self.exited.len();
         self.exited
             .retain(|_, e| now.saturating_duration_since(e.exited_at) <= grace);
@@ -497,6 +510,11 @@ impl Model {
         let pid = exit.header.pid;
         // Untracked: the kernel had no counters for it, the final ones mean nothing.
         let last = (exit.tracked != 0).then_some(exit.stats);
+        if let Some(waiting) = self.awaiting_exit.remove(&pid)
+            && let Some(last) = &last
+        {
+            self.complete_kill_sample(pid, waiting, last);
+        }
         // An exited entry still waiting for its exit event comes first: if a live entry has the
         // same pid too, it is a newer process reusing the pid.
         if let Some(exited) = self.exited.get_mut(&pid)
@@ -575,6 +593,7 @@ impl Model {
                 self.config.sample_interval,
             );
         }
+        let awaiting = self.end_at_kill(now, oom, &mut flight, victim_cgroup.as_deref());
         if let Some(victim) = self.process_mut(now, oom.victim_pid) {
             victim.oom_kills_as_victim += 1;
         }
@@ -582,14 +601,20 @@ impl Model {
             trigger.oom_kills_as_trigger += 1;
         }
         let mut cgroup_limit_bytes = None;
+        let mut cgroup_usage_at_kill_bytes = None;
         let mut victim_owner = OwnerView::default();
+        let mut cgroup_processes = Vec::new();
         if let Some(path) = victim_cgroup.as_deref() {
             self.ensure_cgroup(path);
+            cgroup_processes = self.cgroup_processes(path, oom.victim_pid);
             if let Some(cg) = self.cgroups.get_mut(path) {
                 cg.oom_kills += 1;
                 cg.last_oom = Some(now);
                 self.cgroups_dirty = true;
                 cgroup_limit_bytes = cg.memory.and_then(|m| m.limit_bytes);
+                // The daemon reads the cgroup when the kill arrives (see
+                // `Model::complete_last_oom`); until then the latest reading.
+                cgroup_usage_at_kill_bytes = cg.memory.and_then(|m| m.usage_bytes);
                 victim_owner = cg.owner.clone();
             }
         }
@@ -612,7 +637,20 @@ impl Model {
             oom_score_adj: present(oom_field::OOM_SCORE_ADJ).then_some(oom.oom_score_adj),
             cgroup_limit_bytes,
             flight_recording: flight,
+            cgroup_usage_at_kill_bytes,
+            cgroup_memory_stat: None,
+            cgroup_processes,
         };
+        if let Some(previous) = awaiting {
+            self.awaiting_exit.insert(
+                oom.victim_pid,
+                AwaitingExit {
+                    previous,
+                    kill_at: now,
+                    record_ms: record.timestamp_unix_ms,
+                },
+            );
+        }
         self.ooms.push_front(record);
         self.ooms.truncate(self.config.max_oom_records);
     }

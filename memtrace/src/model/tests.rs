@@ -4,7 +4,10 @@ use memtrace_common::{COMM_LEN, EventHeader, kind};
 use super::*;
 use crate::cgroup::{MemoryEvents, Psi, PsiLine};
 use crate::node::{MemInfo, NodeIdentity, VmStat};
-use memtrace_api::{CgroupView, PipelineView, ProcessView, Rates, SCHEMA_VERSION, Snapshot};
+use memtrace_api::{
+    CgroupMemoryStat, CgroupProcess, CgroupView, PipelineView, ProcessView, Rates, SCHEMA_VERSION,
+    Snapshot,
+};
 use score::RECENT_OOM_WINDOW;
 use std::time::UNIX_EPOCH;
 
@@ -397,13 +400,20 @@ fn absent_victim_oom_within_grace_gets_flight_recording() {
     assert_eq!(r.timestamp, "2023-11-14T22:14:31.000Z");
     assert_eq!(r.timestamp_unix_ms, (1_700_000_000 + 71) * 1000);
 
-    // Samples at t = 11..=69 are within 60 s of the kill at t = 71.
+    // Samples at t = 11..=69 are within 60 s of the kill at t = 71, then one at the kill (the
+    // victim was gone by then: its RSS from the OOM event).
     let flight = &r.flight_recording;
-    assert_eq!(flight.len(), 59);
+    assert_eq!(flight.len(), 60);
     assert!(flight.len() <= 61);
     close(flight[0].offset_seconds, -60.0);
     close(flight[58].offset_seconds, -2.0);
-    for pair in flight.windows(2) {
+    close(flight[59].offset_seconds, 0.0);
+    assert_eq!(flight[59].rss_anon_bytes, 2048 * 1024, "the OOM event's");
+    assert_eq!(
+        flight[59].rss_file_bytes, MIB,
+        "not reported: the last known"
+    );
+    for pair in flight[..59].windows(2) {
         assert!(pair[0].offset_seconds < pair[1].offset_seconds);
         assert!(
             pair[0].rss_anon_bytes < pair[1].rss_anon_bytes,
@@ -738,4 +748,164 @@ fn exited_list_is_bounded() {
     assert_eq!(model.exited.len(), 2);
     assert!(model.exited.contains_key(&2) && model.exited.contains_key(&3));
     assert_eq!(model.live[&4].history.len(), 1);
+}
+
+/// The daemon samples again when a kill arrives (a tick between ticks): the flight recording
+/// then ends at the kill, with the rates of its last fraction of a second, and the record lists
+/// the cgroup's usage and its other processes at that moment.
+#[test]
+fn kill_sample_ends_the_flight_recording_at_the_kill() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let victim = info(60, "hog", "/demo", 1);
+    let child = info(61, "hog-child", "/demo", 2);
+    let elsewhere = info(62, "other", "/elsewhere", 3);
+    let tick = |model: &mut Model, when: Instant, reclaim_ns: u64, anon: u64, usage: u64| {
+        let mut s = stats(100, 0, anon);
+        s.reclaim_ns = reclaim_ns;
+        model.observe_processes(
+            when,
+            &[
+                (60, s, victim.clone()),
+                (61, stats(5, 0, 90 * MIB), child.clone()),
+                (62, stats(5, 0, 300 * MIB), elsewhere.clone()),
+            ],
+        );
+        model.observe_cgroup(when, "/demo", memory(usage, Some(200 * MIB), None));
+    };
+    tick(&mut model, at(t0, 0), 0, 10 * MIB, 150 * MIB);
+    tick(&mut model, at(t0, 1), 0, 60 * MIB, 190 * MIB);
+    // The kill, 0.7 s after the last regular tick: 32 ms of reclaim stalls happened since.
+    let kill = at(t0, 1) + Duration::from_millis(700);
+    tick(&mut model, kill, 32_000_000, 99 * MIB, 199 * MIB);
+    model.observe_event(kill, wall(2), &oom(60, 60, 0));
+
+    let record = &model.oom_records()[0];
+    let last = record.flight_recording.last().expect("a flight recording");
+    close(last.offset_seconds, 0.0);
+    close(last.reclaim_stall_seconds_per_sec, 0.032 / 0.7);
+    assert_eq!(last.rss_anon_bytes, 99 * MIB);
+    assert_eq!(last.cgroup_usage_bytes, Some(199 * MIB));
+    close(record.flight_recording[1].offset_seconds, -0.7);
+    close(
+        record.flight_recording[1].reclaim_stall_seconds_per_sec,
+        0.0,
+    );
+    assert_eq!(record.cgroup_usage_at_kill_bytes, Some(199 * MIB));
+    assert_eq!(
+        record.cgroup_processes,
+        vec![CgroupProcess {
+            pid: 61,
+            comm: "hog-child".to_owned(),
+            rss_bytes: 90 * MIB,
+        }],
+        "the cgroup's other process, not the victim, not another cgroup's"
+    );
+    assert_eq!(
+        record.cgroup_memory_stat, None,
+        "read by the daemon afterwards"
+    );
+
+    let stat = CgroupMemoryStat {
+        version: 1,
+        anon_bytes: Some(190 * MIB),
+        file_bytes: Some(9 * MIB),
+        ..CgroupMemoryStat::default()
+    };
+    model.complete_last_oom(Some(199 * MIB + 4096), Some(stat));
+    let record = &model.oom_records()[0];
+    assert_eq!(record.cgroup_memory_stat, Some(stat));
+    assert_eq!(record.cgroup_usage_at_kill_bytes, Some(199 * MIB + 4096));
+    let snap = model.snapshot(kill, wall(2), pipeline());
+    assert_eq!(snap.recent_ooms[0].cgroup_memory_stat, Some(stat));
+}
+
+#[test]
+fn the_cgroup_processes_of_a_kill_are_bounded_largest_first() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let samples: Vec<_> = (1..=50u32)
+        .map(|pid| {
+            (
+                pid,
+                stats(0, 0, u64::from(pid) * MIB),
+                info(pid, "worker", "/big", u64::from(pid)),
+            )
+        })
+        .collect();
+    model.observe_processes(t0, &samples);
+    model.observe_event(t0, wall(0), &oom(50, 50, 0));
+    let listed: Vec<u32> = model.oom_records()[0]
+        .cgroup_processes
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(listed, (30..=49).rev().collect::<Vec<_>>());
+}
+
+#[test]
+fn restored_ooms_join_the_history_newest_first_and_bounded() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig {
+        max_oom_records: 3,
+        ..ModelConfig::default()
+    });
+    model.observe_event(t0, wall(100), &oom(1, 7, 0));
+    let old = |pid: u32, secs: u64| OomRecord {
+        victim_pid: pid,
+        timestamp_unix_ms: (1_700_000_000 + secs) * 1000,
+        ..OomRecord::default()
+    };
+    model.restore_ooms([old(3, 30), old(5, 50), old(4, 40)]);
+    let victims: Vec<u32> = model.oom_records().iter().map(|r| r.victim_pid).collect();
+    assert_eq!(victims, [7, 5, 4]);
+}
+
+/// The victim died before the daemon's sample at the kill (the usual case: the OOM event reaches
+/// the daemon after the victim is gone): the record still ends at the kill, with the OOM event's
+/// RSS, and the victim's exit, arriving after the record, gives the last moments' rates.
+#[test]
+fn a_victim_gone_before_the_kill_sample_gets_its_final_rates_from_its_exit() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let victim = info(70, "hog", "/demo", 1);
+    for n in 0..3 {
+        let mut s = stats(1000 * n, 0, 10 * MIB * (n + 1));
+        s.reclaim_ns = 0;
+        model.observe_processes(at(t0, n), &[(70, s, victim.clone())]);
+        model.observe_cgroup(
+            at(t0, n),
+            "/demo",
+            memory(20 * MIB * (n + 1), Some(64 * MIB), None),
+        );
+    }
+    // The kill at 2.7 s; the daemon's sample then no longer finds the victim.
+    let kill = at(t0, 2) + Duration::from_millis(700);
+    model.observe_processes(kill, &[]);
+    model.observe_cgroup(kill, "/demo", memory(63 * MIB, Some(64 * MIB), None));
+    model.observe_event(kill, wall(3), &oom(70, 70, oom_field::ANON_RSS));
+    let last = *model.oom_records()[0].flight_recording.last().unwrap();
+    close(last.offset_seconds, 0.0);
+    assert_eq!(last.rss_anon_bytes, 2048 * 1024);
+    assert_eq!(last.cgroup_usage_bytes, Some(63 * MIB));
+    close(last.reclaim_stall_seconds_per_sec, 0.0);
+    assert!(model.take_completed_oom().is_none());
+
+    // Its exit: 195 stalls, 32 ms of reclaim since the last sample, 700 more faults.
+    let mut final_stats = stats(2700, 0, 0);
+    final_stats.reclaim_ns = 32_000_000;
+    model.observe_event(
+        kill + Duration::from_millis(5),
+        wall(3),
+        &exit(70, final_stats),
+    );
+    let record = model
+        .take_completed_oom()
+        .expect("the exit completed the record");
+    let last = *record.flight_recording.last().unwrap();
+    close(last.reclaim_stall_seconds_per_sec, 0.032 / 0.7);
+    close(last.faults_minor_per_sec, 700.0 / 0.7);
+    assert_eq!(last.rss_anon_bytes, 2048 * 1024, "RSS stays as at the kill");
+    assert_eq!(model.oom_records()[0], record);
+    assert!(model.take_completed_oom().is_none(), "once");
 }

@@ -14,15 +14,24 @@ use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
 use crate::support::serial;
 
 /// A running `memtrace daemon`, stopped with SIGTERM on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    /// Its `--state-dir` unless the test gives one: never the host's /var/lib/memtrace.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
+        let state =
+            (!extra.contains(&"--state-dir")).then(|| tempfile::tempdir().expect("state tempdir"));
+        let state_args: Vec<&std::ffi::OsStr> = match &state {
+            Some(dir) => vec!["--state-dir".as_ref(), dir.path().as_os_str()],
+            None => Vec::new(),
+        };
         let mut child = Command::new(memtrace_bin())
             .args(["daemon", "--listen", "127.0.0.1:0", "--interval", "1s"])
+            .args(state_args)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -45,7 +54,11 @@ impl Daemon {
             .expect("daemon did not report its address")
             .parse()
             .expect("address");
-        let daemon = Self { child, addr };
+        let daemon = Self {
+            child,
+            addr,
+            _state: state,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while get(daemon.addr, "/readyz").0 != 200 {
             assert!(Instant::now() < deadline, "daemon not ready within 10 s");
@@ -54,22 +67,33 @@ impl Daemon {
         daemon
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (status, body) = get(self.addr, "/metrics");
         assert_eq!(status, 200);
         body
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+impl Daemon {
+    /// SIGKILL, as a crash or the OOM killer would: no shutdown code runs.
+    pub(crate) fn crash(mut self) {
+        // SAFETY: signalling our own, not yet reaped, child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: signalling our own child, still running (not reaped).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -85,7 +109,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Sample lines of one metric family: (labels, value).
-fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
+pub(crate) fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
     exposition
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -249,6 +273,10 @@ fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
 
     // A real OOM kill in a 64 MiB memory cgroup, slow enough for the flight recorder to see it.
     let cgroup = MemoryCgroup::new("memtrace-prom-oom", 64 << 20);
+    // Another process of the cgroup, holding 8 MiB: the record must list it.
+    let mut companion = Workload::start_in(&cgroup, &["touch-anon", "2048"]);
+    companion.run();
+    let companion_pid = companion.pid();
     let mut hog = Workload::start_in(&cgroup, &["slow-hog", "2048", "150"]);
     let victim = hog.pid();
     hog.go();
@@ -303,6 +331,37 @@ fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
     );
     assert!(rss.last() > rss.first(), "RSS not climbing: {rss:?}");
     assert!(oom.flight_recording.iter().all(|s| s.offset_seconds <= 0.0));
+    // It ends at the kill, not up to an interval before it.
+    let last = oom.flight_recording.last().expect("flight recording");
+    assert!(last.offset_seconds >= -0.1, "ends at {last:?}");
+    // The cgroup at the kill: what its usage was made of, and its other process.
+    let usage = oom
+        .cgroup_usage_at_kill_bytes
+        .expect("cgroup usage at the kill");
+    let stat = oom.cgroup_memory_stat.expect("memory.stat at the kill");
+    assert_eq!(stat.version, 1);
+    // The LRU lists, not the mapped pages: the victim is being torn down as the daemon reads.
+    let parts = stat.lru_anon_bytes.expect("anon LRU")
+        + stat.lru_file_bytes.expect("file LRU")
+        + stat.unevictable_bytes.expect("unevictable")
+        + stat.kernel_bytes.expect("kmem");
+    assert!(
+        parts.abs_diff(usage) <= (usage / 10).max(4 << 20),
+        "memory.stat sums to {parts}, usage {usage}: {stat:?}"
+    );
+    let listed = oom
+        .cgroup_processes
+        .iter()
+        .find(|p| p.pid == companion_pid)
+        .unwrap_or_else(|| {
+            panic!(
+                "companion {companion_pid} not in {:?}",
+                oom.cgroup_processes
+            )
+        });
+    assert!(listed.rss_bytes >= 8 << 20, "{listed:?}");
+    assert!(oom.cgroup_processes.iter().all(|p| p.pid != victim));
+    let _companion = companion.finish();
 
     // `memtrace oom` prints it for a human.
     let out = Command::new(memtrace_bin())
@@ -323,6 +382,7 @@ fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
         "{text}"
     );
     assert!(text.contains("before the kill"), "{text}");
+    assert!(text.contains("cgroup at the kill"), "{text}");
 }
 
 #[test]

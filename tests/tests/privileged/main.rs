@@ -13,6 +13,7 @@ mod faults;
 mod lifecycle;
 mod mmap;
 mod oom;
+mod persist;
 mod privileges;
 mod ring;
 mod rss;
