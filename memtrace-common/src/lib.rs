@@ -221,6 +221,41 @@ pub struct TaskOffsets {
 }
 const _: () = assert!(size_of::<TaskOffsets>() == 60);
 
+/// Kernel struct layout (from vmlinux BTF) to a task's cgroup id: `task->cgroups` (a
+/// `css_set`), then the memory controller's cgroup (`->subsys[memory_cgrp_id]->cgroup`, cgroup
+/// v1 and hybrid hosts, where the memory controller and its OOM kills live) or the default
+/// hierarchy's (`->dfl_cgrp`, unified-only hosts), then `->kn->id`. That id is the inode number
+/// of the cgroup's directory, which userspace resolves to a path. `task_cgroups ==
+/// FIELD_ABSENT`: not available (no BTF), and the cgroup is looked up in `/proc` instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// In `css_set`: `subsys[memory_cgrp_id]` (with `css_cgroup`) or `dfl_cgrp`.
+    pub cset_link: u32,
+    /// `cgroup_subsys_state.cgroup`; [`FIELD_ABSENT`] when `cset_link` is `dfl_cgrp` (already a
+    /// `struct cgroup *`).
+    pub css_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kn_id: u32,
+    pub reserved: u32,
+}
+const _: () = assert!(size_of::<CgroupOffsets>() == 24);
+
+impl CgroupOffsets {
+    pub const ABSENT: Self = Self {
+        task_cgroups: FIELD_ABSENT,
+        cset_link: FIELD_ABSENT,
+        css_cgroup: FIELD_ABSENT,
+        cgroup_kn: FIELD_ABSENT,
+        kn_id: FIELD_ABSENT,
+        reserved: 0,
+    };
+}
+
 /// All tracepoint field offsets, parsed from tracefs `format` files at load time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,8 +276,10 @@ pub struct Offsets {
     pub task: TaskOffsets,
     /// `syscalls:sys_enter_madvise`: `start`, `len_in`, `behavior` (counted only, no event).
     pub madvise_enter: SyscallEnterOffsets,
+    /// A task's cgroup id (exit and OOM events).
+    pub cgroup: CgroupOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24 + 24);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -317,6 +354,7 @@ impl Offsets {
         madvise_enter: SyscallEnterOffsets {
             args: [FIELD_ABSENT; 6],
         },
+        cgroup: CgroupOffsets::ABSENT,
     };
 }
 
@@ -495,8 +533,12 @@ pub struct OomEvent {
     /// [`oom_field`] bits.
     pub present: u32,
     pub victim_comm: [u8; COMM_LEN],
+    /// The victim's and the trigger's cgroup ids (see [`CgroupOffsets`]); 0: unknown.
+    pub victim_cgroup_id: u64,
+    pub trigger_cgroup_id: u64,
 }
-const _: () = assert!(size_of::<OomEvent>() == size_of::<EventHeader>() + 8 + 5 * 8 + 8 + COMM_LEN);
+const _: () =
+    assert!(size_of::<OomEvent>() == size_of::<EventHeader>() + 8 + 5 * 8 + 8 + COMM_LEN + 16);
 
 /// `sched:sched_process_exec`; `header.comm` is the new comm.
 #[repr(C)]
@@ -524,9 +566,12 @@ pub struct ExitEvent {
     /// sampler, which has no `PROC_STATS` fault counts.
     pub task_faults_minor: u64,
     pub task_faults_major: u64,
+    /// The process's cgroup id at its exit (see [`CgroupOffsets`]); 0: unknown. `header.comm`
+    /// is the thread-group leader's name, whichever thread exits last.
+    pub cgroup_id: u64,
 }
 const _: () =
-    assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 24);
+    assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 32);
 
 /// One task (thread) as the task sampler (`task_sampler`, a BPF task iterator) writes it to its
 /// seq file. Userspace sums the threads of each process. Kernel threads are not written. With

@@ -8,8 +8,8 @@ use memtrace_common::{
 
 use crate::{
     helpers::{
-        count_loss, current, data_loc_str, events_wakeup, field, header, read_kernel, task_faults,
-        tid_of,
+        count_loss, current, current_cgroup_id, data_loc_str, events_wakeup, field, header,
+        leader_comm, read_kernel, task_faults, tid_of,
     },
     maps::{CONFIG, EVENTS, FILTER_PIDS, PROC_STATS, RECLAIM_INFLIGHT, SYSCALL_INFLIGHT, offset},
     rss::release_mm_owner,
@@ -71,6 +71,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             // SAFETY: exclusively owned ring-buffer record; `stats` is a map value pointer.
             unsafe {
                 (*event).header = header(kind::EXIT, pid_tgid);
+                // The process's name and cgroup, known here for a process no sampler saw.
+                (*event).header.comm = leader_comm();
+                (*event).cgroup_id = current_cgroup_id();
                 if let Some(stats) = stats {
                     core::ptr::copy_nonoverlapping(stats, &raw mut (*event).stats, 1);
                     (*event).tracked = 1;

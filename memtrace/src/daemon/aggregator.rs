@@ -138,7 +138,9 @@ impl Daemon {
             // looked up now, before its exit empties /proc/<pid>.
             let pid = event.subject_pid();
             let _ = self.sampler.identify(pid, now);
-            self.model.observe_event(now, wall, event);
+            let cgroup = self.sampler.event_cgroup(&mut self.model, event, now);
+            self.model
+                .observe_event_in(now, wall, event, cgroup.as_deref());
             match event {
                 Event::Exit(_) | Event::Exec(_) => self.sampler.forget(pid),
                 // A kill is news: do not serve views from before it.

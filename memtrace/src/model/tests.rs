@@ -77,6 +77,7 @@ fn oom(trigger: u32, victim: u32, present: u32) -> Event {
         oom_score_adj: 900,
         present,
         victim_comm: comm("victim"),
+        ..OomEvent::default()
     })
 }
 

@@ -50,6 +50,9 @@ pub struct ProbeOptions {
     pub fault_ring_bytes: u32,
     /// The kernel's BTF (struct layouts for the raw rss_stat hook).
     pub btf_path: std::path::PathBuf,
+    /// The cgroup filesystem root (`/sys/fs/cgroup`): whether the memory controller is on a v1
+    /// hierarchy decides which cgroup the kernel reports for exits and OOM kills.
+    pub cgroup_root: std::path::PathBuf,
 }
 
 impl Default for ProbeOptions {
@@ -70,6 +73,7 @@ impl Default for ProbeOptions {
             events_ring_bytes: 1 << 20,
             fault_ring_bytes: page_size(),
             btf_path: crate::preflight::KERNEL_BTF.into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
         }
     }
 }
@@ -172,7 +176,17 @@ impl Probes {
         // BTF; without BTF, slower hooks that need none are used instead.
         let layouts = BtfLayouts::read(&options.btf_path);
         let context = PlanContext::new(tracefs, &layouts, options.config.filter_flags);
-        let plan = ProbePlan::new(&context, &options.families);
+        let mut plan = ProbePlan::new(&context, &options.families);
+        // Exit and OOM events carry the cgroup the kernel knows at the event: the memory
+        // controller's on a v1 (or hybrid) host, the default hierarchy's on a unified one.
+        match &layouts.cgroup {
+            Ok(cgroup) => {
+                let v1 = crate::cgroup_ids::memory_hierarchy(&options.cgroup_root)
+                    .is_some_and(|(_, v1)| v1);
+                plan.offsets.cgroup = cgroup.for_hierarchy(v1);
+            }
+            Err(err) => tracing::debug!("no cgroup ids in events: {err}"),
+        }
         // The task iterator is loaded against a BTF function id: aya needs its own parse of the
         // kernel's BTF for that, which the loader then reuses for the object.
         let aya_btf = if plan.needs_kernel_btf() {

@@ -23,6 +23,7 @@ pub use selection::{COMM_MAX, CgroupFilter, NoSuchCgroup, Selection};
 pub use summary::{Summary, SummaryRow};
 
 use crate::{
+    cgroup_ids::CgroupIds,
     events::{
         Event, EventKindSet, comm_str,
         render::{self, Clock, TEXT_HEADER},
@@ -188,6 +189,8 @@ pub struct Tracer<W: Write> {
     top: usize,
     /// memtrace's own ring-buffer maps and allocations are not what the user is looking for.
     own_pid: u32,
+    /// The cgroups the kernel reports with exits and OOM kills, to paths.
+    cgroup_ids: Option<CgroupIds>,
     pub output: Output<W>,
 }
 
@@ -206,8 +209,17 @@ impl<W: Write> Tracer<W> {
             summary: Summary::default(),
             top,
             own_pid: std::process::id(),
+            cgroup_ids: None,
             output,
         }
+    }
+
+    /// Shows the cgroup the kernel reported at exits and OOM kills (resolved by `ids`) rather
+    /// than the one `/proc` said, if it said any before the process was gone.
+    #[must_use]
+    pub fn with_cgroup_ids(mut self, ids: CgroupIds) -> Self {
+        self.cgroup_ids = Some(ids);
+        self
     }
 
     pub fn selection(&self) -> &Selection {
@@ -225,7 +237,18 @@ impl<W: Write> Tracer<W> {
         // Trusted lookups: exits and execs (always in the kernel mask) invalidate entries, so a
         // cached identity is current, and it still answers for a process that just exited.
         let info = self.cache.get_trusted(pid, now);
-        let cgroup = info.as_ref().and_then(|i| i.cgroup.as_deref());
+        let kernel_cgroup_id = match event {
+            Event::Exit(e) => e.cgroup_id,
+            Event::Oom(e) => e.victim_cgroup_id,
+            _ => 0,
+        };
+        let kernel_cgroup = match &mut self.cgroup_ids {
+            Some(ids) if kernel_cgroup_id != 0 => ids.path(kernel_cgroup_id).map(str::to_owned),
+            _ => None,
+        };
+        let cgroup = kernel_cgroup
+            .as_deref()
+            .or_else(|| info.as_ref().and_then(|i| i.cgroup.as_deref()));
         if let Event::Exit(e) = event {
             // The exiting task may be any thread (named e.g. "tokio-runtime-w"): prefer the
             // process's own name when it was seen alive.
@@ -322,6 +345,7 @@ fn probe_options(options: &TraceOptions, shown: EventKindSet, filtered: bool) ->
         } else {
             page_size()
         },
+        cgroup_root: options.host.cgroup.clone(),
         ..ProbeOptions::default()
     }
 }
@@ -379,7 +403,8 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
         selection,
         options.top,
         output,
-    );
+    )
+    .with_cgroup_ids(CgroupIds::new(&options.host.cgroup));
     tracer.output.header();
 
     // Persistent streams, created once: a signal that arrives while a batch is being printed is

@@ -14,13 +14,13 @@ use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
 use crate::support::serial;
 
 /// A running `memtrace daemon`, stopped with SIGTERM on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Daemon {
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(memtrace_bin())
             .args(["daemon", "--listen", "127.0.0.1:0", "--interval", "1s"])
             .args(extra)
@@ -54,7 +54,7 @@ impl Daemon {
         daemon
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (status, body) = get(self.addr, "/metrics");
         assert_eq!(status, 200);
         body
@@ -69,7 +69,7 @@ impl Drop for Daemon {
     }
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -85,7 +85,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Sample lines of one metric family: (labels, value).
-fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
+pub(crate) fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
     exposition
         .lines()
         .filter(|l| !l.starts_with('#'))
