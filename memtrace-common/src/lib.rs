@@ -51,6 +51,7 @@ pub mod maps {
     pub const MM_OWNER: &str = "MM_OWNER";
     pub const FILTER_PIDS: &str = "FILTER_PIDS";
     pub const FILTER_COMMS: &str = "FILTER_COMMS";
+    pub const FILTER_CGROUPS: &str = "FILTER_CGROUPS";
     pub const LOSSES: &str = "LOSSES";
     pub const SAMPLE_COUNTER: &str = "SAMPLE_COUNTER";
     /// Discrete events (mmap family, reclaim, OOM, exec, exit).
@@ -256,6 +257,21 @@ impl CgroupOffsets {
     };
 }
 
+/// Offsets in `cgroup:cgroup_attach_task`, and the hierarchy of the live trace's cgroup filter:
+/// a task moved into a filtered cgroup (`FILTER_CGROUPS`) of that hierarchy joins `FILTER_PIDS`
+/// at once, before it can exec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachOffsets {
+    pub dst_root: u32,
+    pub dst_id: u32,
+    pub pid: u32,
+    /// The filter's hierarchy id (`dst_root`: the v1 hierarchy's number in `/proc/cgroups`, 0
+    /// for the unified one); [`FIELD_ABSENT`]: no cgroup filter.
+    pub filter_root: u32,
+}
+const _: () = assert!(size_of::<AttachOffsets>() == 16);
+
 /// All tracepoint field offsets, parsed from tracefs `format` files at load time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,8 +294,9 @@ pub struct Offsets {
     pub madvise_enter: SyscallEnterOffsets,
     /// A task's cgroup id (exit and OOM events).
     pub cgroup: CgroupOffsets,
+    pub attach: AttachOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24 + 24);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24 + 24 + 16);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -355,6 +372,12 @@ impl Offsets {
             args: [FIELD_ABSENT; 6],
         },
         cgroup: CgroupOffsets::ABSENT,
+        attach: AttachOffsets {
+            dst_root: FIELD_ABSENT,
+            dst_id: FIELD_ABSENT,
+            pid: FIELD_ABSENT,
+            filter_root: FIELD_ABSENT,
+        },
     };
 }
 

@@ -11,7 +11,10 @@ use crate::{
         count_loss, current, current_cgroup_id, data_loc_str, events_wakeup, field, header,
         leader_comm, read_kernel, task_faults, tid_of,
     },
-    maps::{CONFIG, EVENTS, FILTER_PIDS, PROC_STATS, RECLAIM_INFLIGHT, SYSCALL_INFLIGHT, offset},
+    maps::{
+        CONFIG, EVENTS, FILTER_CGROUPS, FILTER_PIDS, PROC_STATS, RECLAIM_INFLIGHT,
+        SYSCALL_INFLIGHT, offset,
+    },
     rss::release_mm_owner,
 };
 
@@ -117,6 +120,27 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if let Some(child) = field::<i32>(&ctx, offset!(sched.fork_child_pid))
         && FILTER_PIDS.insert(child.cast_unsigned(), 1u8, 0).is_err()
     {
+        count_loss(loss::MAP_FILTER_PIDS);
+    }
+    0
+}
+
+/// Keeps a cgroup filter complete from the moment a task is moved in (writing its pid to
+/// `cgroup.procs`), so what it does next (typically an exec) is seen, not only after a rescan.
+#[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    let a = offset!(attach);
+    let (Some(root), Some(id), Some(pid)) = (
+        field::<i32>(&ctx, a.dst_root),
+        field::<u64>(&ctx, a.dst_id),
+        field::<i32>(&ctx, a.pid),
+    ) else {
+        return 0;
+    };
+    if root.cast_unsigned() != a.filter_root || FILTER_CGROUPS.get_ptr(id).is_none() {
+        return 0;
+    }
+    if FILTER_PIDS.insert(pid.cast_unsigned(), 1u8, 0).is_err() {
         count_loss(loss::MAP_FILTER_PIDS);
     }
     0

@@ -373,10 +373,15 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
         shown.insert(kind::FAULT);
     }
     let mut selection = Selection::new(&options.pids, &options.comms, cgroup);
-    let probe_options = probe_options(&options, shown, selection.is_filtered());
+    let mut probe_options = probe_options(&options, shown, selection.is_filtered());
+    probe_options.filter_cgroup_root = selection
+        .cgroup()
+        .and_then(|c| c.hierarchy_id(&options.host.cgroup, &options.host.proc));
     let mut probes =
         Probes::load(&checks.tracefs, &probe_options).context("loading the eBPF programs")?;
-    report_attach(&probes);
+    if let Some(cgroup) = selection.cgroup() {
+        probes.add_filter_cgroups(&cgroup.ids())?;
+    }
     if !options.pids.is_empty() {
         probes.add_filter_pids(&options.pids)?;
     }
@@ -387,6 +392,8 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     if !initial.is_empty() {
         probes.add_filter_pids(&initial)?;
     }
+    // Only now is the trace complete: a process moved into the cgroup from here on is followed.
+    report_attach(&probes);
 
     let (events, faults) = probes.take_rings()?;
     let mut stream = EventStream::spawn(
@@ -449,6 +456,11 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
                 let new = tracer.selection_mut().rescan_cgroup();
                 if !new.is_empty() {
                     probes.add_filter_pids(&new)?;
+                }
+                // Cgroups created below it since: moves into them are followed too.
+                let ids = tracer.selection().cgroup().map(CgroupFilter::ids).unwrap_or_default();
+                if let Err(err) = probes.add_filter_cgroups(&ids) {
+                    tracing::debug!("cgroup filter: {err}");
                 }
             }
         }

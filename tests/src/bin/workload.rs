@@ -340,6 +340,15 @@ fn short(pages: usize) -> ! {
     unreachable!("the leader thread exited")
 }
 
+/// No protocol, like a program starting up: `n` anonymous mappings of `first + i` pages each
+/// (`i` = 0..n, lengths a test can recognise), then a short life (100 ms) and exit.
+fn map_regions(n: usize, first: usize) {
+    for i in 0..n {
+        map_anon((first + i) * page_size());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+}
+
 /// No protocol: allocate and touch 1 MiB at a time at once, until the OOM killer ends it.
 fn hog_now() -> ! {
     let page = page_size();
@@ -371,9 +380,10 @@ fn main() {
         Some("burst") => burst(arg(2), arg(3)),
         Some("short") => short(arg(2)),
         Some("hog-now") => hog_now(),
+        Some("map-regions") => map_regions(arg(2), arg(3)),
         other => {
             eprintln!(
-                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN | short PAGES | hog-now (got {other:?})"
+                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN | short PAGES | hog-now | map-regions N FIRST_PAGES (got {other:?})"
             );
             std::process::exit(2);
         }

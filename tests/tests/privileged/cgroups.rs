@@ -50,6 +50,13 @@ fn run_in(cgroup: &MemoryCgroup, command: &mut Command) -> (u32, i32, u64) {
     (pid, status, (usage.ru_minflt + usage.ru_majflt) as u64)
 }
 
+/// Collects a child's stdout lines on a thread, so it never blocks on a full pipe while the
+/// test is busy; joined once the child ends.
+fn collect_lines(child: &mut std::process::Child) -> std::thread::JoinHandle<Vec<String>> {
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).collect())
+}
+
 /// The daemon's `cgroup_page_faults_total` for `path`, minor and major summed.
 fn cgroup_faults(daemon: &Daemon, path: &str) -> f64 {
     let label = format!("cgroup=\"{path}\"");
@@ -87,6 +94,7 @@ fn short_lived_processes_count_in_their_cgroup_and_exits_name_it() {
     let mut line = String::new();
     stderr.read_line(&mut line).expect("read stderr");
     assert!(line.starts_with("memtrace: tracing with"), "{line}");
+    let lines = collect_lines(&mut trace);
 
     let cgroup = MemoryCgroup::new("memtrace-burst", 1 << 30);
     let before = cgroup_faults(&daemon, &cgroup.path);
@@ -118,10 +126,9 @@ fn short_lived_processes_count_in_their_cgroup_and_exits_name_it() {
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
-    let stdout = BufReader::new(trace.stdout.take().expect("stdout"));
+    assert!(trace.wait().expect("wait trace").success());
     let mut exits = HashSet::new();
-    for line in stdout.lines() {
-        let line = line.expect("stdout line");
+    for line in lines.join().expect("stdout reader") {
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
         let Some(pid) = v["pid"].as_u64().map(|p| p as u32) else {
@@ -190,5 +197,71 @@ fn short_lived_oom_victims_are_attributed_to_their_cgroup() {
     for oom in &ours {
         assert_eq!(oom["victim_cgroup"], cgroup.path.as_str(), "{oom:#}");
         assert_eq!(oom["cgroup_limit_bytes"], 32 << 20, "{oom:#}");
+    }
+}
+
+/// Issue 10 B: `trace --cgroup` follows a process from the moment it joins the cgroup: one that
+/// moves itself in and at once execs a program mapping 32 regions has all 32 streamed, ten
+/// times in a row (the trace's rescan of the cgroup runs only once a second).
+#[test]
+fn trace_cgroup_follows_a_process_from_its_move_into_the_cgroup() {
+    require_root();
+    let _serial = serial();
+    let cgroup = MemoryCgroup::new("memtrace-join", 1 << 30);
+    let mut trace = Command::new(memtrace_bin())
+        .args(["trace", "--cgroup", &cgroup.path, "--event", "mmap"])
+        .args(["--output", "json", "--no-summary", "--duration", "120s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtrace trace");
+    let mut stderr = BufReader::new(trace.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read stderr");
+    assert!(line.starts_with("memtrace: tracing with"), "{line}");
+    let lines = collect_lines(&mut trace);
+
+    const REGIONS: u64 = 32;
+    const FIRST_PAGES: u64 = 301;
+    let page = memtrace_tests::page_size() as u64;
+    let script = format!(
+        r#"echo $$ > {}/cgroup.procs && exec "$0" map-regions {REGIONS} {FIRST_PAGES}"#,
+        cgroup.dir.display()
+    );
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        let status = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .arg(workload_bin())
+            .spawn()
+            .expect("spawn sh");
+        let pid = u64::from(status.id());
+        let mut status = status;
+        assert!(status.wait().expect("wait").success());
+        runs.push(pid);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
+    assert!(trace.wait().expect("wait trace").success());
+    let mut streamed: std::collections::HashMap<u64, HashSet<u64>> = Default::default();
+    for line in lines.join().expect("stdout reader") {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        let (Some(pid), Some(len)) = (v["pid"].as_u64(), v["len"].as_u64()) else {
+            continue;
+        };
+        let pages = len / page;
+        if v["kind"] == "mmap" && (FIRST_PAGES..FIRST_PAGES + REGIONS).contains(&pages) {
+            streamed.entry(pid).or_default().insert(pages);
+        }
+    }
+    for pid in runs {
+        let seen = streamed.get(&pid).map_or(0, HashSet::len);
+        assert_eq!(
+            seen as u64, REGIONS,
+            "pid {pid}: {seen}/{REGIONS} mappings streamed"
+        );
     }
 }
