@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use memtrace_common::{Config, ProcStats, filter, kind};
+use memtrace_common::{Config, ProcStats, filter, kind, rss_member};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use selection::{COMM_MAX, CgroupFilter, NoSuchCgroup, Selection};
@@ -191,6 +191,8 @@ pub struct Tracer<W: Write> {
     own_pid: u32,
     /// The cgroups the kernel reports with exits and OOM kills, to paths.
     cgroup_ids: Option<CgroupIds>,
+    /// Where the summary reads live processes' RSS by type (see [`Tracer::summary_rows`]).
+    live_rss: Option<ProcFs>,
     pub output: Output<W>,
 }
 
@@ -210,8 +212,16 @@ impl<W: Write> Tracer<W> {
             top,
             own_pid: std::process::id(),
             cgroup_ids: None,
+            live_rss: None,
             output,
         }
+    }
+
+    /// The summary's RSS of live processes from `procfs` (see [`Tracer::summary_rows`]).
+    #[must_use]
+    pub fn with_live_rss(mut self, procfs: ProcFs) -> Self {
+        self.live_rss = Some(procfs);
+        self
     }
 
     /// Shows the cgroup the kernel reported at exits and OOM kills (resolved by `ids`) rather
@@ -294,7 +304,28 @@ impl<W: Write> Tracer<W> {
                 });
             }
         }
-        self.summary.rows(rows, self.top)
+        let mut rows = self.summary.rows(rows, self.top);
+        // The hooks know an RSS type only once it changes after attach: a process running
+        // before (a server at rest) would show 0 B of file RSS. A live process's RSS by type is
+        // read as the kernel counts it now instead (`/proc/<pid>/status`).
+        if let Some(procfs) = &self.live_rss {
+            for row in rows.iter_mut().filter(|row| !row.exited) {
+                let Ok(rss) = procfs.status_rss(row.pid) else {
+                    continue;
+                };
+                for (member, bytes) in [
+                    (rss_member::ANON, rss.rss_anon_bytes),
+                    (rss_member::FILE, rss.rss_file_bytes),
+                    (rss_member::SHMEM, rss.rss_shmem_bytes),
+                    (rss_member::SWAP, rss.vm_swap_bytes),
+                ] {
+                    if let Some(bytes) = bytes {
+                        row.stats.rss[member] = bytes;
+                    }
+                }
+            }
+        }
+        rows
     }
 
     fn print_summary(&mut self, probes: &Probes, pipeline: &PipelineSnapshot, title: &str) {
@@ -406,12 +437,13 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     let output = Output::new(options.output, Clock::new(), std::io::stdout());
     let mut tracer = Tracer::new(
         shown,
-        ProcessCache::new(procfs, 16_384),
+        ProcessCache::new(procfs.clone(), 16_384),
         selection,
         options.top,
         output,
     )
-    .with_cgroup_ids(CgroupIds::new(&options.host.cgroup));
+    .with_cgroup_ids(CgroupIds::new(&options.host.cgroup))
+    .with_live_rss(procfs);
     tracer.output.header();
 
     // Persistent streams, created once: a signal that arrives while a batch is being printed is

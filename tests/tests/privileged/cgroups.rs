@@ -265,3 +265,59 @@ fn trace_cgroup_follows_a_process_from_its_move_into_the_cgroup() {
         );
     }
 }
+
+/// Issue 10 C: a process that was running before the trace and whose RSS does not change while
+/// it is traced still has its RSS by type in the summary, as the kernel counts it.
+#[test]
+fn trace_summary_shows_the_rss_of_a_process_running_before_it() {
+    require_root();
+    let _serial = serial();
+    let mut idle = memtrace_tests::Workload::start(&["touch-anon", "1"]);
+    let pid = idle.pid();
+    let mut trace = Command::new(memtrace_bin())
+        .args(["trace", "--pid", &pid.to_string(), "--output", "json"])
+        .args(["--duration", "2s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtrace trace");
+    let mut stderr = BufReader::new(trace.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read stderr");
+    assert!(line.starts_with("memtrace: tracing with"), "{line}");
+    // One anonymous page touched while traced: only the anon type changes.
+    idle.run();
+    let out = trace.wait_with_output().expect("wait trace");
+    assert!(out.status.success());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib = |key: &str| -> u64 {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} in {status}"));
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let summary = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|v| v["kind"] == "summary" && v["pid"] == pid)
+        .expect("a summary row for the process");
+    assert!(kib("RssFile:") > 0);
+    assert_eq!(
+        summary["counters"]["rss_file_bytes"],
+        kib("RssFile:"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["counters"]["rss_anon_bytes"],
+        kib("RssAnon:"),
+        "{summary}"
+    );
+    assert!(idle.finish().success());
+}
