@@ -18,6 +18,10 @@ use crate::{
 /// `command` started inside `cgroup` (moved between fork and exec, so it runs nowhere else),
 /// reaped with `wait4`: its pid, wait status and (minor, major) faults, its waited-for
 /// descendants' included.
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped with wait4, which also gives its resource usage"
+)]
 fn run_in(cgroup: &MemoryCgroup, command: &mut Command) -> (u32, i32, u64) {
     use std::os::fd::AsRawFd;
     let procs = std::fs::OpenOptions::new()
