@@ -51,6 +51,7 @@ pub mod maps {
     pub const MM_OWNER: &str = "MM_OWNER";
     pub const FILTER_PIDS: &str = "FILTER_PIDS";
     pub const FILTER_COMMS: &str = "FILTER_COMMS";
+    pub const FILTER_CGROUPS: &str = "FILTER_CGROUPS";
     pub const LOSSES: &str = "LOSSES";
     pub const SAMPLE_COUNTER: &str = "SAMPLE_COUNTER";
     /// Discrete events (mmap family, reclaim, OOM, exec, exit).
@@ -221,6 +222,56 @@ pub struct TaskOffsets {
 }
 const _: () = assert!(size_of::<TaskOffsets>() == 60);
 
+/// Kernel struct layout (from vmlinux BTF) to a task's cgroup id: `task->cgroups` (a
+/// `css_set`), then the memory controller's cgroup (`->subsys[memory_cgrp_id]->cgroup`, cgroup
+/// v1 and hybrid hosts, where the memory controller and its OOM kills live) or the default
+/// hierarchy's (`->dfl_cgrp`, unified-only hosts), then `->kn->id`. That id is the inode number
+/// of the cgroup's directory, which userspace resolves to a path. `task_cgroups ==
+/// FIELD_ABSENT`: not available (no BTF), and the cgroup is looked up in `/proc` instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// In `css_set`: `subsys[memory_cgrp_id]` (with `css_cgroup`) or `dfl_cgrp`.
+    pub cset_link: u32,
+    /// `cgroup_subsys_state.cgroup`; [`FIELD_ABSENT`] when `cset_link` is `dfl_cgrp` (already a
+    /// `struct cgroup *`).
+    pub css_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kn_id: u32,
+    pub reserved: u32,
+}
+const _: () = assert!(size_of::<CgroupOffsets>() == 24);
+
+impl CgroupOffsets {
+    pub const ABSENT: Self = Self {
+        task_cgroups: FIELD_ABSENT,
+        cset_link: FIELD_ABSENT,
+        css_cgroup: FIELD_ABSENT,
+        cgroup_kn: FIELD_ABSENT,
+        kn_id: FIELD_ABSENT,
+        reserved: 0,
+    };
+}
+
+/// Offsets in `cgroup:cgroup_attach_task`, and the hierarchy of the live trace's cgroup filter:
+/// a task moved into a filtered cgroup (`FILTER_CGROUPS`) of that hierarchy joins `FILTER_PIDS`
+/// at once, before it can exec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachOffsets {
+    pub dst_root: u32,
+    pub dst_id: u32,
+    pub pid: u32,
+    /// The filter's hierarchy id (`dst_root`: the v1 hierarchy's number in `/proc/cgroups`, 0
+    /// for the unified one); [`FIELD_ABSENT`]: no cgroup filter.
+    pub filter_root: u32,
+}
+const _: () = assert!(size_of::<AttachOffsets>() == 16);
+
 /// All tracepoint field offsets, parsed from tracefs `format` files at load time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,8 +292,11 @@ pub struct Offsets {
     pub task: TaskOffsets,
     /// `syscalls:sys_enter_madvise`: `start`, `len_in`, `behavior` (counted only, no event).
     pub madvise_enter: SyscallEnterOffsets,
+    /// A task's cgroup id (exit and OOM events).
+    pub cgroup: CgroupOffsets,
+    pub attach: AttachOffsets,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24);
+const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24 + 24 + 16);
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -316,6 +370,13 @@ impl Offsets {
         },
         madvise_enter: SyscallEnterOffsets {
             args: [FIELD_ABSENT; 6],
+        },
+        cgroup: CgroupOffsets::ABSENT,
+        attach: AttachOffsets {
+            dst_root: FIELD_ABSENT,
+            dst_id: FIELD_ABSENT,
+            pid: FIELD_ABSENT,
+            filter_root: FIELD_ABSENT,
         },
     };
 }
@@ -498,8 +559,12 @@ pub struct OomEvent {
     /// [`oom_field`] bits.
     pub present: u32,
     pub victim_comm: [u8; COMM_LEN],
+    /// The victim's and the trigger's cgroup ids (see [`CgroupOffsets`]); 0: unknown.
+    pub victim_cgroup_id: u64,
+    pub trigger_cgroup_id: u64,
 }
-const _: () = assert!(size_of::<OomEvent>() == size_of::<EventHeader>() + 8 + 5 * 8 + 8 + COMM_LEN);
+const _: () =
+    assert!(size_of::<OomEvent>() == size_of::<EventHeader>() + 8 + 5 * 8 + 8 + COMM_LEN + 16);
 
 /// `sched:sched_process_exec`; `header.comm` is the new comm.
 #[repr(C)]
@@ -527,9 +592,12 @@ pub struct ExitEvent {
     /// sampler, which has no `PROC_STATS` fault counts.
     pub task_faults_minor: u64,
     pub task_faults_major: u64,
+    /// The process's cgroup id at its exit (see [`CgroupOffsets`]); 0: unknown. `header.comm`
+    /// is the thread-group leader's name, whichever thread exits last.
+    pub cgroup_id: u64,
 }
 const _: () =
-    assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 24);
+    assert!(size_of::<ExitEvent>() == size_of::<EventHeader>() + size_of::<ProcStats>() + 32);
 
 /// One task (thread) as the task sampler (`task_sampler`, a BPF task iterator) writes it to its
 /// seq file. Userspace sums the threads of each process. Kernel threads are not written. With

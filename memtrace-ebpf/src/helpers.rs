@@ -244,3 +244,64 @@ pub fn task_faults(task: u64, t: &TaskOffsets, load: fn(u64) -> u64) -> (u64, u6
         load(task + u64::from(t.task_maj_flt)),
     )
 }
+
+/// A task's cgroup id (`memtrace_common::CgroupOffsets`), through `load` as in
+/// [`task_faults`]; 0 without the layout or when a link is NULL. `OFFSETS` is read-only, so the
+/// verifier keeps only the path this host uses (v1 memory controller or default hierarchy).
+#[inline(always)]
+pub fn task_cgroup_id(task: u64, load: fn(u64) -> u64) -> u64 {
+    let c = offset!(cgroup);
+    if c.task_cgroups == FIELD_ABSENT {
+        return 0;
+    }
+    let cset = load(task + u64::from(c.task_cgroups));
+    if cset == 0 {
+        return 0;
+    }
+    let mut cgroup = load(cset + u64::from(c.cset_link));
+    if c.css_cgroup != FIELD_ABSENT {
+        if cgroup == 0 {
+            return 0;
+        }
+        cgroup = load(cgroup + u64::from(c.css_cgroup));
+    }
+    if cgroup == 0 {
+        return 0;
+    }
+    let kn = load(cgroup + u64::from(c.cgroup_kn));
+    if kn == 0 {
+        return 0;
+    }
+    load(kn + u64::from(c.kn_id))
+}
+
+/// The current task's cgroup id ([`task_cgroup_id`]): BTF loads from the current task.
+#[inline(always)]
+pub fn current_cgroup_id() -> u64 {
+    if offset!(cgroup.task_cgroups) == FIELD_ABSENT {
+        return 0;
+    }
+    // SAFETY: helper without preconditions; a BTF pointer to the current task.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    task_cgroup_id(task, load_btf::<u64>)
+}
+
+/// The current process's name: its thread-group leader's comm (the last thread to exit may be
+/// a helper thread named otherwise). Without BTF, the current task's.
+#[inline(always)]
+pub fn leader_comm() -> [u8; COMM_LEN] {
+    let t = offset!(task);
+    if t.task_comm == FIELD_ABSENT || t.task_group_leader == FIELD_ABSENT {
+        return current_comm();
+    }
+    // SAFETY: helper without preconditions; a BTF pointer to the current task.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    let leader = load_btf::<u64>(task + u64::from(t.task_group_leader));
+    if leader == 0 {
+        return current_comm();
+    }
+    let comm = leader + u64::from(t.task_comm);
+    let words = [load_btf::<u64>(comm), load_btf::<u64>(comm + 8)];
+    // SAFETY: 16 plain bytes either way.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words) }
+}

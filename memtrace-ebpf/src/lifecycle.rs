@@ -8,10 +8,13 @@ use memtrace_common::{
 
 use crate::{
     helpers::{
-        count_loss, current, data_loc_str, events_wakeup, field, header, read_kernel, task_faults,
-        tid_of,
+        count_loss, current, current_cgroup_id, data_loc_str, events_wakeup, field, header,
+        leader_comm, read_kernel, task_faults, tid_of,
     },
-    maps::{CONFIG, EVENTS, FILTER_PIDS, PROC_STATS, RECLAIM_INFLIGHT, SYSCALL_INFLIGHT, offset},
+    maps::{
+        CONFIG, EVENTS, FILTER_CGROUPS, FILTER_PIDS, PROC_STATS, RECLAIM_INFLIGHT,
+        SYSCALL_INFLIGHT, offset,
+    },
     rss::release_mm_owner,
 };
 
@@ -71,6 +74,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             // SAFETY: exclusively owned ring-buffer record; `stats` is a map value pointer.
             unsafe {
                 (*event).header = header(kind::EXIT, pid_tgid);
+                // The process's name and cgroup, known here for a process no sampler saw.
+                (*event).header.comm = leader_comm();
+                (*event).cgroup_id = current_cgroup_id();
                 if let Some(stats) = stats {
                     core::ptr::copy_nonoverlapping(stats, &raw mut (*event).stats, 1);
                     (*event).tracked = 1;
@@ -114,6 +120,27 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if let Some(child) = field::<i32>(&ctx, offset!(sched.fork_child_pid))
         && FILTER_PIDS.insert(child.cast_unsigned(), 1u8, 0).is_err()
     {
+        count_loss(loss::MAP_FILTER_PIDS);
+    }
+    0
+}
+
+/// Keeps a cgroup filter complete from the moment a task is moved in (writing its pid to
+/// `cgroup.procs`), so what it does next (typically an exec) is seen, not only after a rescan.
+#[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    let a = offset!(attach);
+    let (Some(root), Some(id), Some(pid)) = (
+        field::<i32>(&ctx, a.dst_root),
+        field::<u64>(&ctx, a.dst_id),
+        field::<i32>(&ctx, a.pid),
+    ) else {
+        return 0;
+    };
+    if root.cast_unsigned() != a.filter_root || FILTER_CGROUPS.get_ptr(id).is_none() {
+        return 0;
+    }
+    if FILTER_PIDS.insert(pid.cast_unsigned(), 1u8, 0).is_err() {
         count_loss(loss::MAP_FILTER_PIDS);
     }
     0

@@ -60,6 +60,10 @@ pub static MM_OWNER: HashMap<u64, u32> = HashMap::with_max_entries(32768, 0);
 /// Live-trace filter: tgids (and, with `FOLLOW_FORKS`, their descendants' task ids).
 #[map]
 pub static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
+/// Live-trace filter: cgroup ids (of the filter's hierarchy) whose new members join
+/// `FILTER_PIDS` as they are moved in (`cgroup:cgroup_attach_task`).
+#[map]
+pub static FILTER_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
 /// Live-trace filter: task names, zero-padded to 16 bytes.
 #[map]
 pub static FILTER_COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);

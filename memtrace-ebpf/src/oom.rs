@@ -6,7 +6,7 @@ use aya_log_ebpf::info;
 use memtrace_common::{OomEvent, kind, oom_field};
 
 use crate::{
-    helpers::{current, data_loc_str, emit, field, header},
+    helpers::{current, current_cgroup_id, data_loc_str, emit, field, header, tid_of},
     maps::{CONFIG, EVENTS, offset},
 };
 
@@ -17,10 +17,21 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let o = offset!(oom);
-    let (pid_tgid, _) = current();
+    let (pid_tgid, tgid) = current();
+    let victim_pid = field::<i32>(&ctx, o.pid).unwrap_or(0).cast_unsigned();
+    let trigger_cgroup_id = current_cgroup_id();
     let mut event = OomEvent {
         header: header(kind::OOM, pid_tgid),
-        victim_pid: field::<i32>(&ctx, o.pid).unwrap_or(0).cast_unsigned(),
+        victim_pid,
+        trigger_cgroup_id,
+        // The record names the victim only by pid; when it is the trigger itself (a process
+        // that hits its cgroup's limit and is chosen, the usual memcg OOM), its cgroup is
+        // known here even if it dies before anyone reads /proc.
+        victim_cgroup_id: if victim_pid == tgid || victim_pid == tid_of(pid_tgid) {
+            trigger_cgroup_id
+        } else {
+            0
+        },
         ..OomEvent::default()
     };
     let mut present = 0;

@@ -7,6 +7,7 @@
 //! facilities), `daemon` (the model's owner: sampling, events, views for the HTTP endpoint),
 //! `trace` (the live trace), `cli` (one file per verb: argument parsing).
 pub mod cgroup;
+pub mod cgroup_ids;
 pub mod cli;
 pub mod counters;
 pub mod daemon;

@@ -157,7 +157,9 @@ impl Daemon {
             // looked up now, before its exit empties /proc/<pid>.
             let pid = event.subject_pid();
             let _ = self.sampler.identify(pid, now);
-            self.model.observe_event(now, wall, event);
+            let cgroup = self.sampler.event_cgroup(&mut self.model, event, now);
+            self.model
+                .observe_event_in(now, wall, event, cgroup.as_deref());
             if let (Some(state), Some(record)) = (&mut self.state, self.model.take_completed_oom())
             {
                 state.save(&record, wall);

@@ -259,6 +259,7 @@ fn probe_options(settings: &Settings) -> ProbeOptions {
             .chain(settings.mmap_calls.then_some(Family::Mmap))
             .collect(),
         btf_path: settings.host.btf.clone(),
+        cgroup_root: settings.host.cgroup.clone(),
         ..ProbeOptions::default()
     }
 }

@@ -7,6 +7,8 @@ use memtrace_common::{ExitEvent, ProcStats};
 
 use crate::{
     cgroup::CgroupFs,
+    cgroup_ids::CgroupIds,
+    events::Event,
     host::HostPaths,
     model::Model,
     node::NodeReader,
@@ -37,6 +39,8 @@ pub struct Sampler {
     cache: ProcessCache,
     node: NodeReader,
     cgroups: CgroupFs,
+    /// Cgroup ids of exit and OOM events to paths.
+    cgroup_ids: CgroupIds,
     stats_reader: ProcStatsReader,
     stats: Vec<(u32, ProcStats)>,
     tasks: TaskSampler,
@@ -51,6 +55,7 @@ impl Sampler {
             cache: ProcessCache::new(ProcFs::new(&host.proc), max_processes),
             node: NodeReader::new(&host.proc),
             cgroups: CgroupFs::new(&host.cgroup),
+            cgroup_ids: CgroupIds::new(&host.cgroup),
             stats_reader: ProcStatsReader::default(),
             stats: Vec::new(),
             tasks: TaskSampler::default(),
@@ -68,6 +73,31 @@ impl Sampler {
     /// Forgets a process's identity (it exited, or exec'd into another program).
     pub fn forget(&mut self, pid: u32) {
         self.cache.invalidate(pid);
+    }
+
+    /// The cgroup the kernel reported for `event`'s subject (an exit's process, an OOM kill's
+    /// victim), as a path, for [`Model::observe_event_in`]. An OOM victim's cgroup is tracked
+    /// and its memory (the limit) read now: it may be new to the model, and gone by the next
+    /// tick.
+    pub fn event_cgroup(
+        &mut self,
+        model: &mut Model,
+        event: &Event,
+        now: Instant,
+    ) -> Option<String> {
+        let id = match event {
+            Event::Exit(exit) => exit.cgroup_id,
+            Event::Oom(oom) => oom.victim_cgroup_id,
+            _ => return None,
+        };
+        let path = self.cgroup_ids.path(id)?.to_owned();
+        if let Event::Oom(_) = event {
+            model.track_cgroup(&path);
+            if let Ok(memory) = self.cgroups.memory(&path) {
+                model.observe_cgroup(now, &path, memory);
+            }
+        }
+        Some(path)
     }
 
     /// Completes an exit event with the task sampler's last counters for the process.

@@ -251,6 +251,10 @@ fn mem_text(out: &mut String, e: &MemSyscallEvent) {
                     e.addr,
                     human_bytes(e.len)
                 );
+            } else if e.old_addr == 0 {
+                // The first brk seen since the trace attached: the old break is not known (the
+                // kernel never reports 0 as a break), so neither is the change.
+                let _ = write!(out, "brk=? -> {:#x} (previous break unknown)", e.addr);
             } else {
                 let sign = if e.grew != 0 { '+' } else { '-' };
                 let _ = write!(
@@ -505,10 +509,16 @@ pub fn json(
                 line.bool("failed", failed(e.ret));
             }
             kind::BRK => {
-                line.address("old_addr", "old_addr_hex", e.old_addr)?;
+                // An unknown old break (the first brk since attach) is omitted, with the change.
+                let known = e.old_addr != 0;
+                if known {
+                    line.address("old_addr", "old_addr_hex", e.old_addr)?;
+                }
                 line.address("new_addr", "new_addr_hex", e.addr)?;
-                line.value("len", &e.len)?;
-                line.bool("grew", e.grew != 0);
+                if known {
+                    line.value("len", &e.len)?;
+                    line.bool("grew", e.grew != 0);
+                }
                 line.value("ret", &e.ret)?;
                 line.bool("failed", failed(e.ret));
             }
@@ -608,6 +618,32 @@ mod tests {
                 humantime::format_rfc3339_nanos(clock.wall(mono)).to_string(),
                 "monotonic {mono}"
             );
+        }
+    }
+
+    /// Issue 10 C: the first brk after attach has no known previous break; it is shown as
+    /// unknown, not as a move from 0 by "-0 B".
+    #[test]
+    fn a_brk_with_an_unknown_previous_break_says_so() {
+        let clock = Clock::with_offset(1_700_000_000_000_000_000);
+        let event = Event::MemSyscall(MemSyscallEvent {
+            header: header(kind::BRK),
+            addr: 0x1df_5000,
+            ret: 0x1df_5000,
+            ..Default::default()
+        });
+        let mut line = String::new();
+        text(&mut line, &clock, &event, None);
+        assert!(
+            line.ends_with("brk      brk=? -> 0x1df5000 (previous break unknown)"),
+            "{line}"
+        );
+        let mut buf = Vec::new();
+        json(&mut buf, &clock, &event, None).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(value["new_addr"], 0x1df_5000);
+        for absent in ["old_addr", "old_addr_hex", "len", "grew"] {
+            assert!(value.get(absent).is_none(), "{absent} in {value}");
         }
     }
 

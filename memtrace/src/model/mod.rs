@@ -130,6 +130,9 @@ struct ProcessEntry {
     info: Option<Arc<ProcessInfo>>,
     /// Comm from an exec event, newer than `info` (the identity cache may predate the exec).
     exec_comm: Option<String>,
+    /// The cgroup the kernel reported at the process's exit: it wins over `info`'s (read from
+    /// `/proc` earlier, or never).
+    kernel_cgroup: Option<String>,
     latest: ProcStats,
     /// Bounded history of samples, oldest first.
     history: SampleHistory,
@@ -154,6 +157,7 @@ impl ProcessEntry {
         Self {
             info: info.cloned(),
             exec_comm: None,
+            kernel_cgroup: None,
             latest: *stats,
             history: SampleHistory::new(capacity, Sample::new(now, stats)),
             cgroup_base: Base::default(),
@@ -166,7 +170,9 @@ impl ProcessEntry {
 
     /// The cgroup as known, `None` if it is not.
     fn cgroup(&self) -> Option<&str> {
-        self.info.as_ref().and_then(|i| i.cgroup.as_deref())
+        self.kernel_cgroup
+            .as_deref()
+            .or_else(|| self.info.as_ref().and_then(|i| i.cgroup.as_deref()))
     }
 
     /// The cgroup it is rolled up into.
@@ -330,8 +336,9 @@ impl Model {
         {
             if exited.exit_seen {
                 // Read from the kernel map before the exit removed it, handled after the exit
-                // event: the dead process, not a new one.
-                if dominates(&exited.folded, stats) {
+                // event: the dead process, not a new one. (One never seen live, known only by
+                // its exit, cannot be read afterwards: this pid is a new process.)
+                if exited.process.seen != 0 && dominates(&exited.folded, stats) {
                     return;
                 }
             } else if dominates(stats, &exited.folded)
@@ -491,9 +498,22 @@ impl Model {
     /// [`OomRecord`] with its flight recording; Exec: the comm is refreshed. Others are ignored
     /// (their effect is in the counters already).
     pub fn observe_event(&mut self, now: Instant, wall: SystemTime, event: &Event) {
+        self.observe_event_in(now, wall, event, None);
+    }
+
+    /// [`Model::observe_event`] with the cgroup the kernel reported for the event's subject (the
+    /// exiting process, the OOM victim), resolved to its path: it wins over what `/proc` said,
+    /// and it is the only cgroup known of a process that lived too short to be sampled.
+    pub fn observe_event_in(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        event: &Event,
+        cgroup: Option<&str>,
+    ) {
         match event {
-            Event::Exit(exit) => self.observe_exit(now, exit),
-            Event::Oom(oom) => self.observe_oom(now, wall, oom),
+            Event::Exit(exit) => self.observe_exit(now, exit, cgroup),
+            Event::Oom(oom) => self.observe_oom(now, wall, oom, cgroup),
             Event::Exec(exec) => {
                 if let Some(entry) = self.live.get_mut(&exec.header.pid) {
                     let comm = comm_str(&exec.header.comm);
@@ -506,7 +526,7 @@ impl Model {
         }
     }
 
-    fn observe_exit(&mut self, now: Instant, exit: &ExitEvent) {
+    fn observe_exit(&mut self, now: Instant, exit: &ExitEvent, cgroup: Option<&str>) {
         let pid = exit.header.pid;
         // Untracked: the kernel had no counters for it, the final ones mean nothing.
         let last = (exit.tracked != 0).then_some(exit.stats);
@@ -534,14 +554,40 @@ impl Model {
         }
         if let Some(entry) = self.live.get(&pid)
             && last.is_none_or(|s| dominates(&s, &entry.latest))
-            && let Some(entry) = self.live.remove(&pid)
+            && let Some(mut entry) = self.live.remove(&pid)
         {
+            if let Some(path) = cgroup
+                && path != entry.cgroup_key()
+            {
+                // In another cgroup than last read from /proc: what it did until the last tick
+                // stays with that one (as for a move seen by a tick), the rest goes to this.
+                let moved = entry.cgroup_base.since(&entry.latest);
+                if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
+                    add_counters(&mut old.exited, &moved);
+                }
+                entry.cgroup_base.set(&entry.latest);
+                entry.kernel_cgroup = Some(path.to_owned());
+                self.ensure_cgroup(path);
+            }
             self.retire(now, pid, entry, last, true);
             return;
         }
-        // Never seen live (too short-lived for a tick): only the node totals know it.
-        if let Some(last) = last {
-            add_counters(&mut self.node_exited, &last);
+        let Some(last) = last else {
+            return;
+        };
+        match cgroup {
+            // Never seen live (too short-lived for a tick), but the kernel named its cgroup: it
+            // is counted there, and listed as exited (which keeps the cgroup for the grace).
+            Some(path) => {
+                let mut entry = ProcessEntry::new(now, &ProcStats::default(), None, self.capacity);
+                entry.kernel_cgroup = Some(path.to_owned());
+                let comm = comm_str(&exit.header.comm);
+                entry.exec_comm = (!comm.is_empty()).then_some(comm);
+                self.ensure_cgroup(path);
+                self.retire(now, pid, entry, Some(last), true);
+            }
+            // Only the node totals know it.
+            None => add_counters(&mut self.node_exited, &last),
         }
     }
 
@@ -569,17 +615,24 @@ impl Model {
         }
     }
 
-    fn observe_oom(&mut self, now: Instant, wall: SystemTime, oom: &OomEvent) {
+    fn observe_oom(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        oom: &OomEvent,
+        kernel_cgroup: Option<&str>,
+    ) {
         let present = |bit: u32| oom.present & bit != 0;
         let bytes = |bit: u32, kb: u64| present(bit).then(|| kb.saturating_mul(1024));
 
-        let mut victim_cgroup = None;
+        // The kernel's, else what the model knows of the victim.
+        let mut victim_cgroup = kernel_cgroup.map(str::to_owned);
         let mut victim_comm = present(oom_field::COMM)
             .then(|| comm_str(&oom.victim_comm))
             .filter(|c| !c.is_empty());
         let mut flight = Vec::new();
         if let Some(victim) = self.process(now, oom.victim_pid) {
-            victim_cgroup = victim.cgroup().map(str::to_owned);
+            victim_cgroup = victim_cgroup.or_else(|| victim.cgroup().map(str::to_owned));
             victim_comm = victim_comm.or_else(|| Some(victim.comm().to_owned()));
             let usage = victim_cgroup
                 .as_deref()
@@ -658,6 +711,12 @@ impl Model {
     /// The latest node-wide reading (replaces the previous one).
     pub fn observe_node(&mut self, sample: NodeSample) {
         self.node = Some(sample);
+    }
+
+    /// Tracks `path` (if not yet): a cgroup known from a kernel event, whose memory reading
+    /// [`Model::observe_cgroup`] then takes at once.
+    pub fn track_cgroup(&mut self, path: &str) {
+        self.ensure_cgroup(path);
     }
 
     /// The latest memory reading of a cgroup. Paths the model does not track (see

@@ -80,6 +80,7 @@ fn oom(trigger: u32, victim: u32, present: u32) -> Event {
         oom_score_adj: 900,
         present,
         victim_comm: comm("victim"),
+        ..OomEvent::default()
     })
 }
 
@@ -908,4 +909,49 @@ fn a_victim_gone_before_the_kill_sample_gets_its_final_rates_from_its_exit() {
     assert_eq!(last.rss_anon_bytes, 2048 * 1024, "RSS stays as at the kill");
     assert_eq!(model.oom_records()[0], record);
     assert!(model.take_completed_oom().is_none(), "once");
+}
+
+/// Issue 10 A and load defect 2: the cgroup the kernel reports at the event wins. A process never
+/// seen live is counted in it; one last read from /proc elsewhere keeps what it did there; an
+/// OOM victim never seen is attributed to it; a new process reusing such a pid is not mistaken
+/// for the dead one.
+#[test]
+fn the_kernels_cgroup_attributes_exits_and_oom_victims() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    model.observe_processes(
+        at(t0, 0),
+        &[(70, stats(100, 0, MIB), info(70, "a", "/old", 1))],
+    );
+    model.observe_event_in(
+        at(t0, 1),
+        wall(1),
+        &exit(71, stats(40, 1, 0)),
+        Some("/build"),
+    );
+    model.observe_event_in(
+        at(t0, 1),
+        wall(1),
+        &exit(70, stats(130, 0, 0)),
+        Some("/new"),
+    );
+    let snap = model.snapshot(at(t0, 1), wall(1), pipeline());
+    assert_eq!(cgroup_view(&snap, "/build").counters.faults_minor, 40);
+    assert_eq!(cgroup_view(&snap, "/build").counters.faults_major, 1);
+    assert_eq!(cgroup_view(&snap, "/old").counters.faults_minor, 100);
+    assert_eq!(cgroup_view(&snap, "/new").counters.faults_minor, 30);
+    assert_eq!(model.node_counters().faults_minor, 170);
+
+    model.observe_event_in(at(t0, 1), wall(1), &oom(73, 72, 0), Some("/build"));
+    assert_eq!(
+        model.oom_records()[0].victim_cgroup.as_deref(),
+        Some("/build")
+    );
+
+    // Pid 71 reused by a new process with fewer faults: it is live, not the dead one.
+    model.observe_processes(
+        at(t0, 2),
+        &[(71, stats(5, 0, MIB), info(71, "b", "/build", 9))],
+    );
+    assert_eq!(model.process_count(), 1);
 }

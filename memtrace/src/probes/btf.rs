@@ -11,7 +11,7 @@ use std::{
 };
 
 use btf_rs::{Btf, Type};
-use memtrace_common::{FIELD_ABSENT, TaskOffsets};
+use memtrace_common::{CgroupOffsets, FIELD_ABSENT, TaskOffsets};
 
 /// Why a layout could not be had from the kernel's BTF. `Clone`, because one unreadable file is
 /// the reason for every family that needed it.
@@ -29,6 +29,29 @@ pub enum BtfError {
     NoMember { parent: String, member: String },
     #[error("kernel BTF: {what} is a bitfield or not byte-aligned")]
     Unaligned { what: String },
+    #[error("kernel BTF has no enum {name} with a member {member}")]
+    NoEnumMember { name: String, member: String },
+}
+
+/// The two ways to a task's cgroup id ([`CgroupOffsets`]); the loader picks the one of the
+/// host's cgroup layout ([`CgroupLayouts::for_hierarchy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupLayouts {
+    /// Through the memory controller's css: cgroup v1 (and hybrid) hosts.
+    pub memory: CgroupOffsets,
+    /// Through `dfl_cgrp`: unified (v2-only) hosts.
+    pub default_hierarchy: CgroupOffsets,
+}
+
+impl CgroupLayouts {
+    /// The layout for a host whose memory controller is on a v1 hierarchy (`v1`) or not.
+    pub fn for_hierarchy(&self, v1: bool) -> CgroupOffsets {
+        if v1 {
+            self.memory
+        } else {
+            self.default_hierarchy
+        }
+    }
 }
 
 /// The offsets the raw `kmem:rss_stat` program needs.
@@ -149,6 +172,48 @@ impl KernelBtf {
         })
     }
 
+    /// The value of `member` in `enum name`.
+    fn enum_value(&self, name: &str, member: &str) -> Result<u32, BtfError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        types
+            .iter()
+            .find_map(|t| match t {
+                Type::Enum(e) => e
+                    .members
+                    .iter()
+                    .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == member))
+                    .map(btf_rs::EnumMember::val),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoEnumMember {
+                name: name.to_owned(),
+                member: member.to_owned(),
+            })
+    }
+
+    /// The ways from a task to its cgroup id (see [`CgroupOffsets`]).
+    pub fn cgroup_layouts(&self) -> Result<CgroupLayouts, BtfError> {
+        let memory_id = self.enum_value("cgroup_subsys_id", "memory_cgrp_id")?;
+        let subsys = self.offset_of("css_set", "subsys")?;
+        let common = CgroupOffsets {
+            task_cgroups: self.offset_of("task_struct", "cgroups")?,
+            cset_link: self.offset_of("css_set", "dfl_cgrp")?,
+            css_cgroup: FIELD_ABSENT,
+            cgroup_kn: self.offset_of("cgroup", "kn")?,
+            kn_id: self.offset_of("kernfs_node", "id")?,
+            reserved: 0,
+        };
+        Ok(CgroupLayouts {
+            memory: CgroupOffsets {
+                // `subsys` is an array of pointers.
+                cset_link: subsys + 8 * memory_id,
+                css_cgroup: self.offset_of("cgroup_subsys_state", "cgroup")?,
+                ..common
+            },
+            default_hierarchy: common,
+        })
+    }
+
     /// Whether the kernel offers the BPF task iterator (`bpf_iter_task`, Linux 5.8+).
     pub fn has_task_iterator(&self) -> bool {
         self.btf
@@ -178,6 +243,8 @@ pub struct BtfLayouts {
     pub task: Result<TaskOffsets, BtfError>,
     /// Whether the kernel has the BPF task iterator.
     pub task_iterator: bool,
+    /// For the cgroup id of exit and OOM events.
+    pub cgroup: Result<CgroupLayouts, BtfError>,
 }
 
 impl BtfLayouts {
@@ -189,6 +256,7 @@ impl BtfLayouts {
                 rss: btf.rss_layout(),
                 task: btf.task_layout(),
                 task_iterator: btf.has_task_iterator(),
+                cgroup: btf.cgroup_layouts(),
             },
             Err(err) => Self::unavailable(err),
         }
@@ -198,8 +266,9 @@ impl BtfLayouts {
     pub fn unavailable(reason: BtfError) -> Self {
         Self {
             rss: Err(reason.clone()),
-            task: Err(reason),
+            task: Err(reason.clone()),
             task_iterator: false,
+            cgroup: Err(reason),
         }
     }
 }
@@ -248,6 +317,18 @@ mod tests {
         assert_ne!(t.task_thread_node, FIELD_ABSENT);
         assert!(t.task_comm > 0 && t.mm_total_vm > 0, "{t:?}");
         assert!(btf.has_task_iterator());
+    }
+
+    #[test]
+    fn resolves_the_cgroup_layouts_of_the_running_kernel() {
+        let btf = KernelBtf::open(Path::new(crate::preflight::KERNEL_BTF)).unwrap();
+        let layouts = btf.cgroup_layouts().unwrap();
+        let (v1, v2) = (layouts.for_hierarchy(true), layouts.for_hierarchy(false));
+        assert_eq!(v1.task_cgroups, v2.task_cgroups);
+        assert_ne!(v1.css_cgroup, FIELD_ABSENT, "{v1:?}");
+        assert_eq!(v2.css_cgroup, FIELD_ABSENT, "{v2:?}");
+        assert_ne!(v1.cset_link, v2.cset_link);
+        assert!(v1.kn_id < 256 && v1.cgroup_kn < 4096, "{v1:?}");
     }
 
     #[test]

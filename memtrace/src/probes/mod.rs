@@ -50,6 +50,12 @@ pub struct ProbeOptions {
     pub fault_ring_bytes: u32,
     /// The kernel's BTF (struct layouts for the raw rss_stat hook).
     pub btf_path: std::path::PathBuf,
+    /// The cgroup filesystem root (`/sys/fs/cgroup`): whether the memory controller is on a v1
+    /// hierarchy decides which cgroup the kernel reports for exits and OOM kills.
+    pub cgroup_root: std::path::PathBuf,
+    /// The hierarchy id of the live trace's cgroup filter (see
+    /// `memtrace_common::AttachOffsets::filter_root`), if it has one.
+    pub filter_cgroup_root: Option<u32>,
 }
 
 impl Default for ProbeOptions {
@@ -70,6 +76,8 @@ impl Default for ProbeOptions {
             events_ring_bytes: 1 << 20,
             fault_ring_bytes: page_size(),
             btf_path: crate::preflight::KERNEL_BTF.into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            filter_cgroup_root: None,
         }
     }
 }
@@ -172,7 +180,20 @@ impl Probes {
         // BTF; without BTF, slower hooks that need none are used instead.
         let layouts = BtfLayouts::read(&options.btf_path);
         let context = PlanContext::new(tracefs, &layouts, options.config.filter_flags);
-        let plan = ProbePlan::new(&context, &options.families);
+        let mut plan = ProbePlan::new(&context, &options.families);
+        // Exit and OOM events carry the cgroup the kernel knows at the event: the memory
+        // controller's on a v1 (or hybrid) host, the default hierarchy's on a unified one.
+        match &layouts.cgroup {
+            Ok(cgroup) => {
+                let v1 = crate::cgroup_ids::memory_hierarchy(&options.cgroup_root)
+                    .is_some_and(|(_, v1)| v1);
+                plan.offsets.cgroup = cgroup.for_hierarchy(v1);
+            }
+            Err(err) => tracing::debug!("no cgroup ids in events: {err}"),
+        }
+        if let Some(root) = options.filter_cgroup_root {
+            plan.offsets.attach.filter_root = root;
+        }
         // The task iterator is loaded against a BTF function id: aya needs its own parse of the
         // kernel's BTF for that, which the loader then reuses for the object.
         let aya_btf = if plan.needs_kernel_btf() {
@@ -311,6 +332,25 @@ impl Probes {
         for pid in pids {
             map.insert(pid, 1, 0).map_err(|source| ProbeError::Map {
                 name: maps::FILTER_PIDS,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Add cgroup ids (of the hierarchy given as `ProbeOptions::filter_cgroup_root`) to the
+    /// live-trace cgroup filter: tasks moved into them join the pid filter at the move.
+    pub fn add_filter_cgroups(&mut self, ids: &[u64]) -> Result<(), ProbeError> {
+        let mut map: BpfHashMap<&mut MapData, u64, u8> =
+            BpfHashMap::try_from(self.map_mut(maps::FILTER_CGROUPS)?).map_err(|source| {
+                ProbeError::Map {
+                    name: maps::FILTER_CGROUPS,
+                    source,
+                }
+            })?;
+        for id in ids {
+            map.insert(id, 1, 0).map_err(|source| ProbeError::Map {
+                name: maps::FILTER_CGROUPS,
                 source,
             })?;
         }

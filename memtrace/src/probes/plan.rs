@@ -242,9 +242,11 @@ impl ProbePlan {
     /// [`ProbeFamily::replaces`]).
     pub fn new(ctx: &PlanContext<'_>, requested: &[Family]) -> Self {
         let mut offsets = Offsets::ABSENT;
-        // Every family's programs read the comm; with BTF they load it from the task directly.
+        // Every family's programs read the comm; with BTF they load it from the task directly
+        // (the exit hook the thread-group leader's, through `group_leader`).
         if let Ok(task) = &ctx.btf.task {
             offsets.task.task_comm = task.task_comm;
+            offsets.task.task_group_leader = task.task_group_leader;
         }
         let mut families = Vec::new();
         for family in families::REGISTRY {

@@ -140,6 +140,7 @@ fn events() -> Vec<Event> {
             pgtables_kb: 188,
             oom_score_adj: 0,
             present: u32::MAX,
+            ..OomEvent::default()
         }),
         Event::Exec(ExecEvent {
             header: header(kind::EXEC),

@@ -16,13 +16,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use memtrace_common::{Config, ProcStats, filter, kind};
+use memtrace_common::{Config, ProcStats, filter, kind, rss_member};
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use selection::{COMM_MAX, CgroupFilter, NoSuchCgroup, Selection};
 pub use summary::{Summary, SummaryRow};
 
 use crate::{
+    cgroup_ids::CgroupIds,
     events::{
         Event, EventKindSet, comm_str,
         render::{self, Clock, TEXT_HEADER},
@@ -188,6 +189,10 @@ pub struct Tracer<W: Write> {
     top: usize,
     /// memtrace's own ring-buffer maps and allocations are not what the user is looking for.
     own_pid: u32,
+    /// The cgroups the kernel reports with exits and OOM kills, to paths.
+    cgroup_ids: Option<CgroupIds>,
+    /// Where the summary reads live processes' RSS by type (see [`Tracer::summary_rows`]).
+    live_rss: Option<ProcFs>,
     pub output: Output<W>,
 }
 
@@ -206,8 +211,25 @@ impl<W: Write> Tracer<W> {
             summary: Summary::default(),
             top,
             own_pid: std::process::id(),
+            cgroup_ids: None,
+            live_rss: None,
             output,
         }
+    }
+
+    /// The summary's RSS of live processes from `procfs` (see [`Tracer::summary_rows`]).
+    #[must_use]
+    pub fn with_live_rss(mut self, procfs: ProcFs) -> Self {
+        self.live_rss = Some(procfs);
+        self
+    }
+
+    /// Shows the cgroup the kernel reported at exits and OOM kills (resolved by `ids`) rather
+    /// than the one `/proc` said, if it said any before the process was gone.
+    #[must_use]
+    pub fn with_cgroup_ids(mut self, ids: CgroupIds) -> Self {
+        self.cgroup_ids = Some(ids);
+        self
     }
 
     pub fn selection(&self) -> &Selection {
@@ -225,7 +247,18 @@ impl<W: Write> Tracer<W> {
         // Trusted lookups: exits and execs (always in the kernel mask) invalidate entries, so a
         // cached identity is current, and it still answers for a process that just exited.
         let info = self.cache.get_trusted(pid, now);
-        let cgroup = info.as_ref().and_then(|i| i.cgroup.as_deref());
+        let kernel_cgroup_id = match event {
+            Event::Exit(e) => e.cgroup_id,
+            Event::Oom(e) => e.victim_cgroup_id,
+            _ => 0,
+        };
+        let kernel_cgroup = match &mut self.cgroup_ids {
+            Some(ids) if kernel_cgroup_id != 0 => ids.path(kernel_cgroup_id).map(str::to_owned),
+            _ => None,
+        };
+        let cgroup = kernel_cgroup
+            .as_deref()
+            .or_else(|| info.as_ref().and_then(|i| i.cgroup.as_deref()));
         if let Event::Exit(e) = event {
             // The exiting task may be any thread (named e.g. "tokio-runtime-w"): prefer the
             // process's own name when it was seen alive.
@@ -271,7 +304,28 @@ impl<W: Write> Tracer<W> {
                 });
             }
         }
-        self.summary.rows(rows, self.top)
+        let mut rows = self.summary.rows(rows, self.top);
+        // The hooks know an RSS type only once it changes after attach: a process running
+        // before (a server at rest) would show 0 B of file RSS. A live process's RSS by type is
+        // read as the kernel counts it now instead (`/proc/<pid>/status`).
+        if let Some(procfs) = &self.live_rss {
+            for row in rows.iter_mut().filter(|row| !row.exited) {
+                let Ok(rss) = procfs.status_rss(row.pid) else {
+                    continue;
+                };
+                for (member, bytes) in [
+                    (rss_member::ANON, rss.rss_anon_bytes),
+                    (rss_member::FILE, rss.rss_file_bytes),
+                    (rss_member::SHMEM, rss.rss_shmem_bytes),
+                    (rss_member::SWAP, rss.vm_swap_bytes),
+                ] {
+                    if let Some(bytes) = bytes {
+                        row.stats.rss[member] = bytes;
+                    }
+                }
+            }
+        }
+        rows
     }
 
     fn print_summary(&mut self, probes: &Probes, pipeline: &PipelineSnapshot, title: &str) {
@@ -322,6 +376,7 @@ fn probe_options(options: &TraceOptions, shown: EventKindSet, filtered: bool) ->
         } else {
             page_size()
         },
+        cgroup_root: options.host.cgroup.clone(),
         ..ProbeOptions::default()
     }
 }
@@ -349,10 +404,15 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
         shown.insert(kind::FAULT);
     }
     let mut selection = Selection::new(&options.pids, &options.comms, cgroup);
-    let probe_options = probe_options(&options, shown, selection.is_filtered());
+    let mut probe_options = probe_options(&options, shown, selection.is_filtered());
+    probe_options.filter_cgroup_root = selection
+        .cgroup()
+        .and_then(|c| c.hierarchy_id(&options.host.cgroup, &options.host.proc));
     let mut probes =
         Probes::load(&checks.tracefs, &probe_options).context("loading the eBPF programs")?;
-    report_attach(&probes);
+    if let Some(cgroup) = selection.cgroup() {
+        probes.add_filter_cgroups(&cgroup.ids())?;
+    }
     if !options.pids.is_empty() {
         probes.add_filter_pids(&options.pids)?;
     }
@@ -363,6 +423,8 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     if !initial.is_empty() {
         probes.add_filter_pids(&initial)?;
     }
+    // Only now is the trace complete: a process moved into the cgroup from here on is followed.
+    report_attach(&probes);
 
     let (events, faults) = probes.take_rings()?;
     let mut stream = EventStream::spawn(
@@ -375,11 +437,13 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     let output = Output::new(options.output, Clock::new(), std::io::stdout());
     let mut tracer = Tracer::new(
         shown,
-        ProcessCache::new(procfs, 16_384),
+        ProcessCache::new(procfs.clone(), 16_384),
         selection,
         options.top,
         output,
-    );
+    )
+    .with_cgroup_ids(CgroupIds::new(&options.host.cgroup))
+    .with_live_rss(procfs);
     tracer.output.header();
 
     // Persistent streams, created once: a signal that arrives while a batch is being printed is
@@ -424,6 +488,11 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
                 let new = tracer.selection_mut().rescan_cgroup();
                 if !new.is_empty() {
                     probes.add_filter_pids(&new)?;
+                }
+                // Cgroups created below it since: moves into them are followed too.
+                let ids = tracer.selection().cgroup().map(CgroupFilter::ids).unwrap_or_default();
+                if let Err(err) = probes.add_filter_cgroups(&ids) {
+                    tracing::debug!("cgroup filter: {err}");
                 }
             }
         }

@@ -45,7 +45,14 @@ impl CgroupFilter {
                 .hierarchies()
                 .iter()
                 .find_map(|hierarchy| Path::new(arg).strip_prefix(hierarchy).ok())
-                .map(|rest| format!("/{}", rest.display()))
+                // The escaped form the process cache reports (lossless for non-UTF-8 names).
+                .map(|rest| {
+                    use std::os::unix::ffi::OsStrExt as _;
+                    format!(
+                        "/{}",
+                        crate::escape::escape_bytes(rest.as_os_str().as_bytes())
+                    )
+                })
                 .ok_or_else(not_found)?;
             let dir = PathBuf::from(arg);
             if !dir.join("cgroup.procs").is_file() {
@@ -71,6 +78,45 @@ impl CgroupFilter {
             || path
                 .strip_prefix(self.path.as_str())
                 .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// The kernel's ids of this cgroup and its descendants: their directories' inode numbers
+    /// (see `crate::cgroup_ids`).
+    pub fn ids(&self) -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut ids = Vec::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            ids.push(meta.ino());
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        ids
+    }
+
+    /// The hierarchy the cgroup is in, numbered as the kernel's `cgroup:cgroup_attach_task`
+    /// numbers it: the memory controller's hierarchy in `<proc>/cgroups` for the v1 memory
+    /// hierarchy under `cgroup_root`, 0 for the unified one.
+    pub fn hierarchy_id(&self, cgroup_root: &Path, proc_root: &Path) -> Option<u32> {
+        if !self.dir.starts_with(cgroup_root.join("memory")) {
+            return Some(0);
+        }
+        let table = std::fs::read_to_string(proc_root.join("cgroups")).ok()?;
+        table.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some("memory"))
+                .then(|| fields.next()?.parse().ok())
+                .flatten()
+        })
     }
 
     /// Every pid in the cgroup's `cgroup.procs` and its descendants'.
@@ -232,6 +278,26 @@ mod tests {
                 r.display()
             )
         );
+    }
+
+    #[test]
+    fn ids_are_directory_inodes_and_the_hierarchy_is_numbered_as_the_kernel_does() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tree(&[("memory/app", &[1]), ("memory/app/worker", &[])]);
+        let filter = CgroupFilter::resolve("/app", root.path()).unwrap();
+        let ino = |rel: &str| std::fs::metadata(root.path().join(rel)).unwrap().ino();
+        let mut ids = filter.ids();
+        ids.sort_unstable();
+        let mut expected = vec![ino("memory/app"), ino("memory/app/worker")];
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        let proc = tempfile::tempdir().unwrap();
+        std::fs::write(
+            proc.path().join("cgroups"),
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t3\t1\t1\nmemory\t7\t12\t1\n",
+        )
+        .unwrap();
+        assert_eq!(filter.hierarchy_id(root.path(), proc.path()), Some(7));
     }
 
     #[test]

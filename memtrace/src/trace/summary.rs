@@ -53,7 +53,9 @@ impl Summary {
         let mut rows = self.exited.clone();
         rows.extend(live.into_iter().map(|row| (row.pid, row)));
         let mut rows: Vec<SummaryRow> = rows.into_values().collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.stats.faults_user + r.stats.faults_kernel));
+        rows.sort_by_key(|r| {
+            std::cmp::Reverse(r.stats.faults_user.saturating_add(r.stats.faults_kernel))
+        });
         rows.truncate(top);
         rows
     }

@@ -313,6 +313,54 @@ fn burst(n: usize, len: usize) {
     finish(&out);
 }
 
+/// No protocol, for bursts of short processes: touch `pages` fresh pages, start a thread named
+/// `short-helper` that touches as many, then end the leader thread alone (the process lives on
+/// as its helper), and the helper ends the process: the last thread to exit is not the leader.
+fn short(pages: usize) -> ! {
+    let touch = move || {
+        let page = page_size();
+        let base = map_anon(pages * page);
+        for i in 0..pages {
+            // SAFETY: inside the mapping.
+            unsafe { base.add(i * page).write_volatile(1) };
+        }
+    };
+    touch();
+    std::thread::Builder::new()
+        .name("short-helper".to_owned())
+        .spawn(move || {
+            touch();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            // SAFETY: ends the process; nothing is left to clean up.
+            unsafe { libc::_exit(0) }
+        })
+        .expect("spawn helper");
+    // SAFETY: ends only this (the leader) thread; the helper ends the process.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    unreachable!("the leader thread exited")
+}
+
+/// No protocol, like a program starting up: `n` anonymous mappings of `first + i` pages each
+/// (`i` = 0..n, lengths a test can recognise), then a short life (100 ms) and exit.
+fn map_regions(n: usize, first: usize) {
+    for i in 0..n {
+        map_anon((first + i) * page_size());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+}
+
+/// No protocol: allocate and touch 1 MiB at a time at once, until the OOM killer ends it.
+fn hog_now() -> ! {
+    let page = page_size();
+    loop {
+        let chunk = map_anon(1 << 20);
+        for i in (0..(1 << 20)).step_by(page) {
+            // SAFETY: inside the mapping.
+            unsafe { chunk.add(i).write_volatile(1) };
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| -> usize {
@@ -330,9 +378,12 @@ fn main() {
         Some("idle") => idle(arg(2)),
         Some("churn") => churn(arg(2)),
         Some("burst") => burst(arg(2), arg(3)),
+        Some("short") => short(arg(2)),
+        Some("hog-now") => hog_now(),
+        Some("map-regions") => map_regions(arg(2), arg(3)),
         other => {
             eprintln!(
-                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN (got {other:?})"
+                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN | short PAGES | hog-now | map-regions N FIRST_PAGES (got {other:?})"
             );
             std::process::exit(2);
         }

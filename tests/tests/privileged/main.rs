@@ -6,6 +6,7 @@
     reason = "SERIAL orders whole tests, each on its own runtime: holding it across awaits is the point"
 )]
 
+mod cgroups;
 mod cli;
 mod daemon;
 mod daemon_limits;

@@ -47,6 +47,21 @@ impl ProbeFamily for Lifecycle {
                 true,
                 fork,
             ));
+            // A task moved into the filtered cgroup is followed from the move (without it, from
+            // the trace's next rescan of the cgroup).
+            let attach = ctx.tracefs.format("cgroup", "cgroup_attach_task").and_then(
+                |format| -> Result<(), TracefsError> {
+                    offsets.attach.dst_root = format.offset_of("dst_root", 4)?;
+                    offsets.attach.dst_id = format.offset_of("dst_id", 8)?;
+                    offsets.attach.pid = format.offset_of("pid", 4)?;
+                    Ok(())
+                },
+            );
+            planned.push(PlannedHook::checked(
+                Hook::tracepoint("cgroup", "cgroup_attach_task"),
+                false,
+                attach,
+            ));
         }
         planned
     }

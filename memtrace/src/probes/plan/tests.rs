@@ -48,6 +48,9 @@ fn btf() -> BtfLayouts {
         rss: Ok(RSS_LAYOUT),
         task: Ok(TASK_LAYOUT),
         task_iterator: true,
+        cgroup: Err(BtfError::NoStruct {
+            name: "css_set".to_owned(),
+        }),
     }
 }
 
