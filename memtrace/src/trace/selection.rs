@@ -84,13 +84,18 @@ impl CgroupFilter {
     /// (see `crate::cgroup_ids`).
     pub fn ids(&self) -> Vec<u64> {
         use std::os::unix::fs::MetadataExt;
-        let mut ids = Vec::new();
+        self.dirs()
+            .iter()
+            .filter_map(|dir| std::fs::metadata(dir).ok())
+            .map(|meta| meta.ino())
+            .collect()
+    }
+
+    /// The cgroup's directory and those of its descendants.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
         let mut stack = vec![self.dir.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(meta) = std::fs::metadata(&dir) else {
-                continue;
-            };
-            ids.push(meta.ino());
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 stack.extend(
                     entries
@@ -99,8 +104,9 @@ impl CgroupFilter {
                         .map(|e| e.path()),
                 );
             }
+            dirs.push(dir);
         }
-        ids
+        dirs
     }
 
     /// The hierarchy the cgroup is in, numbered as the kernel's `cgroup:cgroup_attach_task`
@@ -121,26 +127,16 @@ impl CgroupFilter {
 
     /// Every pid in the cgroup's `cgroup.procs` and its descendants'.
     pub fn pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        let mut stack = vec![self.dir.clone()];
-        while let Some(dir) = stack.pop() {
-            if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-                pids.extend(
-                    procs
-                        .lines()
-                        .filter_map(|line| line.trim().parse::<u32>().ok()),
-                );
-            }
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                stack.extend(
-                    entries
-                        .flatten()
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
-        pids
+        self.dirs()
+            .iter()
+            .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+            .flat_map(|procs| {
+                procs
+                    .lines()
+                    .filter_map(|line| line.trim().parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }
 

@@ -15,7 +15,7 @@ use std::{
 use memtrace_api::Snapshot;
 use memtrace_tests::{map_anon, memtrace_bin, page_size, require_root};
 
-use crate::support::serial;
+use crate::{daemon::get, support::serial};
 
 /// The daemon's default `--max-connections`.
 const CAP: usize = 256;
@@ -122,21 +122,6 @@ impl Drop for Daemon {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
-    }
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    match agent.get(&format!("http://{addr}{path}")).call() {
-        Ok(mut response) => (
-            response.status().as_u16(),
-            response.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(_) => (0, String::new()),
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 use memtrace_api::Snapshot;
 use memtrace_tests::{Workload, memtrace_bin, require_root, workload_bin};
 
-use crate::support::serial;
+use crate::{daemon::get, support::serial};
 
 /// CAP_BPF and CAP_PERFMON without CAP_DAC_READ_SEARCH: tracefs (mode 0700) is unreadable.
 const TWO_CAPS: &str = "+bpf,+perfmon";
@@ -101,21 +101,6 @@ impl Drop for Daemon {
         // SAFETY: signalling our own child (setpriv execs memtrace in place: same pid).
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
-    }
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    match agent.get(&format!("http://{addr}{path}")).call() {
-        Ok(mut response) => (
-            response.status().as_u16(),
-            response.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(_) => (0, String::new()),
     }
 }
 
