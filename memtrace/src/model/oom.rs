@@ -35,7 +35,18 @@ impl Model {
         let victim = self.process(now, oom.victim_pid)?;
         let previous = victim.history.back()?;
         if previous.at >= now {
-            return None; // sampled at the kill already
+            // Sampled at the kill already (the daemon ticks when a kill arrives), but the victim
+            // may have been mid-teardown then (the OOM reaper frees its memory at once): its RSS
+            // at the kill is what the kernel reported with the kill.
+            if let Some(last) = flight.last_mut() {
+                rss_at_kill(
+                    oom,
+                    &mut last.rss_anon_bytes,
+                    &mut last.rss_file_bytes,
+                    &mut last.rss_shmem_bytes,
+                );
+            }
+            return None;
         }
         let exited = self
             .exited
@@ -48,16 +59,12 @@ impl Model {
             },
             |e| Sample::new(now, &e.folded),
         );
-        let present = |bit: u32| oom.present & bit != 0;
-        if present(oom_field::ANON_RSS) {
-            at_kill.rss_anon_bytes = oom.anon_rss_kb.saturating_mul(1024);
-        }
-        if present(oom_field::FILE_RSS) {
-            at_kill.rss_file_bytes = oom.file_rss_kb.saturating_mul(1024);
-        }
-        if present(oom_field::SHMEM_RSS) {
-            at_kill.rss_shmem_bytes = oom.shmem_rss_kb.saturating_mul(1024);
-        }
+        rss_at_kill(
+            oom,
+            &mut at_kill.rss_anon_bytes,
+            &mut at_kill.rss_file_bytes,
+            &mut at_kill.rss_shmem_bytes,
+        );
         let usage = cgroup
             .and_then(|path| self.cgroups.get(path))
             .and_then(|cg| history::usage_near(&cg.usage, now, self.config.sample_interval));
@@ -144,5 +151,19 @@ impl Model {
             .make_contiguous()
             .sort_by_key(|record| std::cmp::Reverse(record.timestamp_unix_ms));
         self.ooms.truncate(self.config.max_oom_records);
+    }
+}
+
+/// The RSS by type the kernel reported with the kill, where it reported it.
+fn rss_at_kill(oom: &OomEvent, anon: &mut u64, file: &mut u64, shmem: &mut u64) {
+    let present = |bit: u32| oom.present & bit != 0;
+    if present(oom_field::ANON_RSS) {
+        *anon = oom.anon_rss_kb.saturating_mul(1024);
+    }
+    if present(oom_field::FILE_RSS) {
+        *file = oom.file_rss_kb.saturating_mul(1024);
+    }
+    if present(oom_field::SHMEM_RSS) {
+        *shmem = oom.shmem_rss_kb.saturating_mul(1024);
     }
 }

@@ -821,6 +821,26 @@ fn kill_sample_ends_the_flight_recording_at_the_kill() {
     assert_eq!(snap.recent_ooms[0].cgroup_memory_stat, Some(stat));
 }
 
+/// The kill tick can catch the victim mid-teardown (the OOM reaper frees its memory at once):
+/// the recording's last RSS is then the kernel's report with the kill, not the emptied count.
+#[test]
+fn a_victim_torn_down_at_the_kill_tick_keeps_the_kills_rss() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let victim = info(60, "hog", "/demo", 1);
+    model.observe_processes(at(t0, 0), &[(60, stats(100, 0, 10 * MIB), victim.clone())]);
+    model.observe_processes(at(t0, 1), &[(60, stats(900, 0, 60 * MIB), victim.clone())]);
+    let kill = at(t0, 1) + Duration::from_millis(700);
+    model.observe_processes(kill, &[(60, stats(1000, 0, 0), victim)]);
+    let rss = oom_field::ANON_RSS | oom_field::FILE_RSS | oom_field::SHMEM_RSS;
+    model.observe_event(kill, wall(2), &oom(60, 60, rss));
+    let record = &model.oom_records()[0];
+    let last = record.flight_recording.last().expect("a flight recording");
+    close(last.offset_seconds, 0.0);
+    assert_eq!(last.rss_anon_bytes, 2048 * 1024, "the OOM event's anon RSS");
+    assert_eq!(last.rss_file_bytes, 16 * 1024, "the OOM event's file RSS");
+}
+
 #[test]
 fn the_cgroup_processes_of_a_kill_are_bounded_largest_first() {
     let t0 = Instant::now();
