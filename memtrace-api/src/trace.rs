@@ -147,13 +147,19 @@ event_lines! {
 
     /// The program break moved (or a move failed).
     BrkLine {
-        old_addr: u64,
-        old_addr_hex: String,
+        /// The break before the call. This, `old_addr_hex`, `len` and `grew` are absent when it
+        /// is not known: the process's first brk since the trace attached.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old_addr: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old_addr_hex: Option<String>,
         new_addr: u64,
         new_addr_hex: String,
         /// How far it moved (asked to move, when refused).
-        len: u64,
-        grew: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        len: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grew: Option<bool>,
         ret: i64,
         failed: bool,
     }

@@ -645,6 +645,16 @@ mod tests {
         for absent in ["old_addr", "old_addr_hex", "len", "grew"] {
             assert!(value.get(absent).is_none(), "{absent} in {value}");
         }
+        // The published line type reads it (found by the event_decode fuzz target when it
+        // did not: those fields were required).
+        let line: memtrace_api::trace::TraceLine =
+            serde_json::from_slice(&buf).expect("a brk line of the v1 contract");
+        match line {
+            memtrace_api::trace::TraceLine::Brk(brk) => {
+                assert_eq!((brk.old_addr, brk.len, brk.grew), (None, None, None));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
