@@ -8,11 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{MemoryCgroup, memtrace_bin, require_root, workload_bin};
+use memtrace_tests::{MemoryCgroup, require_root, workload_bin};
 
 use crate::{
     daemon::{Daemon, get, samples},
-    support::serial,
+    support::{serial, spawn_attached_trace},
 };
 
 /// `command` started inside `cgroup` (moved between fork and exec, so it runs nowhere else),
@@ -79,25 +79,16 @@ fn short_lived_processes_count_in_their_cgroup_and_exits_name_it() {
     require_root();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
-    let mut trace = Command::new(memtrace_bin())
-        .args([
-            "trace",
-            "--event",
-            "exit",
-            "--output",
-            "json",
-            "--no-summary",
-        ])
-        .args(["--duration", "120s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memtrace trace");
-    let mut stderr = BufReader::new(trace.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("read stderr");
-    assert!(line.starts_with("memtrace: tracing with"), "{line}");
+    // Kept: memtrace writes to its stderr until it ends.
+    let (mut trace, _stderr) = spawn_attached_trace(&[
+        "--event",
+        "exit",
+        "--output",
+        "json",
+        "--no-summary",
+        "--duration",
+        "120s",
+    ]);
     let lines = collect_lines(&mut trace);
 
     let cgroup = MemoryCgroup::new("memtrace-burst", 1 << 30);
@@ -212,18 +203,18 @@ fn trace_cgroup_follows_a_process_from_its_move_into_the_cgroup() {
     require_root();
     let _serial = serial();
     let cgroup = MemoryCgroup::new("memtrace-join", 1 << 30);
-    let mut trace = Command::new(memtrace_bin())
-        .args(["trace", "--cgroup", &cgroup.path, "--event", "mmap"])
-        .args(["--output", "json", "--no-summary", "--duration", "120s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memtrace trace");
-    let mut stderr = BufReader::new(trace.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("read stderr");
-    assert!(line.starts_with("memtrace: tracing with"), "{line}");
+    // Kept: memtrace writes to its stderr until it ends.
+    let (mut trace, _stderr) = spawn_attached_trace(&[
+        "--cgroup",
+        &cgroup.path,
+        "--event",
+        "mmap",
+        "--output",
+        "json",
+        "--no-summary",
+        "--duration",
+        "120s",
+    ]);
     let lines = collect_lines(&mut trace);
 
     const REGIONS: u64 = 32;
@@ -278,18 +269,15 @@ fn trace_summary_shows_the_rss_of_a_process_running_before_it() {
     let _serial = serial();
     let mut idle = memtrace_tests::Workload::start(&["touch-anon", "1"]);
     let pid = idle.pid();
-    let mut trace = Command::new(memtrace_bin())
-        .args(["trace", "--pid", &pid.to_string(), "--output", "json"])
-        .args(["--duration", "2s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memtrace trace");
-    let mut stderr = BufReader::new(trace.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("read stderr");
-    assert!(line.starts_with("memtrace: tracing with"), "{line}");
+    // Kept: memtrace writes to its stderr until it ends.
+    let (trace, _stderr) = spawn_attached_trace(&[
+        "--pid",
+        &pid.to_string(),
+        "--output",
+        "json",
+        "--duration",
+        "2s",
+    ]);
     // One anonymous page touched while traced: only the anon type changes.
     idle.run();
     let out = trace.wait_with_output().expect("wait trace");

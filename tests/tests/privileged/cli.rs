@@ -7,7 +7,7 @@ use std::{
 
 use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
 
-use crate::support::{oom_kill_in_cgroup, serial};
+use crate::support::{oom_kill_in_cgroup, serial, spawn_attached_trace};
 
 fn memtrace(args: &[&str]) -> std::process::Output {
     Command::new(memtrace_bin())
@@ -132,29 +132,6 @@ fn cli_without_btf_warns_once_and_still_traces() {
         )),
         "{err}"
     );
-}
-
-/// Start `memtrace trace ARGS` with piped output and wait until its probes are attached. The
-/// stderr reader is returned too: keep it alive, or memtrace's later stderr writes would fail.
-fn spawn_attached_trace(
-    args: &[&str],
-) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
-    let mut child = Command::new(memtrace_bin())
-        .arg("trace")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memtrace");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("read stderr");
-    assert!(
-        line.starts_with("memtrace: tracing with"),
-        "unexpected start: {line}"
-    );
-    (child, stderr)
 }
 
 /// The "done" criterion: `memtrace trace --event oom,mmap` shows a real OOM kill and

@@ -1,9 +1,14 @@
-//! What the privileged tests share: one test at a time, probe options, an OOM kill on demand.
-use std::sync::Mutex;
+//! What the privileged tests share: one test at a time, probe options, an OOM kill on demand,
+//! a trace started and attached.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::Mutex,
+};
 
 use memtrace::probes::ProbeOptions;
 use memtrace_common::Config;
-use memtrace_tests::{MemoryCgroup, Workload};
+use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin};
 
 /// Tests share the kernel (ring sizes, cgroups, CPU): one at a time keeps them deterministic.
 pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
@@ -43,4 +48,27 @@ pub(crate) fn oom_kill_in_cgroup() -> (u32, MemoryCgroup) {
         "the hog was not OOM-killed: {status:?}"
     );
     (pid, cgroup)
+}
+
+/// Start `memtrace trace ARGS` with piped output and wait until its probes are attached. The
+/// stderr reader is returned too: keep it alive, or memtrace's later stderr writes would fail.
+pub(crate) fn spawn_attached_trace(
+    args: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(memtrace_bin())
+        .arg("trace")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtrace");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read stderr");
+    assert!(
+        line.starts_with("memtrace: tracing with"),
+        "unexpected start: {line}"
+    );
+    (child, stderr)
 }
