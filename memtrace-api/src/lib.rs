@@ -26,11 +26,13 @@
 //! value to the fixture(s) that contain its type.
 #[cfg(feature = "client")]
 pub mod client;
+pub mod cluster;
 pub mod counters;
 mod family;
 pub mod rollup;
 pub mod snapshot;
 pub mod trace;
+pub mod workloads;
 
 #[doc(hidden)]
 pub use counters::Presence;
