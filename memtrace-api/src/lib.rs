@@ -28,6 +28,7 @@
 pub mod client;
 pub mod cluster;
 pub mod counters;
+pub mod diagnose;
 mod family;
 pub mod rollup;
 pub mod snapshot;

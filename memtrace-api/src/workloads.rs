@@ -78,7 +78,9 @@ pub struct NodeSummary {
 }
 
 /// How a workload's key was derived, most specific first.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {
     /// `namespace/kind/name` of the pod's controller (a ReplicaSet's hash stripped to its

@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod cgroup_ids;
 pub mod cli;
+pub mod cluster;
 pub mod counters;
 pub mod daemon;
 pub mod escape;
@@ -28,6 +29,8 @@ pub mod psi;
 pub mod trace;
 pub mod tracefs;
 pub mod units;
+pub mod web;
+pub mod workload;
 
 /// Maps keyed by pid, touched for every process every tick: a fast non-cryptographic hash (pids
 /// are small kernel-assigned integers, not keys an attacker picks to collide).
