@@ -9,8 +9,9 @@ pub struct NodeAnswer {
     pub summary: WorkloadsResponse,
 }
 
-/// Thresholds of the diagnostics (the defaults are documented in the README).
-#[derive(Clone, Debug, Default)]
+/// Thresholds of the diagnostics (flags of `memtrace cluster diagnose` and `serve`; the defaults
+/// are documented in the README).
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct Thresholds {}
 
 /// Every finding over `nodes`, at wall time `now_unix_ms`.
