@@ -58,6 +58,9 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-fault events; only carries data while a live trace asks for faults.
     pub const FAULT_EVENTS: &str = "FAULT_EVENTS";
+    /// OOM victim's task pid → its memory cgroup id, written by the raw `oom:mark_victim` hook
+    /// (the tracepoint's record names the victim only by pid).
+    pub const OOM_VICTIM_CGROUPS: &str = "OOM_VICTIM_CGROUPS";
 }
 
 /// Names of the read-only globals set at load time.

@@ -5,7 +5,7 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use memtrace_common::{COMM_LEN, Config, Offsets, ProcStats, ReclaimStart, SyscallArgs, loss};
 
@@ -42,6 +42,11 @@ macro_rules! offset {
     };
 }
 pub(crate) use offset;
+
+/// OOM victim's task pid → its memory cgroup id (`oom::oom_mark_victim_task`). LRU: only the
+/// last few kills matter, userspace reads each within a tick of the kill.
+#[map]
+pub static OOM_VICTIM_CGROUPS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(256, 0);
 
 /// Per-process counters. Full: new processes are not tracked (counted in `LOSSES`), existing
 /// ones keep counting; entries are removed when a process exits.

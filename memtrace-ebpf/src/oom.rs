@@ -1,13 +1,24 @@
 //! OOM: one event per task the OOM killer marks (a memory.oom.group kill marks each member).
 //! The current task is the one whose allocation invoked the OOM killer: the trigger.
+//!
+//! The tracepoint's record names the victim only by pid, and a victim that is not the trigger
+//! (a sibling or a bigger process of the cgroup) is often reaped before userspace could read its
+//! cgroup from `/proc`. Since Linux 6.8 the tracepoint passes the victim's task, so a raw hook
+//! on it reads the victim's cgroup in the kernel, at the kill, into `OOM_VICTIM_CGROUPS`.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use aya_log_ebpf::info;
-use memtrace_common::{OomEvent, kind, oom_field};
+use memtrace_common::{FIELD_ABSENT, OomEvent, kind, oom_field};
 
 use crate::{
-    helpers::{current, current_cgroup_id, data_loc_str, emit, field, header, tid_of},
-    maps::{CONFIG, EVENTS, offset},
+    helpers::{
+        current, current_cgroup_id, data_loc_str, emit, field, header, read_kernel, task_cgroup_id,
+        tid_of,
+    },
+    maps::{CONFIG, EVENTS, OOM_VICTIM_CGROUPS, offset},
 };
 
 #[tracepoint(category = "oom", name = "mark_victim")]
@@ -64,5 +75,27 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         "oom: victim pid {} marked (trigger pid {})", event.victim_pid, event.header.pid
     );
     emit(&EVENTS, kind::OOM, event, 0);
+    0
+}
+
+/// `mark_victim(struct task_struct *task, uid_t uid)` (Linux 6.8+; userspace attaches this only
+/// where the kernel's BTF says so): the victim's memory cgroup id by its pid.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_mark_victim_task(ctx: RawTracePointContext) -> u32 {
+    let task_pid = offset!(task.task_pid);
+    if task_pid == FIELD_ABSENT {
+        return 0;
+    }
+    let task: u64 = ctx.arg(0);
+    if task == 0 {
+        return 0;
+    }
+    let cgroup_id = task_cgroup_id(task, read_kernel::<u64>);
+    if cgroup_id == 0 {
+        return 0;
+    }
+    let pid = read_kernel::<i32>(task + u64::from(task_pid)).cast_unsigned();
+    // A full map evicts the oldest kill: nothing to count, userspace falls back to /proc.
+    let _ = OOM_VICTIM_CGROUPS.insert(pid, cgroup_id, 0);
     0
 }

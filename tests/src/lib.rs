@@ -292,6 +292,17 @@ impl MemoryCgroup {
     pub fn add(&self, pid: u32) {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
     }
+
+    /// A child cgroup without a limit of its own (the parent's applies): drop it before the
+    /// parent.
+    pub fn child(&self, name: &str) -> Self {
+        let dir = self.dir.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        Self {
+            dir,
+            path: format!("{}/{name}", self.path),
+        }
+    }
 }
 
 impl Drop for MemoryCgroup {

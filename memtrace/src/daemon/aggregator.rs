@@ -153,6 +153,7 @@ impl Daemon {
             {
                 self.sampler.complete_exit(exit);
             }
+            self.probes.complete_oom(event);
             // Identity must be read while the process still exists: an OOM victim's cgroup is
             // looked up now, before its exit empties /proc/<pid>.
             let pid = event.subject_pid();

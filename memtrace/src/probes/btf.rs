@@ -223,6 +223,34 @@ impl KernelBtf {
             .any(|t| matches!(t, Type::Func(_)))
     }
 
+    /// Whether the raw tracepoint `name` passes a `struct task_struct *` as its first argument
+    /// (its `btf_trace_<name>` typedef: `void (*)(void *, struct task_struct *, …)`).
+    pub fn raw_tracepoint_takes_task(&self, name: &str) -> bool {
+        let typedefs = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .unwrap_or_default();
+        let Some(Type::Typedef(typedef)) = typedefs.first() else {
+            return false;
+        };
+        let Ok(Type::Ptr(pointer)) = self.btf.resolve_chained_type(typedef) else {
+            return false;
+        };
+        let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&pointer) else {
+            return false;
+        };
+        let Some(first) = proto.parameters.get(1) else {
+            return false;
+        };
+        let Ok(Type::Ptr(argument)) = self.btf.resolve_chained_type(first) else {
+            return false;
+        };
+        matches!(
+            self.btf.resolve_chained_type(&argument),
+            Ok(Type::Struct(task)) if self.btf.resolve_name(&task).is_ok_and(|n| n == "task_struct")
+        )
+    }
+
     pub fn rss_layout(&self) -> Result<RssLayout, BtfError> {
         Ok(RssLayout {
             task_mm: self.offset_of("task_struct", "mm")?,
@@ -245,6 +273,9 @@ pub struct BtfLayouts {
     pub task_iterator: bool,
     /// For the cgroup id of exit and OOM events.
     pub cgroup: Result<CgroupLayouts, BtfError>,
+    /// Whether `oom:mark_victim` passes the victim's task to raw hooks (Linux 6.8+), so its
+    /// cgroup can be read at the kill even when it is not the trigger.
+    pub oom_victim_task: bool,
 }
 
 impl BtfLayouts {
@@ -257,6 +288,7 @@ impl BtfLayouts {
                 task: btf.task_layout(),
                 task_iterator: btf.has_task_iterator(),
                 cgroup: btf.cgroup_layouts(),
+                oom_victim_task: btf.raw_tracepoint_takes_task("mark_victim"),
             },
             Err(err) => Self::unavailable(err),
         }
@@ -269,6 +301,7 @@ impl BtfLayouts {
             task: Err(reason.clone()),
             task_iterator: false,
             cgroup: Err(reason),
+            oom_victim_task: false,
         }
     }
 }
@@ -276,6 +309,24 @@ impl BtfLayouts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Linux 6.8 changed `mark_victim`'s arguments from the pid to the task; this machine runs
+    /// 6.18. `rss_stat` passes an `mm_struct`, not a task, and a name without a tracepoint has
+    /// no typedef.
+    #[test]
+    fn tells_which_raw_tracepoints_pass_a_task() {
+        let path = Path::new(crate::preflight::KERNEL_BTF);
+        assert!(
+            path.exists(),
+            "this test needs kernel BTF at {}",
+            path.display()
+        );
+        let btf = KernelBtf::open(path).unwrap();
+        assert!(btf.raw_tracepoint_takes_task("mark_victim"));
+        assert!(btf.raw_tracepoint_takes_task("sched_process_exit"));
+        assert!(!btf.raw_tracepoint_takes_task("rss_stat"));
+        assert!(!btf.raw_tracepoint_takes_task("no_such_tracepoint"));
+    }
 
     /// Against the running kernel's BTF: the layout must be found and plausible. (The exact
     /// offsets vary by kernel config; `percpu_counter` is `{ raw_spinlock_t lock; s64 count; … }`.)

@@ -294,6 +294,30 @@ impl Probes {
         Ok(self.proc_stats_map()?.keys().filter(Result::is_ok).count())
     }
 
+    /// Completes an OOM event with the victim's cgroup as the kernel knew it at the kill (the
+    /// raw `mark_victim` hook, where the kernel passes the victim's task), unless the event
+    /// carries it already (the victim was the trigger). Without it the victim's cgroup is looked
+    /// up in /proc, where a victim reaped in the meantime is gone.
+    pub fn complete_oom(&mut self, event: &mut crate::events::Event) {
+        let crate::events::Event::Oom(oom) = event else {
+            return;
+        };
+        if oom.victim_cgroup_id != 0 {
+            return;
+        }
+        let Some(map) = self.ebpf.map_mut(maps::OOM_VICTIM_CGROUPS) else {
+            return;
+        };
+        let Ok(mut victims) = BpfHashMap::<_, u32, u64>::try_from(map) else {
+            return;
+        };
+        if let Ok(cgroup_id) = victims.get(&oom.victim_pid, 0) {
+            oom.victim_cgroup_id = cgroup_id;
+            // Read once: a later kill of a process that reuses the pid writes its own.
+            let _ = victims.remove(&oom.victim_pid);
+        }
+    }
+
     /// Kernel loss counters, summed over CPUs.
     pub fn kernel_losses(&self) -> Result<KernelLosses, ProbeError> {
         let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(maps::LOSSES)?)

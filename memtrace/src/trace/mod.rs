@@ -467,9 +467,10 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             batch = stream.batches.recv() => match batch {
-                Some(batch) => {
+                Some(mut batch) => {
                     let now = Instant::now();
-                    for event in &batch {
+                    for event in &mut batch {
+                        probes.complete_oom(event);
                         tracer.handle(event, now);
                     }
                     tracer.output.flush();

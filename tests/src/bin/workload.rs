@@ -361,6 +361,50 @@ fn hog_now() -> ! {
     }
 }
 
+/// A process that is OOM-killed without being the trigger, and gone at once: forks a child that
+/// makes itself the preferred victim (`oom_score_adj` 1000), touches `mib` MiB and sleeps; the
+/// parent ignores SIGCHLD, so the kernel reaps the child the moment it dies and its /proc entry
+/// vanishes with it (as a short-lived victim's does). Prints the child's pid, then waits for
+/// stdin to close (the child dies with it if still alive: PR_SET_PDEATHSIG).
+fn reaped_victim(mib: usize) {
+    let mut out = String::with_capacity(64);
+    ready();
+    wait_for("go");
+    let mut ready_pipe = [0; 2];
+    // SAFETY: plain syscalls; the child only writes its score, touches memory, signals and sleeps.
+    unsafe {
+        assert_eq!(libc::pipe(ready_pipe.as_mut_ptr()), 0, "pipe");
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        match libc::fork() {
+            0 => {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let adj = std::fs::write("/proc/self/oom_score_adj", "1000");
+                assert!(adj.is_ok(), "oom_score_adj: {adj:?}");
+                let page = page_size();
+                let mem = map_anon(mib << 20);
+                for i in (0..(mib << 20)).step_by(page) {
+                    mem.add(i).write_volatile(1);
+                }
+                libc::write(ready_pipe[1], b"1".as_ptr().cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            pid => {
+                let mut byte = 0u8;
+                assert_eq!(
+                    libc::read(ready_pipe[0], (&raw mut byte).cast(), 1),
+                    1,
+                    "the victim child did not get ready"
+                );
+                let _ = write!(out, "{{\"victim\":{pid}}}");
+            }
+        }
+    }
+    finish(&out);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| -> usize {
@@ -380,6 +424,7 @@ fn main() {
         Some("burst") => burst(arg(2), arg(3)),
         Some("short") => short(arg(2)),
         Some("hog-now") => hog_now(),
+        Some("reaped-victim") => reaped_victim(arg(2)),
         Some("map-regions") => map_regions(arg(2), arg(3)),
         other => {
             eprintln!(

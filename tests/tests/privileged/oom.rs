@@ -1,11 +1,15 @@
-//! OOM kills: victim, size and trigger.
-use std::time::Duration;
+//! OOM kills: victim, size, trigger, and the victim's cgroup.
+use std::time::{Duration, Instant};
 
 use memtrace::events::Event;
+use memtrace_api::OomResponse;
 use memtrace_common::kind;
-use memtrace_tests::{Tracer, require_root};
+use memtrace_tests::{MemoryCgroup, Tracer, Workload, require_root};
 
-use crate::support::{mask, oom_kill_in_cgroup, options, serial};
+use crate::{
+    daemon::{Daemon, get},
+    support::{mask, oom_kill_in_cgroup, options, serial},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_kill_names_victim_size_and_trigger() {
@@ -47,4 +51,54 @@ async fn oom_kill_names_victim_size_and_trigger() {
         oom.present & memtrace_common::oom_field::ANON_RSS,
         memtrace_common::oom_field::ANON_RSS
     );
+}
+
+/// A victim that is not the trigger and is reaped the moment it dies, so its /proc entry is gone
+/// before the daemon reads the event (as a short-lived victim's is): the record still names the
+/// victim's own cgroup, which the kernel hook read at the kill — not the trigger's, not none.
+#[test]
+fn a_reaped_victim_that_is_not_the_trigger_keeps_its_own_cgroup() {
+    require_root();
+    let _serial = serial();
+    let daemon = Daemon::start(&[]);
+    // Declared parent first: children are dropped (removed) before it.
+    let parent = MemoryCgroup::new("memtrace-victim-oom", 64 << 20);
+    let victim_cgroup = parent.child("victim");
+    let trigger_cgroup = parent.child("trigger");
+
+    let mut holder = Workload::start_in(&victim_cgroup, &["reaped-victim", "40"]);
+    let victim = u32::try_from(holder.run()["victim"].as_u64().expect("victim pid")).unwrap();
+    // 40 MiB more next to it: the parent's 64 MiB limit is hit, the victim (oom_score_adj 1000,
+    // the highest badness there is) is killed to make room, and the trigger completes.
+    let mut trigger = Workload::start_in(&trigger_cgroup, &["touch-anon", "10240"]);
+    let trigger_pid = trigger.pid();
+    trigger.run();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{victim}")).exists(),
+        "the victim {victim} was not killed and reaped"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let oom = loop {
+        let (status, body) = get(daemon.addr, "/api/v1/oom");
+        assert_eq!(status, 200, "{body}");
+        let response: OomResponse = serde_json::from_str(&body).expect("OomResponse");
+        if let Some(oom) = response.ooms.into_iter().find(|o| o.victim_pid == victim) {
+            break oom;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kill of {victim} was not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(oom.trigger_pid, trigger_pid, "{oom:#?}");
+    assert_eq!(
+        oom.victim_cgroup.as_deref(),
+        Some(victim_cgroup.path.as_str()),
+        "{oom:#?}"
+    );
+    assert_eq!(oom.victim_comm, "memtrace-worklo", "{oom:#?}");
+    drop(trigger);
+    drop(holder);
 }

@@ -1,4 +1,5 @@
-//! OOM kills, from `oom:mark_victim`.
+//! OOM kills, from `oom:mark_victim` (and, where the kernel passes the victim's task to raw
+//! hooks, the victim's cgroup at the kill).
 use memtrace_api::Family;
 use memtrace_common::{Offsets, OomOffsets};
 
@@ -38,7 +39,7 @@ impl ProbeFamily for Oom {
                 Ok(())
             },
         );
-        vec![PlannedHook::checked(
+        let tracepoint = PlannedHook::checked(
             Hook::Tracepoint {
                 program: "oom_mark_victim",
                 category: "oom",
@@ -46,6 +47,23 @@ impl ProbeFamily for Oom {
             },
             true,
             checked,
-        )]
+        );
+        // The record names the victim only by pid, and a victim that is not the trigger may be
+        // reaped before /proc is read. Where the kernel passes raw hooks the victim's task
+        // (Linux 6.8+) and BTF gives the way to its cgroup, a raw hook attached first reads it
+        // into OOM_VICTIM_CGROUPS. Elsewhere it is not planned (nothing is missing: that is
+        // what the kernel offers) and such a victim is attributed from /proc.
+        match (&ctx.btf.task, &ctx.btf.cgroup) {
+            (Ok(task), Ok(_)) if ctx.btf.oom_victim_task => {
+                offsets.task.task_pid = task.task_pid;
+                let victim_task = Hook::RawTracepoint {
+                    program: "oom_mark_victim_task",
+                    category: "oom",
+                    name: "mark_victim",
+                };
+                vec![PlannedHook::new(victim_task, false, None), tracepoint]
+            }
+            _ => vec![tracepoint],
+        }
     }
 }

@@ -4,12 +4,12 @@
 //! what is reported as skipped and why. No root, no kernel.
 use std::{fs, path::Path};
 
-use memtrace_common::{FIELD_ABSENT, SyscallEnterOffsets, TaskOffsets, filter};
+use memtrace_common::{CgroupOffsets, FIELD_ABSENT, SyscallEnterOffsets, TaskOffsets, filter};
 
 use super::*;
 use crate::probes::{
     DAEMON_FAMILIES, REPLACED_BY_TASKS, TRACE_FAMILIES,
-    btf::{BtfError, RssLayout},
+    btf::{BtfError, CgroupLayouts, RssLayout},
     families::REGISTRY,
 };
 
@@ -51,6 +51,7 @@ fn btf() -> BtfLayouts {
         cgroup: Err(BtfError::NoStruct {
             name: "css_set".to_owned(),
         }),
+        oom_victim_task: false,
     }
 }
 
@@ -777,5 +778,52 @@ fn an_unreadable_tracefs_is_a_missing_privilege_not_an_old_kernel() {
                 && !reason.contains("not in this kernel"),
             "{reason}"
         );
+    }
+}
+
+/// A victim other than the trigger is attributed from the task the kernel passes to raw hooks
+/// (Linux 6.8+): its hook comes first and the programs learn the task's pid offset. Without the
+/// task argument (older kernels) or the cgroup layout, only the tracepoint is planned.
+#[test]
+fn the_oom_victims_cgroup_is_read_from_its_task_where_the_kernel_passes_it() {
+    let cgroup = CgroupOffsets {
+        task_cgroups: 2400,
+        cset_link: 136,
+        css_cgroup: 0,
+        cgroup_kn: 264,
+        kn_id: 96,
+        reserved: 0,
+    };
+    let with_task = BtfLayouts {
+        cgroup: Ok(CgroupLayouts {
+            memory: cgroup,
+            default_hierarchy: cgroup,
+        }),
+        oom_victim_task: true,
+        ..btf()
+    };
+    let daemon = plan(V6_18, &with_task, &DAEMON_FAMILIES);
+    assert_eq!(
+        usable(&daemon, Family::Oom),
+        ["raw_tp oom:mark_victim", "oom:mark_victim"]
+    );
+    assert_eq!(daemon.offsets.task.task_pid, TASK_LAYOUT.task_pid);
+
+    for layouts in [
+        BtfLayouts {
+            oom_victim_task: false,
+            ..with_task.clone()
+        },
+        BtfLayouts {
+            cgroup: Err(BtfError::NoStruct {
+                name: "css_set".to_owned(),
+            }),
+            ..with_task.clone()
+        },
+        no_btf(),
+    ] {
+        let oom_only = plan(V6_18, &layouts, &[Family::Oom]);
+        assert_eq!(usable(&oom_only, Family::Oom), ["oom:mark_victim"]);
+        assert_eq!(oom_only.offsets.task.task_pid, FIELD_ABSENT);
     }
 }
