@@ -9,7 +9,7 @@ use memtrace_api::diagnose::{
 
 use super::{
     Fleet, Placed, Thresholds, count, distinct,
-    series::{Column, Fit, window},
+    series::{Column, Fit, Point, window},
 };
 use crate::units::human_bytes;
 
@@ -119,6 +119,19 @@ fn others(leaking: &[InstanceGrowth]) -> String {
     format!("; also {}", rest.join(", "))
 }
 
+/// A leak grows all along: the slope over each half of the points is at least a quarter of the
+/// whole one's, so a one-off allocation (a step) is not a leak.
+fn steady(points: &[Point], slope: f64) -> bool {
+    let middle = (points[0].t + points[points.len() - 1].t) / 2.0;
+    let (early, late): (Vec<Point>, Vec<Point>) = points.iter().partition(|p| p.t < middle);
+    [early, late]
+        .iter()
+        .all(|half| Fit::of(half).is_some_and(|f| f.slope >= STEADY_SHARE * slope))
+}
+
+/// The share of the window's slope each half of it must show (see [`steady`]).
+const STEADY_SHARE: f64 = 0.25;
+
 /// Judges every instance with enough history in `from..=to`.
 fn judge(placed: &[Placed<'_>], t: &Thresholds, from: f64, to: f64) -> Judged {
     let mut judged = 0;
@@ -137,6 +150,9 @@ fn judge(placed: &[Placed<'_>], t: &Thresholds, from: f64, to: f64) -> Judged {
             continue;
         };
         judged += 1;
+        if !steady(&points, fit.slope) {
+            continue;
+        }
         let per_hour = fit.slope * 3600.0;
         let base = fit.at(points[0].t).max(1.0);
         let ratio = per_hour / base;
@@ -246,24 +262,43 @@ mod tests {
 
     #[test]
     fn a_restart_splits_the_series() {
-        // The old process held 100 MiB; the new one, started 40 minutes ago, loaded 400 MiB at
-        // once and stayed there. Across the restart that is a steep climb; after it, flat.
+        // The old process held 500 MiB; the new one, started 40 minutes ago, began at 100 MiB
+        // and leaks 90 MiB/h. Read across the restart, the drop hides the leak.
         let mut restarted = instance(
             "api-0",
-            |ago| if ago <= 40.0 { 400 * MIB } else { 100 * MIB },
+            |ago| {
+                if ago > 40.0 {
+                    500 * MIB
+                } else {
+                    100 * MIB + ((40.0 - ago) / 60.0 * 90.0 * MIB as f64) as u64
+                }
+            },
             0.0,
         );
         restarted.started_unix_ms = (NOW_S - 40 * 60) * 1000;
-        assert!(leak_findings(&[node("a").with("api", restarted.clone())]).is_empty());
+        let findings = leak_findings(&[node("a").with("api", restarted.clone())]);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let growth = evidence(&findings[0]).leaking[0].growth_bytes_per_hour;
+        assert!((growth / (90 * MIB) as f64 - 1.0).abs() < 0.01, "{growth}");
         let spanning = InstanceSummary {
             started_unix_ms: 0,
             ..restarted
         };
-        assert_eq!(
-            leak_findings(&[node("a").with("api", spanning)]).len(),
-            1,
-            "the same points read as one series would be a leak"
+        assert!(
+            leak_findings(&[node("a").with("api", spanning)]).is_empty(),
+            "the same points read as one series hide the leak"
         );
+    }
+
+    #[test]
+    fn a_one_off_allocation_is_not_a_leak() {
+        // +280 MiB at once half an hour ago, flat before and after.
+        let step = instance(
+            "api-0",
+            |ago| if ago > 30.0 { 20 * MIB } else { 300 * MIB },
+            0.0,
+        );
+        assert!(leak_findings(&[node("a").with("api", step)]).is_empty());
     }
 
     #[test]
