@@ -1,6 +1,6 @@
 //! The cross-node diagnostics: pure functions of the nodes' workload summaries.
 //!
-//! Each diagnostic is one module with one entry point over a [`Fleet`] (the answers with their
+//! Each diagnostic is one module with one entry point over a `Fleet` (the answers with their
 //! node names resolved) and the [`Thresholds`]; `diagnose` runs them all. The rules, with their
 //! default thresholds, are documented in the README ("Diagnostics"), and the PromQL versions of
 //! the ones Prometheus can express are in `deploy/prometheus/memtrace-rules.yml`, with the same
