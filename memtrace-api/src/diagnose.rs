@@ -217,3 +217,43 @@ pub struct NodePressure {
     pub node: String,
     pub pressure_score: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON a client reads: the evidence keyed by its kind, enums in snake_case, and back.
+    #[test]
+    fn a_finding_in_json() {
+        let finding = Finding {
+            kind: FindingKind::OomStorm,
+            workload: "cache".into(),
+            verdict: "cache: 2 OOM kills on 2 nodes".into(),
+            nodes: vec!["a".into(), "b".into()],
+            instances: vec![InstanceRef {
+                node: "a".into(),
+                instance: "cache-0".into(),
+            }],
+            evidence: Evidence::OomStorm(OomStormEvidence {
+                scope: OomScope::Memcg,
+                kills: 2,
+                first_unix_ms: 1,
+                last_unix_ms: 2,
+                kills_by_node: vec![NodeCount {
+                    node: "a".into(),
+                    count: 2,
+                }],
+            }),
+        };
+        let json = serde_json::to_value(&finding).unwrap();
+        assert_eq!(json["kind"], "oom_storm");
+        assert_eq!(json["evidence"]["oom_storm"]["scope"], "memcg");
+        assert_eq!(
+            json["evidence"]["oom_storm"]["kills_by_node"][0]["count"],
+            2
+        );
+        assert_eq!(finding.evidence.kind(), finding.kind);
+        let back: Finding = serde_json::from_value(json).unwrap();
+        assert_eq!(back, finding);
+    }
+}
