@@ -438,14 +438,20 @@ fn ensure_tracefs() {
 /// One check in a pipeline: a cargo invocation with its own environment.
 struct Step {
     name: &'static str,
+    program: &'static str,
     args: Vec<OsString>,
     env: Vec<(&'static str, OsString)>,
 }
 
 impl Step {
     fn cargo(name: &'static str, args: &[&str]) -> Self {
+        Self::tool(name, "cargo", args)
+    }
+
+    fn tool(name: &'static str, program: &'static str, args: &[&str]) -> Self {
         Self {
             name,
+            program,
             args: args.iter().map(OsString::from).collect(),
             env: Vec::new(),
         }
@@ -466,7 +472,7 @@ impl Step {
 fn run_steps(ctx: &Ctx, steps: &[Step]) -> Result<()> {
     let n = steps.len();
     for (i, step) in steps.iter().enumerate() {
-        let mut c = ctx.cmd("cargo");
+        let mut c = ctx.cmd(step.program);
         c.args(&step.args);
         for (k, v) in &step.env {
             c.env(k, v);
@@ -506,8 +512,11 @@ fn test(ctx: &mut Ctx, extra: Vec<OsString>) -> Result<()> {
     }
     ensure_apt_packages(ctx, TEST_APT_PACKAGES)?;
 
+    let [check_rules, test_rules] = prometheus_rules_steps(ctx)?;
     let steps = [
         Step::cargo("fmt", &["fmt", "--all", "--", "--check"]),
+        check_rules,
+        test_rules,
         Step::cargo(
             "clippy",
             &[
@@ -574,6 +583,33 @@ fn test(ctx: &mut Ctx, extra: Vec<OsString>) -> Result<()> {
     run_steps(ctx, &steps)?;
     say("all checks passed");
     Ok(())
+}
+
+/// `promtool check rules` on the Prometheus rules of `deploy/prometheus/` and `promtool test rules`
+/// on their unit tests (`deploy/prometheus/tests/*.yml`).
+fn prometheus_rules_steps(ctx: &Ctx) -> Result<[Step; 2]> {
+    const RULES: &str = "deploy/prometheus/memtrace-rules.yml";
+    let mut tests: Vec<OsString> = fs::read_dir(ctx.root.join("deploy/prometheus/tests"))
+        .context("reading deploy/prometheus/tests")?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading deploy/prometheus/tests")?
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yml"))
+        .map(OsString::from)
+        .collect();
+    if tests.is_empty() {
+        bail!("no promtool unit tests in deploy/prometheus/tests");
+    }
+    tests.sort();
+    Ok([
+        Step::tool(
+            "promtool check rules",
+            "promtool",
+            &["check", "rules", RULES],
+        ),
+        Step::tool("promtool test rules", "promtool", &["test", "rules"]).arg_all(tests),
+    ])
 }
 
 /// Clippy on `memtrace-ebpf` for its real target, invoked as `memtrace/build.rs` builds it through
@@ -677,6 +713,13 @@ mod tests {
     #[test]
     fn libllvm_missing_is_an_error() {
         assert!(find_libllvm(Path::new("/nonexistent-xtask-dir")).is_err());
+    }
+
+    /// The `cargo xtask test` steps over `deploy/prometheus/`, run as that command runs them.
+    #[test]
+    fn prometheus_rules_pass_promtool() -> Result<()> {
+        let ctx = Ctx::new()?;
+        run_steps(&ctx, &prometheus_rules_steps(&ctx)?)
     }
 
     #[test]
