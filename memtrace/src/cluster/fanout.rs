@@ -77,12 +77,10 @@ pub async fn fan_out(client: &reqwest::Client, targets: &[Target], args: &Fanout
             // Never fails: the semaphore is not closed.
             let _permit = permits.acquire_owned().await;
             let asked = Instant::now();
-            let result = tokio::time::timeout(
-                timeout,
-                fetch(&client, &target, history, max_body, timeout),
-            )
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {}", seconds(timeout))));
+            let result =
+                tokio::time::timeout(timeout, fetch(&client, &target, history, max_body, timeout))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("timed out after {}", seconds(timeout))));
             (index, result, asked.elapsed())
         });
     }
@@ -220,7 +218,7 @@ fn preview(body: &[u8]) -> String {
     const SHOWN: usize = 40;
     let head = crate::escape::escape_bytes(&body[..body.len().min(SHOWN)]);
     let more = if body.len() > SHOWN { "…" } else { "" };
-    format!("{:?}{more}", crate::escape::terminal(&head))
+    format!("\"{}{more}\"", crate::escape::terminal(&head))
 }
 
 /// One line for a failed request: the innermost cause in the words of the OS (`connection

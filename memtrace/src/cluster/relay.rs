@@ -201,19 +201,31 @@ fn not_yet() -> Response {
 }
 
 async fn top(State(latest): State<Latest>) -> Response {
-    latest.borrow().clone().map_or_else(not_yet, |p| json(&p.top))
+    latest
+        .borrow()
+        .clone()
+        .map_or_else(not_yet, |p| json(&p.top))
 }
 
 async fn nodes(State(latest): State<Latest>) -> Response {
-    latest.borrow().clone().map_or_else(not_yet, |p| json(&p.nodes))
+    latest
+        .borrow()
+        .clone()
+        .map_or_else(not_yet, |p| json(&p.nodes))
 }
 
 async fn oom(State(latest): State<Latest>) -> Response {
-    latest.borrow().clone().map_or_else(not_yet, |p| json(&p.oom))
+    latest
+        .borrow()
+        .clone()
+        .map_or_else(not_yet, |p| json(&p.oom))
 }
 
 async fn diagnose(State(latest): State<Latest>) -> Response {
-    latest.borrow().clone().map_or_else(not_yet, |p| json(&p.diagnose))
+    latest
+        .borrow()
+        .clone()
+        .map_or_else(not_yet, |p| json(&p.diagnose))
 }
 
 fn json<T: Serialize>(view: &T) -> Response {

@@ -12,10 +12,7 @@ use crate::units::human_bytes;
 
 /// `answered 2/3 nodes; node-c:9847: connecting: connection refused after 0.0 s`.
 pub fn coverage(coverage: &Coverage) -> String {
-    let mut line = format!(
-        "answered {}/{} nodes",
-        coverage.answered, coverage.asked
-    );
+    let mut line = format!("answered {}/{} nodes", coverage.answered, coverage.asked);
     for failure in &coverage.failures {
         let who = match &failure.node {
             Some(node) => format!("{} ({})", terminal(node), terminal(&failure.target)),
@@ -27,7 +24,9 @@ pub fn coverage(coverage: &Coverage) -> String {
             let _ = write!(
                 line,
                 " after {}",
-                seconds(std::time::Duration::from_secs_f64(failure.elapsed_seconds.max(0.0)))
+                seconds(std::time::Duration::from_secs_f64(
+                    failure.elapsed_seconds.max(0.0)
+                ))
             );
         }
     }
@@ -64,8 +63,10 @@ fn table(header: &[&str], rows: &[Vec<String>], left: usize) -> String {
 }
 
 fn clock(unix_ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms))
-        .to_string()
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms),
+    )
+    .to_string()
 }
 
 fn scope(scope: OomScope) -> &'static str {
@@ -117,7 +118,9 @@ pub fn top(view: &TopView) -> String {
         &rows,
         2,
     ));
-    out.push_str("SKEW: max/median anon RSS over instances; OOM: kills within each daemon's retention\n");
+    out.push_str(
+        "SKEW: max/median anon RSS over instances; OOM: kills within each daemon's retention\n",
+    );
     out
 }
 
@@ -145,14 +148,26 @@ pub fn nodes(view: &NodesView) -> String {
             None => vec![
                 "?".to_owned(),
                 terminal(&status.target).into_owned(),
-                format!("FAILED: {}", terminal(status.error.as_deref().unwrap_or(""))),
+                format!(
+                    "FAILED: {}",
+                    terminal(status.error.as_deref().unwrap_or(""))
+                ),
             ],
         })
         .collect();
     out.push_str(&table(
         &[
-            "NODE", "TARGET", "STATE", "VERSION", "PRESSURE", "PSI SOME10", "AVAILABLE", "TOTAL",
-            "FRAG3", "STALL s/s", "WORKLOADS",
+            "NODE",
+            "TARGET",
+            "STATE",
+            "VERSION",
+            "PRESSURE",
+            "PSI SOME10",
+            "AVAILABLE",
+            "TOTAL",
+            "FRAG3",
+            "STALL s/s",
+            "WORKLOADS",
         ],
         &rows,
         4,
@@ -166,7 +181,9 @@ pub fn oom(view: &OomView) -> String {
         out,
         "storm: kills of one workload and scope on ≥ {} nodes within {} of the first",
         view.storm_min_nodes,
-        seconds(std::time::Duration::from_secs_f64(view.storm_window_seconds))
+        seconds(std::time::Duration::from_secs_f64(
+            view.storm_window_seconds
+        ))
     );
     for (id, storm) in view.storms.iter().enumerate() {
         let _ = writeln!(
@@ -176,7 +193,12 @@ pub fn oom(view: &OomView) -> String {
             scope(storm.scope),
             storm.kills,
             storm.nodes.len(),
-            storm.nodes.iter().map(|n| terminal(n)).collect::<Vec<_>>().join(", "),
+            storm
+                .nodes
+                .iter()
+                .map(|n| terminal(n))
+                .collect::<Vec<_>>()
+                .join(", "),
             clock(storm.first_unix_ms),
             clock(storm.last_unix_ms),
         );

@@ -42,7 +42,12 @@ pub struct TargetArgs {
     pub prometheus: Option<String>,
 
     /// The Prometheus job that scrapes the daemons (with --prometheus).
-    #[arg(long, value_name = "NAME", default_value = "memtrace", requires = "prometheus")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "memtrace",
+        requires = "prometheus"
+    )]
     pub job: String,
 }
 
@@ -101,10 +106,12 @@ impl Target {
                 _ => spec.to_owned(),
             };
             if authority.contains('/') {
-                return Err(invalid("a path needs a URL (http://host:port/path)".to_owned()));
+                return Err(invalid(
+                    "a path needs a URL (http://host:port/path)".to_owned(),
+                ));
             }
-            let mut url = Url::parse(&format!("http://{authority}/"))
-                .map_err(|e| invalid(e.to_string()))?;
+            let mut url =
+                Url::parse(&format!("http://{authority}/")).map_err(|e| invalid(e.to_string()))?;
             if url.port().is_none() {
                 url.set_port(Some(default_port()))
                     .map_err(|()| invalid("cannot carry a port".to_owned()))?;
@@ -141,7 +148,11 @@ impl Target {
 /// The lines of a `--nodes-file`: one target each, blank lines and `#` comments skipped.
 pub fn parse_nodes_file(text: &str) -> Vec<&str> {
     text.lines()
-        .map(|line| line.split_once('#').map_or(line, |(before, _)| before).trim())
+        .map(|line| {
+            line.split_once('#')
+                .map_or(line, |(before, _)| before)
+                .trim()
+        })
         .filter(|line| !line.is_empty())
         .collect()
 }
@@ -187,7 +198,10 @@ async fn resolve_dns(name: &str) -> Result<Vec<Target>, TargetError> {
         name: name.to_owned(),
         why,
     };
-    if name.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+    if name
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
         return Err(dns_error("expected NAME:PORT".to_owned()));
     }
     let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(name)
@@ -269,10 +283,11 @@ async fn prometheus_targets(
     }
     let active = answer.data.map(|d| d.active_targets).unwrap_or_default();
     let mut targets = Vec::new();
-    for target in active
-        .iter()
-        .filter(|t| t.labels.get("job").map_or(t.scrape_pool == job, |j| j == job))
-    {
+    for target in active.iter().filter(|t| {
+        t.labels
+            .get("job")
+            .map_or(t.scrape_pool == job, |j| j == job)
+    }) {
         let mut scraped = Url::parse(&target.scrape_url)
             .map_err(|e| prometheus_error(format!("scrape URL {}: {e}", target.scrape_url)))?;
         scraped.set_path("/");
@@ -337,7 +352,10 @@ mod tests {
         };
         let targets = discover(&args, Duration::from_secs(1)).await.unwrap();
         let bases: Vec<String> = targets.iter().map(|t| t.base.to_string()).collect();
-        assert_eq!(bases[..2], ["http://127.0.0.1:9847/", "http://127.0.0.2:9847/"]);
+        assert_eq!(
+            bases[..2],
+            ["http://127.0.0.1:9847/", "http://127.0.0.2:9847/"]
+        );
         assert_eq!(bases.len(), HashSet::<&String>::from_iter(&bases).len());
         // localhost resolves to 127.0.0.1 (already there) and perhaps ::1.
         assert!(bases.len() <= 3, "{bases:?}");
@@ -347,7 +365,9 @@ mod tests {
             nodes_file: Some(dir.path().join("absent")),
             ..TargetArgs::default()
         };
-        let err = discover(&missing, Duration::from_secs(1)).await.unwrap_err();
+        let err = discover(&missing, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.to_string().starts_with("reading --nodes-file"), "{err}");
         let none = discover(&TargetArgs::default(), Duration::from_secs(1)).await;
         assert!(matches!(none, Err(TargetError::None)));
@@ -355,7 +375,9 @@ mod tests {
             dns: vec!["localhost".to_owned()],
             ..TargetArgs::default()
         };
-        let err = discover(&bad_dns, Duration::from_secs(1)).await.unwrap_err();
+        let err = discover(&bad_dns, Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("expected NAME:PORT"), "{err}");
     }
 }

@@ -59,7 +59,8 @@ pub fn top(round: &Round) -> TopView {
                     row: WorkloadAcrossNodes::default(),
                 });
             for instance in &workload.instances {
-                let rss = instance.rss_anon_bytes + instance.rss_file_bytes + instance.rss_shmem_bytes;
+                let rss =
+                    instance.rss_anon_bytes + instance.rss_file_bytes + instance.rss_shmem_bytes;
                 acc.nodes.insert(node.to_owned());
                 acc.anon.push(instance.rss_anon_bytes);
                 let row = &mut acc.row;
