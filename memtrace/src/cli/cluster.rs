@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use memtrace_api::cluster::Coverage;
 use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cluster::diagnose::Thresholds;
 use crate::cluster::fanout::{FanoutArgs, Round, fan_out};
@@ -240,10 +241,80 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         interval: args.interval,
         max_finding_series: args.max_finding_series,
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM is how a Deployment or systemd stops the relay; both end it cleanly.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
     };
     relay::serve(listener, poller, shutdown)
         .await
         .context("serving")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// Flags flattened from other modules (client options, thresholds) must not collide with
+    /// the views' own: clap checks that only when asked.
+    #[test]
+    fn the_command_line_is_consistent_and_teaches() {
+        Cli::command().debug_assert();
+        let mut cli = Cli::command();
+        let cluster = cli.find_subcommand_mut("cluster").unwrap();
+        for view in ["top", "nodes", "oom", "diagnose", "serve"] {
+            let help = cluster
+                .find_subcommand_mut(view)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(
+                help.contains("memtrace cluster diagnose --nodes a:9847,b:9847,c:9847"),
+                "{view}: {help}"
+            );
+            assert!(
+                help.contains("Exit status: 0 every target answered"),
+                "{view}"
+            );
+        }
+        let parsed = Cli::try_parse_from([
+            "memtrace",
+            "cluster",
+            "oom",
+            "--nodes",
+            "a,b:1",
+            "--nodes",
+            "c",
+            "-o",
+            "json",
+            "--timeout",
+            "500ms",
+            "--storm-window",
+            "10m",
+        ])
+        .unwrap();
+        let Command::Cluster(ClusterArgs {
+            view: View::Oom(args),
+        }) = parsed.command
+        else {
+            panic!("not cluster oom");
+        };
+        assert_eq!(args.common.targets.nodes, ["a", "b:1", "c"]);
+        assert_eq!(args.common.output, Output::Json);
+        assert_eq!(args.common.fanout.timeout, Duration::from_millis(500));
+        assert_eq!(args.common.fanout.deadline, Duration::from_secs(10));
+        assert_eq!(args.common.fanout.concurrency, 64);
+        assert_eq!(args.storms.storm_window, Duration::from_secs(600));
+        assert!(
+            Cli::try_parse_from(["memtrace", "cluster", "top", "--job", "x"]).is_err(),
+            "--job without --prometheus"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! `watch` channel, which holds exactly the latest publication (bounded by construction; a slow
 //! reader never holds the poller back). Handlers only read the latest publication, so a request
 //! never triggers a fan-out and any number of dashboards cost the fleet nothing more.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ impl Poller {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut targets: Vec<Target> = Vec::new();
+        // Target → the node name it last answered with, so a failure names the node too.
+        let mut known: HashMap<String, String> = HashMap::new();
         loop {
             ticks.tick().await;
             match discover(&self.targets, self.fanout.timeout).await {
@@ -62,7 +65,16 @@ impl Poller {
                 // Asked again next round; meanwhile the last targets known are still asked.
                 Err(err) => tracing::warn!("cluster serve: discovery failed: {err}"),
             }
-            let round = fan_out(&self.client, &targets, &self.fanout).await;
+            let mut round = fan_out(&self.client, &targets, &self.fanout).await;
+            for answer in &round.answers {
+                known.insert(answer.target.clone(), views::node_name(answer).to_owned());
+            }
+            let asked: std::collections::HashSet<&str> =
+                targets.iter().map(|t| t.spec.as_str()).collect();
+            known.retain(|target, _| asked.contains(target.as_str()));
+            for failure in &mut round.coverage.failures {
+                failure.node = known.get(&failure.target).cloned();
+            }
             let publication = self.publish(&round);
             if publish.send(Some(Arc::new(publication))).is_err() {
                 return;

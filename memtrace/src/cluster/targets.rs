@@ -139,8 +139,12 @@ impl Target {
             .base
             .join("api/v1/workloads")
             .unwrap_or_else(|_| self.base.clone());
-        url.query_pairs_mut()
-            .append_pair("history", &format!("{}s", history.as_secs()));
+        // `0` is the contract's spelling of "no history".
+        let history = match history.as_secs() {
+            0 => "0".to_owned(),
+            secs => format!("{secs}s"),
+        };
+        url.query_pairs_mut().append_pair("history", &history);
         url
     }
 }

@@ -3,7 +3,7 @@
 //! names (refusing, slow, garbage, other schema versions, huge bodies).
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -96,6 +96,8 @@ enum Peer {
     Answers(WorkloadsResponse),
     SlowThenAnswers(Duration, WorkloadsResponse),
     Raw(StatusCode, Vec<u8>),
+    /// Answers while the flag is set, 503 after.
+    WhileUp(Arc<AtomicBool>, WorkloadsResponse),
 }
 
 /// What a fake daemon saw.
@@ -124,7 +126,7 @@ async fn fake_daemon(peer: Peer) -> (SocketAddr, Arc<Seen>) {
                 {
                     seen.gzip_accepted.fetch_add(1, Ordering::SeqCst);
                 }
-                if query.0.as_deref() == Some("history=0s") {
+                if query.0.as_deref() == Some("history=0") {
                     seen.history_zero.fetch_add(1, Ordering::SeqCst);
                 }
                 let response = match peer {
@@ -134,6 +136,10 @@ async fn fake_daemon(peer: Peer) -> (SocketAddr, Arc<Seen>) {
                         axum::Json(body).into_response()
                     }
                     Peer::Raw(status, body) => (status, body).into_response(),
+                    Peer::WhileUp(up, body) if up.load(Ordering::SeqCst) => {
+                        axum::Json(body).into_response()
+                    }
+                    Peer::WhileUp(..) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
                 };
                 seen.in_flight.fetch_sub(1, Ordering::SeqCst);
                 response
@@ -591,6 +597,13 @@ async fn the_relay_serves_the_latest_round() {
         .collect();
     let dead = refused().await;
     nodes.push(dead.to_string());
+    let up = Arc::new(AtomicBool::new(true));
+    let (flaky, _) = fake_daemon(Peer::WhileUp(
+        Arc::clone(&up),
+        summary("node-flaky", &[], vec![]),
+    ))
+    .await;
+    nodes.push(flaky.to_string());
     let poller = Poller {
         client: client(Duration::from_secs(1)),
         targets: TargetArgs {
@@ -624,7 +637,7 @@ async fn the_relay_serves_the_latest_round() {
         assert!(Instant::now() < deadline, "no round within 10 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!((top.coverage.asked, top.coverage.answered), (4, 3));
+    assert_eq!((top.coverage.asked, top.coverage.answered), (5, 4));
     assert_eq!(top.coverage.failures[0].target, dead.to_string());
     assert!(
         top.workloads
@@ -637,9 +650,9 @@ async fn the_relay_serves_the_latest_round() {
         .json()
         .await
         .unwrap();
-    assert_eq!(nodes.nodes.len(), 4);
+    assert_eq!(nodes.nodes.len(), 5);
     assert!(
-        nodes.nodes[3]
+        nodes.nodes[4]
             .error
             .as_deref()
             .unwrap()
@@ -658,10 +671,10 @@ async fn the_relay_serves_the_latest_round() {
         .json()
         .await
         .unwrap();
-    assert_eq!(report.coverage.answered, 3);
+    assert_eq!(report.coverage.answered, 4);
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains("memtrace_cluster_nodes{state=\"answered\"} 3"),
+        metrics.contains("memtrace_cluster_nodes{state=\"answered\"} 4"),
         "{metrics}"
     );
     assert!(
@@ -670,6 +683,31 @@ async fn the_relay_serves_the_latest_round() {
     );
     assert_eq!(get("/healthz").await.unwrap().text().await.unwrap(), "ok\n");
     assert_eq!(get("/nope").await.unwrap().status(), StatusCode::NOT_FOUND);
+    // A node that answered and then stops is named in the coverage by its last known name.
+    up.store(false, Ordering::SeqCst);
+    let failure = loop {
+        let top: TopView = get("/api/v1/cluster/top")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(failure) = top
+            .coverage
+            .failures
+            .iter()
+            .find(|f| f.target == flaky.to_string())
+        {
+            break failure.clone();
+        }
+        assert!(Instant::now() < deadline, "the flaky node never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(failure.node.as_deref(), Some("node-flaky"));
+    assert_eq!(
+        failure.error,
+        "HTTP 503 Service Unavailable from /api/v1/workloads"
+    );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

@@ -110,7 +110,7 @@ fn skew(values: &mut [u64]) -> Option<f64> {
     }
     values.sort_unstable();
     let mid = values.len() / 2;
-    let median = if values.len() % 2 == 0 {
+    let median = if values.len().is_multiple_of(2) {
         (values[mid - 1] as f64 + values[mid] as f64) / 2.0
     } else {
         values[mid] as f64
@@ -207,7 +207,7 @@ pub fn oom(round: &Round, rule: StormRule) -> OomView {
             start = end;
         }
     }
-    storms.sort_by(|a, b| b.0.last_unix_ms.cmp(&a.0.last_unix_ms));
+    storms.sort_by_key(|storm| std::cmp::Reverse(storm.0.last_unix_ms));
     for (id, (_, members)) in storms.iter().enumerate() {
         for &i in members {
             kills[i].storm = Some(u32::try_from(id).unwrap_or(u32::MAX));
