@@ -129,8 +129,9 @@ pub fn nodes(view: &NodesView) -> String {
     let rows: Vec<Vec<String>> = view
         .nodes
         .iter()
-        .map(|status| match &status.node {
-            Some(node) => vec![
+        .filter_map(|status| {
+            let node = status.node.as_ref()?;
+            Some(vec![
                 terminal(&node.name).into_owned(),
                 terminal(&status.target).into_owned(),
                 if node.ready { "ready" } else { "degraded" }.to_owned(),
@@ -144,34 +145,37 @@ pub fn nodes(view: &NodesView) -> String {
                 format!("{:.2}", node.fragmentation_index_order3),
                 format!("{:.3}", node.reclaim_stall_seconds_per_sec),
                 status.workloads.to_string(),
-            ],
-            None => vec![
-                "?".to_owned(),
-                terminal(&status.target).into_owned(),
-                format!(
-                    "FAILED: {}",
-                    terminal(status.error.as_deref().unwrap_or(""))
-                ),
-            ],
+            ])
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "NODE",
-            "TARGET",
-            "STATE",
-            "VERSION",
-            "PRESSURE",
-            "PSI SOME10",
-            "AVAILABLE",
-            "TOTAL",
-            "FRAG3",
-            "STALL s/s",
-            "WORKLOADS",
-        ],
-        &rows,
-        4,
-    ));
+    if !rows.is_empty() {
+        out.push_str(&table(
+            &[
+                "NODE",
+                "TARGET",
+                "STATE",
+                "VERSION",
+                "PRESSURE",
+                "PSI SOME10",
+                "AVAILABLE",
+                "TOTAL",
+                "FRAG3",
+                "STALL s/s",
+                "WORKLOADS",
+            ],
+            &rows,
+            4,
+        ));
+    }
+    // Below the table rather than in it: an error is a sentence, not a column.
+    for status in view.nodes.iter().filter(|s| s.node.is_none()) {
+        let _ = writeln!(
+            out,
+            "NOT ANSWERED {}: {}",
+            terminal(&status.target),
+            terminal(status.error.as_deref().unwrap_or("unknown error"))
+        );
+    }
     out
 }
 

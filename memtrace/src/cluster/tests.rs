@@ -407,6 +407,14 @@ async fn every_misbehaving_peer_is_its_own_clear_error() {
     );
     assert!(!line.contains('\x1b'), "{line}");
     assert_eq!(line.lines().count(), 1);
+    let text = render::nodes(&views::nodes(&round));
+    assert!(
+        text.contains(&format!(
+            "\nNOT ANSWERED {dead}: connecting: connection refused\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nnode-a "), "{text}");
 }
 
 #[tokio::test]
