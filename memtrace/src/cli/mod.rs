@@ -1,4 +1,5 @@
 //! The command line: one file per verb.
+pub mod cluster;
 pub mod daemon;
 pub mod oom;
 pub mod trace;
@@ -30,7 +31,7 @@ mod tests {
     name = "memtrace",
     version,
     propagate_version = true,
-    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s"
+    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,9 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     /// Show recent OOM kills with the 60 s before each, from a running daemon.
     Oom(oom::OomArgs),
+    /// Ask many daemons at once: workloads, nodes and OOM kills across the fleet, and the
+    /// cross-node diagnostics (hot shard, leak, OOM storm, noisy neighbour, app or node).
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Parse arguments; clap's own errors become one line (`memtrace: error: …`) and exit code 2.
@@ -109,15 +113,18 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Trace(args) => trace::run(args).await,
-            Command::Daemon(args) => daemon::run(args).await,
+            Command::Trace(args) => trace::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Daemon(args) => daemon::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Oom(args) => tokio::task::spawn_blocking(move || oom::run(args))
                 .await
-                .unwrap_or_else(|err| Err(anyhow::anyhow!("oom report task: {err}"))),
+                .unwrap_or_else(|err| Err(anyhow::anyhow!("oom report task: {err}")))
+                .map(|()| ExitCode::SUCCESS),
+            // Its status says whether every node answered.
+            Command::Cluster(args) => cluster::run(args).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // `{:#}` joins the context chain on one line: "loading probes: map EVENTS: …".
             eprintln!("memtrace: error: {err:#}");

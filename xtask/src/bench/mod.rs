@@ -12,6 +12,7 @@
 //! One file per benchmark (`faults` and `mmap` share `overhead`'s interleaved rounds); `harness`
 //! starts and stops what is measured, `procfs` reads the kernel's accounting, `stats` sums it
 //! up and `report` renders `BENCHMARKS.md` from plain results (a golden test checks its text).
+mod cluster_fanout;
 mod cluster_prometheus;
 mod faults;
 mod footprint;
@@ -39,6 +40,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
 use self::{
+    cluster_fanout::bench_cluster,
     cluster_prometheus::bench_cluster_prometheus,
     faults::bench_faults,
     footprint::bench_footprint_and_scrape,
@@ -95,10 +97,13 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-8 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro, cluster-prometheus.
+    /// Only these benchmarks (comma-separated): 1-9 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, cluster, cluster-prometheus.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
+    /// Simulated fleet sizes of benchmark 8 (`memtrace cluster diagnose`).
+    #[arg(long, value_delimiter = ',', value_name = "LIST", default_value = "100,1000,5000", value_parser = clap::value_parser!(usize))]
+    cluster_nodes: Vec<usize>,
     /// What the "memtrace running" variant is.
     #[arg(long, value_enum, default_value_t = MEMTRACE_RUNNING)]
     memtrace: MemtraceMode,
@@ -123,6 +128,7 @@ pub enum Benchmark {
     Scrape,
     Startup,
     Micro,
+    Cluster,
     ClusterPrometheus,
 }
 
@@ -140,6 +146,7 @@ impl Benchmark {
             Self::Scrape => "Scrape latency",
             Self::Startup => "Start-up",
             Self::Micro => "Hot-path micro-benchmarks",
+            Self::Cluster => "Cluster fan-out",
             Self::ClusterPrometheus => "Cross-node skew through Prometheus (baseline)",
         }
     }
@@ -284,6 +291,10 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
         sections.push(run_one(&env, Benchmark::Micro, bench_micro));
     }
     check_interrupt()?;
+    if wanted(Benchmark::Cluster) {
+        sections.push(run_one(&env, Benchmark::Cluster, bench_cluster));
+    }
+    check_interrupt()?;
     if wanted(Benchmark::ClusterPrometheus) {
         sections.push(run_one(
             &env,
@@ -356,7 +367,7 @@ mod tests {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-8 or faults, mmap, throughput, footprint, scrape, startup, micro, cluster-prometheus)"
+                    "unknown benchmark `{bogus}` (1-9 or faults, mmap, throughput, footprint, scrape, startup, micro, cluster, cluster-prometheus)"
                 )),
                 "{e}"
             );
@@ -379,7 +390,8 @@ mod tests {
                 (5, "Scrape latency"),
                 (6, "Start-up"),
                 (7, "Hot-path micro-benchmarks"),
-                (8, "Cross-node skew through Prometheus (baseline)"),
+                (8, "Cluster fan-out"),
+                (9, "Cross-node skew through Prometheus (baseline)"),
             ]
         );
     }
