@@ -27,7 +27,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEFAULT_LLVM_MAJOR: u32 = 22;
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Debian packages `cargo xtask test` needs: (binary looked up on PATH, package providing it).
-const TEST_APT_PACKAGES: &[(&str, &str)] = &[("promtool", "prometheus")];
+/// redis-server: the real replicas of the three-node cluster test.
+const TEST_APT_PACKAGES: &[(&str, &str)] =
+    &[("promtool", "prometheus"), ("redis-server", "redis-server")];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.
 #[derive(Parser)]
