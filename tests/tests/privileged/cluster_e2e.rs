@@ -487,7 +487,9 @@ fn check_prometheus_scale_path(
 fn three_nodes_real_workloads_and_prometheus_agent_to_receiver_today() {
     let _serial = serial();
     let started = Instant::now();
-    let mut scenario = Scenario::start(|_| Vec::new());
+    // Today's daemons see the whole machine (no --cgroup-root): enough series for every
+    // workload of the scenario next to whatever else runs (no --pin yet either).
+    let mut scenario = Scenario::start(|_| vec!["--top".to_owned(), "1000".to_owned()]);
     check_patterns_through_todays_apis(&scenario);
     check_prometheus_scale_path(&scenario, &[]);
 

@@ -260,6 +260,8 @@ pub(crate) struct Node {
     /// Child cgroups (kept to be removed before the root).
     children: Vec<CgroupTree>,
     host_veth: String,
+    /// Its peer, inside the namespace.
+    peer_veth: String,
     netns: NetNs,
 }
 
@@ -299,6 +301,7 @@ impl Node {
             root,
             children: Vec::new(),
             host_veth,
+            peer_veth: peer,
             netns,
         }
     }
@@ -352,14 +355,23 @@ impl Node {
         }
     }
 
-    /// Take the node's link down: its daemon keeps running but no packet reaches it.
+    /// Take the node's end of its link down: its daemon keeps running but nothing reaches it
+    /// (packets to it are dropped; the root namespace keeps its route, so nothing leaks to the
+    /// default route either).
     pub(crate) fn link_down(&self) {
-        ip(&["link", "set", &self.host_veth, "down"]);
+        ip(&[
+            "-n",
+            &self.netns.name,
+            "link",
+            "set",
+            &self.peer_veth,
+            "down",
+        ]);
     }
 
-    /// Bring the node's link back up.
+    /// Bring the node's end of its link back up.
     pub(crate) fn link_up(&self) {
-        ip(&["link", "set", &self.host_veth, "up"]);
+        ip(&["-n", &self.netns.name, "link", "set", &self.peer_veth, "up"]);
     }
 
     /// A `redis-server` (Debian's) in cgroup `cgroup` listening on the node's address at `port`,
