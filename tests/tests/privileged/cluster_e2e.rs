@@ -382,6 +382,14 @@ fn check_patterns_through_todays_apis(scenario: &Scenario) {
             .reclaim_stall_seconds_per_sec
             > 0.0
     );
+    eprintln!(
+        "scenario as the daemons see it: big replica {} MiB anon, leaker +{} KiB in {elapsed:.1} s \
+         (now {} MiB), hog {} MiB, victim stalled {stall_per_sec:.3} s/s",
+        big / MIB,
+        leaker_growth >> 10,
+        leaker_now / MIB,
+        hog / MIB
+    );
 
     // OOM storm: each node's daemon recorded its node's kills, in the oomer's 32 MiB cgroup.
     for node in ["node-a", "node-b"] {
