@@ -166,26 +166,6 @@ impl Prometheus {
             .cloned()
             .unwrap_or_default()
     }
-
-    /// Poll the alerts until `ok` holds for them, or fail after `timeout`.
-    pub(crate) fn wait_for_alerts(
-        &self,
-        timeout: Duration,
-        ok: impl Fn(&[serde_json::Value]) -> bool,
-    ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let alerts = self.alerts();
-            if ok(&alerts) {
-                return alerts;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "alerts not as expected within {timeout:?}; last: {alerts:#?}"
-            );
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
 }
 
 impl Drop for Prometheus {
