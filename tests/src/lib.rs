@@ -70,15 +70,25 @@ impl Workload {
     /// Start it inside `cgroup`: placed there between fork and exec, as container runtimes do,
     /// so it never runs (or is seen) anywhere else.
     pub fn start_in(cgroup: &MemoryCgroup, args: &[&str]) -> Self {
+        Self::start_program_in(&workload_bin(), &cgroup.dir, args)
+    }
+
+    /// Like [`Self::start_in`], for `program` (e.g. a link to the workload binary under another
+    /// name, which becomes its comm) in the cgroup directory `cgroup_dir`.
+    pub fn start_program_in(
+        program: &std::path::Path,
+        cgroup_dir: &std::path::Path,
+        args: &[&str],
+    ) -> Self {
         use std::os::{fd::AsRawFd, unix::process::CommandExt};
         // Opened here: between fork and exec only async-signal-safe calls are allowed (the test
         // harness is multi-threaded), so the child just write(2)s "0" (= itself) to it.
         let procs = std::fs::OpenOptions::new()
             .write(true)
-            .open(cgroup.dir.join("cgroup.procs"))
+            .open(cgroup_dir.join("cgroup.procs"))
             .expect("open cgroup.procs");
         let fd = procs.as_raw_fd();
-        let mut command = Command::new(workload_bin());
+        let mut command = Command::new(program);
         command.args(args);
         // SAFETY: the hook calls only write(2) on an fd that outlives the spawn.
         unsafe {

@@ -27,7 +27,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEFAULT_LLVM_MAJOR: u32 = 22;
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Debian packages `cargo xtask test` needs: (binary looked up on PATH, package providing it).
-const TEST_APT_PACKAGES: &[(&str, &str)] = &[("promtool", "prometheus")];
+/// redis-server: the real replicas of the three-node cluster test; ip: its network namespaces.
+const TEST_APT_PACKAGES: &[(&str, &str)] = &[
+    ("promtool", "prometheus"),
+    ("redis-server", "redis-server"),
+    ("ip", "iproute2"),
+];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.
 #[derive(Parser)]
@@ -81,7 +86,8 @@ enum Cmd {
     /// memtrace-common without its `user` feature and on memtrace-ebpf for bpfel-unknown-none (as
     /// aya-build builds it); `cargo test --workspace --exclude memtrace-ebpf [EXTRA]`
     /// (RUST_BACKTRACE=1); `cargo doc --no-deps` of the host crates (RUSTDOCFLAGS=-D warnings). Before that
-    /// it runs setup, mounts tracefs and apt-installs missing test tools (prometheus, for promtool and the scrape test).
+    /// it runs setup, mounts tracefs and apt-installs missing test tools (prometheus: promtool and the
+    /// scrape tests; redis-server and iproute2: the three-node cluster test).
     /// Must run as root: the integration tests load real eBPF programs and fail rather than skip.
     ///
     /// Example: sudo -E cargo xtask test -- lifecycle -- --nocapture

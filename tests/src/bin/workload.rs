@@ -405,6 +405,22 @@ fn reaped_victim(mib: usize) {
     finish(&out);
 }
 
+/// Read `path` with read(2) over and over, never exiting: a file larger than the memory its
+/// cgroup can get keeps refilling the page cache, so every pass allocates (and, at a cgroup
+/// limit, stalls in reclaim).
+fn reread(path: &str) -> ! {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path).expect("open");
+    let mut buf = vec![0u8; 1 << 20];
+    ready();
+    wait_for("go");
+    loop {
+        if file.read(&mut buf).expect("read") == 0 {
+            file.rewind().expect("rewind");
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| -> usize {
@@ -426,9 +442,10 @@ fn main() {
         Some("hog-now") => hog_now(),
         Some("reaped-victim") => reaped_victim(arg(2)),
         Some("map-regions") => map_regions(arg(2), arg(3)),
+        Some("reread") => reread(args.get(2).expect("path")),
         other => {
             eprintln!(
-                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN | short PAGES | hog-now | map-regions N FIRST_PAGES (got {other:?})"
+                "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN | short PAGES | hog-now | map-regions N FIRST_PAGES | reread PATH (got {other:?})"
             );
             std::process::exit(2);
         }

@@ -8,14 +8,17 @@
 
 mod cgroups;
 mod cli;
+mod cluster_e2e;
 mod daemon;
 mod daemon_limits;
 mod faults;
+mod fleet;
 mod lifecycle;
 mod mmap;
 mod oom;
 mod persist;
 mod privileges;
+mod prometheus;
 mod ring;
 mod rss;
 mod support;
