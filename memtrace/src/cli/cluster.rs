@@ -90,22 +90,23 @@ pub struct Common {
     pub output: Output,
 }
 
-/// The storm rule of `cluster oom`.
+/// The storm rule of `cluster oom`: the same flags and defaults as `cluster diagnose`'s.
 #[derive(Clone, Debug, Args)]
 pub struct StormArgs {
-    /// Kills of one workload and scope within DURATION of the first are one burst…
+    /// Kills of one workload and scope with no gap longer than DURATION between them are one
+    /// episode…
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(24 * 3600)))]
     pub storm_window: Duration,
-    /// …and a storm when they hit at least N nodes.
+    /// …and a storm when it hits at least N nodes.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
-    pub storm_nodes: u32,
+    pub storm_min_nodes: u32,
 }
 
 impl StormArgs {
     fn rule(&self) -> views::StormRule {
         views::StormRule {
             window: self.storm_window,
-            min_nodes: self.storm_nodes,
+            min_nodes: self.storm_min_nodes,
         }
     }
 }
@@ -136,8 +137,6 @@ pub struct ServeArgs {
     pub client: ClientOptions,
     #[command(flatten)]
     pub thresholds: Thresholds,
-    #[command(flatten)]
-    pub storms: StormArgs,
     /// Address to serve on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9848")]
     pub listen: SocketAddr,
@@ -236,8 +235,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         client,
         targets: args.targets,
         fanout: args.fanout,
+        storms: views::StormRule::from(&args.thresholds),
         thresholds: args.thresholds,
-        storms: args.storms.rule(),
         interval: args.interval,
         max_finding_series: args.max_finding_series,
     };

@@ -719,3 +719,61 @@ async fn the_relay_serves_the_latest_round() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// `cluster oom` marks exactly the storms `cluster diagnose` reports: one rule. Kills 4 min apart
+/// chain into one episode over 8 min (a window anchored at the first kill would split it).
+#[test]
+fn the_oom_view_and_the_diagnostics_agree_on_storms() {
+    let answer = |node: &str, ooms| super::diagnose::NodeAnswer {
+        target: format!("{node}:9847"),
+        summary: summary(node, &[("api", &[("api-1", 50)])], ooms),
+    };
+    let minute = 60_000;
+    let round = Round {
+        generated_unix_ms: T0 + 10 * minute,
+        answers: vec![
+            answer("node-a", vec![kill(T0, "api", "api-1", OomScope::Memcg)]),
+            answer(
+                "node-b",
+                vec![kill(T0 + 4 * minute, "api", "api-1", OomScope::Memcg)],
+            ),
+            answer(
+                "node-c",
+                vec![
+                    kill(T0 + 8 * minute, "api", "api-1", OomScope::Memcg),
+                    kill(T0 + 9 * minute, "api", "api-1", OomScope::Global),
+                ],
+            ),
+        ],
+        coverage: memtrace_api::cluster::Coverage::default(),
+        elapsed: Duration::ZERO,
+    };
+    let thresholds = Thresholds::default();
+    let view = views::oom(&round, StormRule::from(&thresholds));
+    let findings: Vec<Finding> =
+        super::diagnose::diagnose(&round.answers, &thresholds, round.generated_unix_ms)
+            .into_iter()
+            .filter(|f| f.kind == FindingKind::OomStorm)
+            .collect();
+    let from_view: Vec<(String, Vec<String>)> = view
+        .storms
+        .iter()
+        .map(|s| (s.workload.clone(), s.nodes.clone()))
+        .collect();
+    let from_diagnose: Vec<(String, Vec<String>)> = findings
+        .iter()
+        .map(|f| (f.workload.clone(), f.nodes.clone()))
+        .collect();
+    assert_eq!(
+        from_view,
+        [(
+            "api".to_owned(),
+            vec![
+                "node-a".to_owned(),
+                "node-b".to_owned(),
+                "node-c".to_owned()
+            ]
+        )]
+    );
+    assert_eq!(from_view, from_diagnose);
+}

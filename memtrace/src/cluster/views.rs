@@ -13,12 +13,22 @@ use memtrace_api::workloads::{OomScope, WorkloadKind};
 use super::diagnose::{NodeAnswer, Thresholds, diagnose};
 use super::fanout::Round;
 
-/// The storm rule of `cluster oom`: kills of one workload, for one reason, on at least
-/// `min_nodes` nodes within `window` of the first of them (issue 11: ≥ 2 nodes within 5 min).
+/// The storm rule of `cluster oom`, the same as the diagnostics' (`--storm-window`,
+/// `--storm-min-nodes`): kills of one workload, for one reason, with no gap longer than `window`
+/// between them, on at least `min_nodes` nodes (issue 11: ≥ 2 nodes within 5 min).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StormRule {
     pub window: Duration,
     pub min_nodes: u32,
+}
+
+impl From<&crate::cluster::diagnose::Thresholds> for StormRule {
+    fn from(t: &crate::cluster::diagnose::Thresholds) -> Self {
+        Self {
+            window: t.storm_window,
+            min_nodes: t.storm_min_nodes,
+        }
+    }
 }
 
 impl Default for StormRule {
@@ -185,10 +195,15 @@ pub fn oom(round: &Round, rule: StormRule) -> OomView {
         let mut start = 0;
         while start < members.len() {
             let first = kills[members[start]].kill.timestamp_unix_ms;
-            let end = members[start..]
-                .iter()
-                .position(|&i| kills[i].kill.timestamp_unix_ms - first > window_ms)
-                .map_or(members.len(), |offset| start + offset);
+            // An episode: no gap longer than the window between consecutive kills (the
+            // diagnostics' storm rule, `diagnose::storm`).
+            let end = (start + 1..members.len())
+                .find(|&m| {
+                    kills[members[m]].kill.timestamp_unix_ms
+                        - kills[members[m - 1]].kill.timestamp_unix_ms
+                        > window_ms
+                })
+                .unwrap_or(members.len());
             let burst = &members[start..end];
             let nodes: BTreeSet<&str> = burst.iter().map(|&i| kills[i].node.as_str()).collect();
             if nodes.len() >= rule.min_nodes as usize {
