@@ -7,4 +7,4 @@ pub mod server;
 pub mod tls;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
