@@ -9,11 +9,13 @@ use clap::Args;
 use memtrace_api::client::{Client, ClientError};
 use memtrace_api::{OomRecord, OomResponse};
 
-use crate::{cli::daemon::DEFAULT_LISTEN, escape::terminal, units::human_bytes};
+use crate::{
+    cli::daemon::DEFAULT_LISTEN, escape::terminal, units::human_bytes, web::client::ClientOptions,
+};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  memtrace oom                 the last kills seen by the local daemon\n  memtrace oom --last 1 --json\n  memtrace oom --comm java --since 1h\n  memtrace oom --cgroup /kubepods.slice   kills in that cgroup or below\n  memtrace oom --url 10.0.0.5:9847"
+    after_help = "Examples:\n  memtrace oom                 the last kills seen by the local daemon\n  memtrace oom --last 1 --json\n  memtrace oom --comm java --since 1h\n  memtrace oom --cgroup /kubepods.slice   kills in that cgroup or below\n  memtrace oom --url 10.0.0.5:9847\n  memtrace oom --url 10.0.0.5:9847 --ca-file ca.pem --username sre --password-file pw   a daemon with a web config"
 )]
 pub struct OomArgs {
     /// Address of a running `memtrace daemon`: host:port or http://host:port
@@ -40,11 +42,21 @@ pub struct OomArgs {
     /// Print the API's JSON instead of the report.
     #[arg(long)]
     pub json: bool,
+
+    /// TLS and basic auth for a daemon with a `--web-config-file`.
+    #[command(flatten)]
+    pub client: ClientOptions,
 }
 
 pub fn run(args: OomArgs) -> anyhow::Result<()> {
     let given = args.url.is_some();
-    let client = Client::new(args.url.as_deref().unwrap_or(DEFAULT_LISTEN));
+    let target = args.url.as_deref().unwrap_or(DEFAULT_LISTEN);
+    if secured(&args.client, target) {
+        let body = fetch_secured(&args.client, target)?;
+        print!("{}", output(&args, body, SystemTime::now())?);
+        return Ok(());
+    }
+    let client = Client::new(target);
     let body = match client.ooms() {
         Ok(body) => body,
         Err(ClientError::Unreachable { url, source }) => {
@@ -58,6 +70,33 @@ pub fn run(args: OomArgs) -> anyhow::Result<()> {
     };
     print!("{}", output(&args, body, SystemTime::now())?);
     Ok(())
+}
+
+/// Whether the daemon is asked over HTTPS or with credentials: then through the fleet client
+/// (reqwest, rustls), else through the API crate's small plain-HTTP one.
+fn secured(options: &ClientOptions, target: &str) -> bool {
+    target.starts_with("https://")
+        || options.scheme() == "https"
+        || options.username.is_some()
+        || options.password_file.is_some()
+}
+
+/// `/api/v1/oom` through [`ClientOptions`]. Runs on a blocking thread of the CLI's runtime.
+fn fetch_secured(options: &ClientOptions, target: &str) -> anyhow::Result<OomResponse> {
+    let client = options.build(Duration::from_secs(10))?;
+    tokio::runtime::Handle::current().block_on(async {
+        let response = options
+            .get(&client, target, memtrace_api::client::OOM_PATH)
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| web_error(&e, target))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!("{target} did not answer with the OOM history schema: {e}")
+        })
+    })
+}
+
+fn web_error(err: &reqwest::Error, target: &str) -> crate::web::client::RequestError {
+    crate::web::client::explain(err, target)
 }
 
 /// What `memtrace oom` prints for `body`, given the filters of `args`, at `now`.
@@ -351,11 +390,79 @@ mod tests {
             comm: None,
             since: None,
             json: false,
+            client: ClientOptions::default(),
         }
     }
 
     /// `count` kills, newest first, one a minute before `now`: `java` in `/app/web` for even
     /// `i`, `redis` in `/db` for odd.
+    /// A daemon with a web config (HTTPS, basic auth) asked by `memtrace oom`'s options.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_secured_daemon_is_asked_with_the_client_options() {
+        use std::sync::Arc;
+
+        use crate::export::http::{Connections, Limits, serve_router};
+        use crate::web::server::WebServer;
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pki = crate::web::tests::Pki::new(tmp.path(), "a");
+        let web = tmp.path().join("web.yml");
+        let hash = bcrypt::hash("pw", 4).expect("hash");
+        std::fs::write(
+            &web,
+            format!(
+                "tls_server_config:\n  cert_file: a/server.pem\n  key_file: a/server.key\nbasic_auth_users:\n  sre: {hash}\n"
+            ),
+        )
+        .expect("write");
+        let now = SystemTime::now();
+        let body = serde_json::to_string(&history(3, now)).expect("JSON");
+        let app = axum::Router::new().route(
+            memtrace_api::client::OOM_PATH,
+            axum::routing::get(move || async move { body }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let target = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(serve_router(
+            listener,
+            app,
+            Arc::new(Connections::default()),
+            Limits::default(),
+            Arc::new(WebServer::load(&web).expect("web config")),
+            std::future::pending(),
+        ));
+        let password = tmp.path().join("pw");
+        std::fs::write(&password, "pw\n").expect("write");
+        let options = ClientOptions {
+            ca_file: Some(pki.file("ca.pem")),
+            username: Some("sre".to_owned()),
+            password_file: Some(password),
+            ..ClientOptions::default()
+        };
+        assert!(secured(&options, &target));
+        assert!(!secured(&ClientOptions::default(), &target));
+        let fetch = |options: ClientOptions, target: String| {
+            tokio::task::spawn_blocking(move || fetch_secured(&options, &target))
+        };
+        let got = fetch(options.clone(), target.clone())
+            .await
+            .expect("join")
+            .expect("the OOM history over HTTPS");
+        assert_eq!(got.ooms.len(), 3);
+        let mut wrong = options;
+        wrong.username = Some("nobody".to_owned());
+        let err = fetch(wrong, target.clone())
+            .await
+            .expect("join")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("401 Unauthorized from {target}: wrong username or password")
+        );
+    }
+
     fn history(count: u64, now: SystemTime) -> OomResponse {
         let now_ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         let ooms = (0..count)

@@ -31,14 +31,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serve `state` on `listener` within `limits` until [`Server::stop`].
+    /// Serve `state` on `listener` within `limits`, secured by `web`, until [`Server::stop`].
     pub fn spawn(
         listener: tokio::net::TcpListener,
         state: Arc<AppState>,
         limits: http::Limits,
+        web: Arc<crate::web::server::WebServer>,
     ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(http::serve(listener, state, limits, async {
+        let task = tokio::spawn(http::serve_secured(listener, state, limits, web, async {
             let _ = stopped.await;
         }));
         Self { stop, task }

@@ -100,6 +100,14 @@ pub struct Flags {
     /// [default: /var/lib/memtrace]. Not writable: the daemon runs without it and says so.
     #[arg(long, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
+
+    /// TLS, basic authentication and response headers, in the web config format of Prometheus
+    /// exporters (exporter-toolkit YAML: `tls_server_config`, `basic_auth_users` with bcrypt
+    /// hashes, `http_server_config.headers`), so a Prometheus scrape config written for any
+    /// exporter works unchanged. Re-read when it or a certificate it names changes. Without it
+    /// (or with an empty path): plain HTTP, no authentication.
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -119,6 +127,7 @@ pub struct FileConfig {
     pub cmdline: Option<CmdlineMode>,
     pub max_connections: Option<u32>,
     pub state_dir: Option<PathBuf>,
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -144,6 +153,8 @@ pub struct Settings {
     pub http: Limits,
     /// Where OOM history is persisted (see `daemon::state`).
     pub state_dir: PathBuf,
+    /// The web config (TLS, authentication), read at start; `None`: plain HTTP.
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -316,6 +327,12 @@ impl Settings {
                 .clone()
                 .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            // An empty path says "none" (the example config file's value).
+            web_config_file: flags
+                .web_config_file
+                .clone()
+                .or(file.web_config_file)
+                .filter(|path| !path.as_os_str().is_empty()),
         };
         if !(1..=65536).contains(&settings.http.max_connections) {
             return Err(ConfigError::MaxConnections {
@@ -453,6 +470,7 @@ pub(crate) fn every_key_set() -> FileConfig {
         cmdline: Some(CmdlineMode::Full),
         max_connections: Some(64),
         state_dir: Some("/srv/memtrace-state".into()),
+        web_config_file: Some("/etc/memtrace/web.yml".into()),
     }
 }
 
@@ -501,7 +519,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 13, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 14, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

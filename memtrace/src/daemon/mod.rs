@@ -28,6 +28,7 @@ use crate::{
     pipeline::EventStream,
     preflight::{self, PreflightError},
     probes::{DAEMON_FAMILIES, Family, ProbeError, ProbeOptions, Probes, page_size},
+    web::server::WebServer,
 };
 
 mod aggregator;
@@ -96,6 +97,8 @@ pub enum DaemonError {
     Preflight(#[from] PreflightError),
     #[error(transparent)]
     Fds(#[from] http::FdBudgetError),
+    #[error(transparent)]
+    WebConfig(#[from] crate::web::config::WebConfigError),
     #[error("loading the eBPF programs")]
     Load(#[source] ProbeError),
     #[error(transparent)]
@@ -115,6 +118,8 @@ pub enum DaemonError {
 /// Runs the daemon until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let fd_limit = http::reserve_fds(settings.http.max_connections)?;
+    // Bad certificates, keys or hashes stop the start, naming the file.
+    let web = Arc::new(WebServer::from_flag(settings.web_config_file.as_deref())?);
     // Bind first: a port in use is the most common start-up failure, and it needs no privileges.
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -158,9 +163,17 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         connections: http::Connections::default(),
     });
     tracing::info!("file descriptor limit {fd_limit}");
-    let server = Server::spawn(listener, state, settings.http);
+    let scheme = web.scheme();
+    let auth = if web.basic_auth() {
+        " (basic auth)"
+    } else {
+        ""
+    };
+    let server = Server::spawn(listener, state, settings.http, web);
     let (probes_attached, _) = probes.report().counts();
-    tracing::info!("memtrace daemon: {probes_attached} probes attached, serving on http://{local}");
+    tracing::info!(
+        "memtrace daemon: {probes_attached} probes attached, serving on {scheme}://{local}{auth}"
+    );
 
     let shutdown = signals()?;
     let mut model = Model::new(ModelConfig {

@@ -35,6 +35,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::prometheus::{self as prom, BuildInfo, ExportConfig, HttpStats};
 use crate::daemon::{Readiness, Request};
+use crate::web::server::WebServer;
 use memtrace_api::{NotFound, OomRecord, OomResponse, SCHEMA_VERSION};
 
 /// Bytes a connection may buffer for one request head (request line and headers; our requests
@@ -327,19 +328,71 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serve within `limits` until `shutdown` completes, then finish in-flight requests and return.
+/// Plain HTTP without authentication; [`serve_secured`] applies a web config.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, ?limits, "serving /metrics and the API");
+    serve_secured(
+        listener,
+        state,
+        limits,
+        Arc::new(WebServer::plain()),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with the TLS, basic authentication and headers of `web` (`--web-config-file`).
+pub async fn serve_secured(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    limits: Limits,
+    web: Arc<WebServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(Arc::clone(&state));
+    serve_router(listener, app, state, limits, web, shutdown).await
+}
+
+impl AsRef<Connections> for AppState {
+    fn as_ref(&self) -> &Connections {
+        &self.connections
     }
-    let app = router(Arc::clone(&state)).layer(middleware::from_fn_with_state(
-        limits.request_timeout,
-        deadline,
-    ));
+}
+
+impl AsRef<Self> for Connections {
+    fn as_ref(&self) -> &Self {
+        self
+    }
+}
+
+/// Serves any `app` (e.g. `memtrace cluster serve`'s) within `limits`, with `web`'s transport
+/// security and authentication, counting connections in `connections`, until `shutdown`.
+/// A TLS handshake happens on an admitted connection, so it counts against the cap, and must
+/// finish within `limits.header_timeout`.
+pub async fn serve_router<C: AsRef<Connections> + Send + Sync + 'static>(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    connections_of: Arc<C>,
+    limits: Limits,
+    web: Arc<WebServer>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, ?limits, scheme = web.scheme(), "serving /metrics and the API");
+    }
+    let app = app
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&web),
+            crate::web::server::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            deadline,
+        ));
     let service = TowerToHyperService::new(app);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -365,7 +418,8 @@ pub async fn serve(
             },
         };
         // Over the cap with every connection busy: closed at once, counted.
-        let Some((id, connection)) = state.connections.admit(limits.max_connections) else {
+        let Some((id, connection)) = (*connections_of).as_ref().admit(limits.max_connections)
+        else {
             drop(stream);
             continue;
         };
@@ -381,28 +435,47 @@ pub async fn serve(
                 response
             }
         });
-        let stream = WriteStall {
-            io: stream,
-            limit: limits.request_timeout,
-            stalled: None,
-        };
-        let served = http.serve_connection(TokioIo::new(stream), handler);
         let mut stopping = stopping.clone();
-        let state = Arc::clone(&state);
+        let connections_of = Arc::clone(&connections_of);
+        let web = Arc::clone(&web);
+        let http = http.clone();
         connections.spawn(async move {
-            tokio::pin!(served);
-            tokio::select! {
-                // Errors are the client's (timeouts, resets, malformed requests): hyper has
-                // answered what can be answered.
-                _ = served.as_mut() => {}
-                // Evicted for a new connection: dropped, which closes the socket.
-                () = connection.evict.notified() => {}
-                _ = stopping.changed() => {
-                    served.as_mut().graceful_shutdown();
-                    let _ = served.await;
+            // The TLS handshake, bounded like a request head; an evicted or stopping connection
+            // gives up on it.
+            let handshake = tokio::time::timeout(limits.header_timeout, web.accept(stream));
+            let stream = tokio::select! {
+                accepted = handshake => match accepted {
+                    Ok(Ok(stream)) => Some(stream),
+                    Ok(Err(err)) => {
+                        tracing::debug!("http: TLS handshake failed: {err}");
+                        None
+                    }
+                    Err(_) => None,
+                },
+                () = connection.evict.notified() => None,
+                _ = stopping.changed() => None,
+            };
+            if let Some(stream) = stream {
+                let stream = WriteStall {
+                    io: stream,
+                    limit: limits.request_timeout,
+                    stalled: None,
+                };
+                let served = http.serve_connection(TokioIo::new(stream), handler);
+                tokio::pin!(served);
+                tokio::select! {
+                    // Errors are the client's (timeouts, resets, malformed requests): hyper has
+                    // answered what can be answered.
+                    _ = served.as_mut() => {}
+                    // Evicted for a new connection: dropped, which closes the socket.
+                    () = connection.evict.notified() => {}
+                    _ = stopping.changed() => {
+                        served.as_mut().graceful_shutdown();
+                        let _ = served.await;
+                    }
                 }
             }
-            state.connections.remove(id);
+            (*connections_of).as_ref().remove(id);
         });
     }
     drop(stop_connections);

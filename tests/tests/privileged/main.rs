@@ -23,3 +23,4 @@ mod ring;
 mod rss;
 mod support;
 mod tasks;
+mod web_config;
