@@ -1,6 +1,7 @@
 //! `memtrace cluster {top,nodes,oom,diagnose,serve}`: the fleet's daemons asked at once.
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,10 +13,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cluster::diagnose::Thresholds;
 use crate::cluster::fanout::{FanoutArgs, Round, fan_out};
 use crate::cluster::relay::{self, Poller};
-use crate::cluster::targets::{TargetArgs, discover};
+use crate::cluster::targets::{Target, TargetArgs, discover};
 use crate::cluster::{render, views};
 use crate::units::duration_in;
 use crate::web::client::ClientOptions;
+use crate::web::server::WebServer;
 
 /// Exit status when some targets answered and some did not (the output says which and why).
 pub const EXIT_PARTIAL: u8 = 3;
@@ -140,6 +142,10 @@ pub struct ServeArgs {
     /// Address to serve on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9848")]
     pub listen: SocketAddr,
+    /// TLS and basic authentication of the relay's own endpoints, in the Prometheus
+    /// exporter-toolkit web-config format (as `memtrace daemon --web-config-file`).
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
     /// Time between the starts of two rounds (a round longer than this delays the next).
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(3600)))]
     pub interval: Duration,
@@ -175,7 +181,10 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
 
 /// One round over the targets of `common`; the views other than `diagnose` ask for no history.
 async fn ask(common: &Common, with_history: bool) -> anyhow::Result<Round> {
-    let targets = discover(&common.targets, common.fanout.timeout).await?;
+    let mut targets = discover(&common.targets, common.fanout.timeout).await?;
+    if common.client.scheme() == "https" {
+        targets.iter_mut().for_each(Target::prefer_https);
+    }
     let client = common
         .client
         .build(common.fanout.timeout)
@@ -231,7 +240,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         addr = %args.listen,
         "cluster serve: serving /api/v1/cluster/{{top,nodes,oom,diagnose}} and /metrics"
     );
+    let web = WebServer::from_flag(args.web_config_file.as_deref()).context("--web-config-file")?;
     let poller = Poller {
+        https: args.client.scheme() == "https",
         client,
         targets: args.targets,
         fanout: args.fanout,
@@ -249,7 +260,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => {}
         }
     };
-    relay::serve(listener, poller, shutdown)
+    relay::serve(listener, poller, Arc::new(web), shutdown)
         .await
         .context("serving")
 }
@@ -299,9 +310,12 @@ mod tests {
             "10m",
         ])
         .unwrap();
-        let Command::Cluster(ClusterArgs {
+        let Command::Cluster(cluster) = parsed.command else {
+            panic!("not cluster");
+        };
+        let ClusterArgs {
             view: View::Oom(args),
-        }) = parsed.command
+        } = *cluster
         else {
             panic!("not cluster oom");
         };

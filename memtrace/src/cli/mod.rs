@@ -48,7 +48,7 @@ pub enum Command {
     Oom(oom::OomArgs),
     /// Ask many daemons at once: workloads, nodes and OOM kills across the fleet, and the
     /// cross-node diagnostics (hot shard, leak, OOM storm, noisy neighbour, app or node).
-    Cluster(cluster::ClusterArgs),
+    Cluster(Box<cluster::ClusterArgs>),
 }
 
 /// Parse arguments; clap's own errors become one line (`memtrace: error: …`) and exit code 2.
@@ -120,7 +120,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 .unwrap_or_else(|err| Err(anyhow::anyhow!("oom report task: {err}")))
                 .map(|()| ExitCode::SUCCESS),
             // Its status says whether every node answered.
-            Command::Cluster(args) => cluster::run(args).await,
+            Command::Cluster(args) => cluster::run(*args).await,
         }
     });
     match result {

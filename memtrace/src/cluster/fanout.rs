@@ -144,13 +144,14 @@ async fn fetch(
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| describe_request_error(&e, timeout))?;
+        .map_err(|e| request_error(&e, &target.spec, timeout))?;
     let status = response.status();
     if !status.is_success() {
         let hint = if status == reqwest::StatusCode::NOT_FOUND {
             " (not a memtrace daemon, or one older than the workloads API)"
         } else if status == reqwest::StatusCode::UNAUTHORIZED {
-            " (wrong or missing credentials)"
+            ": wrong username or password, or none given (--username with --password-file or \
+             MEMTRACE_PASSWORD)"
         } else {
             ""
         };
@@ -219,6 +220,15 @@ fn preview(body: &[u8]) -> String {
     let head = crate::escape::escape_bytes(&body[..body.len().min(SHOWN)]);
     let more = if body.len() > SHOWN { "…" } else { "" };
     format!("\"{}{more}\"", crate::escape::terminal(&head))
+}
+
+/// A failed request: what to do about TLS and client-certificate failures (`web::client`'s
+/// explanation), else the plain cause.
+fn request_error(err: &reqwest::Error, target: &str, timeout: Duration) -> String {
+    match crate::web::client::explain(err, target) {
+        crate::web::client::RequestError::Other { .. } => describe_request_error(err, timeout),
+        tls => tls.to_string(),
+    }
 }
 
 /// One line for a failed request: the innermost cause in the words of the OS (`connection

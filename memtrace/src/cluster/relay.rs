@@ -46,6 +46,8 @@ pub struct Poller {
     pub thresholds: Thresholds,
     pub storms: StormRule,
     pub interval: Duration,
+    /// Speak HTTPS to targets given as `host:port` (a TLS client option is set).
+    pub https: bool,
     /// Series of `memtrace_cluster_finding_info` at most (the rest are counted).
     pub max_finding_series: usize,
 }
@@ -61,7 +63,12 @@ impl Poller {
         loop {
             ticks.tick().await;
             match discover(&self.targets, self.fanout.timeout).await {
-                Ok(found) => targets = found,
+                Ok(mut found) => {
+                    if self.https {
+                        found.iter_mut().for_each(Target::prefer_https);
+                    }
+                    targets = found;
+                }
                 // Asked again next round; meanwhile the last targets known are still asked.
                 Err(err) => tracing::warn!("cluster serve: discovery failed: {err}"),
             }
@@ -263,16 +270,25 @@ async fn metrics(State(latest): State<Latest>) -> Response {
 }
 
 /// Poll and serve on `listener` until `shutdown` completes.
+/// Serves the relay on the daemon's hardened server (connection cap, header and request
+/// timeouts) with `web`'s TLS and authentication.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     poller: Poller,
+    web: Arc<crate::web::server::WebServer>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (publish, latest) = watch::channel(None);
     let polling = tokio::spawn(poller.run(publish));
-    let served = axum::serve(listener, router(latest))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = crate::export::http::serve_router(
+        listener,
+        router(latest),
+        Arc::new(crate::export::http::Connections::default()),
+        crate::export::http::Limits::default(),
+        web,
+        shutdown,
+    )
+    .await;
     polling.abort();
     served
 }

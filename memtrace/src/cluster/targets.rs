@@ -133,6 +133,14 @@ impl Target {
         })
     }
 
+    /// Speak HTTPS to a target given without a scheme (`host:port`), as with any TLS client
+    /// option; a URL keeps the scheme it was given.
+    pub fn prefer_https(&mut self) {
+        if !self.spec.contains("://") {
+            let _ = self.base.set_scheme("https");
+        }
+    }
+
     /// Its `GET /api/v1/workloads?history=…` URL.
     pub fn workloads_url(&self, history: Duration) -> Url {
         let mut url = self

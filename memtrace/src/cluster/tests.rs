@@ -625,12 +625,14 @@ async fn the_relay_serves_the_latest_round() {
         thresholds: Thresholds::default(),
         storms: StormRule::default(),
         interval: Duration::from_millis(100),
+        https: false,
         max_finding_series: 10,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(super::relay::serve(listener, poller, async {
+    let web = Arc::new(crate::web::server::WebServer::plain());
+    let server = tokio::spawn(super::relay::serve(listener, poller, web, async {
         let _ = stopped.await;
     }));
     let http = reqwest::Client::new();
