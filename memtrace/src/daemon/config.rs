@@ -12,7 +12,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{export::http::Limits, host::HostPaths, model::CmdlineMode, units::parse_duration};
+use crate::{
+    export::http::Limits, host::HostPaths, kubernetes::KubernetesMode, model::CmdlineMode,
+    units::parse_duration,
+};
 
 /// Default listen address: loopback, so nothing is exposed unless asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
@@ -100,6 +103,15 @@ pub struct Flags {
     /// [default: /var/lib/memtrace]. Not writable: the daemon runs without it and says so.
     #[arg(long, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
+
+    /// Pod metadata from the Kubernetes API server, for the workload key (a pod's namespace and
+    /// controller): `auto` (on when running in a pod: KUBERNETES_SERVICE_HOST set and a
+    /// service-account token mounted), `on` (required: no start without a configuration, in
+    /// cluster or a kubeconfig, and permission to list the node's pods) or `off` [default:
+    /// auto]. Needs RBAC `get`, `list`, `watch` on pods (README "Kubernetes metadata"); without
+    /// it pods are keyed by the uid in their cgroup path.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub kubernetes: Option<KubernetesMode>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -119,6 +131,7 @@ pub struct FileConfig {
     pub cmdline: Option<CmdlineMode>,
     pub max_connections: Option<u32>,
     pub state_dir: Option<PathBuf>,
+    pub kubernetes: Option<KubernetesMode>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -144,6 +157,8 @@ pub struct Settings {
     pub http: Limits,
     /// Where OOM history is persisted (see `daemon::state`).
     pub state_dir: PathBuf,
+    /// Whether pod metadata is read from the API server.
+    pub kubernetes: KubernetesMode,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -316,6 +331,7 @@ impl Settings {
                 .clone()
                 .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            kubernetes: flags.kubernetes.or(file.kubernetes).unwrap_or_default(),
         };
         if !(1..=65536).contains(&settings.http.max_connections) {
             return Err(ConfigError::MaxConnections {
@@ -453,6 +469,7 @@ pub(crate) fn every_key_set() -> FileConfig {
         cmdline: Some(CmdlineMode::Full),
         max_connections: Some(64),
         state_dir: Some("/srv/memtrace-state".into()),
+        kubernetes: Some(KubernetesMode::Off),
     }
 }
 
@@ -501,7 +518,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 13, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 14, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

@@ -104,6 +104,8 @@ pub enum DaemonError {
     Stream(#[source] std::io::Error),
     #[error("dropping the privileges no longer needed after attach")]
     Privileges(#[from] privileges::PrivilegeError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::KubernetesError),
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -178,6 +180,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
     model.restore_ooms(state.load(std::time::SystemTime::now()));
     let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
+    // Kept for the daemon's lifetime (the pod watch stops when it is dropped).
+    // MERGE: the model's `workload::Identifier::new(pods)` takes it once the identity work lands.
+    let _pods = crate::kubernetes::pod_lookup(settings.kubernetes, &node_name()).await?;
     drop_privileges()?;
     Daemon::new(
         model,
@@ -281,6 +286,20 @@ fn signals() -> Result<impl Future<Output = ()>, DaemonError> {
             _ = sigterm.recv() => {}
         }
     })
+}
+
+/// The node's name as the API server knows it (`spec.nodeName` of its pods).
+// MERGE: `--node-name` (default `$NODE_NAME`, else the hostname) replaces this one place.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// `uname -r` of the host, from its procfs; empty if unreadable.
