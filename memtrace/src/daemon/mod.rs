@@ -104,8 +104,9 @@ pub enum DaemonError {
     Stream(#[source] std::io::Error),
     #[error("dropping the privileges no longer needed after attach")]
     Privileges(#[from] privileges::PrivilegeError),
+    /// Boxed: its messages carry the API server's URL and words.
     #[error(transparent)]
-    Kubernetes(#[from] crate::kubernetes::KubernetesError),
+    Kubernetes(Box<crate::kubernetes::KubernetesError>),
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -126,6 +127,12 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         })?;
     // With port 0 the kernel picks one: report the real address.
     let local = listener.local_addr().unwrap_or(settings.listen);
+    // Before the probes load: `--kubernetes on` without an API server fails fast. Kept for the
+    // daemon's lifetime (the pod watch stops when it is dropped).
+    // MERGE: the model's `workload::Identifier::new(pods)` takes it once the identity work lands.
+    let _pods = crate::kubernetes::pod_lookup(settings.kubernetes, &node_name())
+        .await
+        .map_err(|err| DaemonError::Kubernetes(Box::new(err)))?;
     let checks = preflight::check_in(&settings.host)?;
     for warning in &checks.warnings {
         tracing::warn!("{warning}");
@@ -180,9 +187,6 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
     model.restore_ooms(state.load(std::time::SystemTime::now()));
     let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
-    // Kept for the daemon's lifetime (the pod watch stops when it is dropped).
-    // MERGE: the model's `workload::Identifier::new(pods)` takes it once the identity work lands.
-    let _pods = crate::kubernetes::pod_lookup(settings.kubernetes, &node_name()).await?;
     drop_privileges()?;
     Daemon::new(
         model,

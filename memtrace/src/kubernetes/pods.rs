@@ -38,7 +38,7 @@ pub fn node_selector(node: &str) -> String {
 /// What the watch is doing, for logs and metrics.
 #[derive(Debug, Default)]
 pub struct WatchHealth {
-    /// A full list arrived and no error since.
+    /// A full list, or a change after it, arrived since the last error.
     synced: AtomicBool,
     /// Errors of the watch (each followed by a retry with backoff).
     errors: AtomicU64,
@@ -162,12 +162,21 @@ impl PodWatch {
                 if let Some((uid, meta)) = pod_meta(&pod.metadata) {
                     self.insert_bounded(&mut self.write(), uid, meta);
                 }
+                self.recovered();
             }
             watcher::Event::Delete(pod) => {
                 if let Some(uid) = pod.metadata.uid.as_deref() {
                     self.write().remove(uid);
                 }
+                self.recovered();
             }
+        }
+    }
+
+    /// A change arrived: a watch resumed after an error (without a relist) works again.
+    fn recovered(&self) {
+        if !self.health.synced.swap(true, Ordering::Relaxed) {
+            tracing::info!("Kubernetes pod watch of node {}: working again", self.node);
         }
     }
 

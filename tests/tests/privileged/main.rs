@@ -11,6 +11,7 @@ mod cli;
 mod daemon;
 mod daemon_limits;
 mod faults;
+mod kubernetes;
 mod lifecycle;
 mod mmap;
 mod oom;
