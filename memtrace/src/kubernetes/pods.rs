@@ -75,8 +75,8 @@ impl PodLookup for PodWatch {
 }
 
 impl PodWatch {
-    /// Starts watching node `node`'s pods on a task of the current runtime; the task ends when
-    /// the last `Arc` is dropped.
+    /// Starts watching node `node`'s pods on a task of the current runtime; the task ends at
+    /// the first event or retry after the last `Arc` is dropped.
     pub fn spawn(server: &ApiServer, node: &str) -> Arc<Self> {
         let watch = Arc::new(Self {
             node: node.to_owned(),
