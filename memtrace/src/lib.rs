@@ -5,7 +5,7 @@
 //! kernel files, each rooted at a path so tests use fixture trees; `host` says where those
 //! paths are), `psi` (the one pressure-stall format), `preflight` (privileges and kernel
 //! facilities), `daemon` (the model's owner: sampling, events, views for the HTTP endpoint),
-//! `trace` (the live trace), `cli` (one file per verb: argument parsing).
+//! `trace` (the live trace), `kubernetes` (pod metadata and peer discovery from the API server), `cli` (one file per verb: argument parsing).
 pub mod cgroup;
 pub mod cgroup_ids;
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
+pub mod kubernetes;
 pub mod logging;
 pub mod model;
 pub mod node;

@@ -16,11 +16,12 @@ Examples:
   memtrace daemon --host-root /host                 in a container with the host's / at /host
   memtrace daemon --cmdline comm-only               show commands, not their arguments, in the API
   memtrace daemon --web-config-file /etc/memtrace/web.yml   HTTPS and basic auth (exporter-toolkit format)
+  memtrace daemon --kubernetes on                   require pod metadata from the API server
 
 Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom (JSON), /healthz, /readyz.
 Config file keys (TOML; flags win) are the flags' names with `_` for `-`: listen, top,
 max_cgroups, interval, rate_window, max_processes, oom_retention, mmap_calls, host_root,
-allow_degraded, cmdline, max_connections, state_dir, web_config_file.
+allow_degraded, cmdline, max_connections, state_dir, web_config_file, kubernetes.
 Logs: RUST_LOG=info (default), debug, …";
 
 #[derive(Debug, Args)]

@@ -12,7 +12,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{export::http::Limits, host::HostPaths, model::CmdlineMode, units::parse_duration};
+use crate::{
+    export::http::Limits, host::HostPaths, kubernetes::KubernetesMode, model::CmdlineMode,
+    units::parse_duration,
+};
 
 /// Default listen address: loopback, so nothing is exposed unless asked for.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9847";
@@ -108,6 +111,14 @@ pub struct Flags {
     /// (or with an empty path): plain HTTP, no authentication.
     #[arg(long, value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// Pod metadata from the Kubernetes API server, for the workload key (a pod's namespace and
+    /// controller): `auto` (on when running in a pod: KUBERNETES_SERVICE_HOST set and a
+    /// service-account token mounted), `on` (required: no start without a configuration, in
+    /// cluster or a kubeconfig, and permission to list the node's pods) or `off` [default:
+    /// auto]. Needs RBAC `get`, `list`, `watch` on pods (README "Kubernetes metadata"); without
+    /// it pods are keyed by the uid in their cgroup path.
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub kubernetes: Option<KubernetesMode>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -128,6 +139,7 @@ pub struct FileConfig {
     pub max_connections: Option<u32>,
     pub state_dir: Option<PathBuf>,
     pub web_config_file: Option<PathBuf>,
+    pub kubernetes: Option<KubernetesMode>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -155,6 +167,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// The web config (TLS, authentication), read at start; `None`: plain HTTP.
     pub web_config_file: Option<PathBuf>,
+    /// Whether pod metadata is read from the API server.
+    pub kubernetes: KubernetesMode,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -333,6 +347,7 @@ impl Settings {
                 .clone()
                 .or(file.web_config_file)
                 .filter(|path| !path.as_os_str().is_empty()),
+            kubernetes: flags.kubernetes.or(file.kubernetes).unwrap_or_default(),
         };
         if !(1..=65536).contains(&settings.http.max_connections) {
             return Err(ConfigError::MaxConnections {
@@ -471,6 +486,7 @@ pub(crate) fn every_key_set() -> FileConfig {
         max_connections: Some(64),
         state_dir: Some("/srv/memtrace-state".into()),
         web_config_file: Some("/etc/memtrace/web.yml".into()),
+        kubernetes: Some(KubernetesMode::Off),
     }
 }
 
@@ -519,7 +535,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 14, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 15, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

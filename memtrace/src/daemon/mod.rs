@@ -107,6 +107,9 @@ pub enum DaemonError {
     Stream(#[source] std::io::Error),
     #[error("dropping the privileges no longer needed after attach")]
     Privileges(#[from] privileges::PrivilegeError),
+    /// Boxed: its messages carry the API server's URL and words.
+    #[error(transparent)]
+    Kubernetes(Box<crate::kubernetes::KubernetesError>),
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -129,6 +132,12 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         })?;
     // With port 0 the kernel picks one: report the real address.
     let local = listener.local_addr().unwrap_or(settings.listen);
+    // Before the probes load: `--kubernetes on` without an API server fails fast. Kept for the
+    // daemon's lifetime (the pod watch stops when it is dropped).
+    // MERGE: the model's `workload::Identifier::new(pods)` takes it once the identity work lands.
+    let _pods = crate::kubernetes::pod_lookup(settings.kubernetes, &node_name())
+        .await
+        .map_err(|err| DaemonError::Kubernetes(Box::new(err)))?;
     let checks = preflight::check_in(&settings.host)?;
     for warning in &checks.warnings {
         tracing::warn!("{warning}");
@@ -294,6 +303,20 @@ fn signals() -> Result<impl Future<Output = ()>, DaemonError> {
             _ = sigterm.recv() => {}
         }
     })
+}
+
+/// The node's name as the API server knows it (`spec.nodeName` of its pods).
+// MERGE: `--node-name` (default `$NODE_NAME`, else the hostname) replaces this one place.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// `uname -r` of the host, from its procfs; empty if unreadable.
