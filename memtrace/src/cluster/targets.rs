@@ -49,6 +49,31 @@ pub struct TargetArgs {
         requires = "prometheus"
     )]
     pub job: String,
+
+    /// The ready endpoints of the memtrace Service's EndpointSlices: [NAMESPACE/]SERVICE[:PORT]
+    /// (default `memtrace`, in the configuration's namespace, its only port). Uses the
+    /// in-cluster configuration or the kubeconfig; needs `list` on endpointslices
+    /// (README "Kubernetes metadata").
+    #[arg(
+        long,
+        value_name = "[NAMESPACE/]SERVICE[:PORT]",
+        num_args = 0..=1,
+        default_missing_value = "memtrace"
+    )]
+    pub kubernetes: Option<String>,
+}
+
+/// `--kubernetes [NAMESPACE/]SERVICE[:PORT]` as (namespace, service, port name).
+pub fn parse_service(spec: &str) -> (Option<&str>, &str, Option<&str>) {
+    let (namespace, rest) = match spec.split_once('/') {
+        Some((namespace, rest)) => (Some(namespace), rest),
+        None => (None, spec),
+    };
+    let (service, port) = match rest.split_once(':') {
+        Some((service, port)) => (service, Some(port)),
+        None => (rest, None),
+    };
+    (namespace, service, port)
 }
 
 /// A daemon to ask.
@@ -74,8 +99,15 @@ pub enum TargetError {
     Dns { name: String, why: String },
     #[error("--prometheus {url}: {why}")]
     Prometheus { url: String, why: String },
+    #[error("--kubernetes {service}: {source}")]
+    Kubernetes {
+        service: String,
+        #[source]
+        source: Box<crate::kubernetes::KubernetesError>,
+    },
     #[error(
-        "no targets: give --nodes, --nodes-file, --dns or --prometheus (see memtrace cluster --help)"
+        "no targets: give --nodes, --nodes-file, --dns, --prometheus or --kubernetes (see \
+         memtrace cluster --help)"
     )]
     None,
 }
@@ -187,8 +219,18 @@ pub async fn discover(args: &TargetArgs, timeout: Duration) -> Result<Vec<Target
     if let Some(url) = &args.prometheus {
         targets.extend(prometheus_targets(url, &args.job, timeout).await?);
     }
-    // The Kubernetes engineer's discovery (`--kubernetes`: the EndpointSlices of the memtrace
-    // Service) adds its targets here, as the other sources do.
+    if let Some(spec) = &args.kubernetes {
+        let (namespace, service, port) = parse_service(spec);
+        let found = crate::kubernetes::discover_endpoints(namespace, service, port)
+            .await
+            .map_err(|source| TargetError::Kubernetes {
+                service: spec.clone(),
+                source: Box::new(source),
+            })?;
+        for address in found {
+            targets.push(Target::parse(&address)?);
+        }
+    }
     let mut seen = HashSet::new();
     targets.retain(|target| seen.insert(target.base.clone()));
     if targets.is_empty() {
@@ -381,6 +423,11 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().starts_with("reading --nodes-file"), "{err}");
+        assert_eq!(parse_service("memtrace"), (None, "memtrace", None));
+        assert_eq!(
+            parse_service("monitoring/memtrace:metrics"),
+            (Some("monitoring"), "memtrace", Some("metrics"))
+        );
         let none = discover(&TargetArgs::default(), Duration::from_secs(1)).await;
         assert!(matches!(none, Err(TargetError::None)));
         let bad_dns = TargetArgs {
