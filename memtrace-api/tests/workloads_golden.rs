@@ -227,12 +227,18 @@ fn optional_fields_may_be_omitted() {
     assert_eq!(read.node.psi, None);
     assert_eq!(read.history.max_instances, None);
     let instance = &read.workloads[0].instances[0];
-    assert_eq!((instance.cgroup.as_deref(), instance.limit_bytes), (None, None));
+    assert_eq!(
+        (instance.cgroup.as_deref(), instance.limit_bytes),
+        (None, None)
+    );
     assert_eq!(read.ooms[0].rss_bytes, None);
     assert_eq!(instance.rss_anon_bytes, 1 << 30, "required values are kept");
     // An older daemon without `pinned` or `families`.
     let mut value = fixture();
-    value["workloads"][0].as_object_mut().unwrap().remove("pinned");
+    value["workloads"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("pinned");
     value["node"].as_object_mut().unwrap().remove("families");
     let read: WorkloadsResponse = serde_json::from_value(value).unwrap();
     assert!(!read.workloads[0].pinned);

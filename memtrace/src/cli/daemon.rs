@@ -16,10 +16,11 @@ Examples:
   memtrace daemon --host-root /host                 in a container with the host's / at /host
   memtrace daemon --cmdline comm-only               show commands, not their arguments, in the API
 
-Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom (JSON), /healthz, /readyz.
+Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom, /api/v1/workloads (JSON;
+?history=2h by default, 0 for none; gzip with Accept-Encoding: gzip), /healthz, /readyz.
 Config file keys (TOML; flags win) are the flags' names with `_` for `-`: listen, top,
 max_cgroups, interval, rate_window, max_processes, oom_retention, mmap_calls, host_root,
-allow_degraded, cmdline, max_connections, state_dir.
+allow_degraded, cmdline, max_connections, state_dir, history_step, history_points.
 Logs: RUST_LOG=info (default), debug, …";
 
 #[derive(Debug, Args)]
