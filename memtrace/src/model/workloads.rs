@@ -272,7 +272,7 @@ fn node_summary(snapshot: &Snapshot, ctx: &NodeContext) -> NodeSummary {
         mem_available_bytes: memory.mem_available_bytes,
         swap_total_bytes: memory.swap_total_bytes,
         swap_free_bytes: memory.swap_free_bytes,
-        psi: memory.psi.clone(),
+        psi: memory.psi,
         fragmentation_index_order3: memory.fragmentation_index_order3,
         fragmentation_index_order9: memory.fragmentation_index_order9,
         reclaim_stall_seconds_per_sec: round_significant(
