@@ -20,3 +20,4 @@ mod ring;
 mod rss;
 mod support;
 mod tasks;
+mod workloads;

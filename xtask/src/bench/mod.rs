@@ -23,6 +23,7 @@ mod report;
 mod scrape;
 mod startup;
 mod stats;
+mod summary;
 mod throughput;
 
 use std::{
@@ -49,6 +50,7 @@ use self::{
     report::{RunInfo, Section, not_run, render_report, with_commands},
     startup::bench_startup,
     stats::fmt_duration,
+    summary::bench_summary,
     throughput::bench_throughput,
 };
 use crate::{Ctx, ensure_apt_packages, ensure_tracefs, is_root, say, setup};
@@ -93,8 +95,8 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-7 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro.
+    /// Only these benchmarks (comma-separated): 1-8 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, workloads.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
     /// What the "memtrace running" variant is.
@@ -121,6 +123,7 @@ pub enum Benchmark {
     Scrape,
     Startup,
     Micro,
+    Workloads,
 }
 
 impl Benchmark {
@@ -137,6 +140,7 @@ impl Benchmark {
             Self::Scrape => "Scrape latency",
             Self::Startup => "Start-up",
             Self::Micro => "Hot-path micro-benchmarks",
+            Self::Workloads => "Workloads summary and history",
         }
     }
 
@@ -280,6 +284,10 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
         sections.push(run_one(&env, Benchmark::Micro, bench_micro));
     }
     check_interrupt()?;
+    if wanted(Benchmark::Workloads) {
+        sections.push(run_one(&env, Benchmark::Workloads, bench_summary));
+    }
+    check_interrupt()?;
 
     let info = RunInfo::collect(&env, date, load_start, tracers, started);
     let report = render_report(&info, &sections);
@@ -340,11 +348,11 @@ mod tests {
             only(&["--only", "7", "--only", "throughput"]).unwrap(),
             [Benchmark::Micro, Benchmark::Throughput]
         );
-        for bogus in ["nope", "0", "8", ""] {
+        for bogus in ["nope", "0", "9", ""] {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-7 or faults, mmap, throughput, footprint, scrape, startup, micro)"
+                    "unknown benchmark `{bogus}` (1-8 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads)"
                 )),
                 "{e}"
             );
@@ -367,6 +375,7 @@ mod tests {
                 (5, "Scrape latency"),
                 (6, "Start-up"),
                 (7, "Hot-path micro-benchmarks"),
+                (8, "Workloads summary and history"),
             ]
         );
     }
