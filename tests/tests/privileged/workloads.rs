@@ -172,6 +172,6 @@ fn workloads_endpoint_serves_instances_rss_history_and_gzip() {
         json.len()
     );
 
-    drop(small.finish());
-    drop(large.finish());
+    let _ = small.finish();
+    let _ = large.finish();
 }
