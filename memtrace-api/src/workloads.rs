@@ -105,6 +105,10 @@ pub struct WorkloadSummary {
     #[serde(default)]
     pub pinned: bool,
     pub instances: Vec<InstanceSummary>,
+    /// Instances left out by the daemon's per-workload cap (the ones with the least pressure);
+    /// absent when none were (and from older daemons).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub omitted_instances: Option<u32>,
 }
 
 /// One running copy of a workload on this node.

@@ -145,6 +145,7 @@ fn full_response() -> WorkloadsResponse {
                     reclaim_stall_seconds_per_sec: vec![0.0],
                 },
             }],
+            omitted_instances: Some(2),
         }],
         omitted_workloads: 3,
         ooms: vec![OomKill {

@@ -11,7 +11,8 @@
 //! it starts anew (new `started_unix_ms`).
 //!
 //! **Bounds.** A point is 12 bytes (RSS as 4-byte KiB counts, the stall rate as an `f32`) and
-//! every history is allocated at its full length, so memory is `instances × points × 12` bytes.
+//! a history grows as its points come, never beyond its full length, so memory is at most
+//! `instances × points × 12` bytes.
 //! At most [`max_instances`] instances keep a history: 4,096, fewer when `--history-points` is
 //! large, so that the store never exceeds [`HISTORY_BUDGET_BYTES`] (64 MiB); with the defaults
 //! (360 points) it is at most 17 MiB. Beyond the cap the instances ranked last (the caller
@@ -75,21 +76,29 @@ struct Track {
 }
 
 impl Track {
-    fn new(points: usize, unix_ms: u64, index: u64, reading: &InstanceReading) -> Self {
+    fn new(unix_ms: u64, index: u64, reading: &InstanceReading) -> Self {
         Self {
             started_unix_ms: unix_ms,
             last: index,
             pids: reading.pids.clone(),
             reclaim_ns: reading.reclaim_ns,
             reclaim_at_ms: unix_ms,
-            rss_anon_kib: VecDeque::with_capacity(points),
-            rss_kib: VecDeque::with_capacity(points),
-            stall: VecDeque::with_capacity(points),
+            rss_anon_kib: VecDeque::new(),
+            rss_kib: VecDeque::new(),
+            stall: VecDeque::new(),
         }
     }
 
     fn push(&mut self, points: usize, anon: u32, rss: u32, stall: f32) {
-        if self.rss_kib.len() == points {
+        let len = self.rss_kib.len();
+        if len < points && len == self.rss_kib.capacity() {
+            // Grown as points come (a young instance costs little), never beyond `points`.
+            let more = (len * 2).max(8).min(points) - len;
+            self.rss_anon_kib.reserve_exact(more);
+            self.rss_kib.reserve_exact(more);
+            self.stall.reserve_exact(more);
+        }
+        if len == points {
             self.rss_anon_kib.pop_front();
             self.rss_kib.pop_front();
             self.stall.pop_front();
@@ -191,7 +200,7 @@ impl InstanceHistories {
                     track
                 }
                 None => {
-                    let mut track = Track::new(self.points, unix_ms, index, reading);
+                    let mut track = Track::new(unix_ms, index, reading);
                     track.push(self.points, anon, rss, 0.0);
                     track
                 }
@@ -290,6 +299,12 @@ mod tests {
         }
         let all = h.history("a", Duration::from_secs(3600));
         assert_eq!(all.rss_anon_bytes.len(), 3, "at most --history-points");
+        let track = &h.tracks["a"];
+        assert_eq!(
+            track.rss_kib.capacity(),
+            3,
+            "never allocated beyond its points"
+        );
         assert_eq!(
             all.rss_anon_bytes,
             vec![112 * MIB, 118 * MIB, 124 * MIB],

@@ -6,7 +6,8 @@
 //!
 //! **Bounds.** At most [`MAX_WORKLOADS`] workloads are listed, highest pressure first (ties:
 //! larger RSS, then the key); pinned ones (`--pin`) always are, beyond the cap too. The others
-//! are counted in `omitted_workloads`. Rates are rounded to 4 significant digits and scores to
+//! are counted in `omitted_workloads`. Each lists at most [`MAX_INSTANCES_PER_WORKLOAD`]
+//! instances, the hottest, the rest counted in its `omitted_instances`. Rates are rounded to 4 significant digits and scores to
 //! 2 decimals: precision nobody reads costs bytes on every node of a fan-out.
 //!
 //! **OOM scope** ([`oom_scope`]): the kernel does not say in the `oom:mark_victim` event whether
@@ -27,6 +28,8 @@ use crate::workload::{Identifier, WorkloadId};
 
 /// Workloads listed at most (pinned ones come on top of it).
 pub const MAX_WORKLOADS: usize = 100;
+/// Instances listed per workload at most (the hottest).
+pub const MAX_INSTANCES_PER_WORKLOAD: usize = 100;
 
 /// Usage at the kill, as a share of the victim cgroup's limit, from which the kill counts as the
 /// cgroup's (memcg) rather than the node's.
@@ -342,12 +345,18 @@ pub fn summarize(
                 workload: group.id.key.clone(),
                 kind: group.id.kind,
                 instances: Vec::new(),
+                omitted_instances: None,
             });
             workloads.len() - 1
         });
         // Groups come highest pressure first, so a workload's first instance is its hottest and
         // `workloads` is already ordered by pressure (then RSS, then key).
-        workloads[slot].instances.push(instance);
+        let workload = &mut workloads[slot];
+        if workload.instances.len() < MAX_INSTANCES_PER_WORKLOAD {
+            workload.instances.push(instance);
+        } else {
+            *workload.omitted_instances.get_or_insert(0) += 1;
+        }
     }
     let (mut listed, mut rest): (Vec<_>, Vec<_>) = workloads
         .into_iter()

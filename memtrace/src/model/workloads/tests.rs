@@ -166,6 +166,23 @@ fn workloads_are_capped_but_pinned_ones_always_listed() {
     assert_eq!((last.workload.as_str(), last.pinned), ("w119", true));
     assert!(!response.workloads[0].pinned);
     assert!(last.instances[0].history.rss_bytes.is_empty());
+    assert_eq!(last.omitted_instances, None);
+
+    // One workload of many instances: the hottest are listed, the rest counted.
+    let processes = (0..MAX_INSTANCES_PER_WORKLOAD as u32 + 5)
+        .map(|i| process(1000 + i, "worker", "/", MIB, f64::from(i)))
+        .collect();
+    let response = summarize(
+        &self::snapshot(processes),
+        &Identifier::default(),
+        &InstanceHistories::new(Duration::from_secs(60), 10),
+        &context(&no_pins),
+        Duration::ZERO,
+    );
+    let worker = &response.workloads[0];
+    assert_eq!(worker.instances.len(), MAX_INSTANCES_PER_WORKLOAD);
+    assert_eq!(worker.omitted_instances, Some(5));
+    assert_eq!(worker.instances[0].instance, "pid/1104", "hottest first");
 }
 
 fn kill(cgroup: Option<&str>, limit: Option<u64>, usage: Option<u64>) -> OomRecord {
