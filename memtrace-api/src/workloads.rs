@@ -105,6 +105,10 @@ pub struct WorkloadSummary {
     #[serde(default)]
     pub pinned: bool,
     pub instances: Vec<InstanceSummary>,
+    /// Instances left out by the daemon's per-workload cap (the ones with the least pressure);
+    /// absent when none were (and from older daemons).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub omitted_instances: Option<u32>,
 }
 
 /// One running copy of a workload on this node.
@@ -148,6 +152,14 @@ pub struct OomKillCounts {
 pub struct HistorySpec {
     pub step_seconds: u32,
     pub max_points: u32,
+    /// Instances that keep a history at most (the daemon's memory bound); absent from older
+    /// daemons.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_instances: Option<u32>,
+    /// Instances that went without a history because `max_instances` were kept (the ones with
+    /// the lowest pressure, then the smallest RSS), since the daemon started.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub evicted_instances: Option<u64>,
 }
 
 /// One instance's downsampled history: columns of equal length, point `i` at

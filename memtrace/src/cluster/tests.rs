@@ -69,6 +69,7 @@ fn summary(
                         ..InstanceSummary::default()
                     })
                     .collect(),
+                omitted_instances: None,
             })
             .collect(),
         ooms,

@@ -6,13 +6,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use memtrace_api::workloads::WorkloadsResponse;
 use memtrace_api::{FamilySet, OomRecord, PipelineView, Snapshot};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
 
-use super::{Published, Readiness, Request, Sampler, state::StateDir};
+use super::{Published, Readiness, Request, Sampler, state::StateDir, workloads::WorkloadsSource};
 use crate::{
     events::Event,
     export::http::{self, AppState},
@@ -71,6 +72,9 @@ pub struct Daemon {
     sampling_tasks: bool,
     /// Where OOM records are persisted (none in tests).
     state: Option<StateDir>,
+    /// `/api/v1/workloads`: identity, per-instance history, node name, scope, pins (none until
+    /// [`Daemon::with_workloads`]).
+    workloads: Option<WorkloadsSource>,
 }
 
 impl Daemon {
@@ -109,7 +113,15 @@ impl Daemon {
             cached: CachedViews::default(),
             sampling_tasks,
             state: None,
+            workloads: None,
         }
+    }
+
+    /// Serve `/api/v1/workloads` from `source`, recording its history each `--history-step`.
+    #[must_use]
+    pub fn with_workloads(mut self, source: WorkloadsSource) -> Self {
+        self.workloads = Some(source);
+        self
     }
 
     /// Persist each OOM record in `state` as it is made.
@@ -187,6 +199,16 @@ impl Daemon {
         self.cached = CachedViews::default();
         self.sampler
             .tick(&mut self.model, &mut self.probes, Instant::now());
+        let wall = SystemTime::now();
+        if let Some(workloads) = &mut self.workloads
+            && workloads.due(wall)
+        {
+            // The snapshot is kept for the requests of this tick: a poll right after costs none.
+            let snapshot = self
+                .cached
+                .snapshot(&self.model, &self.probes, &self.pipeline);
+            workloads.record(&snapshot, wall);
+        }
         if !self.readiness.ready.swap(true, Ordering::Relaxed) {
             tracing::info!("ready");
         }
@@ -200,6 +222,7 @@ impl Daemon {
             probes,
             pipeline,
             cached,
+            workloads,
             ..
         } = self;
         match request {
@@ -208,6 +231,12 @@ impl Daemon {
             }
             Request::Ooms(reply) => {
                 let _ = reply.send(cached.ooms(model));
+            }
+            Request::Workloads(reply) => {
+                // No source: the daemon was built without one; a dropped reply is a 503.
+                if let Some(source) = workloads {
+                    let _ = reply.send(cached.workloads(model, probes, pipeline, source));
+                }
             }
             Request::Metrics(reply) => {
                 let _ = reply.send(Published {
@@ -280,6 +309,7 @@ impl PipelineSource {
 struct CachedViews {
     snapshot: Option<Arc<Snapshot>>,
     ooms: Option<Arc<Vec<OomRecord>>>,
+    workloads: Option<Arc<WorkloadsResponse>>,
 }
 
 impl CachedViews {
@@ -293,6 +323,23 @@ impl CachedViews {
             let pipeline = pipeline.view(model, probes);
             Arc::new(model.snapshot(Instant::now(), SystemTime::now(), pipeline))
         }))
+    }
+
+    fn workloads(
+        &mut self,
+        model: &Model,
+        probes: &Probes,
+        pipeline: &PipelineSource,
+        source: &WorkloadsSource,
+    ) -> Arc<WorkloadsResponse> {
+        if let Some(built) = &self.workloads {
+            return Arc::clone(built);
+        }
+        let snapshot = self.snapshot(model, probes, pipeline);
+        Arc::clone(
+            self.workloads
+                .get_or_insert_with(|| Arc::new(source.build(&snapshot))),
+        )
     }
 
     fn ooms(&mut self, model: &Model) -> Arc<Vec<OomRecord>> {

@@ -13,8 +13,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    export::http::Limits, host::HostPaths, kubernetes::KubernetesMode, model::CmdlineMode,
-    units::parse_duration,
+    export::http::Limits,
+    host::HostPaths,
+    kubernetes::KubernetesMode,
+    model::{CmdlineMode, instance_history as history},
+    units::{duration_in, parse_duration},
 };
 
 /// Default listen address: loopback, so nothing is exposed unless asked for.
@@ -119,6 +122,17 @@ pub struct Flags {
     /// it pods are keyed by the uid in their cgroup path.
     #[arg(long, value_name = "MODE", value_enum)]
     pub kubernetes: Option<KubernetesMode>,
+    /// One point of each instance's history (`GET /api/v1/workloads`) per DURATION, 1s to 1h
+    /// [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = duration_in(history::MIN_STEP, history::MAX_STEP))]
+    pub history_step: Option<Duration>,
+
+    /// Points of history kept per instance, 1 to 10080 [default: 360, 6 h at 60s]. A point is
+    /// 12 bytes; at most min(4096, 64 MiB / (12 B × N)) instances keep one, so the history
+    /// takes at most 17 MiB with the default and 64 MiB whatever N (the instances with the
+    /// least pressure go without one beyond that).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(history::MAX_POINTS)))]
+    pub history_points: Option<u32>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -140,6 +154,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub web_config_file: Option<PathBuf>,
     pub kubernetes: Option<KubernetesMode>,
+    pub history_step: Option<String>,
+    pub history_points: Option<u32>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -169,6 +185,9 @@ pub struct Settings {
     pub web_config_file: Option<PathBuf>,
     /// Whether pod metadata is read from the API server.
     pub kubernetes: KubernetesMode,
+    /// Resolution of the per-instance history (see `model::instance_history`).
+    pub history_step: Duration,
+    pub history_points: u32,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -225,6 +244,13 @@ pub enum ConfigError {
     NotUtf8 { path: PathBuf },
     #[error("--max-connections must be between 1 and 65536 (got {max_connections})")]
     MaxConnections { max_connections: u32 },
+    #[error("--history-step must be between 1s and 1h (got {history_step:?})")]
+    HistoryStep { history_step: Duration },
+    #[error(
+        "--history-points must be between 1 and {} (got {history_points})",
+        history::MAX_POINTS
+    )]
+    HistoryPoints { history_points: u32 },
 }
 
 /// The fewest processes the kernel map may hold: below this a busy node fills it at once.
@@ -348,7 +374,25 @@ impl Settings {
                 .or(file.web_config_file)
                 .filter(|path| !path.as_os_str().is_empty()),
             kubernetes: flags.kubernetes.or(file.kubernetes).unwrap_or_default(),
+            history_step: flags
+                .history_step
+                .or(from_file("history_step", &file.history_step)?)
+                .unwrap_or(history::DEFAULT_STEP),
+            history_points: flags
+                .history_points
+                .or(file.history_points)
+                .unwrap_or(history::DEFAULT_POINTS),
         };
+        if !(history::MIN_STEP..=history::MAX_STEP).contains(&settings.history_step) {
+            return Err(ConfigError::HistoryStep {
+                history_step: settings.history_step,
+            });
+        }
+        if !(1..=history::MAX_POINTS).contains(&settings.history_points) {
+            return Err(ConfigError::HistoryPoints {
+                history_points: settings.history_points,
+            });
+        }
         if !(1..=65536).contains(&settings.http.max_connections) {
             return Err(ConfigError::MaxConnections {
                 max_connections: u32::try_from(settings.http.max_connections).unwrap_or(u32::MAX),
@@ -487,6 +531,8 @@ pub(crate) fn every_key_set() -> FileConfig {
         state_dir: Some("/srv/memtrace-state".into()),
         web_config_file: Some("/etc/memtrace/web.yml".into()),
         kubernetes: Some(KubernetesMode::Off),
+        history_step: Some("10s".to_owned()),
+        history_points: Some(720),
     }
 }
 
@@ -535,7 +581,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 15, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 17, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),
@@ -726,6 +772,48 @@ mod tests {
             Settings::resolve(&flags, None),
             Err(ConfigError::EmptyHostRoot)
         ));
+    }
+
+    #[test]
+    fn history_flags_are_bounded_and_default_to_six_hours_of_minutes() {
+        let defaults = Settings::resolve(&Flags::default(), None).unwrap();
+        assert_eq!(defaults.history_step, Duration::from_secs(60));
+        assert_eq!(defaults.history_points, 360);
+        let command = Flags::augment_args(clap::Command::new("daemon"));
+        for bad in [
+            ["--history-step", "500ms"],
+            ["--history-step", "2h"],
+            ["--history-points", "0"],
+            ["--history-points", "10081"],
+        ] {
+            let err = command
+                .clone()
+                .try_get_matches_from(std::iter::once("daemon").chain(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad[0]), "{bad:?}: {err}");
+        }
+        assert_eq!(
+            parse_flags(&["--history-step".into(), "5".into()]).history_step,
+            Some(Duration::from_secs(5)),
+            "bare seconds"
+        );
+        let file: FileConfig = toml::from_str("history_step = \"2h\"").unwrap();
+        let err = Settings::resolve(&Flags::default(), Some((Path::new("d.toml"), file)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--history-step must be between 1s and 1h"),
+            "{err}"
+        );
+        let file: FileConfig = toml::from_str("history_points = 20000").unwrap();
+        let err = Settings::resolve(&Flags::default(), Some((Path::new("d.toml"), file)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--history-points must be between 1 and 10080"),
+            "{err}"
+        );
     }
 
     #[test]

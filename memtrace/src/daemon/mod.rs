@@ -11,6 +11,7 @@ use std::{
     sync::{Arc, Mutex, atomic::AtomicBool},
 };
 
+use memtrace_api::workloads::WorkloadsResponse;
 use memtrace_api::{OomRecord, Snapshot};
 use memtrace_common::{Config, kind};
 use tokio::{
@@ -37,10 +38,12 @@ pub mod degraded;
 pub mod privileges;
 pub mod sampler;
 pub mod state;
+pub mod workloads;
 
 pub use self::aggregator::{Daemon, Server};
 pub use self::config::{ConfigError, DEFAULT_LISTEN, FileConfig, Flags, Settings, load_file};
 pub use self::sampler::Sampler;
+pub use self::workloads::WorkloadsSource;
 
 /// Requests queued for the daemon at most; a handler beyond them waits.
 pub const REQUEST_QUEUE: usize = 64;
@@ -55,6 +58,8 @@ pub enum Request {
     Ooms(oneshot::Sender<Arc<Vec<OomRecord>>>),
     /// `/metrics`: both.
     Metrics(oneshot::Sender<Published>),
+    /// `/api/v1/workloads`, with all the history kept (the handler trims it to `?history=`).
+    Workloads(oneshot::Sender<Arc<WorkloadsResponse>>),
 }
 
 /// What `/metrics` is rendered from.
@@ -200,6 +205,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
     model.restore_ooms(state.load(std::time::SystemTime::now()));
     let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
+    let workloads = WorkloadsSource::new(&settings);
     drop_privileges()?;
     Daemon::new(
         model,
@@ -211,6 +217,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         server,
     )
     .with_state(state)
+    .with_workloads(workloads)
     .run(settings.interval, shutdown)
     .await;
     Ok(())

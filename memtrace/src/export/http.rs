@@ -306,12 +306,13 @@ pub struct AppState {
 }
 
 /// The routes, for the 404 body.
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 6] = [
     "/metrics",
     "/api/v1/snapshot",
     "/api/v1/oom",
     "/healthz",
     "/readyz",
+    "/api/v1/workloads",
 ];
 
 const JSON: &str = "application/json";
@@ -323,6 +324,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(ROUTES[2], get(oom))
         .route(ROUTES[3], get(healthz))
         .route(ROUTES[4], get(readyz))
+        .route(ROUTES[5], super::workloads::route())
         .fallback(not_found)
         .with_state(state)
 }
@@ -497,7 +499,7 @@ async fn deadline(State(limit): State<Duration>, request: HttpRequest, next: Nex
 }
 
 /// The owner's answer to `request`, or a 503 if it has stopped (the daemon is shutting down).
-async fn ask<T>(
+pub(super) async fn ask<T>(
     state: &AppState,
     request: impl FnOnce(oneshot::Sender<T>) -> Request,
 ) -> Result<T, Response> {
@@ -523,7 +525,7 @@ fn now_unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn json_response<T: Serialize>(value: &T) -> Response {
+pub(super) fn json_response<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => ([(header::CONTENT_TYPE, JSON)], body).into_response(),
         Err(e) => {
@@ -697,6 +699,8 @@ mod tests {
                     Request::Snapshot(reply) => drop(reply.send(p.snapshot)),
                     Request::Ooms(reply) => drop(reply.send(p.ooms)),
                     Request::Metrics(reply) => drop(reply.send(p)),
+                    // Served in `export::workloads`' own tests.
+                    Request::Workloads(reply) => drop(reply),
                 }
             }
         });
@@ -798,7 +802,7 @@ mod tests {
             assert!(!r.body.contains('\n'), "one line");
             let v: serde_json::Value = serde_json::from_str(&r.body).expect("404 JSON");
             assert_eq!(v["error"], "not found");
-            assert_eq!(v["routes"].as_array().map(Vec::len), Some(5));
+            assert_eq!(v["routes"].as_array().map(Vec::len), Some(6));
         }
 
         let r = request(addr, "HEAD", "/healthz").await;

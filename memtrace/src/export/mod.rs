@@ -1,9 +1,10 @@
 //! Exporting the model: Prometheus metrics and the JSON API.
 //!
 //! `prometheus` renders one snapshot as a bounded-cardinality text exposition; `http` serves it,
-//! the JSON snapshot and OOM history, and health/readiness.
+//! the JSON snapshot and OOM history, and health/readiness; `workloads` the per-workload summary.
 pub mod http;
 pub mod prometheus;
+pub mod workloads;
 
 #[cfg(test)]
 mod testutil;

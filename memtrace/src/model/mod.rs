@@ -11,9 +11,11 @@
 //! unless OOM-killed within `oom_label_retention`; OOM records are capped at `max_oom_records`.
 //! The number of live processes is bounded by the caller's input (the kernel's `PROC_STATS` map).
 mod history;
+pub mod instance_history;
 mod oom;
 pub mod score;
 mod views;
+pub mod workloads;
 pub use views::CmdlineMode;
 
 use std::collections::{HashMap, HashSet, VecDeque};

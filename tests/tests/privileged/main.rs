@@ -25,3 +25,4 @@ mod rss;
 mod support;
 mod tasks;
 mod web_config;
+mod workloads;

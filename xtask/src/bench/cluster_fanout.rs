@@ -397,6 +397,7 @@ fn node_summary(i: usize) -> WorkloadsResponse {
                 kind,
                 pinned: false,
                 instances,
+                omitted_instances: None,
             }
         })
         .collect();
@@ -417,6 +418,7 @@ fn node_summary(i: usize) -> WorkloadsResponse {
         history: HistorySpec {
             step_seconds: step as u32,
             max_points: 360,
+            ..HistorySpec::default()
         },
         workloads,
         omitted_workloads: 0,

@@ -25,6 +25,7 @@ mod report;
 mod scrape;
 mod startup;
 mod stats;
+mod summary;
 mod throughput;
 
 use std::{
@@ -53,6 +54,7 @@ use self::{
     report::{RunInfo, Section, not_run, render_report, with_commands},
     startup::bench_startup,
     stats::fmt_duration,
+    summary::bench_summary,
     throughput::bench_throughput,
 };
 use crate::{Ctx, ensure_apt_packages, ensure_tracefs, is_root, say, setup};
@@ -97,11 +99,11 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-9 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro, cluster, cluster-prometheus.
+    /// Only these benchmarks (comma-separated): 1-10 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, workloads, cluster, cluster-prometheus.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
-    /// Simulated fleet sizes of benchmark 8 (`memtrace cluster diagnose`).
+    /// Simulated fleet sizes of benchmark 9 (`memtrace cluster diagnose`).
     #[arg(long, value_delimiter = ',', value_name = "LIST", default_value = "100,1000,5000", value_parser = clap::value_parser!(usize))]
     cluster_nodes: Vec<usize>,
     /// What the "memtrace running" variant is.
@@ -128,6 +130,7 @@ pub enum Benchmark {
     Scrape,
     Startup,
     Micro,
+    Workloads,
     Cluster,
     ClusterPrometheus,
 }
@@ -146,6 +149,7 @@ impl Benchmark {
             Self::Scrape => "Scrape latency",
             Self::Startup => "Start-up",
             Self::Micro => "Hot-path micro-benchmarks",
+            Self::Workloads => "Workloads summary and history",
             Self::Cluster => "Cluster fan-out",
             Self::ClusterPrometheus => "Cross-node skew through Prometheus (baseline)",
         }
@@ -291,6 +295,10 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
         sections.push(run_one(&env, Benchmark::Micro, bench_micro));
     }
     check_interrupt()?;
+    if wanted(Benchmark::Workloads) {
+        sections.push(run_one(&env, Benchmark::Workloads, bench_summary));
+    }
+    check_interrupt()?;
     if wanted(Benchmark::Cluster) {
         sections.push(run_one(&env, Benchmark::Cluster, bench_cluster));
     }
@@ -367,7 +375,7 @@ mod tests {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-9 or faults, mmap, throughput, footprint, scrape, startup, micro, cluster, cluster-prometheus)"
+                    "unknown benchmark `{bogus}` (1-10 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus)"
                 )),
                 "{e}"
             );
@@ -390,8 +398,9 @@ mod tests {
                 (5, "Scrape latency"),
                 (6, "Start-up"),
                 (7, "Hot-path micro-benchmarks"),
-                (8, "Cluster fan-out"),
-                (9, "Cross-node skew through Prometheus (baseline)"),
+                (8, "Workloads summary and history"),
+                (9, "Cluster fan-out"),
+                (10, "Cross-node skew through Prometheus (baseline)"),
             ]
         );
     }

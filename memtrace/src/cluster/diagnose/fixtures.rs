@@ -28,6 +28,7 @@ pub fn node(name: &str) -> NodeAnswer {
             history: HistorySpec {
                 step_seconds: STEP,
                 max_points: POINTS as u32,
+                ..HistorySpec::default()
             },
             ..WorkloadsResponse::default()
         },
