@@ -15,11 +15,14 @@ Examples:
   memtrace daemon --mmap-calls                      also count mmap/munmap/brk/mremap/madvise
   memtrace daemon --host-root /host                 in a container with the host's / at /host
   memtrace daemon --cmdline comm-only               show commands, not their arguments, in the API
+  memtrace daemon --node-name node-a --cgroup-root /kubepods --pin 'redis-server\\.service'
+                                                    name the node, model only /kubepods, always
+                                                    export redis-server.service's own series
 
 Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom (JSON), /healthz, /readyz.
 Config file keys (TOML; flags win) are the flags' names with `_` for `-`: listen, top,
 max_cgroups, interval, rate_window, max_processes, oom_retention, mmap_calls, host_root,
-allow_degraded, cmdline, max_connections, state_dir.
+allow_degraded, cmdline, max_connections, state_dir, node_name, cgroup_root, pin.
 Logs: RUST_LOG=info (default), debug, …";
 
 #[derive(Debug, Args)]

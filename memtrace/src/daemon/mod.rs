@@ -28,11 +28,13 @@ use crate::{
     pipeline::EventStream,
     preflight::{self, PreflightError},
     probes::{DAEMON_FAMILIES, Family, ProbeError, ProbeOptions, Probes, page_size},
+    workload::{ContainerNames, Identifier},
 };
 
 mod aggregator;
 pub mod config;
 pub mod degraded;
+pub mod node_name;
 pub mod privileges;
 pub mod sampler;
 pub mod state;
@@ -104,6 +106,14 @@ pub enum DaemonError {
     Stream(#[source] std::io::Error),
     #[error("dropping the privileges no longer needed after attach")]
     Privileges(#[from] privileges::PrivilegeError),
+    #[error(
+        "--cgroup-root {root}: no such cgroup under {} (give a path as in /proc/<pid>/cgroup, in the memory controller's hierarchy)",
+        cgroup_fs.display()
+    )]
+    CgroupRoot {
+        root: String,
+        cgroup_fs: std::path::PathBuf,
+    },
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -124,6 +134,16 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         })?;
     // With port 0 the kernel picks one: report the real address.
     let local = listener.local_addr().unwrap_or(settings.listen);
+    if let Some(root) = &settings.cgroup_root
+        && crate::cgroup::CgroupFs::new(&settings.host.cgroup)
+            .find(root.as_str())
+            .is_err()
+    {
+        return Err(DaemonError::CgroupRoot {
+            root: root.to_string(),
+            cgroup_fs: settings.host.cgroup.clone(),
+        });
+    }
     let checks = preflight::check_in(&settings.host)?;
     for warning in &checks.warnings {
         tracing::warn!("{warning}");
@@ -150,6 +170,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             top_processes: settings.top,
             max_cgroups: settings.max_cgroups,
             oom_label_retention: settings.oom_retention,
+            pins: settings.pins.clone(),
         },
         build: BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -168,8 +189,15 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         sample_interval: settings.interval,
         oom_label_retention: settings.oom_retention,
         cmdline: settings.cmdline,
+        scope: settings.cgroup_root.clone(),
+        node_name: Some(settings.node_name.clone()),
         ..ModelConfig::default()
-    });
+    })
+    // The one place workloads are named. The Kubernetes watcher plugs in here: its
+    // `PodLookup` goes in place of `None` (pods then get their controller's name).
+    .with_identifier(
+        Identifier::new(None).with_containers(ContainerNames::under(&settings.host.root)),
+    );
     // OOM history from before a restart or crash: served and counted again.
     let state = state::StateDir::open(
         &settings.state_dir,
