@@ -18,5 +18,6 @@ mod persist;
 mod privileges;
 mod ring;
 mod rss;
+mod scope;
 mod support;
 mod tasks;
