@@ -114,7 +114,7 @@ pub struct Flags {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
-    /// Model only the processes in this cgroup subtree (a path as in /proc/<pid>/cgroup, in the
+    /// Model only the processes in this cgroup subtree (a path as in `/proc/<pid>/cgroup`, in the
     /// memory controller's hierarchy, e.g. /kubepods): others, their cgroups, exits and OOM
     /// kills are left out; a process that moves in or out is counted while inside. Must exist
     /// when the daemon starts.
