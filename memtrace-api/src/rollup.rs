@@ -73,6 +73,27 @@ pub fn top_n<R: Row>(mut rows: Vec<R>, n: usize) -> RolledUp<R> {
     RolledUp { top: rows, other }
 }
 
+/// [`top_n`], except that rows for which `pinned` holds are never folded: they are kept after
+/// the first `n` (in rank order), so at most `n` + the pinned rows have their own row. This is
+/// what `--pin` promises: a pinned workload's sum over nodes is complete.
+pub fn top_n_pinned<R: Row>(
+    mut rows: Vec<R>,
+    n: usize,
+    pinned: impl Fn(&R) -> bool,
+) -> RolledUp<R> {
+    rows.sort_by(R::rank);
+    let mut top = Vec::with_capacity(n.min(rows.len()));
+    let mut other: Option<R> = None;
+    for (i, row) in rows.into_iter().enumerate() {
+        if i < n || pinned(&row) {
+            top.push(row);
+        } else {
+            other.get_or_insert_with(R::other).absorb(&row);
+        }
+    }
+    RolledUp { top, other }
+}
+
 /// [`group`], then [`top_n`].
 pub fn rollup<R: Row>(rows: impl IntoIterator<Item = R>, n: usize) -> RolledUp<R> {
     top_n(group(rows), n)
@@ -106,6 +127,9 @@ pub struct WorkloadRow<'a> {
     pub comm: &'a str,
     /// `""` when unknown.
     pub cgroup: &'a str,
+    /// The workload key ([`ProcessView::workload`]), `""` when unknown. A function of the comm
+    /// and the cgroup, so it adds no series: processes of one row share it.
+    pub workload: &'a str,
     pub pod_uid: &'a str,
     pub container_id: &'a str,
     /// Summed (see [`Counters::add`]).
@@ -122,6 +146,7 @@ impl<'a> WorkloadRow<'a> {
         Self {
             comm: &p.comm,
             cgroup: or_empty(&p.cgroup),
+            workload: or_empty(&p.workload),
             pod_uid: or_empty(&p.owner.pod_uid),
             container_id: or_empty(&p.owner.container_id),
             counters: p.counters,
@@ -157,6 +182,7 @@ impl<'a> Row for WorkloadRow<'a> {
         Self {
             comm: OTHER,
             cgroup: OTHER,
+            workload: OTHER,
             pod_uid: "",
             container_id: "",
             counters: Counters::zero_sum(),
@@ -171,6 +197,16 @@ impl<'a> Row for WorkloadRow<'a> {
 /// score), ranked by pressure; the first `top` kept.
 pub fn workloads(processes: &[ProcessView], top: usize) -> RolledUp<WorkloadRow<'_>> {
     rollup(processes.iter().map(WorkloadRow::from_process), top)
+}
+
+/// [`workloads`], where a workload whose key is `pinned` is never folded into `~other`.
+pub fn workloads_pinned<'a>(
+    processes: &'a [ProcessView],
+    top: usize,
+    pinned: impl Fn(&str) -> bool,
+) -> RolledUp<WorkloadRow<'a>> {
+    let rows = group(processes.iter().map(WorkloadRow::from_process));
+    top_n_pinned(rows, top, |w| !w.workload.is_empty() && pinned(w.workload))
 }
 
 /// One cgroup, or the `~other` aggregate of cgroups.
@@ -267,6 +303,8 @@ pub fn cgroups(views: &[CgroupView], max: usize) -> RolledUp<CgroupRow<'_>> {
 pub struct OomRow<'a> {
     pub comm: &'a str,
     pub cgroup: &'a str,
+    /// The victim's workload key, `""` when unknown (a function of comm and cgroup).
+    pub workload: &'a str,
     pub pod_uid: &'a str,
     pub container_id: &'a str,
     pub kills: u64,
@@ -279,6 +317,7 @@ impl<'a> OomRow<'a> {
         Self {
             comm: &o.victim_comm,
             cgroup: or_empty(&o.victim_cgroup),
+            workload: or_empty(&o.victim_workload),
             pod_uid: or_empty(&o.victim_owner.pod_uid),
             container_id: or_empty(&o.victim_owner.container_id),
             kills: 1,
@@ -311,6 +350,7 @@ impl<'a> Row for OomRow<'a> {
         Self {
             comm: OTHER,
             cgroup: OTHER,
+            workload: OTHER,
             pod_uid: "",
             container_id: "",
             kills: 0,
@@ -328,9 +368,21 @@ pub fn oom_workloads(
     now_unix_ms: u64,
     top: usize,
 ) -> RolledUp<OomRow<'_>> {
+    oom_workloads_pinned(ooms, retention_ms, now_unix_ms, top, |_| false)
+}
+
+/// [`oom_workloads`], where a victim workload whose key is `pinned` is never folded into
+/// `~other` (it still leaves after the retention).
+pub fn oom_workloads_pinned<'a>(
+    ooms: &'a [OomRecord],
+    retention_ms: u64,
+    now_unix_ms: u64,
+    top: usize,
+    pinned: impl Fn(&str) -> bool,
+) -> RolledUp<OomRow<'a>> {
     let mut rows = group(ooms.iter().map(OomRow::from_record));
     rows.retain(|r| now_unix_ms.saturating_sub(r.newest_unix_ms) <= retention_ms);
-    top_n(rows, top)
+    top_n_pinned(rows, top, |r| !r.workload.is_empty() && pinned(r.workload))
 }
 
 #[cfg(test)]
@@ -392,6 +444,51 @@ mod tests {
         let tied = [process(1, "z", "/", 1.0, 0), process(2, "m", "/", 1.0, 0)];
         let names: Vec<&str> = workloads(&tied, 5).top.iter().map(|w| w.comm).collect();
         assert_eq!(names, ["m", "z"]);
+    }
+
+    #[test]
+    fn pinned_workloads_are_never_folded_into_other() {
+        let with_workload = |pid, comm: &str, score, workload: &str| ProcessView {
+            workload: Some(workload.to_owned()),
+            ..process(pid, comm, "/x", score, 1)
+        };
+        let processes = vec![
+            with_workload(1, "a", 90.0, "a"),
+            with_workload(2, "b", 80.0, "b"),
+            with_workload(3, "redis-server", 1.0, "redis-server.service"),
+            with_workload(4, "c", 50.0, "c"),
+            with_workload(5, "redis-server", 2.0, "redis-server.service"),
+        ];
+        let pinned = |key: &str| key == "redis-server.service";
+        let r = workloads_pinned(&processes, 1, pinned);
+        let top: Vec<(&str, u64)> = r.top.iter().map(|w| (w.workload, w.processes)).collect();
+        assert_eq!(top, [("a", 1), ("redis-server.service", 2)]);
+        let other = r.other.as_ref().unwrap();
+        assert_eq!((other.workload, other.processes), (OTHER, 2), "b and c");
+        // Unpinned, the same workload falls into ~other.
+        let plain = workloads(&processes, 1);
+        assert_eq!(plain.top.len(), 1);
+        assert_eq!(plain.other.as_ref().unwrap().processes, 4);
+        // Pinning never drops a row of the top N, nor adds an empty ~other.
+        let all = workloads_pinned(&processes, 10, pinned);
+        assert_eq!(all.top.len(), 4);
+        assert!(all.other.is_none());
+
+        let record = |comm: &str, workload: &str, at: u64| OomRecord {
+            victim_comm: comm.to_owned(),
+            victim_workload: Some(workload.to_owned()),
+            timestamp_unix_ms: at,
+            ..OomRecord::default()
+        };
+        let ooms = [
+            record("a", "a", 9_000),
+            record("redis-server", "redis-server.service", 1_000),
+            record("b", "b", 8_000),
+        ];
+        let r = oom_workloads_pinned(&ooms, u64::MAX, 10_000, 1, pinned);
+        let top: Vec<&str> = r.top.iter().map(|o| o.workload).collect();
+        assert_eq!(top, ["a", "redis-server.service"]);
+        assert_eq!(r.other.map(|o| o.kills), Some(1));
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct Snapshot {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeIdentityView {
+    /// `--node-name` (default `$NODE_NAME`, else the hostname): the name the fleet knows the node
+    /// by. Absent from daemons older than the cross-node mode.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
     pub hostname: String,
     pub boot_id: String,
     pub kernel_release: String,
@@ -74,6 +78,16 @@ pub struct ProcessView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cgroup: Option<String>,
     pub owner: OwnerView,
+    /// The workload key, the same string on every node the workload runs on (see
+    /// [`crate::workloads::WorkloadKind`] for the rules).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workload: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workload_kind: Option<crate::workloads::WorkloadKind>,
+    /// The running copy of the workload this process belongs to: a pod name (or uid), a short
+    /// container id, a systemd unit, or `pid/<pid>`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub instance: Option<String>,
     /// Cumulative kernel counters since memtrace started watching the process.
     pub counters: Counters,
     pub rates: Rates,
@@ -103,6 +117,10 @@ pub struct CgroupView {
     /// As in `/proc/<pid>/cgroup` (the memory controller's hierarchy on hybrid hosts).
     pub path: String,
     pub owner: OwnerView,
+    /// The workload key when the cgroup itself names the workload (a pod, a container, a systemd
+    /// service); absent when only its processes' comms do.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workload: Option<String>,
     pub processes: u32,
     /// Sum of its live processes' counters plus those of its processes that exited.
     pub counters: Counters,
@@ -172,6 +190,9 @@ pub struct OomRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub victim_cgroup: Option<String>,
     pub victim_owner: OwnerView,
+    /// The victim's workload key (see [`ProcessView::workload`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub victim_workload: Option<String>,
     pub trigger_pid: u32,
     pub trigger_comm: String,
     /// From the kernel's oom:mark_victim (absent where the kernel does not report them).

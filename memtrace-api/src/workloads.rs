@@ -83,11 +83,13 @@ pub struct NodeSummary {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {
-    /// `namespace/kind/name` of the pod's controller (a ReplicaSet's hash stripped to its
-    /// Deployment), or `namespace/pod/name` for a bare pod; `pod/<uid>` when only the pod uid
-    /// from the cgroup path is known (no Kubernetes metadata).
+    /// `namespace/Kind/name` of the pod's controller (a ReplicaSet's hash stripped to its
+    /// `Deployment`, a CronJob's Job to its `CronJob`), or `namespace/Pod/name` for a pod without
+    /// a controller; `pod/<uid>` when only the pod uid from the cgroup path is known (no
+    /// Kubernetes metadata).
     Kubernetes,
-    /// The systemd unit, e.g. `redis-server.service` (a template instance keeps its `@…`).
+    /// The systemd service, e.g. `redis-server.service`; a template's instances
+    /// (`redis-server@6379.service`, …) are one workload `redis-server@.service`.
     Systemd,
     /// The container's name or image, where the runtime's cgroup path reveals it.
     Container,

@@ -2,6 +2,7 @@
 //! must read them, and must write exactly their set of keys.
 use std::collections::BTreeSet;
 
+use memtrace_api::workloads::WorkloadKind;
 use memtrace_api::{
     CgroupMemoryStat, CgroupProcess, CgroupView, Counters, Family, FamilySet, FlightSample,
     NodeIdentityView, NodeMemoryView, OomRecord, OomResponse, OwnerView, PipelineView, ProcessView,
@@ -125,6 +126,7 @@ fn oom_record() -> OomRecord {
         victim_comm: "java".to_owned(),
         victim_cgroup: Some("/kubepods.slice/x.scope".to_owned()),
         victim_owner: owner(),
+        victim_workload: Some("shop/Deployment/orders".to_owned()),
         trigger_pid: 48_240,
         trigger_comm: "java".to_owned(),
         anon_rss_bytes: Some(1 << 30),
@@ -174,6 +176,7 @@ fn full_snapshot() -> Snapshot {
     Snapshot {
         schema_version: SCHEMA_VERSION,
         node: NodeIdentityView {
+            name: Some("node-7".to_owned()),
             hostname: "node-7".to_owned(),
             boot_id: "2e6d5a3c-97f1-4c0e-9d8b-5f1a2b3c4d5e".to_owned(),
             kernel_release: "6.8.0-45-generic".to_owned(),
@@ -187,6 +190,9 @@ fn full_snapshot() -> Snapshot {
             cmdline: "java -jar /app/orders.jar".to_owned(),
             cgroup: Some("/kubepods.slice/x.scope".to_owned()),
             owner: owner(),
+            workload: Some("shop/Deployment/orders".to_owned()),
+            workload_kind: Some(WorkloadKind::Kubernetes),
+            instance: Some("orders-7d9f8b6c5d-x2k4q".to_owned()),
             counters: counters(),
             rates: rates(),
             rss_bytes: 1 << 30,
@@ -197,6 +203,7 @@ fn full_snapshot() -> Snapshot {
         cgroups: vec![CgroupView {
             path: "/kubepods.slice/x.scope".to_owned(),
             owner: owner(),
+            workload: Some("shop/Deployment/orders".to_owned()),
             processes: 3,
             counters: counters(),
             rates: rates(),

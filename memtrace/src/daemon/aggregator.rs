@@ -172,8 +172,16 @@ impl Daemon {
             let pid = event.subject_pid();
             let _ = self.sampler.identify(pid, now);
             let cgroup = self.sampler.event_cgroup(&mut self.model, event, now);
+            let newest_oom = |model: &Model| {
+                model
+                    .last_oom()
+                    .map(|r| (r.timestamp_unix_ms, r.victim_pid))
+            };
+            let before = newest_oom(&self.model);
             self.model
                 .observe_event_in(now, wall, event, cgroup.as_deref());
+            // A kill outside --cgroup-root adds no record: nothing to describe or save.
+            let recorded = newest_oom(&self.model) != before;
             if let (Some(state), Some(record)) = (&mut self.state, self.model.take_completed_oom())
             {
                 state.save(&record, wall);
@@ -181,7 +189,7 @@ impl Daemon {
             match event {
                 Event::Exit(_) | Event::Exec(_) => self.sampler.forget(pid),
                 // A kill is news: do not serve views from before it.
-                Event::Oom(_) => {
+                Event::Oom(_) if recorded => {
                     self.cached = CachedViews::default();
                     self.sampler.describe_kill(&mut self.model);
                     if let (Some(state), Some(record)) = (&mut self.state, self.model.last_oom()) {

@@ -13,11 +13,13 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    daemon::node_name::{self, NODE_NAME_ENV, NodeNameError},
     export::http::Limits,
     host::HostPaths,
     kubernetes::KubernetesMode,
-    model::{CmdlineMode, instance_history as history},
+    model::{CgroupRoot, CgroupRootError, CmdlineMode, instance_history as history},
     units::{duration_in, parse_duration},
+    workload::{PinError, Pins},
 };
 
 /// Default listen address: loopback, so nothing is exposed unless asked for.
@@ -133,6 +135,24 @@ pub struct Flags {
     /// least pressure go without one beyond that).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(history::MAX_POINTS)))]
     pub history_points: Option<u32>,
+    /// The name the fleet knows this node by: the `node` label of `memtrace_node_info` and
+    /// `node.name` in the API, used by `memtrace cluster` [default: $NODE_NAME (a DaemonSet sets
+    /// it from `spec.nodeName`), else the hostname]. Printable, at most 253 bytes.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Model only the processes in this cgroup subtree (a path as in `/proc/<pid>/cgroup`, in the
+    /// memory controller's hierarchy, e.g. /kubepods): others, their cgroups, exits and OOM
+    /// kills are left out; a process that moves in or out is counted while inside. Must exist
+    /// when the daemon starts.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<String>,
+
+    /// Always give workloads whose key matches REGEX (anchored at both ends; repeatable) their
+    /// own series and summary rows, never folded into `~other`, so sums over nodes are complete.
+    /// Each pinned workload adds its series to the --top bound.
+    #[arg(long, value_name = "REGEX")]
+    pub pin: Vec<String>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -156,6 +176,9 @@ pub struct FileConfig {
     pub kubernetes: Option<KubernetesMode>,
     pub history_step: Option<String>,
     pub history_points: Option<u32>,
+    pub node_name: Option<String>,
+    pub cgroup_root: Option<String>,
+    pub pin: Option<Vec<String>>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -188,6 +211,12 @@ pub struct Settings {
     /// Resolution of the per-instance history (see `model::instance_history`).
     pub history_step: Duration,
     pub history_points: u32,
+    /// `--node-name`, resolved (flag, key, `$NODE_NAME`, hostname) and validated.
+    pub node_name: String,
+    /// `--cgroup-root`: the model's scope (`None`: every process). Checked to exist at start.
+    pub cgroup_root: Option<CgroupRoot>,
+    /// `--pin`: workloads never folded into `~other`.
+    pub pins: Pins,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -251,6 +280,12 @@ pub enum ConfigError {
         history::MAX_POINTS
     )]
     HistoryPoints { history_points: u32 },
+    #[error(transparent)]
+    NodeName(#[from] NodeNameError),
+    #[error(transparent)]
+    CgroupRoot(#[from] CgroupRootError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
 }
 
 /// The fewest processes the kernel map may hold: below this a busy node fills it at once.
@@ -382,6 +417,27 @@ impl Settings {
                 .history_points
                 .or(file.history_points)
                 .unwrap_or(history::DEFAULT_POINTS),
+            node_name: node_name::resolve(
+                // An empty key is the example file's "unset"; an empty flag is an error.
+                flags
+                    .node_name
+                    .as_deref()
+                    .or(file.node_name.as_deref().filter(|n| !n.is_empty())),
+                std::env::var_os(NODE_NAME_ENV),
+            )?,
+            cgroup_root: flags
+                .cgroup_root
+                .as_deref()
+                .or(file.cgroup_root.as_deref())
+                .map(CgroupRoot::new)
+                .transpose()?
+                // `/` is everything: no scope to check.
+                .filter(|root| root.as_str() != "/"),
+            pins: if flags.pin.is_empty() {
+                Pins::new(file.pin.as_deref().unwrap_or_default())?
+            } else {
+                Pins::new(&flags.pin)?
+            },
         };
         if !(history::MIN_STEP..=history::MAX_STEP).contains(&settings.history_step) {
             return Err(ConfigError::HistoryStep {
@@ -533,6 +589,12 @@ pub(crate) fn every_key_set() -> FileConfig {
         kubernetes: Some(KubernetesMode::Off),
         history_step: Some("10s".to_owned()),
         history_points: Some(720),
+        node_name: Some("node-a".to_owned()),
+        cgroup_root: Some("/kubepods".to_owned()),
+        pin: Some(vec![
+            "redis-server\\.service".to_owned(),
+            "shop/Deployment/.*".to_owned(),
+        ]),
     }
 }
 
@@ -557,6 +619,10 @@ mod tests {
         match value {
             toml::Value::Boolean(true) => vec![flag],
             toml::Value::String(text) => vec![flag, text.clone()],
+            // A repeatable flag, once per element.
+            toml::Value::Array(items) => {
+                items.iter().flat_map(|item| flag_args(key, item)).collect()
+            }
             other => vec![flag, other.to_string()],
         }
     }
@@ -581,7 +647,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 17, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 20, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),
@@ -601,6 +667,51 @@ mod tests {
         .unwrap();
         assert_eq!(all.top, 7);
         assert_eq!(all.host.proc, Path::new("/host/proc"));
+        assert_eq!(all.node_name, "node-a");
+        assert_eq!(
+            all.cgroup_root.as_ref().map(CgroupRoot::as_str),
+            Some("/kubepods")
+        );
+        assert!(all.pins.matches("redis-server.service"));
+        assert!(all.pins.matches("shop/Deployment/orders"));
+        assert!(!all.pins.matches("redis-server"));
+    }
+
+    #[test]
+    fn node_name_cgroup_root_and_pins_are_validated() {
+        let with = |flags: Flags| Settings::resolve(&flags, None).map_err(|e| e.to_string());
+        let err = with(Flags {
+            node_name: Some(String::new()),
+            ..Flags::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.starts_with("--node-name \"\" (from --node-name) is empty"),
+            "{err}"
+        );
+        let err = with(Flags {
+            cgroup_root: Some("kubepods".to_owned()),
+            ..Flags::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.starts_with("--cgroup-root \"kubepods\" is not absolute"),
+            "{err}"
+        );
+        let err = with(Flags {
+            pin: vec!["redis[".to_owned()],
+            ..Flags::default()
+        })
+        .unwrap_err();
+        assert!(err.starts_with("invalid --pin \"redis[\": "), "{err}");
+        // Flags replace the file's pins, they do not add to them.
+        let file: FileConfig = toml::from_str("pin = [\"a\"]").unwrap();
+        let flags = Flags {
+            pin: vec!["b".to_owned()],
+            ..Flags::default()
+        };
+        let settings = Settings::resolve(&flags, Some((Path::new("d.toml"), file))).unwrap();
+        assert!(settings.pins.matches("b") && !settings.pins.matches("a"));
     }
 
     #[test]

@@ -30,11 +30,13 @@ use crate::{
     preflight::{self, PreflightError},
     probes::{DAEMON_FAMILIES, Family, ProbeError, ProbeOptions, Probes, page_size},
     web::server::WebServer,
+    workload::{ContainerNames, Identifier},
 };
 
 mod aggregator;
 pub mod config;
 pub mod degraded;
+pub mod node_name;
 pub mod privileges;
 pub mod sampler;
 pub mod state;
@@ -115,6 +117,14 @@ pub enum DaemonError {
     /// Boxed: its messages carry the API server's URL and words.
     #[error(transparent)]
     Kubernetes(Box<crate::kubernetes::KubernetesError>),
+    #[error(
+        "--cgroup-root {root}: no such cgroup under {} (give a path as in /proc/<pid>/cgroup, in the memory controller's hierarchy)",
+        cgroup_fs.display()
+    )]
+    CgroupRoot {
+        root: String,
+        cgroup_fs: std::path::PathBuf,
+    },
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -139,10 +149,20 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let local = listener.local_addr().unwrap_or(settings.listen);
     // Before the probes load: `--kubernetes on` without an API server fails fast. Kept for the
     // daemon's lifetime (the pod watch stops when it is dropped).
-    // MERGE: the model's `workload::Identifier::new(pods)` takes it once the identity work lands.
-    let _pods = crate::kubernetes::pod_lookup(settings.kubernetes, &node_name())
+    // The workload identifier holds it (and with it the watch) for the daemon's lifetime.
+    let pods = crate::kubernetes::pod_lookup(settings.kubernetes, &settings.node_name)
         .await
         .map_err(|err| DaemonError::Kubernetes(Box::new(err)))?;
+    if let Some(root) = &settings.cgroup_root
+        && crate::cgroup::CgroupFs::new(&settings.host.cgroup)
+            .find(root.as_str())
+            .is_err()
+    {
+        return Err(DaemonError::CgroupRoot {
+            root: root.to_string(),
+            cgroup_fs: settings.host.cgroup.clone(),
+        });
+    }
     let checks = preflight::check_in(&settings.host)?;
     for warning in &checks.warnings {
         tracing::warn!("{warning}");
@@ -169,6 +189,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             top_processes: settings.top,
             max_cgroups: settings.max_cgroups,
             oom_label_retention: settings.oom_retention,
+            pins: settings.pins.clone(),
         },
         build: BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -190,13 +211,21 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
 
     let shutdown = signals()?;
+    let identifier =
+        Identifier::new(pods).with_containers(ContainerNames::under(&settings.host.root));
     let mut model = Model::new(ModelConfig {
         rate_window: settings.rate_window,
         sample_interval: settings.interval,
         oom_label_retention: settings.oom_retention,
         cmdline: settings.cmdline,
+        scope: settings.cgroup_root.clone(),
+        node_name: Some(settings.node_name.clone()),
         ..ModelConfig::default()
-    });
+    })
+    // The one place workloads are named: pods by their controller (with the Kubernetes
+    // watcher), containers by name, services by unit, the rest by comm. The model and the
+    // workloads summary share it, so both name a process alike.
+    .with_identifier(identifier.clone());
     // OOM history from before a restart or crash: served and counted again.
     let state = state::StateDir::open(
         &settings.state_dir,
@@ -205,7 +234,14 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
     model.restore_ooms(state.load(std::time::SystemTime::now()));
     let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
-    let workloads = WorkloadsSource::new(&settings);
+    let pins = settings.pins.clone();
+    let mut workloads = WorkloadsSource::new(&settings)
+        .with_identifier(identifier)
+        .with_node_name(settings.node_name.clone())
+        .with_pins(Box::new(move |workload| pins.matches(workload)));
+    if let Some(root) = &settings.cgroup_root {
+        workloads = workloads.with_cgroup_root(root.as_str().to_owned());
+    }
     drop_privileges()?;
     Daemon::new(
         model,
@@ -313,19 +349,6 @@ fn signals() -> Result<impl Future<Output = ()>, DaemonError> {
 }
 
 /// The node's name as the API server knows it (`spec.nodeName` of its pods).
-// MERGE: `--node-name` (default `$NODE_NAME`, else the hostname) replaces this one place.
-fn node_name() -> String {
-    std::env::var("NODE_NAME")
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|name| name.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
-
 /// `uname -r` of the host, from its procfs; empty if unreadable.
 fn kernel_release(proc: &std::path::Path) -> String {
     std::fs::read_to_string(proc.join("sys/kernel/osrelease"))

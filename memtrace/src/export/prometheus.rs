@@ -8,10 +8,12 @@
 //! - **No `pid` label anywhere.** Per-process data is aggregated by *workload* = (`comm`,
 //!   `cgroup`): processes with the same comm in the same cgroup are one series (counters and gauges
 //!   summed, the pressure score is the maximum). Labels: `comm`, `cgroup`, `pod_uid`,
-//!   `container_id` (empty when unknown).
+//!   `container_id` (empty when unknown), and `workload`, the cross-node workload key (see
+//!   [`crate::workload`]): a function of the comm and the cgroup, so it adds no series.
 //! - Only the top [`ExportConfig::top_processes`] workloads by pressure score (ties: by
-//!   major+minor fault rate, then by name) get their own series; all other workloads are summed
-//!   into ONE series labelled `comm="~other", cgroup="~other", pod_uid="", container_id=""`.
+//!   major+minor fault rate, then by name) get their own series, and those whose workload key is
+//!   pinned ([`ExportConfig::pins`], `--pin`); all other workloads are summed into ONE series
+//!   labelled `comm="~other", cgroup="~other", workload="~other", pod_uid="", container_id=""`.
 //! - Per-cgroup series exist for at most [`ExportConfig::max_cgroups`] cgroups by pressure score;
 //!   the rest are summed into `cgroup="~other"` (no limit series for it: a sum of limits is not a
 //!   limit).
@@ -20,7 +22,8 @@
 //!   [`ExportConfig::oom_label_retention`], so the set of OOM series is bounded by the kill rate
 //!   times the retention, and also by the daemon's bounded OOM history.
 //!
-//! Hence per metric name at most `top_processes + 1` workload series (times the fixed values of
+//! Hence per metric name at most `top_processes + 1` workload series, plus those of pinned
+//! workloads, (times the fixed values of
 //! `type`/`op`) and `max_cgroups + 1` cgroup series, whatever the node runs.
 //!
 //! Churn: processes and cgroups that exited are not in the next snapshot, so their series leave
@@ -41,6 +44,7 @@ use std::time::Duration;
 
 use ::prometheus::{CounterVec, GaugeVec, Opts, Registry, TextEncoder};
 
+use crate::workload::Pins;
 use memtrace_api::rollup::{self, non_negative};
 use memtrace_api::{
     CgroupView, CounterKind, Counters, Family, FamilySet, OomRecord, ProcessView, Snapshot,
@@ -62,6 +66,8 @@ pub struct ExportConfig {
     /// How long an OOM-killed workload keeps its `memtrace_oom_kills_total` series after its
     /// latest kill.
     pub oom_label_retention: Duration,
+    /// Workloads (by key) that always have their own series, never folded into `~other`.
+    pub pins: Pins,
 }
 
 impl Default for ExportConfig {
@@ -70,6 +76,7 @@ impl Default for ExportConfig {
             top_processes: 50,
             max_cgroups: 200,
             oom_label_retention: Duration::from_secs(3600),
+            pins: Pins::default(),
         }
     }
 }
@@ -143,7 +150,7 @@ fn render_exposition(
     // Counters of a family that is not attached are not exported (nothing counts them: they
     // would be zeros).
     let families = snapshot.pipeline.families;
-    workload_metrics(&x, &snapshot.processes, config.top_processes, families)?;
+    workload_metrics(&x, &snapshot.processes, config, families)?;
     cgroup_metrics(&x, &snapshot.cgroups, config.max_cgroups, families)?;
     oom_metrics(&x, ooms, config, now_unix_ms)?;
     node_metrics(&x, snapshot)?;
@@ -382,7 +389,7 @@ impl CounterSeries {
     fn register(
         x: &Exposition,
         families: FamilySet,
-        labels: [&'static str; 4],
+        labels: &[&'static str],
         name_help: impl Fn(&Metric) -> Option<(String, String)>,
     ) -> ::prometheus::Result<Self> {
         let mut vectors = HashMap::new();
@@ -414,7 +421,7 @@ impl CounterSeries {
     }
 
     /// The series of one row labelled `labels`: those present in `counters`.
-    fn export(&self, labels: [&str; 4], counters: &Counters) -> ::prometheus::Result<()> {
+    fn export(&self, labels: &[&str], counters: &Counters) -> ::prometheus::Result<()> {
         for s in &self.series {
             let Some(v) = (s.get)(counters) else {
                 continue;
@@ -434,7 +441,7 @@ impl CounterSeries {
 // ---------------------------------------------------------------------------------------------
 // Workloads
 
-const WORKLOAD_LABELS: [&str; 4] = ["comm", "cgroup", "pod_uid", "container_id"];
+const WORKLOAD_LABELS: [&str; 5] = ["comm", "cgroup", "pod_uid", "container_id", "workload"];
 const WORKLOAD_NOTE: &str = "Summed over the live processes of a workload (same comm in the same \
     cgroup); comm=\"~other\" aggregates the workloads outside the top N. Workload and aggregate \
     series may reset when processes exit or enter or leave the top N.";
@@ -442,10 +449,10 @@ const WORKLOAD_NOTE: &str = "Summed over the live processes of a workload (same 
 fn workload_metrics(
     x: &Exposition,
     processes: &[ProcessView],
-    top: usize,
+    config: &ExportConfig,
     families: FamilySet,
 ) -> ::prometheus::Result<()> {
-    let counters = CounterSeries::register(x, families, WORKLOAD_LABELS, |m| {
+    let counters = CounterSeries::register(x, families, &WORKLOAD_LABELS, |m| {
         Some((
             format!("memtrace_process_{}", m.suffix),
             format!("{} {WORKLOAD_NOTE}", m.workload_help),
@@ -464,9 +471,10 @@ fn workload_metrics(
         &WORKLOAD_LABELS,
     )?;
 
-    for w in rollup::workloads(processes, top).rows() {
-        let l = [w.comm, w.cgroup, w.pod_uid, w.container_id];
-        counters.export(l, &w.counters)?;
+    let pinned = |key: &str| config.pins.matches(key);
+    for w in rollup::workloads_pinned(processes, config.top_processes, pinned).rows() {
+        let l = [w.comm, w.cgroup, w.pod_uid, w.container_id, w.workload];
+        counters.export(&l, &w.counters)?;
         set(&pressure, &l, w.score)?;
         set(&count, &l, w.processes as f64)?;
     }
@@ -486,7 +494,7 @@ fn cgroup_metrics(
     max: usize,
     families: FamilySet,
 ) -> ::prometheus::Result<()> {
-    let counters = CounterSeries::register(x, families, CGROUP_LABELS, |m| {
+    let counters = CounterSeries::register(x, families, &CGROUP_LABELS, |m| {
         m.cgroup_help.map(|help| {
             (
                 format!("memtrace_cgroup_{}", m.suffix),
@@ -532,7 +540,7 @@ fn cgroup_metrics(
 
     for c in rollup::cgroups(views, max).rows() {
         let l = [c.path, c.pod_uid, c.container_id, c.qos];
-        counters.export(l, &c.counters)?;
+        counters.export(&l, &c.counters)?;
         set(&rss, &l, c.rss_bytes as f64)?;
         if let Some(u) = c.usage_bytes {
             set(&usage, &l, u as f64)?;
@@ -576,10 +584,18 @@ fn oom_metrics(
         &WORKLOAD_LABELS,
     )?;
     let retention_ms = u64::try_from(config.oom_label_retention.as_millis()).unwrap_or(u64::MAX);
-    for k in rollup::oom_workloads(ooms, retention_ms, now_unix_ms, config.top_processes).rows() {
+    let pinned = |key: &str| config.pins.matches(key);
+    let rows = rollup::oom_workloads_pinned(
+        ooms,
+        retention_ms,
+        now_unix_ms,
+        config.top_processes,
+        pinned,
+    );
+    for k in rows.rows() {
         add(
             &kills,
-            &[k.comm, k.cgroup, k.pod_uid, k.container_id],
+            &[k.comm, k.cgroup, k.pod_uid, k.container_id, k.workload],
             k.kills as f64,
         )?;
     }
@@ -736,6 +752,21 @@ fn self_metrics(
         &["version", "kernel"],
     )?;
     set(&info, &[build.version, &build.kernel], 1.0)?;
+
+    // For PromQL joins across nodes: `* on(instance) group_left(node) memtrace_node_info`.
+    let node = x.gauge(
+        "memtrace_node_info",
+        "Always 1; the node's name (--node-name), hostname, kernel release and memtrace version \
+         as labels.",
+        &["node", "hostname", "kernel", "version"],
+    )?;
+    let identity = &snapshot.node;
+    let name = identity.name.as_deref().unwrap_or(&identity.hostname);
+    set(
+        &node,
+        &[name, &identity.hostname, &build.kernel, build.version],
+        1.0,
+    )?;
     Ok(())
 }
 
@@ -803,6 +834,68 @@ mod tests {
             },
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn pinned_workloads_keep_their_series_with_the_workload_label() {
+        let snapshot = counting_calls(many_processes(1000));
+        let config = ExportConfig {
+            pins: Pins::new(&["w000[0-2]"]).unwrap(),
+            ..ExportConfig::default()
+        };
+        let samples = parse(&render_with(&snapshot, &[], &config));
+        let rows: BTreeSet<(&str, &str)> = samples_named(&samples, "memtrace_process_processes")
+            .iter()
+            .map(|s| (s.label("comm"), s.label("workload")))
+            .collect();
+        assert_eq!(
+            rows.len(),
+            config.top_processes + 1 + 3,
+            "top N, ~other, 3 pinned"
+        );
+        for pinned in ["w0000", "w0001", "w0002"] {
+            assert!(
+                rows.contains(&(pinned, pinned)),
+                "{pinned} has its own series"
+            );
+        }
+        assert!(rows.contains(&(OTHER, OTHER)));
+        assert!(
+            !rows.contains(&("w0003", "w0003")),
+            "not pinned, low score: in ~other"
+        );
+        // Every per-workload series carries the label, equal to its processes' key.
+        for s in samples
+            .iter()
+            .filter(|s| s.name.starts_with("memtrace_process_"))
+        {
+            assert_eq!(s.label("workload"), s.label("comm"), "{s:?}");
+        }
+        // Without the pin the same workload is folded.
+        let plain = parse(&render_with(&snapshot, &[], &ExportConfig::default()));
+        assert!(find(&plain, "memtrace_process_processes", &[("comm", "w0000")]).is_none());
+    }
+
+    #[test]
+    fn node_info_names_the_node_for_joins() {
+        let (snapshot, _) = realistic();
+        let samples = parse(&render_with(&snapshot, &[], &ExportConfig::default()));
+        let info = samples_named(&samples, "memtrace_node_info");
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].value, 1.0);
+        assert_eq!(info[0].label("node"), "node-1");
+        assert_eq!(info[0].label("hostname"), "node-1");
+        assert_eq!(info[0].label("kernel"), "6.8.0-45-generic");
+        assert_eq!(info[0].label("version"), "0.1.0");
+        // A daemon that knows no name (an old snapshot) is named by its hostname.
+        let (mut unnamed, _) = realistic();
+        unnamed.node.name = None;
+        unnamed.node.hostname = "host-9".to_owned();
+        let samples = parse(&render_with(&unnamed, &[], &ExportConfig::default()));
+        assert_eq!(
+            samples_named(&samples, "memtrace_node_info")[0].label("node"),
+            "host-9"
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub fn process(pid: u32, comm: &str, cgroup: Option<&str>, score: f64, seed: u64
         cmdline: format!("/usr/bin/{comm} --flag"),
         cgroup: cgroup.map(str::to_owned),
         owner: OwnerView::default(),
+        workload: Some(comm.to_owned()),
+        workload_kind: Some(memtrace_api::workloads::WorkloadKind::Comm),
+        instance: Some(format!("pid/{pid}")),
         counters: Counters {
             faults_minor: 1000 * seed,
             faults_major: seed,
@@ -86,6 +89,7 @@ pub fn cgroup(path: &str, score: f64, limit: Option<u64>, psi: bool) -> CgroupVi
     CgroupView {
         path: path.to_owned(),
         owner: OwnerView::default(),
+        workload: None,
         processes: 3,
         counters: Counters {
             faults_minor: 5000,
@@ -200,6 +204,7 @@ pub fn realistic() -> (Snapshot, Vec<OomRecord>) {
     let snapshot = Snapshot {
         schema_version: SCHEMA_VERSION,
         node: NodeIdentityView {
+            name: Some("node-1".to_owned()),
             hostname: "node-1".to_owned(),
             boot_id: "b0b0b0b0-1111-2222-3333-444444444444".to_owned(),
             kernel_release: "6.8.0-45-generic".to_owned(),

@@ -10,12 +10,19 @@
 //! `exited_grace` and at most `max_exited` of them; cgroups without live processes disappear
 //! unless OOM-killed within `oom_label_retention`; OOM records are capped at `max_oom_records`.
 //! The number of live processes is bounded by the caller's input (the kernel's `PROC_STATS` map).
+//!
+//! With a [`ModelConfig::scope`] (`--cgroup-root`) the model holds only the processes in that
+//! cgroup subtree: a process that moves out leaves the model (what it did inside stays counted
+//! in its cgroup and the node totals), one that moves in is counted from then on, and the exits
+//! and OOM kills of processes outside are not counted.
 mod history;
 pub mod instance_history;
 mod oom;
+mod scope;
 pub mod score;
 mod views;
 pub mod workloads;
+pub use scope::{CgroupRoot, CgroupRootError};
 pub use views::CmdlineMode;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -25,11 +32,12 @@ use std::time::{Duration, Instant, SystemTime};
 use memtrace_common::{ExitEvent, OomEvent, ProcStats, oom_field, rss_member};
 
 use crate::PidMap;
-use crate::cgroup::CgroupMemory;
+use crate::cgroup::{CgroupIdentity, CgroupMemory};
 use crate::counters::{add_counters, counters_json, dominates, sub_counters};
 use crate::events::{Event, comm_str};
 use crate::node::NodeSample;
 use crate::procfs::ProcessInfo;
+use crate::workload::Identifier;
 use history::{Ring, Sample, SampleHistory};
 use memtrace_api::{Counters, OomRecord, OwnerView};
 use oom::AwaitingExit;
@@ -66,6 +74,10 @@ pub struct ModelConfig {
     pub max_exited: usize,
     /// What snapshots show of each process's command line.
     pub cmdline: CmdlineMode,
+    /// `--cgroup-root`: only processes in this cgroup subtree are modelled (`None`: all).
+    pub scope: Option<CgroupRoot>,
+    /// `--node-name`, carried in snapshots.
+    pub node_name: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -79,6 +91,8 @@ impl Default for ModelConfig {
             oom_label_retention: Duration::from_secs(3600),
             max_exited: 2048,
             cmdline: CmdlineMode::default(),
+            scope: None,
+            node_name: None,
         }
     }
 }
@@ -208,6 +222,8 @@ struct ExitedEntry {
 #[derive(Clone, Debug)]
 struct CgroupEntry {
     owner: OwnerView,
+    /// Who owns it, parsed from the path once (the workload rules read it).
+    identity: CgroupIdentity,
     /// Totals of processes that left this cgroup (exited or moved out), so the cgroup's
     /// cumulative counters never go backwards.
     exited: ProcStats,
@@ -222,6 +238,7 @@ impl CgroupEntry {
     fn new(path: &str, capacity: usize) -> Self {
         Self {
             owner: owner_view(path),
+            identity: crate::cgroup::identify(path),
             exited: ProcStats::default(),
             memory: None,
             usage: Ring::new(capacity),
@@ -269,6 +286,11 @@ pub struct Model {
     awaiting_exit: PidMap<AwaitingExit>,
     /// The OOM record an exit just completed (its timestamp and victim), to persist again.
     completed_oom: Option<(u64, u32)>,
+    /// Names each process's workload in snapshots.
+    identifier: Identifier,
+    /// Processes outside the scope in the last tick, with that tick: one that shows up inside
+    /// later moved in, and is counted from there (not from its start).
+    outside: PidMap<u64>,
 }
 
 impl Model {
@@ -288,7 +310,48 @@ impl Model {
             oom_retained: false,
             awaiting_exit: HashMap::default(),
             completed_oom: None,
+            identifier: Identifier::default(),
+            outside: HashMap::default(),
         }
+    }
+
+    /// Names workloads with `identifier` (Kubernetes metadata, container names) from now on.
+    #[must_use]
+    pub fn with_identifier(mut self, identifier: Identifier) -> Self {
+        self.identifier = identifier;
+        self
+    }
+
+    /// Whether cgroup `path` is in the model's scope.
+    fn in_scope(&self, path: &str) -> bool {
+        self.config
+            .scope
+            .as_ref()
+            .is_none_or(|root| root.holds(path))
+    }
+
+    /// Whether a process of a tick is in scope: by the cgroup it is in now, else the one last
+    /// known (a failed read must not drop a process), else not (without a scope, always).
+    fn sample_in_scope(&self, pid: u32, info: Option<&Arc<ProcessInfo>>) -> bool {
+        let Some(root) = &self.config.scope else {
+            return true;
+        };
+        info.and_then(|i| i.cgroup.as_deref())
+            .or_else(|| self.live.get(&pid).and_then(ProcessEntry::cgroup))
+            .is_some_and(|path| root.holds(path))
+    }
+
+    /// A live process moved out of scope: what it did until the last tick stays counted in its
+    /// cgroup and the node totals, and the model forgets it.
+    fn leave_scope(&mut self, pid: u32) {
+        let Some(entry) = self.live.remove(&pid) else {
+            return;
+        };
+        if let Some(cg) = self.cgroups.get_mut(entry.cgroup_key()) {
+            add_counters(&mut cg.exited, &entry.cgroup_base.since(&entry.latest));
+        }
+        add_counters(&mut self.node_exited, &entry.node_base.since(&entry.latest));
+        self.cgroups_dirty = true;
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -304,10 +367,25 @@ impl Model {
         samples: &[(u32, ProcStats, Option<Arc<ProcessInfo>>)],
     ) {
         self.tick += 1;
-        for (pid, stats, info) in samples {
-            self.observe_process(now, *pid, stats, info.as_ref());
-        }
         let tick = self.tick;
+        for (pid, stats, info) in samples {
+            if !self.sample_in_scope(*pid, info.as_ref()) {
+                self.leave_scope(*pid);
+                self.outside.insert(*pid, tick);
+                continue;
+            }
+            let moved_in = self.outside.remove(pid).is_some();
+            let new = moved_in && !self.live.contains_key(pid);
+            self.observe_process(now, *pid, stats, info.as_ref());
+            if new && let Some(entry) = self.live.get_mut(pid) {
+                // Counted from its arrival: what it did before was outside.
+                entry.cgroup_base.set(stats);
+                entry.node_base.set(stats);
+            }
+        }
+        if self.config.scope.is_some() {
+            self.outside.retain(|_, seen| *seen == tick);
+        }
         let gone: Vec<u32> = self
             .live
             .iter()
@@ -559,6 +637,14 @@ impl Model {
             && let Some(mut entry) = self.live.remove(&pid)
         {
             if let Some(path) = cgroup
+                && !self.in_scope(path)
+            {
+                // Moved out of scope just before exiting: counted until the last tick.
+                self.live.insert(pid, entry);
+                self.leave_scope(pid);
+                return;
+            }
+            if let Some(path) = cgroup
                 && path != entry.cgroup_key()
             {
                 // In another cgroup than last read from /proc: what it did until the last tick
@@ -577,6 +663,10 @@ impl Model {
         let Some(last) = last else {
             return;
         };
+        if self.config.scope.is_some() && !cgroup.is_some_and(|path| self.in_scope(path)) {
+            // Never seen in scope, and not (or not known to be) in it at its exit.
+            return;
+        }
         match cgroup {
             // Never seen live (too short-lived for a tick), but the kernel named its cgroup: it
             // is counted there, and listed as exited (which keeps the cgroup for the grace).
@@ -648,6 +738,12 @@ impl Model {
                 self.config.sample_interval,
             );
         }
+        if self.config.scope.is_some()
+            && !victim_cgroup.as_deref().is_some_and(|p| self.in_scope(p))
+        {
+            // A kill outside the scope (or of a victim not known to be inside) is not counted.
+            return;
+        }
         let awaiting = self.end_at_kill(now, oom, &mut flight, victim_cgroup.as_deref());
         if let Some(victim) = self.process_mut(now, oom.victim_pid) {
             victim.oom_kills_as_victim += 1;
@@ -674,13 +770,20 @@ impl Model {
             }
         }
 
+        let victim_comm = victim_comm.unwrap_or_else(|| UNKNOWN_COMM.to_owned());
+        let victim_workload = self.workload_of(
+            oom.victim_pid,
+            &victim_comm,
+            victim_cgroup.as_deref().unwrap_or(ROOT_CGROUP),
+        );
         let record = OomRecord {
             timestamp: humantime::format_rfc3339_millis(wall).to_string(),
             timestamp_unix_ms: unix_ms(wall),
             victim_pid: oom.victim_pid,
-            victim_comm: victim_comm.unwrap_or_else(|| UNKNOWN_COMM.to_owned()),
+            victim_comm,
             victim_cgroup,
             victim_owner,
+            victim_workload: Some(victim_workload.key),
             trigger_pid: oom.header.pid,
             trigger_comm: comm_str(&oom.header.comm),
             anon_rss_bytes: bytes(oom_field::ANON_RSS, oom.anon_rss_kb),
@@ -710,6 +813,19 @@ impl Model {
         self.ooms.truncate(self.config.max_oom_records);
     }
 
+    /// The workload of process `pid` named `comm` in cgroup `path` (see [`crate::workload`]).
+    fn workload_of(&self, pid: u32, comm: &str, path: &str) -> crate::workload::WorkloadId {
+        let parsed;
+        let identity = match self.cgroups.get(path) {
+            Some(cg) => &cg.identity,
+            None => {
+                parsed = crate::cgroup::identify(path);
+                &parsed
+            }
+        };
+        self.identifier.identify(pid, comm, Some(path), identity)
+    }
+
     /// The latest node-wide reading (replaces the previous one).
     pub fn observe_node(&mut self, sample: NodeSample) {
         self.node = Some(sample);
@@ -718,7 +834,9 @@ impl Model {
     /// Tracks `path` (if not yet): a cgroup known from a kernel event, whose memory reading
     /// [`Model::observe_cgroup`] then takes at once.
     pub fn track_cgroup(&mut self, path: &str) {
-        self.ensure_cgroup(path);
+        if self.in_scope(path) {
+            self.ensure_cgroup(path);
+        }
     }
 
     /// The latest memory reading of a cgroup. Paths the model does not track (see

@@ -975,3 +975,192 @@ fn the_kernels_cgroup_attributes_exits_and_oom_victims() {
     );
     assert_eq!(model.process_count(), 1);
 }
+
+fn scoped(root: &str) -> Model {
+    Model::new(ModelConfig {
+        scope: Some(CgroupRoot::new(root).unwrap()),
+        node_name: Some("node-a".to_owned()),
+        ..ModelConfig::default()
+    })
+}
+
+#[test]
+fn a_cgroup_root_keeps_only_its_subtree() {
+    let t0 = Instant::now();
+    let mut model = scoped("/node-a");
+    model.observe_processes(
+        at(t0, 0),
+        &[
+            (10, stats(100, 0, MIB), info(10, "inside", "/node-a/app", 1)),
+            (11, stats(100, 0, MIB), info(11, "top", "/node-a", 1)),
+            (
+                20,
+                stats(500, 0, MIB),
+                info(20, "outside", "/node-b/app", 1),
+            ),
+            (21, stats(500, 0, MIB), info(21, "prefix", "/node-ab", 1)),
+            // Its cgroup unknown: not known to be inside.
+            (22, stats(500, 0, MIB), None),
+        ],
+    );
+    let snap = model.snapshot(at(t0, 0), wall(0), pipeline());
+    let mut pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
+    pids.sort_unstable();
+    assert_eq!(pids, [10, 11]);
+    assert_eq!(model.cgroup_paths(), ["/node-a", "/node-a/app"]);
+    assert_eq!(snap.node.name.as_deref(), Some("node-a"));
+    assert_eq!(model.node_counters().faults_minor, 200);
+
+    // Exits and OOM kills outside are not counted; inside they are.
+    model.observe_event_in(
+        at(t0, 1),
+        wall(1),
+        &exit(20, stats(600, 0, 0)),
+        Some("/node-b/app"),
+    );
+    model.observe_event_in(
+        at(t0, 1),
+        wall(1),
+        &exit(30, stats(50, 0, 0)),
+        Some("/node-b"),
+    );
+    model.observe_event_in(at(t0, 1), wall(1), &exit(31, stats(50, 0, 0)), None);
+    model.observe_event_in(at(t0, 1), wall(1), &oom(20, 21, 0), Some("/node-ab"));
+    model.observe_event_in(at(t0, 1), wall(1), &oom(20, 40, 0), None);
+    assert!(model.oom_records().is_empty(), "{:?}", model.oom_records());
+    model.track_cgroup("/node-b/app");
+    assert_eq!(model.cgroup_paths(), ["/node-a", "/node-a/app"]);
+    assert_eq!(model.node_counters().faults_minor, 200);
+    model.observe_event_in(
+        at(t0, 1),
+        wall(1),
+        &exit(32, stats(7, 0, 0)),
+        Some("/node-a/job"),
+    );
+    model.observe_event_in(at(t0, 1), wall(1), &oom(10, 10, 0), Some("/node-a/app"));
+    assert_eq!(model.oom_records().len(), 1);
+    assert_eq!(model.node_counters().faults_minor, 207);
+}
+
+#[test]
+fn processes_moving_in_and_out_of_scope_count_only_while_inside() {
+    let t0 = Instant::now();
+    let mut model = scoped("/node-a");
+    model.observe_processes(
+        at(t0, 0),
+        &[
+            (10, stats(100, 0, 0), info(10, "leaver", "/node-a/app", 1)),
+            (20, stats(1000, 0, 0), info(20, "joiner", "/elsewhere", 1)),
+        ],
+    );
+    model.observe_processes(
+        at(t0, 1),
+        &[
+            (10, stats(150, 0, 0), info(10, "leaver", "/elsewhere", 1)),
+            (20, stats(1010, 0, 0), info(20, "joiner", "/node-a/app", 1)),
+        ],
+    );
+    let snap = model.snapshot(at(t0, 1), wall(1), pipeline());
+    let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [20]);
+    // 10's 100 faults inside stay with its cgroup; 20 counts from its arrival (0 so far).
+    assert_eq!(cgroup_view(&snap, "/node-a/app").counters.faults_minor, 100);
+    assert_eq!(model.node_counters().faults_minor, 100);
+    model.observe_processes(
+        at(t0, 2),
+        &[
+            (10, stats(170, 0, 0), info(10, "leaver", "/elsewhere", 1)),
+            (20, stats(1030, 0, 0), info(20, "joiner", "/node-a/app", 1)),
+        ],
+    );
+    let snap = model.snapshot(at(t0, 2), wall(2), pipeline());
+    assert_eq!(cgroup_view(&snap, "/node-a/app").counters.faults_minor, 120);
+    assert_eq!(model.node_counters().faults_minor, 120);
+    // The leaver's exit outside is not counted; the joiner's inside is, from its arrival.
+    model.observe_event_in(
+        at(t0, 3),
+        wall(3),
+        &exit(10, stats(180, 0, 0)),
+        Some("/elsewhere"),
+    );
+    model.observe_event_in(
+        at(t0, 3),
+        wall(3),
+        &exit(20, stats(1040, 0, 0)),
+        Some("/node-a/app"),
+    );
+    assert_eq!(model.node_counters().faults_minor, 130);
+    // A live process whose exit says it left just before: counted until the last tick.
+    model.observe_processes(
+        at(t0, 4),
+        &[(30, stats(10, 0, 0), info(30, "late", "/node-a/app", 1))],
+    );
+    model.observe_event_in(
+        at(t0, 5),
+        wall(5),
+        &exit(30, stats(99, 0, 0)),
+        Some("/elsewhere"),
+    );
+    assert_eq!(model.process_count(), 0);
+    assert_eq!(model.node_counters().faults_minor, 140);
+}
+
+#[test]
+fn snapshots_name_workloads() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig {
+        node_name: Some("node-a".to_owned()),
+        ..ModelConfig::default()
+    });
+    let pod_uid = "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9";
+    model.observe_processes(
+        at(t0, 0),
+        &[
+            (
+                10,
+                stats(1, 0, MIB),
+                info(10, "redis-server", "/system.slice/redis-server.service", 1),
+            ),
+            (
+                11,
+                stats(1, 0, MIB),
+                info(11, "redis-check", "/system.slice/redis-server.service", 1),
+            ),
+            (
+                12,
+                stats(1, 0, MIB),
+                info(12, "bash", "/user.slice/user-0.slice/session-1.scope", 1),
+            ),
+            (13, stats(1, 0, MIB), info(13, "java", POD, 1)),
+        ],
+    );
+    let snap = model.snapshot(at(t0, 0), wall(0), pipeline());
+    let workload = |pid| {
+        let p = process_view(&snap, pid);
+        (
+            p.workload.as_deref().unwrap(),
+            p.workload_kind.unwrap(),
+            p.instance.as_deref().unwrap(),
+        )
+    };
+    use memtrace_api::workloads::WorkloadKind::*;
+    let unit = "redis-server.service";
+    assert_eq!(workload(10), (unit, Systemd, unit));
+    assert_eq!(workload(11), (unit, Systemd, unit), "one workload per unit");
+    assert_eq!(workload(12), ("bash", Comm, "pid/12"));
+    let pod_key = format!("pod/{pod_uid}");
+    assert_eq!(workload(13), (pod_key.as_str(), Kubernetes, pod_uid));
+    let cgroup = cgroup_view(&snap, "/system.slice/redis-server.service");
+    assert_eq!(cgroup.workload.as_deref(), Some(unit));
+    assert_eq!(
+        cgroup_view(&snap, "/user.slice/user-0.slice/session-1.scope").workload,
+        None
+    );
+    assert_eq!(snap.node.name.as_deref(), Some("node-a"));
+    // An OOM victim is named like its process.
+    model.observe_event_in(at(t0, 1), wall(1), &oom(10, 10, 0), None);
+    assert_eq!(
+        model.oom_records()[0].victim_workload.as_deref(),
+        Some(unit)
+    );
+}

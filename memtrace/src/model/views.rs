@@ -10,6 +10,7 @@ use super::{Model, rss_total};
 use crate::cgroup;
 use crate::counters::{add_counters, counters_json};
 use crate::node::NodeSample;
+use crate::workload::WorkloadId;
 use memtrace_api::{
     CgroupView, NodeIdentityView, NodeMemoryView, OomRecord, OwnerView, PipelineView, ProcessView,
     PsiView, Rates, SCHEMA_VERSION, Snapshot,
@@ -112,6 +113,16 @@ impl Model {
             rates: Rates,
         }
         let window = self.config.rate_window;
+        // The workload a cgroup names by itself, once per cgroup (every live process's cgroup
+        // has an entry); processes of the others are named by their comm.
+        let owner_workloads: HashMap<&str, WorkloadId> = self
+            .cgroups
+            .iter()
+            .filter_map(|(path, cg)| {
+                let workload = self.identifier.identify_owner(&cg.identity)?;
+                Some((path.as_str(), workload))
+            })
+            .collect();
         let mut rollups: HashMap<&str, Rollup> = HashMap::new();
         let mut processes = Vec::with_capacity(self.live.len());
         for (&pid, entry) in &self.live {
@@ -137,9 +148,16 @@ impl Model {
                 reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
                 ..self.cgroup_score_inputs(now, key)
             });
+            let workload = owner_workloads
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| WorkloadId::of_comm(pid, entry.comm()));
             processes.push(ProcessView {
                 pid,
                 comm: entry.comm().to_owned(),
+                workload: Some(workload.key),
+                workload_kind: Some(workload.kind),
+                instance: Some(workload.instance),
                 cmdline: entry
                     .info
                     .as_ref()
@@ -179,6 +197,7 @@ impl Model {
             cgroups.push(CgroupView {
                 path: path.clone(),
                 owner: cg.owner.clone(),
+                workload: owner_workloads.get(path.as_str()).map(|w| w.key.clone()),
                 processes: rollup.map_or(0, |r| r.processes),
                 counters: counters_json(&counters),
                 rates,
@@ -208,11 +227,15 @@ impl Model {
                 .node
                 .as_ref()
                 .map(|n| NodeIdentityView {
+                    name: self.config.node_name.clone(),
                     hostname: n.identity.hostname.clone(),
                     boot_id: n.identity.boot_id.clone(),
                     kernel_release: n.identity.kernel_release.clone(),
                 })
-                .unwrap_or_default(),
+                .unwrap_or_else(|| NodeIdentityView {
+                    name: self.config.node_name.clone(),
+                    ..NodeIdentityView::default()
+                }),
             timestamp: humantime::format_rfc3339_millis(wall).to_string(),
             timestamp_unix_ms: unix_ms(wall),
             rate_window_seconds: window.as_secs_f64(),

@@ -22,6 +22,7 @@ mod privileges;
 mod prometheus;
 mod ring;
 mod rss;
+mod scope;
 mod support;
 mod tasks;
 mod web_config;
