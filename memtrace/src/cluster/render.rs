@@ -183,7 +183,7 @@ pub fn oom(view: &OomView) -> String {
     let mut out = coverage(&view.coverage);
     let _ = writeln!(
         out,
-        "storm: kills of one workload and scope on ≥ {} nodes within {} of the first",
+        "storm: kills of one workload and scope on ≥ {} nodes, no two consecutive more than {} apart",
         view.storm_min_nodes,
         seconds(std::time::Duration::from_secs_f64(
             view.storm_window_seconds
@@ -251,12 +251,8 @@ pub fn diagnose(report: &DiagnoseReport) -> String {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{kind}  {}: {}",
-            terminal(&finding.workload),
-            terminal(&finding.verdict)
-        );
+        // The verdict names the workload first; the kind heads the line.
+        let _ = writeln!(out, "{kind}  {}", terminal(&finding.verdict));
         if !finding.nodes.is_empty() {
             let nodes: Vec<_> = finding.nodes.iter().map(|n| terminal(n)).collect();
             let _ = writeln!(out, "  nodes: {}", nodes.join(", "));

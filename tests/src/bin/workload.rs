@@ -421,6 +421,30 @@ fn reread(path: &str) -> ! {
     }
 }
 
+/// Rewrite `path` in place, 1 MiB at a time, over and over, never syncing: its page cache is
+/// dirty, so reclaim in a memory cgroup at its limit has to wait for writeback (cgroup v1 has no
+/// per-cgroup dirty throttling): long reclaim stalls, whatever the CPU load.
+fn rewrite(path: &str) -> ! {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open");
+    let len = file.metadata().expect("stat").len();
+    let chunk = vec![0x5au8; 1 << 20];
+    ready();
+    wait_for("go");
+    let mut at = 0;
+    loop {
+        if at + chunk.len() as u64 > len {
+            at = 0;
+            file.seek(SeekFrom::Start(0)).expect("rewind");
+        }
+        file.write_all(&chunk).expect("write");
+        at += chunk.len() as u64;
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| -> usize {
@@ -443,6 +467,7 @@ fn main() {
         Some("reaped-victim") => reaped_victim(arg(2)),
         Some("map-regions") => map_regions(arg(2), arg(3)),
         Some("reread") => reread(args.get(2).expect("path")),
+        Some("rewrite") => rewrite(args.get(2).expect("path")),
         other => {
             eprintln!(
                 "usage: memtrace-workload touch-anon N | major-file PATH | syscalls | hog | slow-hog STEP_KIB DELAY_MS | idle N | churn N | burst N LEN | short PAGES | hog-now | map-regions N FIRST_PAGES | reread PATH (got {other:?})"

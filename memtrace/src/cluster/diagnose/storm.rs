@@ -10,7 +10,10 @@ use memtrace_api::{
 use super::{Fleet, Thresholds, count, distinct};
 
 pub(super) fn oom_storms(fleet: &Fleet<'_>, t: &Thresholds, now_unix_ms: u64) -> Vec<Finding> {
-    let since = now_unix_ms.saturating_sub(t.window.as_millis() as u64);
+    // A storm is news for as long as the trend window, and at least a storm window: a short
+    // `--window` (for a quick leak check) still shows the storm of the last minutes.
+    let lookback = t.window.max(t.storm_window);
+    let since = now_unix_ms.saturating_sub(lookback.as_millis() as u64);
     let mut groups: BTreeMap<(&str, ScopeKey), Vec<(&str, &OomKill)>> = BTreeMap::new();
     for answer in fleet.nodes {
         for kill in &answer.summary.ooms {
@@ -233,5 +236,25 @@ mod tests {
         let findings = storms(&nodes);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].nodes, ["a", "b", "c"]);
+    }
+
+    /// A `--window` shorter than the storm window (a quick leak check) still shows the storm of
+    /// the last storm window: kills 2 and 4 minutes ago with `--window 45s`.
+    #[test]
+    fn a_short_trend_window_still_shows_the_last_storm_window() {
+        let nodes = vec![
+            node("a").with_oom("cache", "cache-0", 240, OomScope::Memcg),
+            node("b").with_oom("cache", "cache-1", 120, OomScope::Memcg),
+        ];
+        let short = Thresholds {
+            window: std::time::Duration::from_secs(45),
+            ..Thresholds::default()
+        };
+        let findings: Vec<Finding> = diagnose(&nodes, &short, NOW_MS)
+            .into_iter()
+            .filter(|f| f.kind == FindingKind::OomStorm)
+            .collect();
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].nodes, ["a", "b"]);
     }
 }
