@@ -31,6 +31,10 @@ Examples:
   memtrace cluster top --nodes-file fleet.txt          workloads across nodes, by pressure
   memtrace cluster nodes --dns memtrace.monitoring.svc.cluster.local:9847
         every pod of a headless Service: health, pressure, PSI, memory
+  memtrace cluster diagnose --kubernetes monitoring/memtrace
+        the ready endpoints of the memtrace Service (in-cluster config or kubeconfig)
+  memtrace cluster diagnose --nodes a,b,c --ca-file ca.pem --username ops --password-file pw
+        daemons with a web config (HTTPS, basic auth)
   memtrace cluster oom --prometheus http://prometheus:9090 --job memtrace
         the OOM kills of every node Prometheus scrapes, storms marked
   memtrace cluster top --nodes https://a:9847 --timeout 1s --deadline 5s -o json

@@ -20,7 +20,7 @@
 //! scenario that failed to plant it; then `memtrace cluster diagnose` (JSON and the text views),
 //! the Prometheus rules in a server and in a receiver fed by an agent, and a node taken down.
 //!
-//! Wall time, about 3.5 min on the 2-core machine: ~40 s to plant the problems, ~50 s of
+//! Wall time, about 2 min on the 2-core machine (up to 3.5 min): ~40 s to plant the problems, ~50 s of
 //! diagnose window (daemons at `--history-step 1s`, `cluster diagnose --window 45s`), up to
 //! 3 min for the alerts (`for:` 5 s, the rules' 1 h window 3 min) and ~15 s of node-down checks.
 use std::{
