@@ -191,7 +191,7 @@ basic_auth_users:
         .expect("an authenticated HTTPS scrape");
     assert!(metrics.contains("\nmemtrace_build_info{"), "{metrics}");
     assert_eq!(
-        get(&client(d, true, Some(wrong)), addr, "/metrics"),
+        get(&client(d, true, Some(wrong.clone())), addr, "/metrics"),
         Err(format!(
             "401 Unauthorized from {addr}: wrong username or password"
         ))
@@ -213,6 +213,70 @@ basic_auth_users:
     // Plain HTTP is not served on the TLS port.
     let (status, _) = crate::daemon::get(addr, "/metrics");
     assert_eq!(status, 0, "no plain-HTTP answer");
+
+    // `memtrace cluster` fans out to it with the matching client options, and says per node
+    // what is wrong when they do not match.
+    let cluster = |extra: &[&str]| {
+        let output = Command::new(memtrace_bin())
+            .args([
+                "cluster",
+                "nodes",
+                "-o",
+                "json",
+                "--nodes",
+                &addr.to_string(),
+            ])
+            .arg("--ca-file")
+            .arg(d.join("ca.pem"))
+            .args(extra)
+            .output()
+            .expect("run memtrace cluster");
+        let view: memtrace_api::cluster::NodesView = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cluster nodes -o json: {err}: {}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        (output.status.code(), view.coverage)
+    };
+    let (cert, key) = (d.join("client.pem"), d.join("client.key"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (right, wrong) = (password.to_str().unwrap(), wrong.to_str().unwrap());
+    let credentials = ["--username", "prometheus", "--password-file"];
+    let (code, coverage) = cluster(
+        &[
+            &["--cert-file", cert, "--key-file", key][..],
+            &credentials,
+            &[right],
+        ]
+        .concat(),
+    );
+    assert_eq!((code, coverage.answered), (Some(0), 1), "{coverage:?}");
+    let (code, coverage) = cluster(
+        &[
+            &["--cert-file", cert, "--key-file", key][..],
+            &credentials,
+            &[wrong],
+        ]
+        .concat(),
+    );
+    assert_eq!((code, coverage.answered), (Some(4), 0), "{coverage:?}");
+    assert!(
+        coverage.failures[0]
+            .error
+            .contains("wrong username or password"),
+        "{coverage:?}"
+    );
+    let (code, coverage) = cluster(&[&credentials[..], &[right]].concat());
+    assert_eq!(code, Some(4), "{coverage:?}");
+    assert!(
+        coverage.failures[0]
+            .error
+            .contains("requires a client certificate"),
+        "{coverage:?}"
+    );
 
     // A real Prometheus scrapes it with the config it would use for any exporter.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
