@@ -50,7 +50,7 @@ pub struct TargetArgs {
     )]
     pub job: String,
 
-    /// The ready endpoints of the memtrace Service's EndpointSlices: [NAMESPACE/]SERVICE[:PORT]
+    /// The ready endpoints of the memtrace Service's EndpointSlices: `[NAMESPACE/]SERVICE[:PORT]`
     /// (default `memtrace`, in the configuration's namespace, its only port). Uses the
     /// in-cluster configuration or the kubeconfig; needs `list` on endpointslices
     /// (README "Kubernetes metadata").
