@@ -121,8 +121,11 @@ pub(super) fn bench_cluster(env: &Env) -> Result<Section> {
     md!(section.body);
     md!(
         section.body,
-        "The Prometheus baseline (the skew rule's query latency over the same data) is not measured \
-         here yet."
+        "The baseline, the same hot-shard question through Prometheus over fleets of the same sizes, \
+         is benchmark 10. These summaries are synthetic with random jitter in every history point \
+         (about 4× the gzip size of a real daemon's, see benchmark 8 and the workloads unit test's \
+         18 KiB for 50 workloads and 150 instances), so peak RSS and bytes per node here are an upper \
+         bound."
     );
     Ok(section)
 }

@@ -29,7 +29,6 @@ use super::{
 use crate::say;
 
 /// Fleet sizes of the full benchmark.
-const NODES: [usize; 3] = [100, 1_000, 5_000];
 /// Workloads per node, each with one instance on every node.
 const WORKLOADS: usize = 10;
 /// One point a minute for an hour, ending now.
@@ -62,7 +61,10 @@ pub(super) struct Baseline {
 
 pub(super) fn bench_cluster_prometheus(env: &Env) -> Result<Section> {
     let work = env.ctx.root.join("target/bench/cluster-prometheus");
-    let results = NODES
+    // The same fleet sizes as benchmark 9 (`--cluster-nodes`).
+    let results = env
+        .args
+        .cluster_nodes
         .iter()
         .map(|&nodes| measure(&work, nodes))
         .collect::<Result<Vec<_>>>()?;

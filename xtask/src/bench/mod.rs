@@ -103,7 +103,8 @@ pub struct BenchArgs {
     /// scrape, startup, micro, workloads, cluster, cluster-prometheus.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
-    /// Simulated fleet sizes of benchmark 9 (`memtrace cluster diagnose`).
+    /// Simulated fleet sizes of benchmarks 9 and 10 (`memtrace cluster diagnose`, and the same
+    /// question through Prometheus).
     #[arg(long, value_delimiter = ',', value_name = "LIST", default_value = "100,1000,5000", value_parser = clap::value_parser!(usize))]
     cluster_nodes: Vec<usize>,
     /// What the "memtrace running" variant is.

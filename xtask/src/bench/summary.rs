@@ -141,7 +141,7 @@ pub(super) fn render_summary(r: &SummaryResults) -> Section {
     let mut s = Section::new(Benchmark::Workloads);
     md!(
         s.body,
-        "`bench-mmap --idle {PROCESSES}` children alive, daemon with `--history-step 1s` (a history point every tick; the default is one a minute). Two {} s windows of the same daemon: quiet, then polled (`GET /api/v1/workloads` with `Accept-Encoding: gzip` once a second, new connection each). {} processes in scope, {} instances listed (the placeholder identity makes every process its own instance; the daemon lists at most 100 workloads).\n",
+        "`bench-mmap --idle {PROCESSES}` children alive, daemon with `--history-step 1s` (a history point every tick; the default is one a minute). Two {} s windows of the same daemon: quiet, then polled (`GET /api/v1/workloads` with `Accept-Encoding: gzip` once a second, new connection each). {} processes in scope, {} instances listed (bare processes are keyed by comm, each its own `pid/<pid>` instance; at most 100 workloads and 100 instances per workload are listed).\n",
         r.window_secs,
         r.processes,
         r.instances
