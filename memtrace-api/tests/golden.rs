@@ -1,6 +1,5 @@
 //! The golden fixtures of schema v1 are the contract (see the crate documentation): the types
 //! must read them, and must write exactly their set of keys.
-use std::collections::BTreeSet;
 
 use memtrace_api::workloads::WorkloadKind;
 use memtrace_api::{
@@ -10,73 +9,14 @@ use memtrace_api::{
 };
 use serde_json::Value;
 
+mod support;
+use support::{key_paths, retain_paths};
+
 const SNAPSHOT: &str = include_str!("fixtures/snapshot-v1.json");
 const OOMS: &str = include_str!("fixtures/oom-v1.json");
 
-/// Every key path of a JSON value: `a.b` for a key of an object, `a[]` for an array's elements,
-/// described by the first element (the fixtures' arrays are all non-empty).
-fn key_paths(value: &Value) -> BTreeSet<String> {
-    fn walk(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-        match value {
-            Value::Object(map) => {
-                for (key, child) in map {
-                    let path = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    out.insert(path.clone());
-                    walk(child, &path, out);
-                }
-            }
-            Value::Array(items) => {
-                if let Some(first) = items.first() {
-                    let path = format!("{prefix}[]");
-                    out.insert(path.clone());
-                    walk(first, &path, out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(value, "", &mut out);
-    out
-}
-
 fn fixture(text: &str) -> Value {
     serde_json::from_str(text).expect("fixture is JSON")
-}
-
-/// Removes every key path of `value` not in `keep`.
-fn retain_paths(value: &mut Value, prefix: &str, keep: &BTreeSet<String>) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|key, _| {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                keep.contains(&path)
-            });
-            for (key, child) in map.iter_mut() {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                retain_paths(child, &path, keep);
-            }
-        }
-        Value::Array(items) => {
-            let path = format!("{prefix}[]");
-            for item in items {
-                retain_paths(item, &path, keep);
-            }
-        }
-        _ => {}
-    }
 }
 
 // ---- fully populated models: no `..Default::default()`, so a new field must be filled in here ---

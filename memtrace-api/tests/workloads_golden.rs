@@ -1,7 +1,6 @@
 //! The golden fixture of `GET /api/v1/workloads` (v1) is the contract, as the snapshot's is: the
 //! types read it and write exactly its set of keys, unknown fields are ignored and optional ones
 //! may be omitted.
-use std::collections::BTreeSet;
 
 use memtrace_api::workloads::{
     HistorySpec, InstanceHistory, InstanceSummary, NodeSummary, OomKill, OomKillCounts, OomScope,
@@ -10,63 +9,10 @@ use memtrace_api::workloads::{
 use memtrace_api::{Family, FamilySet, PsiView, Rates};
 use serde_json::Value;
 
+mod support;
+use support::{key_paths, retain_paths};
+
 const WORKLOADS: &str = include_str!("fixtures/workloads-v1.json");
-
-/// Every key path of a JSON value (`a.b`, `a[]` for an array's first element).
-fn key_paths(value: &Value) -> BTreeSet<String> {
-    fn walk(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-        match value {
-            Value::Object(map) => {
-                for (key, child) in map {
-                    let path = if prefix.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{prefix}.{key}")
-                    };
-                    out.insert(path.clone());
-                    walk(child, &path, out);
-                }
-            }
-            Value::Array(items) => {
-                if let Some(first) = items.first() {
-                    let path = format!("{prefix}[]");
-                    out.insert(path.clone());
-                    walk(first, &path, out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(value, "", &mut out);
-    out
-}
-
-/// Removes every key path of `value` not in `keep`.
-fn retain_paths(value: &mut Value, prefix: &str, keep: &BTreeSet<String>) {
-    let join = |key: &str| {
-        if prefix.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{prefix}.{key}")
-        }
-    };
-    match value {
-        Value::Object(map) => {
-            map.retain(|key, _| keep.contains(&join(key)));
-            for (key, child) in map.iter_mut() {
-                retain_paths(child, &join(key), keep);
-            }
-        }
-        Value::Array(items) => {
-            let path = format!("{prefix}[]");
-            for item in items {
-                retain_paths(item, &path, keep);
-            }
-        }
-        _ => {}
-    }
-}
 
 fn fixture() -> Value {
     serde_json::from_str(WORKLOADS).expect("fixture is JSON")
