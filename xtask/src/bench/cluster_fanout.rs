@@ -124,8 +124,9 @@ pub(super) fn bench_cluster(env: &Env) -> Result<Section> {
         "The baseline, the same hot-shard question through Prometheus over fleets of the same sizes, \
          is benchmark 10. These summaries are synthetic with random jitter in every history point \
          (about 4× the gzip size of a real daemon's, see benchmark 8 and the workloads unit test's \
-         18 KiB for 50 workloads and 150 instances), so peak RSS and bytes per node here are an upper \
-         bound."
+         18 KiB for 50 workloads and 150 instances), so bytes per node here are an upper bound; \
+         peak RSS is not: it is the decoded histories the round holds (~170 KiB per node), as large \
+         for a real daemon's summary."
     );
     Ok(section)
 }
