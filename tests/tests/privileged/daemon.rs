@@ -2,7 +2,7 @@
 //! bounded under 1,000 processes, and its OOM flight recorder fed by a real OOM kill.
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader, Write},
+    io::Write,
     net::SocketAddr,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -11,7 +11,10 @@ use std::{
 use memtrace_api::{Family, OomRecord, Snapshot};
 use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
 
-use crate::support::serial;
+use crate::{
+    prometheus::{Prometheus, Setup},
+    support::{serial, spawn_daemon},
+};
 
 /// A running `memtrace daemon`, stopped with SIGTERM on drop.
 pub(crate) struct Daemon {
@@ -29,29 +32,14 @@ impl Daemon {
             Some(dir) => vec!["--state-dir".as_ref(), dir.path().as_os_str()],
             None => Vec::new(),
         };
-        let mut child = Command::new(memtrace_bin())
+        let mut command = Command::new(memtrace_bin());
+        command
             .args(["daemon", "--listen", "127.0.0.1:0", "--interval", "1s"])
             .args(state_args)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn memtrace daemon");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keep draining the log so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("serving on http://").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-            }
-        });
-        let addr: SocketAddr = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("daemon did not report its address")
+            .args(extra);
+        let (child, serving) = spawn_daemon(command);
+        let addr: SocketAddr = serving
+            .trim_start_matches("http://")
             .parse()
             .expect("address");
         let daemon = Self {
@@ -124,127 +112,15 @@ pub(crate) fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A real Prometheus server on loopback scraping `target` every second.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: memtrace\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run prometheus (Debian package `prometheus`; cargo xtask test installs it)");
-        let prometheus = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(prometheus.addr(), "/-/ready").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        prometheus
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Instant query through Prometheus's HTTP API: `[(labels, value)]`.
-    fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut response = agent
-            .get(&format!("http://{}/api/v1/query", self.addr()))
-            .query("query", promql)
-            .call()
-            .expect("prometheus query");
-        let body: serde_json::Value = response.body_mut().read_json().expect("query JSON");
-        assert_eq!(body["status"], "success", "{body}");
-        body["data"]["result"]
-            .as_array()
-            .expect("vector")
-            .iter()
-            .map(|r| {
-                (
-                    r["metric"].clone(),
-                    r["value"][1]
-                        .as_str()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(f64::NAN),
-                )
-            })
-            .collect()
-    }
-
-    /// Poll `promql` until `ok` holds for its result, or fail after `timeout`.
-    fn wait_for(
-        &self,
-        promql: &str,
-        timeout: Duration,
-        ok: impl Fn(&[(serde_json::Value, f64)]) -> bool,
-    ) -> Vec<(serde_json::Value, f64)> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let result = self.query(promql);
-            if ok(&result) {
-                return result;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{promql}: condition not met within {timeout:?}; last result {result:?}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
     require_root();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
-    let prometheus = Prometheus::start(daemon.addr);
+    let prometheus = Prometheus::start(&Setup {
+        targets: vec![daemon.addr.to_string()],
+        ..Setup::default()
+    });
 
     // A known workload: 30,000 fresh pages.
     let mut workload = Workload::start(&["touch-anon", "30000"]);

@@ -1,7 +1,6 @@
 //! Privileges: what memtrace says and does without CAP_DAC_READ_SEARCH (tracefs unreadable), the
 //! daemon's least privilege after attach, and what its API reveals of command lines.
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -10,7 +9,10 @@ use std::{
 use memtrace_api::Snapshot;
 use memtrace_tests::{Workload, memtrace_bin, require_root, workload_bin};
 
-use crate::{daemon::get, support::serial};
+use crate::{
+    daemon::get,
+    support::{serial, spawn_daemon},
+};
 
 /// CAP_BPF and CAP_PERFMON without CAP_DAC_READ_SEARCH: tracefs (mode 0700) is unreadable.
 const TWO_CAPS: &str = "+bpf,+perfmon";
@@ -37,27 +39,12 @@ struct Daemon {
 impl Daemon {
     /// `command` is memtrace itself or a wrapper around it; `daemon` and its flags are added.
     fn start(mut command: Command, extra: &[&str]) -> Self {
-        let mut child = command
+        command
             .args(["daemon", "--listen", "127.0.0.1:0", "--interval", "500ms"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn memtrace daemon");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("serving on http://").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("daemon did not report its address")
+            .args(extra);
+        let (child, serving) = spawn_daemon(command);
+        let addr = serving
+            .trim_start_matches("http://")
             .parse()
             .expect("address");
         Self { child, addr }

@@ -72,3 +72,29 @@ pub(crate) fn spawn_attached_trace(
     );
     (child, stderr)
 }
+
+/// Spawns `command` (a `memtrace daemon …` with its flags; logs at info, stderr drained for good
+/// so the daemon never blocks on a full pipe) and waits for its start-up line: what follows
+/// `serving on `, e.g. `http://127.0.0.1:41234` or `https://127.0.0.1:41234 (basic auth)`.
+pub(crate) fn spawn_daemon(mut command: Command) -> (std::process::Child, String) {
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memtrace daemon");
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("serving on ").nth(1) {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let serving = rx
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .expect("daemon did not report its address");
+    (child, serving)
+}

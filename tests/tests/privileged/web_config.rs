@@ -2,7 +2,6 @@
 //! memtrace's own client and scraped by a real Prometheus with `scheme: https`, `tls_config` and
 //! `basic_auth` (the config a Prometheus user writes for any exporter).
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -12,7 +11,7 @@ use std::{
 use memtrace::web::client::ClientOptions;
 use memtrace_tests::{memtrace_bin, require_root};
 
-use crate::support::serial;
+use crate::support::{serial, spawn_daemon};
 
 /// A CA and, signed by it, a server certificate for 127.0.0.1 and a client certificate.
 fn pki(dir: &Path) {
@@ -45,30 +44,14 @@ struct SecuredDaemon {
 impl SecuredDaemon {
     fn start(web_config: &Path) -> Self {
         let state = tempfile::tempdir().expect("state");
-        let mut child = Command::new(memtrace_bin())
+        let mut command = Command::new(memtrace_bin());
+        command
             .args(["daemon", "--listen", "127.0.0.1:0", "--interval", "1s"])
             .arg("--state-dir")
             .arg(state.path())
             .arg("--web-config-file")
-            .arg(web_config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn memtrace daemon");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("serving on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-            }
-        });
-        let serving = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("daemon did not report its address");
+            .arg(web_config);
+        let (child, serving) = spawn_daemon(command);
         assert!(
             serving.starts_with("https://") && serving.ends_with(" (basic auth)"),
             "{serving}"
