@@ -162,20 +162,20 @@ pub struct ServeArgs {
 pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     match args.view {
         View::Top(common) => {
-            let round = ask(&common, false).await?;
+            let round = ask(&common, None).await?;
             emit(&common, &round, &views::top(&round), render::top)
         }
         View::Nodes(common) => {
-            let round = ask(&common, false).await?;
+            let round = ask(&common, None).await?;
             emit(&common, &round, &views::nodes(&round), render::nodes)
         }
         View::Oom(args) => {
-            let round = ask(&args.common, false).await?;
+            let round = ask(&args.common, None).await?;
             let view = views::oom(&round, args.storms.rule());
             emit(&args.common, &round, &view, render::oom)
         }
         View::Diagnose(args) => {
-            let round = ask(&args.common, true).await?;
+            let round = ask(&args.common, Some(&args.thresholds)).await?;
             let report = views::diagnose_report(&round, &args.thresholds);
             emit(&args.common, &round, &report, render::diagnose)
         }
@@ -183,8 +183,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One round over the targets of `common`; the views other than `diagnose` ask for no history.
-async fn ask(common: &Common, with_history: bool) -> anyhow::Result<Round> {
+/// One round over the targets of `common`. Only `diagnose` (`reduce`: its thresholds) asks for
+/// history, reduced as each node answers.
+async fn ask(common: &Common, reduce: Option<&Thresholds>) -> anyhow::Result<Round> {
     let mut targets = discover(&common.targets, common.fanout.timeout).await?;
     if common.client.scheme() == "https" {
         targets.iter_mut().for_each(Target::prefer_https);
@@ -194,10 +195,10 @@ async fn ask(common: &Common, with_history: bool) -> anyhow::Result<Round> {
         .build(common.fanout.timeout)
         .context("building the HTTP client")?;
     let mut fanout = common.fanout.clone();
-    if !with_history {
+    if reduce.is_none() {
         fanout.history = Duration::ZERO;
     }
-    Ok(fan_out(&client, &targets, &fanout).await)
+    Ok(fan_out(&client, &targets, &fanout, reduce).await)
 }
 
 fn emit<T: Serialize>(

@@ -12,6 +12,7 @@ mod series;
 mod skew;
 mod storm;
 mod thresholds;
+mod trend;
 
 #[cfg(test)]
 mod fixtures;
@@ -21,7 +22,11 @@ use memtrace_api::{
     workloads::{InstanceSummary, WorkloadSummary, WorkloadsResponse},
 };
 
+use std::borrow::Cow;
+
 pub use self::thresholds::Thresholds;
+use self::trend::InstanceTrend;
+pub use self::trend::Trends;
 
 /// One node's answer: the target it was reached at and what it said.
 #[derive(Clone, Debug)]
@@ -29,9 +34,29 @@ pub struct NodeAnswer {
     /// The target as given (`host:port` or URL).
     pub target: String,
     pub summary: WorkloadsResponse,
+    /// What the diagnostics need of the histories, when [`NodeAnswer::reduced`] took it and
+    /// dropped them; `None`: `diagnose` takes it from the histories still in `summary`.
+    pub trends: Option<Trends>,
 }
 
 impl NodeAnswer {
+    /// An answer with its histories reduced to their [`Trends`] over the windows of `t` ending at
+    /// `now_unix_ms`, and dropped: what an aggregator keeps of a node (see [`Trends`]).
+    pub fn reduced(
+        target: String,
+        mut summary: WorkloadsResponse,
+        t: &Thresholds,
+        now_unix_ms: u64,
+    ) -> Self {
+        let trends = Trends::of(&summary, t, now_unix_ms as f64 / 1000.0);
+        trend::drop_histories(&mut summary);
+        Self {
+            target,
+            summary,
+            trends: Some(trends),
+        }
+    }
+
     /// The node's name: its `--node-name`, else the target it was reached at.
     pub fn node_name(&self) -> &str {
         if self.summary.node.name.is_empty() {
@@ -44,10 +69,15 @@ impl NodeAnswer {
 
 /// Every finding over `nodes`, at wall time `now_unix_ms`, ordered by kind, then workload.
 pub fn diagnose(nodes: &[NodeAnswer], thresholds: &Thresholds, now_unix_ms: u64) -> Vec<Finding> {
-    let fleet = Fleet {
-        nodes,
-        now_unix_s: now_unix_ms as f64 / 1000.0,
-    };
+    let now_unix_s = now_unix_ms as f64 / 1000.0;
+    let trends = nodes
+        .iter()
+        .map(|answer| match &answer.trends {
+            Some(trends) if trends.fit(&answer.summary) => Cow::Borrowed(trends),
+            _ => Cow::Owned(Trends::of(&answer.summary, thresholds, now_unix_s)),
+        })
+        .collect();
+    let fleet = Fleet { nodes, trends };
     let mut findings = Vec::new();
     findings.extend(skew::hot_shards(&fleet, thresholds));
     findings.extend(leak::leaks(&fleet, thresholds));
@@ -74,44 +104,57 @@ fn explained_elsewhere(verdict: &Finding, others: &[Finding]) -> bool {
         .any(|other| match (evidence.source, other.kind) {
             (PressureSource::App, FindingKind::OomStorm) => other.workload == verdict.workload,
             (PressureSource::Node, FindingKind::NoisyNeighbour) => {
-                other.nodes.iter().any(|n| verdict.nodes.contains(n))
+                let nodes: std::collections::HashSet<&String> = verdict.nodes.iter().collect();
+                other.nodes.iter().any(|n| nodes.contains(n))
             }
             _ => false,
         })
 }
 
-/// The answers as the diagnostics walk them.
+/// The answers as the diagnostics walk them, each with its trends (`nodes[i]`: `trends[i]`).
 struct Fleet<'a> {
     nodes: &'a [NodeAnswer],
-    now_unix_s: f64,
+    trends: Vec<Cow<'a, Trends>>,
 }
 
 /// One instance with where it runs.
 struct Placed<'a> {
     node: &'a str,
-    answer: &'a NodeAnswer,
     workload: &'a WorkloadSummary,
     instance: &'a InstanceSummary,
+    trend: &'a InstanceTrend,
 }
 
-impl<'a> Fleet<'a> {
+impl Fleet<'_> {
     /// Every instance of every node, in node order.
-    fn instances(&self) -> impl Iterator<Item = Placed<'a>> + '_ {
-        self.nodes.iter().flat_map(|answer| {
-            answer.summary.workloads.iter().flat_map(move |workload| {
-                workload.instances.iter().map(move |instance| Placed {
-                    node: answer.node_name(),
-                    answer,
-                    workload,
-                    instance,
-                })
+    fn instances(&self) -> impl Iterator<Item = Placed<'_>> + '_ {
+        self.nodes
+            .iter()
+            .zip(&self.trends)
+            .flat_map(|(answer, trends)| {
+                answer
+                    .summary
+                    .workloads
+                    .iter()
+                    .zip(&trends.per_workload)
+                    .flat_map(move |(workload, trends)| {
+                        workload
+                            .instances
+                            .iter()
+                            .zip(trends)
+                            .map(move |(instance, trend)| Placed {
+                                node: answer.node_name(),
+                                workload,
+                                instance,
+                                trend,
+                            })
+                    })
             })
-        })
     }
 
     /// The instances grouped by workload key, workloads in key order.
-    fn by_workload(&self) -> std::collections::BTreeMap<&'a str, Vec<Placed<'a>>> {
-        let mut groups: std::collections::BTreeMap<&str, Vec<Placed<'a>>> = Default::default();
+    fn by_workload(&self) -> std::collections::BTreeMap<&str, Vec<Placed<'_>>> {
+        let mut groups: std::collections::BTreeMap<&str, Vec<Placed<'_>>> = Default::default();
         for placed in self.instances() {
             groups
                 .entry(placed.workload.workload.as_str())
@@ -131,15 +174,14 @@ fn count(n: usize, noun: &str) -> String {
     }
 }
 
-/// Distinct values in first-seen order.
-fn distinct<T: PartialEq + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::new();
-    for item in items {
-        if !out.contains(&item) {
-            out.push(item);
-        }
-    }
-    out
+/// Distinct values in first-seen order. Hashed: a workload on every node of a 5,000-node fleet
+/// makes a linear scan per item quadratic.
+fn distinct<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(item.clone()))
+        .collect()
 }
 
 #[cfg(test)]

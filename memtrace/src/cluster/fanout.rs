@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::diagnose::NodeAnswer;
+use super::diagnose::{NodeAnswer, Thresholds};
 use super::targets::Target;
 use crate::units::{duration_in, parse_size};
 
@@ -64,15 +64,24 @@ pub struct Round {
     pub elapsed: Duration,
 }
 
-/// Ask every target once.
-pub async fn fan_out(client: &reqwest::Client, targets: &[Target], args: &FanoutArgs) -> Round {
+/// Ask every target once. With `reduce`, each answer is reduced to what those thresholds'
+/// diagnostics need of its histories as it arrives, and the histories are dropped
+/// ([`NodeAnswer::reduced`]): an aggregator of thousands of nodes then holds no history at all.
+pub async fn fan_out(
+    client: &reqwest::Client,
+    targets: &[Target],
+    args: &FanoutArgs,
+    reduce: Option<&Thresholds>,
+) -> Round {
     let started = Instant::now();
+    let asked_unix_ms = now_unix_ms();
     let deadline = tokio::time::Instant::now() + args.deadline;
     let permits = Arc::new(Semaphore::new(args.concurrency as usize));
     let mut tasks = JoinSet::new();
     for (index, target) in targets.iter().enumerate() {
         let (client, target, permits) = (client.clone(), target.clone(), Arc::clone(&permits));
         let (timeout, history, max_body) = (args.timeout, args.history, args.max_body);
+        let reduce = reduce.cloned();
         tasks.spawn(async move {
             // Never fails: the semaphore is not closed.
             let _permit = permits.acquire_owned().await;
@@ -80,11 +89,21 @@ pub async fn fan_out(client: &reqwest::Client, targets: &[Target], args: &Fanout
             let result =
                 tokio::time::timeout(timeout, fetch(&client, &target, history, max_body, timeout))
                     .await
-                    .unwrap_or_else(|_| Err(format!("timed out after {}", seconds(timeout))));
+                    .unwrap_or_else(|_| Err(format!("timed out after {}", seconds(timeout))))
+                    .map(|summary| match &reduce {
+                        Some(t) => {
+                            NodeAnswer::reduced(target.spec.clone(), summary, t, asked_unix_ms)
+                        }
+                        None => NodeAnswer {
+                            target: target.spec.clone(),
+                            summary,
+                            trends: None,
+                        },
+                    });
             (index, result, asked.elapsed())
         });
     }
-    let mut outcomes: Vec<Option<(Result<WorkloadsResponse, String>, Duration)>> =
+    let mut outcomes: Vec<Option<(Result<NodeAnswer, String>, Duration)>> =
         vec![None; targets.len()];
     loop {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
@@ -106,10 +125,7 @@ pub async fn fan_out(client: &reqwest::Client, targets: &[Target], args: &Fanout
     round.coverage.asked = u32::try_from(targets.len()).unwrap_or(u32::MAX);
     for (target, outcome) in targets.iter().zip(outcomes) {
         match outcome {
-            Some((Ok(summary), _)) => round.answers.push(NodeAnswer {
-                target: target.spec.clone(),
-                summary,
-            }),
+            Some((Ok(answer), _)) => round.answers.push(answer),
             Some((Err(error), elapsed)) => round.coverage.failures.push(NodeFailure {
                 target: target.spec.clone(),
                 node: None,
@@ -190,28 +206,31 @@ struct Versioned {
 
 /// A summary from a body: garbage, another schema version and a malformed summary each say so.
 pub fn decode(body: &[u8]) -> Result<WorkloadsResponse, String> {
+    // One pass in the common case; the body is read a second time, for its version alone, only
+    // to say why it is not a summary this memtrace reads.
+    let parsed = match serde_json::from_slice::<WorkloadsResponse>(body) {
+        Ok(summary) if summary.schema_version == WORKLOADS_SCHEMA_VERSION => return Ok(summary),
+        other => other,
+    };
     let versioned: Versioned = serde_json::from_slice(body)
         .map_err(|e| format!("not JSON ({e}); body starts {}", preview(body)))?;
     match versioned.schema_version {
-        None => {
-            return Err(format!(
-                "not a workloads summary (no schema_version); body starts {}",
-                preview(body)
-            ));
-        }
+        None => Err(format!(
+            "not a workloads summary (no schema_version); body starts {}",
+            preview(body)
+        )),
         Some(version) if version != WORKLOADS_SCHEMA_VERSION => {
             let age = if version < WORKLOADS_SCHEMA_VERSION {
                 "older"
             } else {
                 "newer"
             };
-            return Err(format!(
+            Err(format!(
                 "unsupported schema_version {version} (this memtrace reads {WORKLOADS_SCHEMA_VERSION}; the daemon is {age})"
-            ));
+            ))
         }
-        Some(_) => {}
+        Some(_) => parsed.map_err(|e| format!("malformed summary: {e}")),
     }
-    serde_json::from_slice(body).map_err(|e| format!("malformed summary: {e}"))
 }
 
 /// The first bytes of a body, quoted and safe for a terminal.

@@ -72,7 +72,8 @@ impl Poller {
                 // Asked again next round; meanwhile the last targets known are still asked.
                 Err(err) => tracing::warn!("cluster serve: discovery failed: {err}"),
             }
-            let mut round = fan_out(&self.client, &targets, &self.fanout).await;
+            let mut round =
+                fan_out(&self.client, &targets, &self.fanout, Some(&self.thresholds)).await;
             for answer in &round.answers {
                 known.insert(answer.target.clone(), views::node_name(answer).to_owned());
             }

@@ -212,6 +212,7 @@ async fn every_node_answers_and_the_views_merge_them() {
         &client(Duration::from_secs(2)),
         &targets(&addrs),
         &FanoutArgs::default(),
+        None,
     )
     .await;
     assert_eq!((round.coverage.asked, round.coverage.answered), (3, 3));
@@ -362,7 +363,7 @@ async fn every_misbehaving_peer_is_its_own_clear_error() {
         ..FanoutArgs::default()
     };
     let started = Instant::now();
-    let round = fan_out(&client(args.timeout), &targets(&addrs), &args).await;
+    let round = fan_out(&client(args.timeout), &targets(&addrs), &args, None).await;
     // The slow peer costs its timeout, not its 30 s.
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -436,6 +437,7 @@ async fn the_deadline_bounds_the_round_and_says_so() {
         &client(args.timeout),
         &targets(&[slow, refused().await]),
         &args,
+        None,
     )
     .await;
     assert!(
@@ -474,7 +476,7 @@ async fn concurrency_is_bounded_and_gzip_is_offered() {
         ..FanoutArgs::default()
     };
     let started = Instant::now();
-    let round = fan_out(&client(args.timeout), &all, &args).await;
+    let round = fan_out(&client(args.timeout), &all, &args, None).await;
     assert_eq!(round.coverage.answered, 4, "{:?}", round.coverage);
     assert_eq!(seen.max_in_flight.load(Ordering::SeqCst), 2);
     assert!(started.elapsed() >= Duration::from_millis(200));
@@ -535,6 +537,7 @@ fn text_from_nodes_is_escaped() {
                 &[("evil\nFAKE LINE", &[("i", 1)])],
                 vec![],
             ),
+            trends: None,
         }],
         ..Round::default()
     };
@@ -730,6 +733,7 @@ fn the_oom_view_and_the_diagnostics_agree_on_storms() {
     let answer = |node: &str, ooms| super::diagnose::NodeAnswer {
         target: format!("{node}:9847"),
         summary: summary(node, &[("api", &[("api-1", 50)])], ooms),
+        trends: None,
     };
     let minute = 60_000;
     let round = Round {
@@ -779,4 +783,49 @@ fn the_oom_view_and_the_diagnostics_agree_on_storms() {
         )]
     );
     assert_eq!(from_view, from_diagnose);
+}
+
+/// `diagnose` asks for history and reduces each answer as it arrives: the round keeps no
+/// history point, and the leak the points showed is still found.
+#[tokio::test]
+async fn a_diagnose_round_keeps_trends_not_histories() {
+    let now_s = super::fanout::now_unix_ms() / 1000;
+    let points = 120u64;
+    let start = now_s - (points - 1) * 60;
+    let mut node = summary("node-a", &[("api", &[("api-1", 200)])], vec![]);
+    node.history.step_seconds = 60;
+    let instance = &mut node.workloads[0].instances[0];
+    instance.started_unix_ms = (start - 600) * 1000;
+    // +60 MiB/h, steadily: 30 %/h of 200 MiB.
+    let rss: Vec<u64> = (0..points).map(|i| (200 + i) * MIB).collect();
+    instance.history = memtrace_api::workloads::InstanceHistory {
+        start_unix_s: start,
+        rss_anon_bytes: rss.clone(),
+        rss_bytes: rss,
+        reclaim_stall_seconds_per_sec: vec![0.0; points as usize],
+    };
+    let addr = fake_daemon(Peer::Answers(node)).await.0;
+    let thresholds = Thresholds::default();
+    let round = fan_out(
+        &client(Duration::from_secs(2)),
+        &targets(&[addr]),
+        &FanoutArgs::default(),
+        Some(&thresholds),
+    )
+    .await;
+    let answer = &round.answers[0];
+    let history = &answer.summary.workloads[0].instances[0].history;
+    assert!(
+        history.rss_bytes.is_empty() && history.rss_anon_bytes.is_empty(),
+        "{history:?}"
+    );
+    assert!(answer.trends.is_some());
+    let report = views::diagnose_report(&round, &thresholds);
+    let leaks: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == memtrace_api::diagnose::FindingKind::Leak)
+        .collect();
+    assert_eq!(leaks.len(), 1, "{:#?}", report.findings);
+    assert_eq!(leaks[0].instances[0].instance, "api-1");
 }

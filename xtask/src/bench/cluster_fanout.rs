@@ -1,12 +1,12 @@
-//! Benchmark 8: `memtrace cluster diagnose` over simulated fleets of 100, 1,000 and 5,000 nodes.
+//! Benchmark 9: `memtrace cluster diagnose` over simulated fleets of 100, 1,000 and 5,000 nodes.
 //!
 //! One process (this one) plays every node: it listens on one port of every address and answers
 //! `GET /api/v1/workloads` with the summary of the node whose loopback address was dialled (node
 //! `i` is 127.0.x.y, all of 127/8 being loopback), gzipped when asked, as the daemon does. The
-//! summaries are built from the contract's own types (`memtrace_api::workloads`), shaped like a
-//! busy node's: 30 workloads, one to three instances each, two hours of one-minute history. The
-//! aggregator is the real `memtrace cluster diagnose`, a child process whose wall time, peak RSS
-//! and CPU come from `wait4`.
+//! summaries are a real daemon's, recorded (`testdata/workloads-recorded.json.gz`), rescaled per
+//! node and instance and widened to a busy node's workload count (see [`node_summary`]). The
+//! aggregator is the real `memtrace cluster diagnose`, a child process: wall time and CPU from
+//! `wait4`, peak RSS its `VmHWM` (see `run_aggregator`).
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt as _;
@@ -19,10 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use flate2::{Compression, write::GzEncoder};
 use memtrace_api::diagnose::DiagnoseReport;
-use memtrace_api::workloads::{
-    HistorySpec, InstanceHistory, InstanceSummary, NodeSummary, OomKillCounts,
-    WORKLOADS_SCHEMA_VERSION, WorkloadKind, WorkloadSummary, WorkloadsResponse,
-};
+use memtrace_api::workloads::WorkloadsResponse;
 
 use super::{
     Benchmark,
@@ -32,11 +29,13 @@ use super::{
 };
 use crate::say;
 
-const MIB: u64 = 1 << 20;
-/// Workloads per simulated node.
-const WORKLOADS: usize = 30;
+/// The history step every simulated node reports: the daemon's default, one point a minute.
+const STEP_SECONDS: u64 = 60;
 /// History points per instance: two hours at one a minute (`?history=2h`, the default).
 const HISTORY_POINTS: usize = 120;
+/// Workloads per simulated node: the recorded node's, repeated under new keys up to this many (a
+/// busy Kubernetes node runs 30–110 pods).
+const WORKLOADS: usize = 50;
 
 /// The targets of the issue.
 const TARGET_P99_S: f64 = 2.0;
@@ -48,9 +47,10 @@ pub(super) fn bench_cluster(env: &Env) -> Result<Section> {
     md!(
         section.body,
         "`memtrace cluster diagnose -o json` against N simulated nodes served by one process on \
-         127.0.x.y (synthetic summaries from the v1 types: {WORKLOADS} workloads, 1–3 instances, \
-         {HISTORY_POINTS} history points each); {} runs per size; wall time from spawn to exit, \
-         peak RSS and CPU (user + system) from `wait4`. Shares the machine's CPUs with the fleet \
+         127.0.x.y: a real daemon's summary recorded on this machine (xtask/src/bench/testdata/README.md), \
+         its workloads repeated to {WORKLOADS} per node, {HISTORY_POINTS} history points at one a minute, \
+         values rescaled per instance; {} runs per size; wall time from spawn to exit, \
+         CPU (user + system) from `wait4`, peak RSS the aggregator's `VmHWM` (read every millisecond until it exits: `wait4`'s maxrss would include this benchmark's own memory, which exec records in the child's). Shares the machine's CPUs with the fleet \
          simulator.\n",
         env.args.runs
     );
@@ -122,11 +122,10 @@ pub(super) fn bench_cluster(env: &Env) -> Result<Section> {
     md!(
         section.body,
         "The baseline, the same hot-shard question through Prometheus over fleets of the same sizes, \
-         is benchmark 10. These summaries are synthetic with random jitter in every history point \
-         (about 4× the gzip size of a real daemon's, see benchmark 8 and the workloads unit test's \
-         18 KiB for 50 workloads and 150 instances), so bytes per node here are an upper bound; \
-         peak RSS is not: it is the decoded histories the round holds (~170 KiB per node), as large \
-         for a real daemon's summary."
+         is benchmark 10. The aggregator reduces each node's histories to the few numbers the \
+         diagnostics need (leak fits, anon growth, mean reclaim stall) as the node answers and \
+         drops them, so its peak RSS grows with the nodes' instance counts, not with their history \
+         points."
     );
     Ok(section)
 }
@@ -158,6 +157,23 @@ fn run_aggregator(mut cmd: Command, nodes: usize) -> Result<Measured> {
         (out, err)
     });
     let pid = libc::pid_t::try_from(child.id()).context("pid")?;
+    // Peak RSS is the child's VmHWM, read until it exits. Not wait4's ru_maxrss: exec records the
+    // high-water mark of the address space it replaces, here this process's (the simulated
+    // fleet's summaries, hundreds of MiB), in the child's maxrss.
+    let hwm_kib = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = {
+        let hwm_kib = Arc::clone(&hwm_kib);
+        thread::spawn(move || {
+            let path = format!("/proc/{pid}/status");
+            while let Some(kib) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| vm_hwm_kib(&s))
+            {
+                hwm_kib.fetch_max(kib, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -168,6 +184,7 @@ fn run_aggregator(mut cmd: Command, nodes: usize) -> Result<Measured> {
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
     let (out, err) = reader.join().unwrap_or_default();
+    let _ = watcher.join();
     let status = std::process::ExitStatus::from_raw(status);
     let report: DiagnoseReport = serde_json::from_slice(&out).with_context(|| {
         format!(
@@ -185,10 +202,22 @@ fn run_aggregator(mut cmd: Command, nodes: usize) -> Result<Measured> {
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Measured {
         wall_s,
-        // ru_maxrss is in KiB on Linux.
-        max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        max_rss_mib: hwm_kib.load(Ordering::Relaxed) as f64 / 1024.0,
         cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
     })
+}
+
+/// `VmHWM` of a `/proc/<pid>/status`, in KiB; `None` once the process has exited (a zombie has no
+/// address space).
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The simulated fleet: every node's summary, served on one port of 127.0.x.y.
@@ -218,10 +247,14 @@ impl Fleet {
             bail!("at most {} simulated nodes", 250 * 255);
         }
         say(format!("cluster: building {nodes} node summaries"));
+        let recorded = recorded()?;
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
         let mut gz = Vec::with_capacity(nodes);
         let mut plain = Vec::with_capacity(nodes);
         for i in 0..nodes {
-            let body = serde_json::to_vec(&node_summary(i))?;
+            let body = serde_json::to_vec(&node_summary(&recorded, i, now_s))?;
             let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
             encoder.write_all(&body)?;
             gz.push(encoder.finish()?);
@@ -339,100 +372,91 @@ impl Noise {
     }
 }
 
-/// Node `i`'s summary: the fleet's workloads (the same keys on every node, as replicas are), at
-/// sizes that vary from node to node and drift slowly over the history.
-fn node_summary(i: usize) -> WorkloadsResponse {
+/// A real daemon's `GET /api/v1/workloads?history=2h`, recorded on the benchmark machine (see
+/// `testdata/README.md`): what every simulated node serves, rescaled.
+const RECORDED: &[u8] = include_bytes!("testdata/workloads-recorded.json.gz");
+
+/// The recorded summary, decoded.
+fn recorded() -> Result<WorkloadsResponse> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(RECORDED)
+        .read_to_end(&mut json)
+        .context("decompressing the recorded summary")?;
+    serde_json::from_slice(&json).context("decoding the recorded summary")
+}
+
+/// Node `i`'s summary: the recorded one with the node's own name, its workloads repeated under
+/// new keys (`<key>-2`, …) up to [`WORKLOADS`], each instance's byte counts scaled by a factor of
+/// its own (0.8–1.2, page-aligned, so replicas differ as real ones do), and its times mapped so
+/// that the recording's `step_seconds` apart becomes a minute apart, ending at `now_s`, histories
+/// cut to their last [`HISTORY_POINTS`]: the two hours at one point a minute that
+/// `cluster diagnose` asks for, with a real daemon's values.
+fn node_summary(recorded: &WorkloadsResponse, i: usize, now_s: u64) -> WorkloadsResponse {
     let mut noise = Noise(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-    let now_s = 1_795_996_800;
-    let step = 60;
-    let workloads = (0..WORKLOADS)
+    let mut node = recorded.clone();
+    let kinds = recorded.workloads.len().max(1);
+    node.workloads = (0..WORKLOADS.max(kinds))
         .map(|w| {
-            let (workload, kind) = match w % 3 {
-                0 => (
-                    format!("prod/deployment/service-{w}"),
-                    WorkloadKind::Kubernetes,
-                ),
-                1 => (format!("worker-{w}.service"), WorkloadKind::Systemd),
-                _ => (format!("proc-{w}"), WorkloadKind::Comm),
-            };
-            let instances = (0..1 + noise.next() % 3)
-                .map(|k| {
-                    let base = (64 + noise.next() % 1024) * MIB;
-                    let growth = noise.unit() * 0.002;
-                    let anon: Vec<u64> = (0..HISTORY_POINTS)
-                        .map(|p| {
-                            let jitter = 1.0 + (noise.unit() - 0.5) * 0.01;
-                            (base as f64 * (1.0 + growth * p as f64) * jitter) as u64 & !0xFFF
-                        })
-                        .collect();
-                    let file = (16 + noise.next() % 256) * MIB;
-                    InstanceSummary {
-                        instance: format!("{workload}-{i}-{k}"),
-                        started_unix_ms: (now_s - 86_400) * 1000,
-                        cgroup: Some(format!("/kubepods.slice/pod-{i}-{w}-{k}")),
-                        processes: 1 + (noise.next() % 8) as u32,
-                        rss_anon_bytes: *anon.last().unwrap_or(&base),
-                        rss_file_bytes: file,
-                        rss_shmem_bytes: 0,
-                        swap_bytes: 0,
-                        pressure_score: (noise.unit() * 40.0).round(),
-                        limit_bytes: Some(4096 * MIB),
-                        oom_kills: OomKillCounts::default(),
-                        history: InstanceHistory {
-                            start_unix_s: now_s - step * HISTORY_POINTS as u64,
-                            rss_bytes: anon.iter().map(|a| a + file).collect(),
-                            reclaim_stall_seconds_per_sec: (0..HISTORY_POINTS)
-                                .map(|_| {
-                                    if noise.unit() < 0.9 {
-                                        0.0
-                                    } else {
-                                        noise.unit() * 0.01
-                                    }
-                                })
-                                .collect(),
-                            rss_anon_bytes: anon,
-                        },
-                        ..InstanceSummary::default()
-                    }
-                })
-                .collect();
-            WorkloadSummary {
-                workload,
-                kind,
-                pinned: false,
-                instances,
-                omitted_instances: None,
+            let mut workload = recorded.workloads[w % kinds].clone();
+            if w >= kinds {
+                workload.workload = format!("{}-{}", workload.workload, w / kinds + 1);
             }
+            workload
         })
         .collect();
-    WorkloadsResponse {
-        schema_version: WORKLOADS_SCHEMA_VERSION,
-        node: NodeSummary {
-            name: format!("node-{i:05}"),
-            hostname: format!("node-{i:05}.example"),
-            memtrace_version: env!("CARGO_PKG_VERSION").to_owned(),
-            ready: true,
-            mem_total_bytes: 64 * 1024 * MIB,
-            mem_available_bytes: (8 + noise.next() % 32) * 1024 * MIB,
-            processes: 300,
-            ..NodeSummary::default()
-        },
-        timestamp_unix_ms: now_s * 1000,
-        rate_window_seconds: 10.0,
-        history: HistorySpec {
-            step_seconds: step as u32,
-            max_points: 360,
-            ..HistorySpec::default()
-        },
-        workloads,
-        omitted_workloads: 0,
-        ooms: Vec::new(),
+    let stretch = STEP_SECONDS / u64::from(recorded.history.step_seconds.max(1));
+    let recorded_s = recorded.timestamp_unix_ms / 1000;
+    let map_ms = |t_ms: u64| {
+        let ago_ms = recorded.timestamp_unix_ms.saturating_sub(t_ms);
+        (now_s * 1000).saturating_sub(ago_ms * stretch)
+    };
+    let page = |v: u64, f: f64| (v as f64 * f) as u64 & !0xFFF;
+    node.node.name = format!("node-{i:05}");
+    node.node.hostname = format!("node-{i:05}.example");
+    node.timestamp_unix_ms = now_s * 1000;
+    node.history.step_seconds = STEP_SECONDS as u32;
+    for instance in node
+        .workloads
+        .iter_mut()
+        .flat_map(|w| w.instances.iter_mut())
+    {
+        let f = 0.8 + 0.4 * noise.unit();
+        instance.started_unix_ms = map_ms(instance.started_unix_ms);
+        instance.rss_anon_bytes = page(instance.rss_anon_bytes, f);
+        instance.rss_file_bytes = page(instance.rss_file_bytes, f);
+        let history = &mut instance.history;
+        let cut = history.rss_bytes.len().saturating_sub(HISTORY_POINTS);
+        history.rss_bytes.drain(..cut);
+        history.rss_anon_bytes.drain(..cut);
+        history.reclaim_stall_seconds_per_sec.drain(..cut);
+        let first_s = history.start_unix_s + cut as u64 * u64::from(recorded.history.step_seconds);
+        history.start_unix_s = now_s.saturating_sub(recorded_s.saturating_sub(first_s) * stretch);
+        for v in history
+            .rss_anon_bytes
+            .iter_mut()
+            .chain(history.rss_bytes.iter_mut())
+        {
+            *v = page(*v, f);
+        }
     }
+    for kill in &mut node.ooms {
+        kill.timestamp_unix_ms = map_ms(kill.timestamp_unix_ms);
+    }
+    node
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_from_status() {
+        let status = "Name:\tmemtrace\nVmPeak:\t  300 kB\nVmHWM:\t   12345 kB\nVmRSS:\t 100 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(12345));
+        assert_eq!(vm_hwm_kib("Name:\tzombie\nState:\tZ (zombie)\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(vm_hwm_kib(&own).unwrap() > 0);
+    }
 
     #[test]
     fn node_addresses_round_trip() {
@@ -455,7 +479,15 @@ mod tests {
                 .read_json()
                 .unwrap();
             assert_eq!(summary.node.name, format!("node-{i:05}"));
+            assert_eq!(summary.history.step_seconds, STEP_SECONDS as u32);
             assert_eq!(summary.workloads.len(), WORKLOADS);
+            let longest = summary
+                .workloads
+                .iter()
+                .flat_map(|w| &w.instances)
+                .map(|i| i.history.rss_bytes.len())
+                .max();
+            assert_eq!(longest, Some(HISTORY_POINTS));
         }
         assert!(fleet.mean_gz_bytes() < fleet.mean_plain_bytes() / 2.0);
         fleet.stop();

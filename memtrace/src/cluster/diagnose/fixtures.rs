@@ -32,6 +32,7 @@ pub fn node(name: &str) -> NodeAnswer {
             },
             ..WorkloadsResponse::default()
         },
+        trends: None,
     }
 }
 

@@ -7,10 +7,7 @@ use memtrace_api::diagnose::{
     Evidence, Finding, FindingKind, InstanceGrowth, InstanceRef, LeakClass, LeakEvidence,
 };
 
-use super::{
-    Fleet, Placed, Thresholds, count, distinct,
-    series::{Column, Fit, Point, window},
-};
+use super::{Fleet, Placed, Thresholds, count, distinct};
 use crate::units::human_bytes;
 
 /// The instances of one window: how many could be judged, and those that leak.
@@ -21,14 +18,13 @@ struct Judged {
 
 pub(super) fn leaks(fleet: &Fleet<'_>, t: &Thresholds) -> Vec<Finding> {
     let span = t.window.as_secs_f64();
-    let now = fleet.now_unix_s;
     let mut findings = Vec::new();
     for (workload, placed) in fleet.by_workload() {
-        let current = judge(&placed, t, now - span, now);
+        let current = judge(&placed, false);
         if current.leaking.is_empty() {
             continue;
         }
-        let previous = judge(&placed, t, now - 2.0 * span, now - span);
+        let previous = judge(&placed, true);
         let keys = |j: &Judged| -> BTreeSet<(String, String)> {
             j.leaking
                 .iter()
@@ -119,55 +115,28 @@ fn others(leaking: &[InstanceGrowth]) -> String {
     format!("; also {}", rest.join(", "))
 }
 
-/// A leak grows all along: the slope over each half of the points is at least a quarter of the
-/// whole one's, so a one-off allocation (a step) is not a leak.
-fn steady(points: &[Point], slope: f64) -> bool {
-    let middle = (points[0].t + points[points.len() - 1].t) / 2.0;
-    let (early, late): (Vec<Point>, Vec<Point>) = points.iter().partition(|p| p.t < middle);
-    [early, late]
-        .iter()
-        .all(|half| Fit::of(half).is_some_and(|f| f.slope >= STEADY_SHARE * slope))
-}
-
-/// The share of the window's slope each half of it must show (see [`steady`]).
-const STEADY_SHARE: f64 = 0.25;
-
-/// Judges every instance with enough history in `from..=to`.
-fn judge(placed: &[Placed<'_>], t: &Thresholds, from: f64, to: f64) -> Judged {
+/// The instances judged over one window (the current one, or the one before it).
+fn judge(placed: &[Placed<'_>], previous: bool) -> Judged {
     let mut judged = 0;
     let mut leaking = Vec::new();
     for p in placed {
-        let step = p.answer.summary.history.step_seconds;
-        let points = window(p.instance, step, Column::Rss, from, to);
-        let covered = match (points.first(), points.last()) {
-            (Some(first), Some(last)) => last.t - first.t,
-            _ => 0.0,
+        let growth = if previous {
+            p.trend.leak_before
+        } else {
+            p.trend.leak_now
         };
-        if points.len() < 3 || covered < t.leak_min_coverage * (to - from) {
-            continue;
-        }
-        let Some(fit) = Fit::of(&points) else {
+        let Some(growth) = growth else {
             continue;
         };
         judged += 1;
-        if !steady(&points, fit.slope) {
-            continue;
-        }
-        let per_hour = fit.slope * 3600.0;
-        let base = fit.at(points[0].t).max(1.0);
-        let ratio = per_hour / base;
-        let limit = p.instance.limit_bytes;
-        let absolute = limit.map_or(t.leak_min, |l| {
-            (l as f64 * t.leak_limit_rate).max(t.leak_min)
-        });
-        if ratio >= t.leak_rate && per_hour >= absolute {
+        if growth.leaking {
             leaking.push(InstanceGrowth {
                 node: p.node.to_owned(),
                 instance: p.instance.instance.clone(),
-                growth_bytes_per_hour: per_hour,
-                growth_ratio_per_hour: ratio,
-                rss_bytes: points.last().map_or(0, |p| p.v as u64),
-                limit_bytes: limit,
+                growth_bytes_per_hour: growth.bytes_per_hour,
+                growth_ratio_per_hour: growth.ratio_per_hour,
+                rss_bytes: growth.rss_bytes,
+                limit_bytes: p.instance.limit_bytes,
             });
         }
     }

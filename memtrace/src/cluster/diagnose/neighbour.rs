@@ -7,10 +7,7 @@ use memtrace_api::diagnose::{
     WorkloadStall,
 };
 
-use super::{
-    Fleet, NodeAnswer, Thresholds, count,
-    series::{Column, mean, window},
-};
+use super::{Fleet, NodeAnswer, Thresholds, Trends, count};
 use crate::units::human_bytes;
 
 /// One workload on one node over the window.
@@ -29,11 +26,10 @@ struct CulpritOnNode<'a> {
 
 pub(super) fn noisy_neighbours(fleet: &Fleet<'_>, t: &Thresholds) -> Vec<Finding> {
     let span = t.window.as_secs_f64();
-    let (from, to) = (fleet.now_unix_s - span, fleet.now_unix_s);
     // Culprit workload → where it is one, in node order.
     let mut culprits: BTreeMap<&str, Vec<CulpritOnNode<'_>>> = BTreeMap::new();
-    for answer in fleet.nodes {
-        let activity = activity(answer, from, to);
+    for (answer, trends) in fleet.nodes.iter().zip(&fleet.trends) {
+        let activity = activity(answer, trends);
         let Some(culprit) = activity
             .iter()
             .filter(|a| a.growth_anon >= i128::from(t.culprit_min_growth))
@@ -128,33 +124,21 @@ pub(super) fn noisy_neighbours(fleet: &Fleet<'_>, t: &Thresholds) -> Vec<Finding
 
 /// Each workload's anon growth (last minus first point of each instance, summed) and mean reclaim
 /// stall (instances summed) on one node over the window.
-fn activity(answer: &NodeAnswer, from: f64, to: f64) -> Vec<Activity<'_>> {
-    let step = answer.summary.history.step_seconds;
+fn activity<'a>(answer: &'a NodeAnswer, trends: &'a Trends) -> Vec<Activity<'a>> {
     answer
         .summary
         .workloads
         .iter()
-        .map(|workload| {
-            let mut growth = 0i128;
-            let mut stall = 0.0;
-            for instance in &workload.instances {
-                let anon = window(instance, step, Column::RssAnon, from, to);
-                if let (Some(first), Some(last)) = (anon.first(), anon.last()) {
-                    growth += last.v as i128 - first.v as i128;
-                }
-                stall +=
-                    mean(&window(instance, step, Column::ReclaimStall, from, to)).unwrap_or(0.0);
-            }
-            Activity {
-                workload: &workload.workload,
-                instances: workload
-                    .instances
-                    .iter()
-                    .map(|i| i.instance.as_str())
-                    .collect(),
-                growth_anon: growth,
-                stall,
-            }
+        .zip(&trends.per_workload)
+        .map(|(workload, trends)| Activity {
+            workload: &workload.workload,
+            instances: workload
+                .instances
+                .iter()
+                .map(|i| i.instance.as_str())
+                .collect(),
+            growth_anon: trends.iter().map(|t| t.anon_growth).sum(),
+            stall: trends.iter().map(|t| t.mean_stall).sum(),
         })
         .collect()
 }
