@@ -17,7 +17,7 @@ use k8s_openapi::api::{
 };
 use memtrace::web::config::{ClientAuthType, WebConfigFile};
 use memtrace_tests::manifests::{
-    self, Object, check, kubernetes_dir, kustomizations, kustomize, parse_documents,
+    self, Object, check, kubernetes_dir, kustomizations, parse_documents,
     prometheus_operator::{PrometheusRule, Scheme, ServiceMonitor},
     prometheus_rule_yaml, workspace_root,
 };
@@ -59,18 +59,13 @@ fn render_all() -> Vec<Rendered> {
     let root = workspace_root();
     kustomizations()
         .into_iter()
-        .map(|dir| {
-            let source = dir
+        .map(|dir| Rendered {
+            dir: dir
                 .strip_prefix(&root)
                 .expect("under the repository")
                 .display()
-                .to_string();
-            let objects =
-                parse_documents(&source, &kustomize(&dir)).unwrap_or_else(|err| panic!("{err}"));
-            Rendered {
-                dir: source,
-                objects,
-            }
+                .to_string(),
+            objects: manifests::render(&dir),
         })
         .collect()
 }
@@ -1005,5 +1000,48 @@ fn an_unknown_kind_and_a_misspelt_service_monitor_field_fail() {
     assert!(
         err.contains("spec.endpoints[0].scheme: unknown variant `htps`"),
         "{err}"
+    );
+}
+
+/// deploy/README.md names every file under deploy/ (or a directory holding it, written with its
+/// trailing slash, for parts documented in their own directory).
+#[test]
+fn deploy_readme_lists_every_file() {
+    fn files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read deploy/") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files(&path, found);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    let root = workspace_root();
+    let readme = std::fs::read_to_string(root.join("deploy/README.md")).expect("deploy/README.md");
+    let listed = |path: &str| readme.contains(&format!("`{path}`"));
+    let mut found = Vec::new();
+    files(&root.join("deploy"), &mut found);
+    let missing: Vec<String> = found
+        .iter()
+        .map(|path| {
+            path.strip_prefix(&root)
+                .expect("under root")
+                .display()
+                .to_string()
+        })
+        .filter(|path| path != "deploy/README.md")
+        .filter(|path| {
+            // The directories between deploy/ and the file: deploy/container/, …
+            let mut dirs = Path::new(path)
+                .ancestors()
+                .skip(1)
+                .filter(|dir| dir.starts_with("deploy") && *dir != Path::new("deploy"));
+            !listed(path) && !dirs.any(|dir| listed(&format!("{}/", dir.display())))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/README.md does not list {missing:?}"
     );
 }

@@ -6,6 +6,7 @@
 pub mod prometheus_operator;
 
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
@@ -81,10 +82,87 @@ pub fn kustomize(dir: &Path) -> String {
     String::from_utf8(output.stdout).expect("kustomize writes UTF-8")
 }
 
+/// The objects of the kustomization in `dir` (under the repository), each with the file it came
+/// from in its `source`: `deploy/kubernetes/base/daemonset.yaml (patched in
+/// deploy/kubernetes/overlays/tls/kustomization.yaml)`. kustomize records both when asked
+/// (`buildMetadata`); it is asked through a throw-away kustomization around `dir`, and the two
+/// annotations are removed again, so the objects are what `kubectl apply -k dir` sends.
+pub fn render(dir: &Path) -> Vec<Object> {
+    let root = workspace_root();
+    let wrapper = tempfile::tempdir().expect("temporary directory");
+    // kustomize takes only relative resource paths: from the wrapper up to / and down to `dir`.
+    let up = "../".repeat(wrapper.path().components().count() - 1);
+    let dir = dir.canonicalize().expect("kustomization directory");
+    let relative = format!("{up}{}", dir.display().to_string().trim_start_matches('/'));
+    std::fs::write(
+        wrapper.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{relative:?}]\nbuildMetadata: [originAnnotations, transformerAnnotations]\n"
+        ),
+    )
+    .expect("write the wrapper kustomization");
+    let label = dir
+        .strip_prefix(&root)
+        .unwrap_or(&dir)
+        .display()
+        .to_string();
+    let mut objects =
+        parse_documents(&label, &kustomize(wrapper.path())).unwrap_or_else(|err| panic!("{err}"));
+    // `../../work/memtrace/deploy/…` → `deploy/…`
+    let from_repository = |path: &str| {
+        let absolute = format!("/{}", path.trim_start_matches("../"));
+        Path::new(&absolute)
+            .strip_prefix(&root)
+            .map_or(absolute.clone(), |p| p.display().to_string())
+    };
+    for object in &mut objects {
+        let annotations = object.value.pointer_mut("/metadata/annotations");
+        let Some(Value::Object(annotations)) = annotations else {
+            continue;
+        };
+        let origin = annotations.remove("config.kubernetes.io/origin");
+        let changes = annotations.remove("alpha.config.kubernetes.io/transformations");
+        if annotations.is_empty() {
+            object.value["metadata"]
+                .as_object_mut()
+                .expect("metadata")
+                .remove("annotations");
+        }
+        let yaml = |value: Option<Value>| -> Value {
+            value
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(|text| serde_saphyr::from_str(text).expect("kustomize's annotation is YAML"))
+                .unwrap_or(Value::Null)
+        };
+        let origin = yaml(origin);
+        let file = origin
+            .get("path")
+            .or_else(|| origin.get("configuredIn"))
+            .and_then(Value::as_str)
+            .map_or_else(|| label.clone(), from_repository);
+        let patched_in: BTreeSet<String> = yaml(changes)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|change| change["configuredBy"]["kind"] == "PatchTransformer")
+            .filter_map(|change| change["configuredIn"].as_str().map(from_repository))
+            .collect();
+        object.source = if patched_in.is_empty() {
+            format!("{label}: {file}")
+        } else {
+            let patched_in: Vec<String> = patched_in.into_iter().collect();
+            format!("{label}: {file} (patched in {})", patched_in.join(", "))
+        };
+    }
+    objects
+}
+
 /// One object of a rendered kustomization (or of a fixture), as read from YAML.
 #[derive(Debug, Clone)]
 pub struct Object {
-    /// Where it came from (the kustomization's directory, or a fixture's name), for messages.
+    /// Where it came from, for messages: the kustomization and file (see [`render`]), or a
+    /// fixture's name.
     pub source: String,
     pub api_version: String,
     pub kind: String,
