@@ -7,6 +7,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
+    sync::OnceLock,
 };
 
 use clap::Parser as _;
@@ -17,7 +18,7 @@ use k8s_openapi::api::{
 };
 use memtrace::web::config::{ClientAuthType, WebConfigFile};
 use memtrace_tests::manifests::{
-    self, Object, check, kubernetes_dir, kustomizations, parse_documents,
+    self, Object, check, kubernetes_dir, kustomizations,
     prometheus_operator::{PrometheusRule, Scheme, ServiceMonitor},
     prometheus_rule_yaml, workspace_root,
 };
@@ -54,25 +55,29 @@ impl Rendered {
     }
 }
 
-/// Every kustomization, rendered and parsed (not yet checked against the types).
-fn render_all() -> Vec<Rendered> {
-    let root = workspace_root();
-    kustomizations()
-        .into_iter()
-        .map(|dir| Rendered {
-            dir: dir
-                .strip_prefix(&root)
-                .expect("under the repository")
-                .display()
-                .to_string(),
-            objects: manifests::render(&dir),
-        })
-        .collect()
+/// Every kustomization, rendered and parsed (not yet checked against the types), once for all
+/// the tests of this binary.
+fn render_all() -> &'static [Rendered] {
+    static RENDERED: OnceLock<Vec<Rendered>> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let root = workspace_root();
+        kustomizations()
+            .into_iter()
+            .map(|dir| Rendered {
+                dir: dir
+                    .strip_prefix(&root)
+                    .expect("under the repository")
+                    .display()
+                    .to_string(),
+                objects: manifests::render(&dir),
+            })
+            .collect()
+    })
 }
 
-fn render(relative: &str) -> Rendered {
+fn render(relative: &str) -> &'static Rendered {
     render_all()
-        .into_iter()
+        .iter()
         .find(|rendered| rendered.dir == format!("deploy/kubernetes/{relative}"))
         .unwrap_or_else(|| panic!("no kustomization deploy/kubernetes/{relative}"))
 }
@@ -116,7 +121,7 @@ fn every_kustomization_renders_into_the_real_api_types_with_no_unknown_field() {
     );
     let mut problems = String::new();
     let mut checked = 0;
-    for rendered in &rendered {
+    for rendered in rendered {
         assert!(
             !rendered.objects.is_empty(),
             "{}: renders nothing",
@@ -214,7 +219,7 @@ fn nothing_is_privileged() {
             );
         }
         assert!(found.is_empty(), "privileged: true at {found:?}");
-        for (owner, spec, _) in containers_of(&rendered) {
+        for (owner, spec, _) in containers_of(rendered) {
             assert_ne!(
                 spec.host_network,
                 Some(true),
@@ -370,7 +375,7 @@ fn the_daemonset_has_exactly_its_capabilities_and_reads_the_host_read_only() {
 fn every_container_has_probes_resources_and_a_locked_down_context() {
     for rendered in render_all() {
         let dir = &rendered.dir;
-        let containers = containers_of(&rendered);
+        let containers = containers_of(rendered);
         assert_eq!(containers.len(), 2, "{dir}: the daemon and the relay");
         for (owner, pod, container) in containers {
             let at = format!("{dir}: {owner}: container {}", container.name);
@@ -670,7 +675,7 @@ fn expand(arg: &str, container: &Container) -> String {
 fn arguments_are_what_memtrace_accepts() {
     for rendered in render_all() {
         let dir = &rendered.dir;
-        for (owner, _, container) in containers_of(&rendered) {
+        for (owner, _, container) in containers_of(rendered) {
             let args: Vec<String> = container
                 .args
                 .iter()
@@ -774,7 +779,7 @@ fn scrape_annotations_name_each_metrics_port() {
 fn tls_overlay_serves_https_with_basic_auth_and_its_probes_still_work() {
     let rendered = render("overlays/tls");
     let web_config_path = "/etc/memtrace/web/web-config.yml";
-    for (owner, pod, container) in containers_of(&rendered) {
+    for (owner, pod, container) in containers_of(rendered) {
         let at = format!("{owner}: container {}", container.name);
         let args = container.args.clone().unwrap_or_default();
         assert!(
@@ -898,109 +903,6 @@ fn tls_overlay_serves_https_with_basic_auth_and_its_probes_still_work() {
         let file = file.expect("a file of Secret memtrace-tls");
         assert!(file.starts_with("/etc/memtrace/tls"), "{}", file.display());
     }
-}
-
-// The checker itself, on fixtures: a typo or a wrong type must fail, naming what and where.
-
-const FIXTURE_DAEMONSET: &str = r#"
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: memtrace, namespace: memtrace}
-spec:
-  selector: {matchLabels: {app: memtrace}}
-  template:
-    metadata: {labels: {app: memtrace}}
-    spec:
-      containers:
-        - name: memtrace
-          image: memtrace:0.1.0
-          ports: [{name: http, containerPort: 9847}]
-          securityContext: {readOnlyRootFilesystem: true}
-"#;
-
-fn fixture(yaml: &str) -> Object {
-    let objects = parse_documents("fixture.yaml", yaml).expect("fixture parses");
-    let [object] = objects.as_slice() else {
-        panic!("one object");
-    };
-    object.clone()
-}
-
-#[test]
-fn the_checker_accepts_the_fixture_it_corrupts_below() {
-    check(&fixture(FIXTURE_DAEMONSET)).expect("a valid DaemonSet");
-}
-
-#[test]
-fn a_misspelt_field_fails_naming_source_object_and_path() {
-    let typo = FIXTURE_DAEMONSET.replace("readOnlyRootFilesystem", "readOnlyRootFilesytem");
-    let err = check(&fixture(&typo)).expect_err("a misspelt field");
-    assert_eq!(
-        err.trim(),
-        "fixture.yaml: DaemonSet memtrace/memtrace: unknown field \
-         spec.template.spec.containers[0].securityContext.readOnlyRootFilesytem"
-    );
-    let err = check(&fixture(
-        &FIXTURE_DAEMONSET.replace("selector:", "selecter:"),
-    ))
-    .expect_err("a misspelt required field");
-    assert!(
-        err.contains("fixture.yaml: DaemonSet memtrace/memtrace: "),
-        "{err}"
-    );
-    assert!(
-        err.contains("selecter") || err.contains("selector"),
-        "{err}"
-    );
-}
-
-#[test]
-fn a_wrong_type_fails_naming_the_path() {
-    let wrong = FIXTURE_DAEMONSET.replace("containerPort: 9847", "containerPort: http");
-    let err = check(&fixture(&wrong)).expect_err("a string for an integer");
-    assert!(
-        err.starts_with(
-            "fixture.yaml: DaemonSet memtrace/memtrace: \
-             spec.template.spec.containers[0].ports[0].containerPort: invalid type: string \"http\""
-        ),
-        "{err}"
-    );
-    let wrong = FIXTURE_DAEMONSET.replace(
-        "readOnlyRootFilesystem: true",
-        "readOnlyRootFilesystem: [yes]",
-    );
-    let err = check(&fixture(&wrong)).expect_err("a list for a bool");
-    assert!(
-        err.contains("spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem: invalid type: sequence"),
-        "{err}"
-    );
-}
-
-#[test]
-fn an_unknown_kind_and_a_misspelt_service_monitor_field_fail() {
-    let err = check(&fixture("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"))
-        .expect_err("a kind the manifests never use");
-    assert!(
-        err.contains("apiVersion v1 kind Pod is not a kind this check knows"),
-        "{err}"
-    );
-    let monitor = "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\n\
-                   metadata: {name: m, namespace: memtrace}\n\
-                   spec:\n  selector: {matchLabels: {a: b}}\n  endpoints:\n    - {port: http, intervall: 30s}\n";
-    let err = check(&fixture(monitor)).expect_err("intervall");
-    assert!(
-        err.starts_with(
-            "fixture.yaml: ServiceMonitor memtrace/m: spec.endpoints[0].intervall: unknown field \
-             `intervall`, expected one of `port`, `path`, `scheme`, `interval`,"
-        ),
-        "{err}"
-    );
-    let err = check(&fixture(&monitor.replace("intervall: 30s", "scheme: htps")))
-        .expect_err("a scheme the CRD's enum lacks");
-    assert!(
-        err.contains("spec.endpoints[0].scheme: unknown variant `htps`"),
-        "{err}"
-    );
 }
 
 /// deploy/README.md names every file under deploy/ (or a directory holding it, written with its

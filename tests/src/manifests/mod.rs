@@ -4,6 +4,8 @@
 //! with every field the type does not know reported (the API server's strict field validation,
 //! which a plain deserialize silently skips) and every type error named by its path.
 pub mod prometheus_operator;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::BTreeSet,
