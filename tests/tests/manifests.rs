@@ -16,7 +16,10 @@ use k8s_openapi::api::{
     core::v1::{Container, PodSpec, PodTemplateSpec, Secret, Service},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
-use memtrace::web::config::{ClientAuthType, WebConfigFile};
+use memtrace::{
+    cluster::targets::parse_service,
+    web::config::{ClientAuthType, WebConfigFile},
+};
 use memtrace_tests::manifests::{
     self, Object, check, kubernetes_dir, kustomizations,
     prometheus_operator::{PrometheusRule, Scheme, ServiceMonitor},
@@ -719,9 +722,34 @@ fn arguments_are_what_memtrace_accepts() {
             );
             if owner.starts_with("Deployment") {
                 assert_eq!(args[..2], ["cluster", "serve"], "{dir}");
+                // The relay discovers the daemons through a Service of its own namespace that
+                // selects the DaemonSet's pods, on a port of that name (as memtrace reads it).
+                let spec = args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("--kubernetes="))
+                    .unwrap_or_else(|| panic!("{dir}: --kubernetes=SERVICE:PORT in {args:?}"));
+                let (namespace, service, port) = parse_service(spec);
                 assert!(
-                    args.contains(&"--kubernetes=memtrace:http".to_owned()),
-                    "{dir}: {args:?}"
+                    matches!(namespace, None | Some("memtrace")),
+                    "{dir}: {spec}"
+                );
+                let service: Service = rendered.one("Service", service);
+                let service = service.spec.expect("spec");
+                let daemon_pods =
+                    template_labels(&rendered.daemonset().spec.expect("spec").template);
+                assert!(
+                    selects(&service.selector.unwrap_or_default(), &daemon_pods),
+                    "{dir}: --kubernetes={spec} names the daemons' Service"
+                );
+                let port_names: Vec<Option<String>> = service
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect();
+                assert!(
+                    port_names.contains(&port.map(str::to_owned)),
+                    "{dir}: --kubernetes={spec}: a port of that name"
                 );
             } else {
                 assert_eq!(args[0], "daemon", "{dir}");
