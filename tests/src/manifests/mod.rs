@@ -69,7 +69,7 @@ pub fn kustomize(dir: &Path) -> String {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
             "kubectl is not installed, and the manifests test renders deploy/kubernetes with \
              `kubectl kustomize`: install kubectl ≥ 1.27 (it embeds kustomize v5), e.g. the \
-             `kubectl` package of the Kubernetes apt repository (pkgs.k8s.io) or of the Google \
+             `kubectl` package of the Kubernetes project's apt repository or of the Google \
              Cloud CLI's, then run the test again"
         ),
         Err(err) => panic!("running kubectl kustomize {}: {err}", dir.display()),
