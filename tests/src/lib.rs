@@ -1,4 +1,6 @@
 //! Support for the privileged integration tests: root check, driving workloads, loading memtrace.
+pub mod manifests;
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::PathBuf,
