@@ -29,9 +29,9 @@ Examples:
   memtrace cluster diagnose --nodes a:9847,b:9847,c:9847
         hot shards, leaks, OOM storms, noisy neighbours, app-or-node, with their evidence
   memtrace cluster top --nodes-file fleet.txt          workloads across nodes, by pressure
-  memtrace cluster nodes --dns memtrace.monitoring.svc.cluster.local:9847
+  memtrace cluster nodes --dns memtrace.memtrace.svc.cluster.local:9847
         every pod of a headless Service: health, pressure, PSI, memory
-  memtrace cluster diagnose --kubernetes monitoring/memtrace
+  memtrace cluster diagnose --kubernetes memtrace/memtrace:http
         the ready endpoints of the memtrace Service (in-cluster config or kubeconfig)
   memtrace cluster diagnose --nodes a,b,c --ca-file ca.pem --username ops --password-file pw
         daemons with a web config (HTTPS, basic auth)

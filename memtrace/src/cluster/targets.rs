@@ -32,7 +32,7 @@ pub struct TargetArgs {
     pub nodes_file: Option<PathBuf>,
 
     /// Every A/AAAA record of NAME, at PORT (e.g. the headless Service of the DaemonSet:
-    /// memtrace.monitoring.svc.cluster.local:9847); repeatable.
+    /// memtrace.memtrace.svc.cluster.local:9847); repeatable.
     #[arg(long, value_name = "NAME:PORT")]
     pub dns: Vec<String>,
 
