@@ -866,7 +866,7 @@ fn names_instance(
 /// `deploy/prometheus/memtrace-rules.yml` scaled to the test, in the fleet's directory: every
 /// `for:` 5 s, groups evaluated every 5 s, the 1 h window 3 min and its 30 min halves 90 s. The expressions and thresholds
 /// (per hour, per second, bytes) are the shipped ones; the 5 min OOM storm window is kept.
-fn shortened_rules(fleet: &Fleet) -> PathBuf {
+pub(crate) fn shortened_rules(fleet: &Fleet) -> PathBuf {
     let shipped =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/memtrace-rules.yml");
     let rules = std::fs::read_to_string(&shipped)
