@@ -8,7 +8,8 @@
 `cargo xtask grafana` runs it in target/venv with the pinned SDK (deploy/grafana/requirements.txt);
 `cargo xtask test` runs the check. Only metric names that exist are used: the daemon's (README,
 "Metrics"), the recording rules of deploy/prometheus/memtrace-rules.yml, `memtrace cluster
-serve`'s (memtrace/src/cluster/relay.rs), and Prometheus' own `ALERTS` and `up`.
+serve`'s (memtrace/src/cluster/relay.rs), and Prometheus' own `ALERTS` and
+`scrape_duration_seconds`.
 """
 
 import argparse
@@ -530,14 +531,11 @@ def node_dashboard() -> dash.Dashboard:
         )
         .with_panel(
             graph(
-                "Scrape",
-                "Prometheus' own view of the target: up (1 when the scrape worked) and how long a "
-                "scrape took.",
+                "Scrape duration",
+                "How long Prometheus took to scrape the daemon's /metrics (its own "
+                "scrape_duration_seconds); no line at all means the target is not scraped.",
                 "s",
-                [
-                    query(f"scrape_duration_seconds{{{i}}}", "scrape duration"),
-                    query(f"up{{{i}}}", "up"),
-                ],
+                [query(f"scrape_duration_seconds{{{i}}}", "{{instance}}")],
                 width=8,
             )
         )

@@ -291,7 +291,7 @@ fn start_workload(
 
 /// `len` bytes of data in `path`, written and then dropped from the page cache, so that whoever
 /// reads it next allocates its page cache (in their own cgroup).
-fn write_uncached(path: &std::path::Path, len: usize) {
+pub(crate) fn write_uncached(path: &std::path::Path, len: usize) {
     use std::{io::Write as _, os::fd::AsRawFd as _};
     let mut file = std::fs::File::create(path).expect("create data file");
     let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
