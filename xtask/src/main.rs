@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod fuzz;
+mod grafana;
+mod python;
 
 /// Toolchain pinned in `rust-toolchain.toml`; the eBPF crate is built with it.
 const TOOLCHAIN: &str = "1.95.0";
@@ -81,7 +83,8 @@ enum Cmd {
     },
     /// Everything CI checks: fmt, clippy, then all tests including the privileged ones (as root).
     ///
-    /// Runs, stopping at the first failure: `cargo fmt --all -- --check`;
+    /// Runs, stopping at the first failure: `cargo fmt --all -- --check`; promtool on the rules;
+    /// `cargo xtask grafana --check` (the dashboards are the generator's output);
     /// `cargo clippy --workspace --exclude memtrace-ebpf --all-targets -- -D warnings`; clippy on
     /// memtrace-common without its `user` feature and on memtrace-ebpf for bpfel-unknown-none (as
     /// aya-build builds it); `cargo test --workspace --exclude memtrace-ebpf [EXTRA]`
@@ -110,6 +113,12 @@ enum Cmd {
     ///
     /// Example: sudo -E cargo xtask bench --runs 5
     Bench(bench::BenchArgs),
+    /// Generate the Grafana dashboards (deploy/grafana/dashboards/*.json) with Grafana's
+    /// foundation SDK, pinned in deploy/grafana/requirements.txt and installed into target/venv.
+    ///
+    /// Examples: cargo xtask grafana; cargo xtask grafana --check;
+    /// sudo -E cargo xtask grafana --png
+    Grafana(grafana::GrafanaArgs),
 }
 
 fn main() -> ExitCode {
@@ -140,6 +149,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Test { extra } => test(&mut ctx, extra),
         Cmd::Bench(args) => bench::run(&mut ctx, args),
         Cmd::Fuzz(args) => fuzz::run(&ctx, args),
+        Cmd::Grafana(args) => grafana::run(&ctx, args),
     }
 }
 
@@ -523,6 +533,12 @@ fn test(ctx: &mut Ctx, extra: Vec<OsString>) -> Result<()> {
         Step::cargo("fmt", &["fmt", "--all", "--", "--check"]),
         check_rules,
         test_rules,
+        // The committed dashboards are the generator's output and round-trip through Grafana's
+        // dashboard model (the SDK's Python venv, target/venv).
+        Step::cargo(
+            "grafana dashboards",
+            &["run", "--quiet", "-p", "xtask", "--", "grafana", "--check"],
+        ),
         Step::cargo(
             "clippy",
             &[

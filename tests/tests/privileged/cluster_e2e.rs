@@ -291,7 +291,7 @@ fn start_workload(
 
 /// `len` bytes of data in `path`, written and then dropped from the page cache, so that whoever
 /// reads it next allocates its page cache (in their own cgroup).
-fn write_uncached(path: &std::path::Path, len: usize) {
+pub(crate) fn write_uncached(path: &std::path::Path, len: usize) {
     use std::{io::Write as _, os::fd::AsRawFd as _};
     let mut file = std::fs::File::create(path).expect("create data file");
     let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
@@ -866,7 +866,7 @@ fn names_instance(
 /// `deploy/prometheus/memtrace-rules.yml` scaled to the test, in the fleet's directory: every
 /// `for:` 5 s, groups evaluated every 5 s, the 1 h window 3 min and its 30 min halves 90 s. The expressions and thresholds
 /// (per hour, per second, bytes) are the shipped ones; the 5 min OOM storm window is kept.
-fn shortened_rules(fleet: &Fleet) -> PathBuf {
+pub(crate) fn shortened_rules(fleet: &Fleet) -> PathBuf {
     let shipped =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/memtrace-rules.yml");
     let rules = std::fs::read_to_string(&shipped)

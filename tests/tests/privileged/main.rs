@@ -13,6 +13,7 @@ mod daemon;
 mod daemon_limits;
 mod faults;
 mod fleet;
+mod grafana;
 mod kubernetes;
 mod lifecycle;
 mod mmap;
