@@ -36,7 +36,10 @@ const BINARY_IN_IMAGE: &str = "usr/bin/memtrace";
 /// The image's user, as distroless names it: uid and gid 65532 `nonroot`.
 pub const NONROOT: u32 = 65532;
 /// What the daemon needs to load and attach its probes (see deploy/container/README.md).
-const FILE_CAPABILITIES: &str = "cap_bpf,cap_perfmon,cap_dac_read_search+ep";
+/// Permitted only: with the effective bit the kernel refuses to exec the binary wherever the
+/// bounding set lacks one of them (EPERM, even for `--version` or `cluster serve`); memtrace
+/// raises them into its effective set itself at start.
+const FILE_CAPABILITIES: &str = "cap_bpf,cap_perfmon,cap_dac_read_search+p";
 /// The same as capability numbers (linux/capability.h): DAC_READ_SEARCH 2, PERFMON 38, BPF 39.
 const FILE_CAPABILITY_MASK: u64 = 1 << 2 | 1 << 38 | 1 << 39;
 
@@ -45,7 +48,7 @@ const FILE_CAPABILITY_MASK: u64 = 1 << 2 | 1 << 38 | 1 << 39;
 #[command(after_help = "\
 What goes into the image (deploy/container/Containerfile, FROM scratch):
   /usr/bin/memtrace   the binary, debug info stripped, with the file capabilities
-                      cap_bpf,cap_perfmon,cap_dac_read_search+ep
+                      cap_bpf,cap_perfmon,cap_dac_read_search+p (raised by memtrace)
   /lib*/…             exactly the shared libraries `ldd` lists for it (glibc), from this host
   /etc/passwd, group  root and nonroot (65532); the image runs as USER 65532:65532
   /var/lib/memtrace   the daemon's --state-dir, owned by nonroot
@@ -329,9 +332,9 @@ fn check_saved_image(ctx: &Ctx, tag: &str, dir: &Path) -> Result<SavedImage> {
     })?;
     let (effective, permitted, inheritable) = decode_file_capability(&capability)?;
     ensure!(
-        effective && permitted == FILE_CAPABILITY_MASK && inheritable == 0,
+        !effective && permitted == FILE_CAPABILITY_MASK && inheritable == 0,
         "/{BINARY_IN_IMAGE} carries the wrong file capabilities in its layer: effective \
-         {effective}, permitted {permitted:#x}, inheritable {inheritable:#x} (want +ep \
+         {effective}, permitted {permitted:#x}, inheritable {inheritable:#x} (want +p \
          {FILE_CAPABILITY_MASK:#x})"
     );
     for (file, user) in [
@@ -449,13 +452,18 @@ mod tests {
 
     #[test]
     fn file_capability_revision_2_decodes_and_revision_3_is_refused() -> Result<()> {
-        // What `setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep` writes.
-        let v2 = [
+        // What `setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep` writes; `+p` lacks the 0x01.
+        let mut v2 = [
             0x01, 0, 0, 0x02, 0x04, 0, 0, 0, 0, 0, 0, 0, 0xc0, 0, 0, 0, 0, 0, 0, 0,
         ];
         assert_eq!(
             decode_file_capability(&v2)?,
             (true, FILE_CAPABILITY_MASK, 0)
+        );
+        v2[0] = 0;
+        assert_eq!(
+            decode_file_capability(&v2)?,
+            (false, FILE_CAPABILITY_MASK, 0)
         );
         let mut v3 = v2.to_vec();
         v3[3] = 0x03;
