@@ -2,11 +2,11 @@
 //! `deploy/container/Containerfile`, FROM scratch.
 //!
 //! The image holds the glibc binary and exactly the shared libraries it links, copied from the
-//! build host, rather than a static musl binary: musl's allocator is several times slower under
-//! the daemon's allocation pattern (snapshots and expositions built and dropped every scrape),
-//! the libraries add about 2.5 MiB, and the image can be built from the binary `cargo xtask test`
-//! has already built (a musl build would be a second full build of every dependency and of the
-//! eBPF object, minutes in CI). A static binary is taken as it is (`ldd` lists nothing to copy).
+//! build host, rather than a static musl binary: musl's allocator is known to be much slower than
+//! glibc's for multithreaded, allocation-heavy programs like the daemon (snapshots and expositions
+//! built and dropped every scrape), the libraries add 3.1 MiB, and the image can be built from
+//! the binary `cargo xtask test` has already built (a musl build would be a second full build of
+//! every dependency and of the eBPF object, minutes in CI). A static binary is taken as it is (`ldd` lists nothing to copy).
 //!
 //! The binary carries the file capabilities the daemon loads its probes with; they are written on
 //! the staged copy, and checked afterwards in the image as a registry would receive it (the
