@@ -322,7 +322,7 @@ fn the_daemonset_has_exactly_its_capabilities_and_reads_the_host_read_only() {
             "/proc",
             "/sys/fs/cgroup",
             "/sys/kernel/tracing",
-            "/sys/kernel/btf",
+            "/sys/kernel",
         ]
         .into();
         assert_eq!(

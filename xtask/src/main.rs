@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod fuzz;
 mod grafana;
+mod image;
 mod python;
 
 /// Toolchain pinned in `rust-toolchain.toml`; the eBPF crate is built with it.
@@ -29,11 +30,18 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEFAULT_LLVM_MAJOR: u32 = 22;
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Debian packages `cargo xtask test` needs: (binary looked up on PATH, package providing it).
-/// redis-server: the real replicas of the three-node cluster test; ip: its network namespaces.
+/// redis-server: the real replicas of the three-node cluster test; ip: its network namespaces;
+/// podman, setcap, strip: the container test builds the image (`cargo xtask image`) and runs it;
+/// runc: the runtime it runs it with (crun refuses a cgroup v1 host whose unified hierarchy holds
+/// a controller, as this one's does).
 const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("redis-server", "redis-server"),
     ("ip", "iproute2"),
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("setcap", "libcap2-bin"),
+    ("strip", "binutils"),
 ];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.
@@ -90,7 +98,8 @@ enum Cmd {
     /// aya-build builds it); `cargo test --workspace --exclude memtrace-ebpf [EXTRA]`
     /// (RUST_BACKTRACE=1); `cargo doc --no-deps` of the host crates (RUSTDOCFLAGS=-D warnings). Before that
     /// it runs setup, mounts tracefs and apt-installs missing test tools (prometheus: promtool and the
-    /// scrape tests; redis-server and iproute2: the three-node cluster test).
+    /// scrape tests; redis-server and iproute2: the three-node cluster test; podman, runc, libcap2-bin and binutils: the
+    /// container image test).
     /// Must run as root: the integration tests load real eBPF programs and fail rather than skip.
     ///
     /// Example: sudo -E cargo xtask test -- lifecycle -- --nocapture
@@ -109,6 +118,17 @@ enum Cmd {
     ///
     /// Example: cargo xtask fuzz --seconds 60 --target tracefs_format
     Fuzz(fuzz::FuzzArgs),
+    /// Build the OCI image memtrace:<version> here with podman (FROM scratch, non-root, the binary
+    /// with file capabilities), from the release build or a given binary, and check it.
+    ///
+    /// Stages deploy/container/Containerfile's context under target/image/ (the binary, the
+    /// shared libraries it links, /etc/passwd and /etc/group with nonroot 65532), builds with
+    /// `podman build`, then saves the image as an OCI layout and checks what a registry would get:
+    /// the binary's security.capability xattr in its layer, user, entrypoint and labels. Prints
+    /// the image's size. Needs root; installs podman, setcap and strip with apt if missing.
+    ///
+    /// Example: sudo -E cargo xtask image --binary target/debug/memtrace --tag localhost/memtrace:dev
+    Image(image::ImageArgs),
     /// Benchmarks (overhead vs untraced and bpftrace, footprint, latency); writes BENCHMARKS.md.
     ///
     /// Example: sudo -E cargo xtask bench --runs 5
@@ -150,6 +170,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Bench(args) => bench::run(&mut ctx, args),
         Cmd::Fuzz(args) => fuzz::run(&ctx, args),
         Cmd::Grafana(args) => grafana::run(&ctx, args),
+        Cmd::Image(args) => image::run(&mut ctx, args),
     }
 }
 

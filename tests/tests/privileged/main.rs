@@ -9,6 +9,7 @@
 mod cgroups;
 mod cli;
 mod cluster_e2e;
+mod container;
 mod daemon;
 mod daemon_limits;
 mod faults;

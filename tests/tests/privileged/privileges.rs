@@ -160,7 +160,7 @@ fn daemon_missing_a_family_is_not_ready_unless_degraded_is_allowed() {
 const CAP_BPF: u64 = 1 << 39;
 
 /// The sets of every thread of `pid`: (CapInh, CapPrm, CapEff, CapBnd, CapAmb, NoNewPrivs).
-fn thread_privileges(pid: u32) -> Vec<(u64, u64, u64, u64, u64, bool)> {
+pub(crate) fn thread_privileges(pid: u32) -> Vec<(u64, u64, u64, u64, u64, bool)> {
     let mut threads = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
         let status =
@@ -188,7 +188,7 @@ fn thread_privileges(pid: u32) -> Vec<(u64, u64, u64, u64, u64, bool)> {
 
 /// What the daemon must keep: nothing where `bpf()` checks no capability for what the tick does
 /// (Linux ≥ 6.5, or `kernel.unprivileged_bpf_disabled` = 0), else CAP_BPF.
-fn expected_kept() -> u64 {
+pub(crate) fn expected_kept() -> u64 {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
     let mut numbers = release
         .trim()
