@@ -266,7 +266,8 @@ mod tests {
         // 0.5 % of 10 s over 3 requests.
         assert!(s.body.contains("16.7 ms"), "{}", s.body);
         assert!(
-            s.body.contains("plus the 3.0 MiB it may still grow by: 55.0 MiB"),
+            s.body
+                .contains("plus the 3.0 MiB it may still grow by: 55.0 MiB"),
             "{}",
             s.body
         );
