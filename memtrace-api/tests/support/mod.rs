@@ -35,6 +35,23 @@ pub fn key_paths(value: &Value) -> BTreeSet<String> {
     out
 }
 
+/// Asserts that `written` (what the types serialize) and `golden` (the fixture `name`) have the
+/// same key paths, naming each side's extras; returns the fixture's key paths.
+pub fn assert_same_key_paths(written: &Value, golden: &Value, name: &str) -> BTreeSet<String> {
+    let (model, golden) = (key_paths(written), key_paths(golden));
+    assert_eq!(
+        model.difference(&golden).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "keys the types write that {name} lacks: add them to the fixture on purpose"
+    );
+    assert_eq!(
+        golden.difference(&model).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "keys of {name} the types no longer write: a removed or renamed field breaks v1"
+    );
+    golden
+}
+
 /// Removes every key path of `value` not in `keep`.
 pub fn retain_paths(value: &mut Value, prefix: &str, keep: &BTreeSet<String>) {
     let join = |key: &str| {

@@ -305,6 +305,24 @@ pub struct AppState {
     pub connections: Connections,
 }
 
+#[cfg(test)]
+impl AppState {
+    /// A state for tests: requests go to `requests`, not ready yet ("testing"), default export
+    /// settings, version 0.1.0 on an unnamed kernel.
+    pub(crate) fn for_tests(requests: tokio::sync::mpsc::Sender<Request>) -> Self {
+        Self {
+            requests,
+            readiness: Readiness::not_yet("testing"),
+            export: ExportConfig::default(),
+            build: BuildInfo {
+                version: "0.1.0",
+                kernel: String::new(),
+            },
+            connections: Connections::default(),
+        }
+    }
+}
+
 /// The routes, for the 404 body.
 const ROUTES: [&str; 6] = [
     "/metrics",
@@ -841,16 +859,7 @@ mod tests {
         tokio::sync::mpsc::Receiver<Request>,
     ) {
         let (requests, queue) = tokio::sync::mpsc::channel::<Request>(8);
-        let state = Arc::new(AppState {
-            requests,
-            readiness: Readiness::not_yet("testing"),
-            export: ExportConfig::default(),
-            build: BuildInfo {
-                version: "0.1.0",
-                kernel: String::new(),
-            },
-            connections: Connections::default(),
-        });
+        let state = Arc::new(AppState::for_tests(requests));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

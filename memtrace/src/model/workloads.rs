@@ -22,6 +22,7 @@ use memtrace_api::workloads::{
 };
 use memtrace_api::{OomRecord, ProcessView, PsiView, Rates, Snapshot};
 
+use super::history::add_rates;
 use super::instance_history::{InstanceHistories, InstanceReading, round_significant};
 use crate::cgroup::{self, CgroupIdentity, CgroupMemory};
 use crate::workload::{Identifier, WorkloadId};
@@ -118,15 +119,6 @@ fn rss(instance: &InstanceSummary) -> u64 {
         .rss_anon_bytes
         .saturating_add(instance.rss_file_bytes)
         .saturating_add(instance.rss_shmem_bytes)
-}
-
-fn add_rates(sum: &mut Rates, rates: &Rates) {
-    sum.faults_minor_per_sec += rates.faults_minor_per_sec;
-    sum.faults_major_per_sec += rates.faults_major_per_sec;
-    sum.mmap_bytes_per_sec += rates.mmap_bytes_per_sec;
-    sum.munmap_bytes_per_sec += rates.munmap_bytes_per_sec;
-    sum.brk_grow_bytes_per_sec += rates.brk_grow_bytes_per_sec;
-    sum.reclaim_stall_seconds_per_sec += rates.reclaim_stall_seconds_per_sec;
 }
 
 fn round_rates(rates: &Rates) -> Rates {

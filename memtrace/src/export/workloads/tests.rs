@@ -5,9 +5,7 @@ use memtrace_api::workloads::{
 };
 
 use super::*;
-use crate::daemon::Readiness;
-use crate::export::http::{Connections, Limits, serve};
-use crate::export::prometheus::{BuildInfo, ExportConfig};
+use crate::export::http::{Limits, serve};
 
 fn built() -> WorkloadsResponse {
     let mut response = WorkloadsResponse::default();
@@ -41,16 +39,7 @@ async fn server() -> (std::net::SocketAddr, Arc<AppState>) {
             }
         }
     });
-    let state = Arc::new(AppState {
-        requests,
-        readiness: Readiness::not_yet("testing"),
-        export: ExportConfig::default(),
-        build: BuildInfo {
-            version: "0.1.0",
-            kernel: String::new(),
-        },
-        connections: Connections::default(),
-    });
+    let state = Arc::new(AppState::for_tests(requests));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(
