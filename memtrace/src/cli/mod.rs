@@ -1,4 +1,5 @@
 //! The command line: one file per verb.
+pub mod check;
 pub mod cluster;
 pub mod daemon;
 pub mod oom;
@@ -31,7 +32,7 @@ mod tests {
     name = "memtrace",
     version,
     propagate_version = true,
-    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes"
+    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes\n  memtrace check                           which probes this kernel supports"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,6 +50,9 @@ pub enum Command {
     /// Ask many daemons at once: workloads, nodes and OOM kills across the fleet, and the
     /// cross-node diagnostics (hot shard, leak, OOM storm, noisy neighbour, app or node).
     Cluster(Box<cluster::ClusterArgs>),
+    /// Can memtrace run here? Attach every probe family of the daemon and of the trace, report
+    /// what attached, what fell back and why, and detach.
+    Check(check::CheckArgs),
 }
 
 /// Parse arguments; clap's own errors become one line (`memtrace: error: …`) and exit code 2.
@@ -121,6 +125,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             // Its status says whether every node answered.
             Command::Cluster(args) => cluster::run(*args).await,
+            Command::Check(args) => check::run(args),
         }
     });
     match result {
