@@ -21,6 +21,7 @@ mod fuzz;
 mod grafana;
 mod image;
 mod python;
+mod vm;
 
 /// Toolchain pinned in `rust-toolchain.toml`; the eBPF crate is built with it.
 const TOOLCHAIN: &str = "1.95.0";
@@ -139,6 +140,22 @@ enum Cmd {
     /// Examples: cargo xtask grafana; cargo xtask grafana --check;
     /// sudo -E cargo xtask grafana --png
     Grafana(grafana::GrafanaArgs),
+    /// The kernel matrix: Debian's kernels 5.10, 6.1, 6.12 and the newest packaged (7.3) booted
+    /// under qemu, each running memtrace check, a short trace and daemon, and the privileged
+    /// test binary; the same natively on this machine. Prints the README's "Supported kernels"
+    /// table.
+    ///
+    /// Downloads the kernels with apt from each Debian release's archive into an apt state of
+    /// its own (target/vm/apt), builds a bookworm root filesystem with debootstrap (systemd as
+    /// PID 1; target/vm/rootfs, packed into target/vm/rootfs.img), an initramfs per kernel, and
+    /// boots each with the run's binaries on a second disk; results land in
+    /// target/vm-test/<kernel>/ and the matrix in target/vm-test/matrix.md. Uses KVM where it
+    /// can boot distribution kernels, else TCG (about 5 minutes a kernel). Needs root; installs
+    /// debootstrap and qemu-system-x86 with apt if missing. Fails if any kernel fails.
+    ///
+    /// Examples: sudo -E cargo xtask vm-test; sudo -E cargo xtask vm-test --kernels 6.1 --no-host;
+    /// sudo -E cargo xtask vm-test --bench --update-readme
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -171,6 +188,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run(&ctx, args),
         Cmd::Grafana(args) => grafana::run(&ctx, args),
         Cmd::Image(args) => image::run(&mut ctx, args),
+        Cmd::VmTest(args) => vm::run(&mut ctx, args),
     }
 }
 

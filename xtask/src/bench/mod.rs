@@ -119,6 +119,10 @@ pub struct BenchArgs {
     /// Where to write the report (relative to the workspace root).
     #[arg(long, default_value = "BENCHMARKS.md", value_name = "FILE")]
     output: PathBuf,
+    /// Also write the summary's verdicts as JSON (`[{benchmark, title, figure, result, target,
+    /// status}]`) to FILE, for scripts (the kernel matrix reads it).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// The benchmarks, in the report's order (their number is their position, from 1).
@@ -236,7 +240,11 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
     }
     install_signal_handlers();
     let started = Instant::now();
-    setup(ctx)?;
+    // Prebuilt binaries need no toolchain: `cargo xtask vm-test --bench` runs this inside VMs
+    // that have none.
+    if args.bin_dir.is_none() {
+        setup(ctx)?;
+    }
     ensure_tracefs();
     if let Err(e) = ensure_apt_packages(ctx, &[("bpftrace", "bpftrace")]) {
         say(format!(
@@ -317,6 +325,11 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
     let report = render_report(&info, &sections);
     let path = env.ctx.root.join(&args.output);
     fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(json) = &args.json {
+        let json = env.ctx.root.join(json);
+        fs::write(&json, report::verdicts_json(&sections)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+    }
     say(format!(
         "wrote {} ({} benchmarks in {})",
         path.display(),

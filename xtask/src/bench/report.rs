@@ -72,6 +72,30 @@ impl Section {
     }
 }
 
+/// The verdicts of `sections` as JSON, one object per summary row.
+pub(super) fn verdicts_json(sections: &[Section]) -> anyhow::Result<String> {
+    let rows: Vec<serde_json::Value> = sections
+        .iter()
+        .flat_map(|section| {
+            section.verdicts.iter().map(move |verdict| {
+                serde_json::json!({
+                    "benchmark": section.number,
+                    "title": section.title,
+                    "figure": verdict.figure,
+                    "result": verdict.result,
+                    "target": verdict.target,
+                    "status": match verdict.status {
+                        Status::Met => "met",
+                        Status::NotMet => "not met",
+                        Status::NotRun => "not run",
+                    },
+                })
+            })
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&rows)?)
+}
+
 /// A line of Markdown appended to a `String` (`md!(out)`: an empty line).
 macro_rules! md {
     ($out:expr) => {{
