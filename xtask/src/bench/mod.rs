@@ -12,6 +12,7 @@
 //! One file per benchmark (`faults` and `mmap` share `overhead`'s interleaved rounds); `harness`
 //! starts and stops what is measured, `procfs` reads the kernel's accounting, `stats` sums it
 //! up and `report` renders `BENCHMARKS.md` from plain results (a golden test checks its text).
+mod attach;
 mod cluster_fanout;
 mod cluster_prometheus;
 mod faults;
@@ -41,6 +42,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
 use self::{
+    attach::bench_attach,
     cluster_fanout::bench_cluster,
     cluster_prometheus::bench_cluster_prometheus,
     faults::bench_faults,
@@ -99,8 +101,8 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-10 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro, workloads, cluster, cluster-prometheus.
+    /// Only these benchmarks (comma-separated): 1-11 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
     /// Simulated fleet sizes of benchmarks 9 and 10 (`memtrace cluster diagnose`, and the same
@@ -138,6 +140,7 @@ pub enum Benchmark {
     Workloads,
     Cluster,
     ClusterPrometheus,
+    Attach,
 }
 
 impl Benchmark {
@@ -157,6 +160,7 @@ impl Benchmark {
             Self::Workloads => "Workloads summary and history",
             Self::Cluster => "Cluster fan-out",
             Self::ClusterPrometheus => "Cross-node skew through Prometheus (baseline)",
+            Self::Attach => "Attach mechanisms on the fault path",
         }
     }
 
@@ -321,6 +325,11 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
     }
     check_interrupt()?;
 
+    if wanted(Benchmark::Attach) {
+        sections.push(run_one(&env, Benchmark::Attach, bench_attach));
+    }
+    check_interrupt()?;
+
     let info = RunInfo::collect(&env, date, load_start, tracers, started);
     let report = render_report(&info, &sections);
     let path = env.ctx.root.join(&args.output);
@@ -385,11 +394,11 @@ mod tests {
             only(&["--only", "7", "--only", "throughput"]).unwrap(),
             [Benchmark::Micro, Benchmark::Throughput]
         );
-        for bogus in ["nope", "0", "11", ""] {
+        for bogus in ["nope", "0", "12", ""] {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-10 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus)"
+                    "unknown benchmark `{bogus}` (1-11 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach)"
                 )),
                 "{e}"
             );
@@ -415,6 +424,7 @@ mod tests {
                 (8, "Workloads summary and history"),
                 (9, "Cluster fan-out"),
                 (10, "Cross-node skew through Prometheus (baseline)"),
+                (11, "Attach mechanisms on the fault path"),
             ]
         );
     }

@@ -19,6 +19,8 @@ pub(super) enum Status {
     Met,
     NotMet,
     NotRun,
+    /// A figure reported for comparison, without a target.
+    Info,
 }
 
 impl Status {
@@ -31,6 +33,7 @@ impl Status {
             Self::Met => "MET",
             Self::NotMet => "**NOT MET**",
             Self::NotRun => "not run",
+            Self::Info => "—",
         }
     }
 }
@@ -88,6 +91,7 @@ pub(super) fn verdicts_json(sections: &[Section]) -> anyhow::Result<String> {
                         Status::Met => "met",
                         Status::NotMet => "not met",
                         Status::NotRun => "not run",
+                        Status::Info => "info",
                     },
                 })
             })

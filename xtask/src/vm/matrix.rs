@@ -212,9 +212,9 @@ pub fn render(runs: &[KernelRun], when: &str, command: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "| Kernel | Runs on | How | BTF · kprobes · fentry · cgroup | Daemon families | Trace families | Privileged tests | Smoke | Bench 1 (faults) | Bench 2 (mmap) | Result |"
+        "| Kernel | Runs on | How | BTF · kprobes · fentry · cgroup | Daemon families | Trace families | Privileged tests | Smoke | Bench 1 (faults) | Bench 2 (mmap) | Bench 11 (attach, bpftrace) | Result |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for run in runs {
         let fact = |key: &str| run.facts.get(key).map(String::as_str).unwrap_or("?");
         let yes = |key: &str| match fact(key) {
@@ -268,12 +268,13 @@ pub fn render(runs: &[KernelRun], when: &str, command: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| {kernel} | {} | {how} | {features} | {} | {} | {tests} | {smoke} | {} | {} | {} |",
+            "| {kernel} | {} | {how} | {features} | {} | {} | {tests} | {smoke} | {} | {} | {} | {} |",
             run.users,
             families_cell(run, "daemon", &mut notes),
             families_cell(run, "trace", &mut notes),
             bench_cell(run, 1),
             bench_cell(run, 2),
+            bench_cell(run, 11),
             if problems.is_empty() {
                 "pass"
             } else {

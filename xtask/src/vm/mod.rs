@@ -1,8 +1,8 @@
 //! `cargo xtask vm-test`: the kernel matrix. Boots Debian's kernels (5.10 to the newest
 //! packaged) under qemu with a root filesystem built here, and runs the same plan
 //! (`guest/plan.sh`) in each and natively on this machine: `memtrace check`, a short `memtrace
-//! trace` and `memtrace daemon`, the privileged test binary, and with `--bench` benchmarks 1 and
-//! 2. The matrix it prints is the README's "Supported kernels" table (`--update-readme`).
+//! trace` and `memtrace daemon`, the privileged test binary, and with `--bench` benchmarks 1, 2
+//! and 11 (the attach mechanisms). The matrix it prints is the README's "Supported kernels" table (`--update-readme`).
 mod kernels;
 mod matrix;
 mod qemu;
@@ -57,7 +57,7 @@ pub struct VmTestArgs {
     /// Leave out this machine's own row (the same plan, run natively).
     #[arg(long)]
     no_host: bool,
-    /// Also run benchmarks 1 and 2 (reduced: 3 rounds) in each VM and natively.
+    /// Also run benchmarks 1, 2 and 11 (reduced: 3 rounds) in each VM and natively.
     #[arg(long)]
     bench: bool,
     /// How qemu runs the guests.

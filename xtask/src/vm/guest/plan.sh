@@ -75,8 +75,8 @@ echo $? > "$R/tests.rc"
 grep '^test result' "$R/tests.log"
 
 if [ -x "$BIN/xtask" ]; then
-    step "benchmarks 1 and 2"
-    "$BIN/xtask" bench --only 1,2 --bin-dir "$BIN/release" --runs "${BENCH_RUNS:-3}" \
+    step "benchmarks 1, 2 and 11"
+    "$BIN/xtask" bench --only 1,2,11 --bin-dir "$BIN/release" --runs "${BENCH_RUNS:-3}" \
         --fault-iters "${BENCH_FAULT_ITERS:-5}" --mmap-iters "${BENCH_MMAP_ITERS:-20000}" \
         --output "$R/bench.md" --json "$R/bench.json" > "$R/bench.log" 2>&1
     echo $? > "$R/bench.rc"
