@@ -283,12 +283,13 @@ impl CgroupFs {
         Self { root: root.into() }
     }
 
-    /// Detects layout: v1 memory controller at `<root>/memory` (hybrid/legacy) or unified v2 at
-    /// `<root>` (`cgroup.controllers` present) or `<root>/unified`.
+    /// Detects layout: unified v2 at `<root>` (`cgroup.controllers` present: a pure v2 host,
+    /// where a directory `memory` is just a cgroup of that name), else the v1 memory controller
+    /// at `<root>/memory` (hybrid/legacy), else unified v2 at `<root>/unified`.
     ///
-    /// v1 is checked first because on hybrid hosts the unified hierarchy also exists but memory is
-    /// not accounted there. The layout is detected on every call (two stat calls) rather than
-    /// cached so a reader built before cgroupfs is mounted still works later.
+    /// v1 is checked before `unified` because on hybrid hosts the unified hierarchy also exists
+    /// but memory is not accounted there. The layout is detected on every call (two stat calls)
+    /// rather than cached so a reader built before cgroupfs is mounted still works later.
     pub fn memory(&self, cgroup_path: &str) -> Result<CgroupMemory, CgroupError> {
         let relative = relative_path(cgroup_path)?;
         let (dir, version) = match self.layout()? {
@@ -312,26 +313,24 @@ impl CgroupFs {
     }
 
     fn layout(&self) -> Result<Layout, CgroupError> {
-        let [v1, unified, root] = self.hierarchies();
-        if v1.is_dir() {
-            return Ok(Layout::V1(v1));
+        match crate::cgroup_ids::memory_hierarchy(&self.root) {
+            Some((base, true)) => Ok(Layout::V1(base)),
+            Some((base, false)) => Ok(Layout::V2(base)),
+            None => Err(CgroupError::NoHierarchy {
+                root: self.root.clone(),
+            }),
         }
-        if root.join("cgroup.controllers").is_file() {
-            return Ok(Layout::V2(root));
-        }
-        if unified.join("cgroup.controllers").is_file() {
-            return Ok(Layout::V2(unified));
-        }
-        Err(CgroupError::NoHierarchy {
-            root: self.root.clone(),
-        })
     }
 
-    /// The hierarchies a cgroup path may live in, in the order memtrace looks: the v1 memory
-    /// controller (the one that OOMs, and the hierarchy whose paths the process cache reports on
-    /// hybrid hosts), v2 under `unified` on hybrid hosts, v2 at the root.
-    pub fn hierarchies(&self) -> [PathBuf; 3] {
-        [
+    /// The hierarchies a cgroup path may live in, in the order memtrace looks. On a pure v2
+    /// host (cgroup2 at the root) only the root: `memory` and `unified` there are cgroups. Else
+    /// the v1 memory controller (the one that OOMs, and the hierarchy whose paths the process
+    /// cache reports on hybrid hosts), v2 under `unified` on hybrid hosts, the root.
+    pub fn hierarchies(&self) -> Vec<PathBuf> {
+        if is_unified_root(&self.root) {
+            return vec![self.root.clone()];
+        }
+        vec![
             self.root.join("memory"),
             self.root.join("unified"),
             self.root.clone(),
@@ -350,6 +349,11 @@ impl CgroupFs {
                 path: self.root.join(&relative),
             })
     }
+}
+
+/// `root` is a cgroup2 mount (the unified hierarchy itself), not the tmpfs of v1 hierarchies.
+pub(crate) fn is_unified_root(root: &Path) -> bool {
+    root.join("cgroup.controllers").is_file()
 }
 
 /// `/a/b` → `a/b`, refusing anything that would resolve outside the hierarchy. `cgroup_path` is
@@ -822,6 +826,40 @@ mod tests {
         assert_eq!(mem.usage_bytes, Some(4096));
         assert_eq!(mem.limit_bytes, Some(1_048_576));
         assert_eq!((mem.pressure, mem.events), (None, None));
+    }
+
+    /// A pure v2 host (cgroup2 at the root) whose cgroups include one named `memory`: it is
+    /// read, found and listed as the v2 cgroup it is, and nothing is looked up in a v1
+    /// hierarchy under it.
+    #[test]
+    fn v2_cgroup_named_memory_is_a_cgroup_not_the_v1_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = root.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write("cgroup.controllers", "cpu memory pids\n");
+        write("memory/memory.current", "8192\n");
+        write("memory/memory.max", "65536\n");
+        write("memory/cgroup.procs", "");
+        write("memory/worker/cgroup.procs", "");
+        let cgroups = CgroupFs::new(root.path());
+        let mem = cgroups.memory("/memory").unwrap();
+        assert_eq!(
+            (mem.version, mem.usage_bytes, mem.limit_bytes),
+            (2, Some(8192), Some(65536))
+        );
+        assert_eq!(cgroups.hierarchies(), vec![root.path().to_path_buf()]);
+        assert_eq!(
+            cgroups.find("/worker").ok(),
+            None,
+            "/worker is not /memory/worker"
+        );
+        assert_eq!(
+            cgroups.find("/memory/worker").unwrap(),
+            root.path().join("memory/worker")
+        );
     }
 
     #[test]

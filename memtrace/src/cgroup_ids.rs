@@ -20,22 +20,19 @@ pub const MAX_CGROUPS: usize = 65_536;
 const RETRY_UNKNOWN: Duration = Duration::from_secs(1);
 
 /// The hierarchy whose cgroups the kernel reports under `cgroup_root`, and whether it is the
-/// v1 memory controller's (`true`) or the unified hierarchy (`false`). The order is that of
-/// `crate::cgroup::CgroupFs`: v1 memory first (hybrid hosts account memory there), then
-/// unified at the root, then unified under `unified`.
+/// v1 memory controller's (`true`) or the unified hierarchy (`false`): unified at the root
+/// first (a pure v2 host, where `memory` would be a cgroup of that name), then v1 memory
+/// (hybrid hosts account memory there), then unified under `unified`.
 pub fn memory_hierarchy(cgroup_root: &Path) -> Option<(PathBuf, bool)> {
+    if crate::cgroup::is_unified_root(cgroup_root) {
+        return Some((cgroup_root.to_path_buf(), false));
+    }
     let v1 = cgroup_root.join("memory");
     if v1.is_dir() {
         return Some((v1, true));
     }
-    if cgroup_root.join("cgroup.controllers").is_file() {
-        return Some((cgroup_root.to_path_buf(), false));
-    }
     let unified = cgroup_root.join("unified");
-    unified
-        .join("cgroup.controllers")
-        .is_file()
-        .then_some((unified, false))
+    crate::cgroup::is_unified_root(&unified).then_some((unified, false))
 }
 
 /// Resolver of kernel cgroup ids to paths as in `/proc/<pid>/cgroup` (`/`, `/a/b`).
@@ -129,6 +126,31 @@ mod tests {
             Some((fixtures.join("unified-only/unified"), false))
         );
         assert_eq!(memory_hierarchy(&fixtures.join("empty")), None);
+        assert_eq!(
+            memory_hierarchy(&fixtures.join("v2")),
+            Some((fixtures.join("v2"), false))
+        );
+    }
+
+    /// On a pure v2 host a cgroup named `memory` is a cgroup, not the v1 controller's
+    /// hierarchy: taking it for one would read the memory css in the kernel (ids of a
+    /// hierarchy that does not exist) and resolve ids under the wrong directory.
+    #[test]
+    fn a_v2_cgroup_named_memory_is_not_the_v1_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::create_dir_all(root.path().join("memory/worker")).unwrap();
+        assert_eq!(
+            memory_hierarchy(root.path()),
+            Some((root.path().to_path_buf(), false))
+        );
+        let ino = std::fs::metadata(root.path().join("memory/worker"))
+            .unwrap()
+            .ino();
+        assert_eq!(
+            CgroupIds::new(root.path()).path(ino),
+            Some("/memory/worker")
+        );
     }
 
     /// Ids are directory inodes: on any filesystem the walk maps them back to the paths.

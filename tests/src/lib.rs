@@ -1,5 +1,8 @@
 //! Support for the privileged integration tests: root check, driving workloads, loading memtrace.
+pub mod cgroup;
 pub mod manifests;
+
+pub use cgroup::MemoryCgroup;
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -276,55 +279,5 @@ impl Tracer {
             }
         }
         events
-    }
-}
-
-/// A cgroup v1 memory cgroup with a limit, removed on drop.
-pub struct MemoryCgroup {
-    pub dir: PathBuf,
-    /// As in /proc/<pid>/cgroup.
-    pub path: String,
-}
-
-impl MemoryCgroup {
-    pub fn new(name: &str, limit_bytes: u64) -> Self {
-        let path = format!("/{name}-{}", std::process::id());
-        let dir = PathBuf::from("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|err| {
-            panic!(
-                "mkdir {}: {err} (needs the cgroup v1 memory controller)",
-                dir.display()
-            )
-        });
-        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string())
-            .expect("set memory limit");
-        Self { dir, path }
-    }
-
-    pub fn add(&self, pid: u32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
-    }
-
-    /// A child cgroup without a limit of its own (the parent's applies): drop it before the
-    /// parent.
-    pub fn child(&self, name: &str) -> Self {
-        let dir = self.dir.join(name);
-        std::fs::create_dir(&dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
-        Self {
-            dir,
-            path: format!("{}/{name}", self.path),
-        }
-    }
-}
-
-impl Drop for MemoryCgroup {
-    fn drop(&mut self) {
-        // The cgroup can be removed only once its processes are gone.
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }

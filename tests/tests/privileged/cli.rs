@@ -483,28 +483,18 @@ fn cli_trace_text_escapes_a_hostile_process_name() {
     );
 }
 
-/// Issue 10, defect 6: two cgroup v1 memory cgroups whose names differ only in bytes that are
+/// Issue 10, defect 6: two memory cgroups whose names differ only in bytes that are
 /// not UTF-8 (`rel_\xff\xfe`, `rel_\xfe\xff`) stay two cgroups in the daemon's snapshot, each
 /// with its own process, usage and limit (lossy UTF-8 had merged them and lost both).
 #[test]
 fn cli_daemon_keeps_non_utf8_cgroups_apart() {
-    use std::os::unix::ffi::OsStrExt;
     require_root();
     let _serial = serial();
     let cgroup = |raw: &[u8], limit: u64| {
-        let name = [raw, format!("-{}", std::process::id()).as_bytes()].concat();
-        let dir =
-            std::path::Path::new("/sys/fs/cgroup/memory").join(std::ffi::OsStr::from_bytes(&name));
-        std::fs::create_dir_all(&dir).expect("mkdir cgroup");
-        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).expect("limit");
-        let mut path = String::from("/");
-        for chunk in name.utf8_chunks() {
-            path.push_str(chunk.valid());
-            for byte in chunk.invalid() {
-                path.push_str(&format!("\\x{byte:02x}"));
-            }
-        }
-        MemoryCgroup { dir, path }
+        MemoryCgroup::with_raw_name(
+            &[raw, format!("-{}", std::process::id()).as_bytes()].concat(),
+            limit,
+        )
     };
     let a = cgroup(b"rel_\xff\xfe", 32 << 20);
     let b = cgroup(b"rel_\xfe\xff", 64 << 20);

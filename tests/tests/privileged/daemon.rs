@@ -9,7 +9,7 @@ use std::{
 };
 
 use memtrace_api::{Family, OomRecord, Snapshot};
-use memtrace_tests::{MemoryCgroup, Workload, memtrace_bin, require_root};
+use memtrace_tests::{MemoryCgroup, Workload, cgroup::Layout, memtrace_bin, require_root};
 
 use crate::{
     prometheus::{Prometheus, Setup},
@@ -215,7 +215,7 @@ fn real_prometheus_sees_a_workloads_faults_and_a_real_oom_kill() {
         .cgroup_usage_at_kill_bytes
         .expect("cgroup usage at the kill");
     let stat = oom.cgroup_memory_stat.expect("memory.stat at the kill");
-    assert_eq!(stat.version, 1);
+    assert_eq!(stat.version, Layout::host().version());
     // The LRU lists, not the mapped pages: the victim is being torn down as the daemon reads.
     let parts = stat.lru_anon_bytes.expect("anon LRU")
         + stat.lru_file_bytes.expect("file LRU")

@@ -1,7 +1,7 @@
 //! Several "nodes" on one machine, for the cross-node tests. A node is:
 //! - a network namespace joined to the root namespace by a veth pair (test addresses only:
 //!   10.231.0.0/24, one /30 per node);
-//! - a cgroup v1 memory cgroup whose limit stands for the node's RAM, with each workload in a
+//! - a memory cgroup (v1 or v2) whose limit stands for the node's RAM, with each workload in a
 //!   child cgroup of it;
 //! - a `memtrace daemon` inside the namespace, listening on the namespace's address.
 //!
@@ -21,13 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{memtrace_bin, require_root, workload_bin};
+use memtrace_tests::{cgroup::Layout, memtrace_bin, require_root, workload_bin};
 
 use crate::daemon::get;
 
 /// Names of everything a run creates start with this, and end with the test process's pid.
 const PREFIX: &str = "mte2e";
-const MEMORY_CGROUPS: &str = "/sys/fs/cgroup/memory";
 const NETNS_DIR: &str = "/run/netns";
 /// The daemons' port (each namespace has its own address).
 pub(crate) const DAEMON_PORT: u16 = 9847;
@@ -64,7 +63,11 @@ fn remove_stale() {
             let _ = Command::new("ip").args(["netns", "delete", &name]).status();
         }
     }
-    for entry in fs::read_dir(MEMORY_CGROUPS).into_iter().flatten().flatten() {
+    for entry in fs::read_dir(Layout::host().memory_root())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if stale(&name) {
             remove_cgroup_tree(&entry.path());
@@ -122,7 +125,7 @@ impl Drop for NetNs {
     }
 }
 
-/// A cgroup v1 memory cgroup tree: processes killed and cgroups removed on drop.
+/// A memory cgroup tree: processes killed and cgroups removed on drop.
 pub(crate) struct CgroupTree {
     pub(crate) dir: PathBuf,
     /// As in `/proc/<pid>/cgroup`.
@@ -131,16 +134,10 @@ pub(crate) struct CgroupTree {
 
 impl CgroupTree {
     fn new(path: String, limit_bytes: Option<u64>) -> Self {
-        let dir = Path::new(MEMORY_CGROUPS).join(path.trim_start_matches('/'));
-        fs::create_dir_all(&dir).unwrap_or_else(|err| {
-            panic!(
-                "mkdir {}: {err} (needs the cgroup v1 memory controller)",
-                dir.display()
-            )
-        });
+        let layout = Layout::host();
+        let dir = layout.create(Path::new(path.trim_start_matches('/')));
         if let Some(limit) = limit_bytes {
-            fs::write(dir.join("memory.limit_in_bytes"), limit.to_string())
-                .expect("set memory limit");
+            layout.set_limit(&dir, limit);
         }
         Self { dir, path }
     }
@@ -326,7 +323,9 @@ impl Node {
     }
 
     pub(crate) fn cgroup_dir(&self, path: &str) -> PathBuf {
-        Path::new(MEMORY_CGROUPS).join(path.trim_start_matches('/'))
+        Layout::host()
+            .memory_root()
+            .join(path.trim_start_matches('/'))
     }
 
     fn spawn_daemon(&mut self, extra: &[String]) {
