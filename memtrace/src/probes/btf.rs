@@ -283,6 +283,17 @@ impl KernelBtf {
     }
 
     pub fn rss_layout(&self) -> Result<RssLayout, BtfError> {
+        // Before Linux 6.2, `mm->rss_stat` is a `struct mm_rss_stat { atomic_long_t
+        // count[NR_MM_COUNTERS]; }`, not an array of `percpu_counter` (which those kernels
+        // have too, for other uses): 8-byte counters at the start of the struct.
+        if let Ok(count) = self.offset_of("mm_rss_stat", "count") {
+            return Ok(RssLayout {
+                task_mm: self.offset_of("task_struct", "mm")?,
+                mm_rss_stat: self.offset_of("mm_struct", "rss_stat")? + count,
+                counter_size: 8,
+                counter_count: 0,
+            });
+        }
         Ok(RssLayout {
             task_mm: self.offset_of("task_struct", "mm")?,
             mm_rss_stat: self.offset_of("mm_struct", "rss_stat")?,
