@@ -151,7 +151,7 @@ pub fn perf_paranoid_warning(proc: &Path, sys_admin: bool) -> Option<String> {
     let level: i32 = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
     (level > 2 && !sys_admin).then(|| {
         format!(
-            "kernel.perf_event_paranoid is {level} and memtrace runs without CAP_SYS_ADMIN: Debian's and Ubuntu's kernels then refuse perf_event_open, so no tracepoint probe (mmap, rss, reclaim, oom, lifecycle) nor perf counter attaches, only the raw tracepoints and the task sampler; set it to 2 (`sysctl -w kernel.perf_event_paranoid=2`, and across boots `kernel.perf_event_paranoid = 2` in /etc/sysctl.d/60-memtrace.conf), or run memtrace as root"
+            "kernel.perf_event_paranoid is {level} and memtrace runs without CAP_SYS_ADMIN: Debian's and Ubuntu's kernels then refuse perf_event_open (EACCES), so no classic tracepoint nor perf counter attaches (the mmap, oom and lifecycle families and part of reclaim are lost), only raw tracepoints and the task sampler; set it to 2 (`sysctl -w kernel.perf_event_paranoid=2`, and across boots `kernel.perf_event_paranoid = 2` in /etc/sysctl.d/60-memtrace.conf), or run memtrace as root"
         )
     })
 }
