@@ -6,6 +6,8 @@
 //! Anonymous struct/union members are searched through, as the kernel nests most `mm_struct`
 //! fields in them.
 use std::{
+    fs::File,
+    os::fd::{AsRawFd, FromRawFd},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -80,15 +82,44 @@ impl std::fmt::Debug for KernelBtf {
 
 impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self, BtfError> {
-        // Mmap backend: only the few types looked up are parsed (the default parses all ~100k
-        // types of vmlinux up front: ~150 ms and tens of MiB the daemon would keep as heap).
-        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap).map_err(|err| {
-            BtfError::Read {
-                path: path.to_path_buf(),
-                source: Arc::new(err),
+        Self::open_with(path, |path| {
+            Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+        })
+    }
+
+    /// Opens `path` with `map` (the mmap backend; a parameter so tests can refuse the mapping).
+    ///
+    /// The mmap backend parses only the few types looked up (the cache backend parses all
+    /// ~100k types of vmlinux up front: ~150 ms and tens of MiB the daemon would keep as heap).
+    /// sysfs BTF can be mapped only since Linux 6.18 (before: ENODEV), so where the mapping is
+    /// refused the file is copied into a memfd, which can be, and mapped from there: the same
+    /// lazy parse, for a few MiB of shared memory freed when this value is dropped.
+    fn open_with(
+        path: &Path,
+        map: impl Fn(&Path) -> btf_rs::Result<Btf>,
+    ) -> Result<Self, BtfError> {
+        let read_error = |path: &Path, err| BtfError::Read {
+            path: path.to_path_buf(),
+            source: Arc::new(err),
+        };
+        match map(path) {
+            Ok(btf) => Ok(Self { btf }),
+            Err(btf_rs::Error::IO(refused)) => {
+                tracing::debug!(
+                    "mapping {}: {refused}; mapping a copy in memory instead",
+                    path.display()
+                );
+                let copy = copy_to_memfd(path).map_err(|err| read_error(path, err.into()))?;
+                // The memfd reopened through procfs: btf-rs maps only files it opens itself.
+                let btf = map(&PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    copy.as_raw_fd()
+                )))
+                .map_err(|err| read_error(path, err))?;
+                Ok(Self { btf })
             }
-        })?;
-        Ok(Self { btf })
+            Err(err) => Err(read_error(path, err)),
+        }
     }
 
     fn strukt(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
@@ -252,6 +283,17 @@ impl KernelBtf {
     }
 
     pub fn rss_layout(&self) -> Result<RssLayout, BtfError> {
+        // Before Linux 6.2, `mm->rss_stat` is a `struct mm_rss_stat { atomic_long_t
+        // count[NR_MM_COUNTERS]; }`, not an array of `percpu_counter` (which those kernels
+        // have too, for other uses): 8-byte counters at the start of the struct.
+        if let Ok(count) = self.offset_of("mm_rss_stat", "count") {
+            return Ok(RssLayout {
+                task_mm: self.offset_of("task_struct", "mm")?,
+                mm_rss_stat: self.offset_of("mm_struct", "rss_stat")? + count,
+                counter_size: 8,
+                counter_count: 0,
+            });
+        }
         Ok(RssLayout {
             task_mm: self.offset_of("task_struct", "mm")?,
             mm_rss_stat: self.offset_of("mm_struct", "rss_stat")?,
@@ -259,6 +301,19 @@ impl KernelBtf {
             counter_count: self.offset_of("percpu_counter", "count")?,
         })
     }
+}
+
+/// A copy of the file at `path` in an anonymous memory file (closed on exec).
+fn copy_to_memfd(path: &Path) -> std::io::Result<File> {
+    // SAFETY: a plain syscall with a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"memtrace-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut copy = unsafe { File::from_raw_fd(fd) };
+    std::io::copy(&mut File::open(path)?, &mut copy)?;
+    Ok(copy)
 }
 
 /// What the kernel's BTF says (or why it could not), for the families that read kernel structs:
@@ -380,6 +435,40 @@ mod tests {
         assert_eq!(v2.css_cgroup, FIELD_ABSENT, "{v2:?}");
         assert_ne!(v1.cset_link, v2.cset_link);
         assert!(v1.kn_id < 256 && v1.cgroup_kn < 4096, "{v1:?}");
+    }
+
+    /// Where the kernel refuses to map its BTF (sysfs before Linux 6.18: ENODEV), the layouts
+    /// come from a copy in memory, the same as from the mapped file.
+    #[test]
+    fn reads_a_copy_when_the_file_cannot_be_mapped() {
+        let path = Path::new(crate::preflight::KERNEL_BTF);
+        let refused = std::sync::atomic::AtomicUsize::new(0);
+        let btf = KernelBtf::open_with(path, |candidate| {
+            if candidate == path {
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(std::io::Error::from_raw_os_error(libc::ENODEV).into());
+            }
+            Btf::from_file_with_backend(candidate, btf_rs::Backend::Mmap)
+        })
+        .unwrap();
+        assert_eq!(refused.into_inner(), 1);
+        let mapped = KernelBtf::open(path).unwrap();
+        assert_eq!(btf.task_layout().unwrap(), mapped.task_layout().unwrap());
+        assert_eq!(btf.rss_layout().unwrap(), mapped.rss_layout().unwrap());
+        assert_eq!(
+            btf.cgroup_layouts().unwrap(),
+            mapped.cgroup_layouts().unwrap()
+        );
+        // A file that is not there is still an error naming it, not a mapping attempt of nothing.
+        let err = KernelBtf::open_with(Path::new("/nonexistent/vmlinux"), |_| {
+            Err(std::io::Error::from_raw_os_error(libc::ENODEV).into())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("reading kernel BTF /nonexistent/vmlinux: i/o error: No such file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub enum AttachError {
     #[error("program {program} missing from the eBPF object")]
     MissingProgram { program: &'static str },
     /// The object's program is not of the kind the hook needs.
-    #[error("{source}")]
+    #[error("{}", with_causes(source))]
     WrongKind {
         program: &'static str,
         #[source]
@@ -90,7 +90,7 @@ pub enum AttachError {
         log_tail: String,
     },
     /// Loading or attaching failed for another reason than the verifier.
-    #[error("{source}")]
+    #[error("{}", with_causes(source))]
     Program {
         program: &'static str,
         #[source]
@@ -105,6 +105,20 @@ pub enum AttachError {
         #[source]
         source: io::Error,
     },
+}
+
+/// `err` and its causes on one line: aya's syscall errors say only which call failed and keep
+/// the errno as their source, and the errno is what tells a missing capability (EPERM), a
+/// perf_event_open policy (EACCES) and a missing hook (ENOENT) apart.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        line.push_str(": ");
+        line.push_str(&err.to_string());
+        cause = err.source();
+    }
+    line
 }
 
 impl AttachError {
@@ -214,5 +228,27 @@ pub(super) fn unload(ebpf: &mut Ebpf, name: &str) {
         if let Err(err) = result {
             tracing::warn!("unloading {name}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Debian's `perf_event_paranoid` 3 refuses every tracepoint with EACCES: the report must
+    /// carry the errno, not only the call's name.
+    #[test]
+    fn a_failed_syscall_is_reported_with_its_errno() {
+        let err = AttachError::Program {
+            program: "mmap_exit",
+            source: ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "perf_event_open_trace_point",
+                io_error: io::Error::from_raw_os_error(libc::EACCES),
+            }),
+        };
+        assert_eq!(
+            err.to_string(),
+            "`perf_event_open_trace_point` failed: Permission denied (os error 13)"
+        );
     }
 }
