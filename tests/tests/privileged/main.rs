@@ -26,6 +26,7 @@ mod ring;
 mod rss;
 mod scope;
 mod support;
+mod systemd;
 mod tasks;
 mod web_config;
 mod workloads;
