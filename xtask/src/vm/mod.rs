@@ -284,10 +284,9 @@ fn stage_input(ctx: &Ctx, dir: &Path, bench: bool) -> Result<()> {
         for name in ["memtrace", "bench-faults", "bench-mmap"] {
             copy(&target.join(name), &dir.join("release").join(name))?;
         }
-        copy(
-            &std::env::current_exe().context("this xtask's path")?,
-            &dir.join("xtask"),
-        )?;
+        // The workspace build above may have replaced the running xtask (its path then ends in
+        // " (deleted)"): copy the one it built, from the same sources.
+        copy(&debug.join("xtask"), &dir.join("xtask"))?;
     }
     Ok(())
 }
