@@ -184,12 +184,22 @@ fn bench_cell(run: &KernelRun, number: u64) -> String {
         .filter(|row| row["benchmark"].as_u64() == Some(number))
         .map(|row| {
             let figure = row["figure"].as_str().unwrap_or("");
+            // Benchmarks 1 and 2: memtrace's overhead and its ratio to bpftrace's; 11: one row
+            // per attach mechanism, named by its first word.
             let short = if figure.contains('÷') {
                 "÷ bpftrace"
+            } else if figure.starts_with("memtrace overhead") {
+                "memtrace"
             } else {
-                "overhead"
+                figure.split_whitespace().next().unwrap_or(figure)
             };
-            format!("{short} {}", row["result"].as_str().unwrap_or("?"))
+            let result = row["result"].as_str().unwrap_or("?");
+            let result = if result.starts_with("not run") {
+                "not run"
+            } else {
+                result
+            };
+            format!("{short} {result}")
         })
         .collect();
     if rows.is_empty() {

@@ -69,6 +69,10 @@ pub struct VmTestArgs {
     /// Rewrite README.md's "Supported kernels" table with this run's matrix.
     #[arg(long)]
     update_readme: bool,
+    /// Boot nothing: render the matrix from the results the last runs left in target/vm-test/
+    /// (a kernel without results is reported as not run).
+    #[arg(long)]
+    report_only: bool,
 }
 
 pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
@@ -79,6 +83,9 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
         );
     }
     let started = Instant::now();
+    if args.report_only {
+        return report_only(ctx, &args);
+    }
     setup(ctx)?;
     ensure_tracefs();
     ensure_apt_packages(
@@ -149,6 +156,64 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
         runs.push(run);
     }
 
+    finish(ctx, &args, &runs, started)
+}
+
+/// The matrix from results already on disk.
+fn report_only(ctx: &Ctx, args: &VmTestArgs) -> Result<()> {
+    let out_dir = ctx.root.join("target/vm-test");
+    let mut runs = Vec::new();
+    let host = out_dir.join("host");
+    if !args.no_host && host.join("facts.env").exists() {
+        let mut skips = NOT_IN_VMS.to_vec();
+        skips.push(NOT_ON_THIS_HOST);
+        runs.push(
+            KernelRun {
+                name: "this machine".into(),
+                users: "the development and CI machines".into(),
+                how: "native".into(),
+                skipped_tests: skip_notes(&skips),
+                ..KernelRun::default()
+            }
+            .read(&host),
+        );
+    }
+    let selected: Vec<&Kernel> = if args.kernels.is_empty() {
+        KERNELS.iter().collect()
+    } else {
+        args.kernels.clone()
+    };
+    for kernel in selected {
+        let results = out_dir.join(kernel.name);
+        let mut run = KernelRun {
+            name: kernel.name.to_owned(),
+            users: kernel.users.to_owned(),
+            how: "TCG".into(),
+            skipped_tests: skip_notes(&NOT_IN_VMS),
+            ..KernelRun::default()
+        };
+        if results.join("facts.env").exists() {
+            run = run.read(&results);
+            let release = run.facts.get("release").cloned().unwrap_or_default();
+            run.package = fs::read_to_string(
+                ctx.root
+                    .join("target/vm/kernels")
+                    .join(release)
+                    .join(".version"),
+            )
+            .ok();
+        } else {
+            run.error = Some(format!("not run: no results in {}", results.display()));
+        }
+        runs.push(run);
+    }
+    finish(ctx, args, &runs, Instant::now())
+}
+
+/// Renders, writes and prints the matrix, updates the README if asked, and fails if a kernel
+/// did.
+fn finish(ctx: &Ctx, args: &VmTestArgs, runs: &[KernelRun], started: Instant) -> Result<()> {
+    let out_dir = ctx.root.join("target/vm-test");
     let when = output({
         let mut date = Command::new("date");
         date.args(["-u", "+%Y-%m-%d %H:%M UTC"]);
@@ -158,7 +223,7 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
         "cargo xtask vm-test{}",
         if args.bench { " --bench" } else { "" }
     );
-    let table = matrix::render(&runs, when.trim(), &command);
+    let table = matrix::render(runs, when.trim(), &command);
     let path = out_dir.join("matrix.md");
     fs::write(&path, &table)?;
     println!("{table}");
