@@ -28,7 +28,28 @@ pub struct KernelRun {
     pub tests: Option<TestCounts>,
     pub failed_tests: Vec<String>,
     pub skipped_tests: Vec<String>,
+    /// Tests listed in `known-failures.txt` for this kernel: (name, why).
+    pub known: Vec<(String, String)>,
     pub bench: Vec<Value>,
+}
+
+const KNOWN_FAILURES: &str = include_str!("known-failures.txt");
+
+/// The entries of `known-failures.txt` for `kernel`: (test, why).
+pub fn known_failures(kernel: &str) -> Vec<(String, String)> {
+    parse_known(KNOWN_FAILURES, kernel)
+}
+
+fn parse_known(text: &str, kernel: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let mut words = line.splitn(3, ' ');
+            let (k, test, why) = (words.next()?, words.next()?, words.next().unwrap_or(""));
+            (k == kernel).then(|| (test.to_owned(), why.trim().to_owned()))
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -95,17 +116,27 @@ impl KernelRun {
                 daemon("exit")
             ));
         }
+        let unexpected = self.unexpected_failures();
         match &self.tests {
             None => problems.push("the privileged tests did not report a result".into()),
-            Some(t) if t.failed > 0 => problems.push(format!(
-                "{} privileged test(s) failed: {}",
-                t.failed,
-                self.failed_tests.join(", ")
-            )),
             Some(t) if t.passed == 0 => problems.push("no privileged test ran".into()),
+            Some(_) if !unexpected.is_empty() => problems.push(format!(
+                "{} privileged test(s) failed: {}",
+                unexpected.len(),
+                unexpected.join(", ")
+            )),
             Some(_) => {}
         }
         problems
+    }
+
+    /// Failed tests that `known-failures.txt` does not list for this kernel.
+    fn unexpected_failures(&self) -> Vec<String> {
+        self.failed_tests
+            .iter()
+            .filter(|test| !self.known.iter().any(|(known, _)| known == *test))
+            .cloned()
+            .collect()
     }
 }
 
@@ -247,11 +278,27 @@ pub fn render(runs: &[KernelRun], when: &str, command: &str) -> String {
                 other => other,
             }
         );
+        let known_failed = run.failed_tests.len() - run.unexpected_failures().len();
+        for (test, why) in &run.known {
+            if run.failed_tests.contains(test) {
+                notes.push(format!("{}: `{test}` failed, known: {why}", run.name));
+            } else if run.tests.is_some() {
+                notes.push(format!(
+                    "{}: `{test}` passed, though listed as a known failure ({why})",
+                    run.name
+                ));
+            }
+        }
         let tests = match &run.tests {
             Some(t) => format!(
-                "{} passed, {} failed{}",
+                "{} passed, {} failed{}{}",
                 t.passed,
                 t.failed,
+                if known_failed > 0 {
+                    format!(" ({known_failed} known¹)")
+                } else {
+                    String::new()
+                },
                 if t.filtered > 0 {
                     format!(", {} not run here²", t.filtered)
                 } else {
@@ -388,6 +435,36 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[1].contains("faults::minor"), "{problems:?}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn known_failures_are_read_per_kernel_and_excuse_only_themselves() {
+        let text = "# comment\n7.3 a::x slow here\n6.1 b::y other\n";
+        assert_eq!(
+            parse_known(text, "7.3"),
+            [("a::x".to_owned(), "slow here".to_owned())]
+        );
+        let run = KernelRun {
+            name: "7.3".into(),
+            failed_tests: vec!["a::x".into(), "c::z".into()],
+            known: parse_known(text, "7.3"),
+            tests: Some(TestCounts {
+                passed: 3,
+                failed: 2,
+                ignored: 0,
+                filtered: 0,
+            }),
+            ..KernelRun::default()
+        };
+        assert_eq!(run.unexpected_failures(), ["c::z"]);
+        // The committed list names kernels of the matrix only.
+        for line in KNOWN_FAILURES
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
+            let kernel = line.split(' ').next().unwrap();
+            assert!(super::super::kernels::by_name(kernel).is_ok(), "{line}");
+        }
     }
 
     #[test]

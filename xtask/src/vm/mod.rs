@@ -143,6 +143,7 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
             package: Some(unpacked.version.clone()),
             how: format!("{accel:?}").to_uppercase(),
             skipped_tests: skip_notes(&NOT_IN_VMS),
+            known: matrix::known_failures(kernel.name),
             ..KernelRun::default()
         };
         match boot.run() {
@@ -190,6 +191,7 @@ fn report_only(ctx: &Ctx, args: &VmTestArgs) -> Result<()> {
             users: kernel.users.to_owned(),
             how: "TCG".into(),
             skipped_tests: skip_notes(&NOT_IN_VMS),
+            known: matrix::known_failures(kernel.name),
             ..KernelRun::default()
         };
         if results.join("facts.env").exists() {
