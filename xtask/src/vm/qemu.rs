@@ -96,7 +96,9 @@ impl Boot<'_> {
             .arg(&self.kernel.vmlinuz)
             .arg("-initrd")
             .arg(&self.kernel.initrd)
-            .args(["-append", "root=/dev/vda rw console=ttyS0 quiet"])
+            // panic=1 with -no-reboot: a guest kernel panic ends qemu at once instead of hanging
+            // until the timeout.
+            .args(["-append", "root=/dev/vda rw console=ttyS0 quiet panic=1"])
             // cache=unsafe: flushes to a snapshot overlay hung these guests at shutdown.
             .args(["-drive", &drive(self.image, "snapshot=on,cache=unsafe")])
             .args(["-drive", &drive(self.input, "readonly=on")])
