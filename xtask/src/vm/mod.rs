@@ -166,18 +166,7 @@ fn report_only(ctx: &Ctx, args: &VmTestArgs) -> Result<()> {
     let mut runs = Vec::new();
     let host = out_dir.join("host");
     if !args.no_host && host.join("facts.env").exists() {
-        let mut skips = NOT_IN_VMS.to_vec();
-        skips.push(NOT_ON_THIS_HOST);
-        runs.push(
-            KernelRun {
-                name: "this machine".into(),
-                users: "the development and CI machines".into(),
-                how: "native".into(),
-                skipped_tests: skip_notes(&skips),
-                ..KernelRun::default()
-            }
-            .read(&host),
-        );
+        runs.push(host_run().read(&host));
     }
     let selected: Vec<&Kernel> = if args.kernels.is_empty() {
         KERNELS.iter().collect()
@@ -273,9 +262,7 @@ fn run_host(input_dir: &Path, results: &Path) -> Result<KernelRun> {
     if results.exists() {
         fs::remove_dir_all(results)?;
     }
-    let mut skips = NOT_IN_VMS.to_vec();
-    skips.push(NOT_ON_THIS_HOST);
-    write_skip_list(input_dir, &skips)?;
+    write_skip_list(input_dir, &host_skips())?;
     say("running the plan natively on this machine");
     let started = Instant::now();
     let mut plan = Command::new("sh");
@@ -284,16 +271,30 @@ fn run_host(input_dir: &Path, results: &Path) -> Result<KernelRun> {
         .arg(results);
     status(plan)?;
     let run = KernelRun {
-        name: "this machine".into(),
-        users: "the development and CI machines".into(),
-        how: "native".into(),
         took: Some(started.elapsed()),
-        skipped_tests: skip_notes(&skips),
-        ..KernelRun::default()
+        ..host_run()
     }
     .read(results);
     say(format!("this machine: {}", summary_line(&run)));
     Ok(run)
+}
+
+/// Tests the native run skips: those of the VMs, and those that need systemd as PID 1.
+fn host_skips() -> Vec<(&'static str, &'static str)> {
+    let mut skips = NOT_IN_VMS.to_vec();
+    skips.push(NOT_ON_THIS_HOST);
+    skips
+}
+
+/// This machine's row, before its results are read.
+fn host_run() -> KernelRun {
+    KernelRun {
+        name: "this machine".into(),
+        users: "the development and CI machines".into(),
+        how: "native".into(),
+        skipped_tests: skip_notes(&host_skips()),
+        ..KernelRun::default()
+    }
 }
 
 fn skip_notes(skips: &[(&str, &str)]) -> Vec<String> {
