@@ -44,15 +44,7 @@ fn png(ctx: &Ctx) -> Result<()> {
         bail!("--png runs a privileged test (real eBPF programs and cgroups): run it as root");
     }
     let python = python::venv(ctx, &[REQUIREMENTS, RENDER_REQUIREMENTS])?;
-    let mut build = ctx.cmd("cargo");
-    build.args([
-        "build",
-        "--workspace",
-        "--exclude",
-        "memtrace-ebpf",
-        "--bins",
-    ]);
-    status(build)?;
+    crate::build_workspace_bins(ctx)?;
     let out = ctx.root.join(PNG);
     let mut test = ctx.cmd("cargo");
     test.args([

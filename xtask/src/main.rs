@@ -450,6 +450,38 @@ fn build(ctx: &Ctx, release: bool) -> Result<()> {
     status(c)
 }
 
+/// Every binary of the workspace (memtrace, the test workloads, xtask), debug: what the
+/// privileged tests, the dashboards' check and the kernel matrix run.
+fn build_workspace_bins(ctx: &Ctx) -> Result<()> {
+    let mut c = ctx.cmd("cargo");
+    c.args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "memtrace-ebpf",
+        "--bins",
+    ]);
+    status(c)
+}
+
+/// Release builds of memtrace and the benchmark workloads, in `target/release`.
+fn build_release_bins(ctx: &Ctx) -> Result<PathBuf> {
+    let mut c = ctx.cmd("cargo");
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "memtrace",
+        "-p",
+        "memtrace-tests",
+        "--bins",
+    ])
+    .env_remove("CARGO_TARGET_DIR");
+    say("building release binaries: cargo build --release -p memtrace -p memtrace-tests --bins");
+    status(c)?;
+    Ok(ctx.root.join("target/release"))
+}
+
 fn exec_memtrace(ctx: &Ctx, release: bool, args: &[OsString]) -> Result<()> {
     let bin = ctx
         .target_dir()

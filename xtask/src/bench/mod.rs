@@ -188,24 +188,7 @@ impl Benchmark {
 fn locate_bins(ctx: &Ctx, args: &BenchArgs) -> Result<Bins> {
     let dir = match &args.bin_dir {
         Some(d) => ctx.root.join(d),
-        None => {
-            let mut c = ctx.cmd("cargo");
-            c.args([
-                "build",
-                "--release",
-                "-p",
-                "memtrace",
-                "-p",
-                "memtrace-tests",
-                "--bins",
-            ])
-            .env_remove("CARGO_TARGET_DIR");
-            say(
-                "building release binaries: cargo build --release -p memtrace -p memtrace-tests --bins",
-            );
-            crate::status(c)?;
-            ctx.root.join("target/release")
-        }
+        None => crate::build_release_bins(ctx)?,
     };
     let bins = Bins {
         memtrace: dir.join("memtrace"),

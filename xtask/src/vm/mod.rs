@@ -23,7 +23,10 @@ use self::{
     matrix::KernelRun,
     qemu::{Accel, Boot},
 };
-use crate::{Ctx, ensure_apt_packages, ensure_tracefs, is_root, output, say, setup, status};
+use crate::{
+    Ctx, build_release_bins, build_workspace_bins, ensure_apt_packages, ensure_tracefs, is_root,
+    output, say, setup, status,
+};
 
 const PLAN: &str = include_str!("guest/plan.sh");
 
@@ -320,15 +323,7 @@ fn stage_input(ctx: &Ctx, dir: &Path, bench: bool) -> Result<()> {
         fs::remove_dir_all(dir)?;
     }
     fs::create_dir_all(dir.join("release"))?;
-    let mut build = ctx.cmd("cargo");
-    build.args([
-        "build",
-        "--workspace",
-        "--exclude",
-        "memtrace-ebpf",
-        "--bins",
-    ]);
-    status(build)?;
+    build_workspace_bins(ctx)?;
     let debug = ctx.root.join("target/debug");
     for name in ["memtrace", "memtrace-workload"] {
         copy(&debug.join(name), &dir.join(name))?;
@@ -337,18 +332,7 @@ fn stage_input(ctx: &Ctx, dir: &Path, bench: bool) -> Result<()> {
     fs::write(dir.join("plan.sh"), PLAN)?;
     fs::set_permissions(dir.join("plan.sh"), fs::Permissions::from_mode(0o755))?;
     if bench {
-        let mut release = ctx.cmd("cargo");
-        release.args([
-            "build",
-            "--release",
-            "-p",
-            "memtrace",
-            "-p",
-            "memtrace-tests",
-            "--bins",
-        ]);
-        status(release)?;
-        let target = ctx.root.join("target/release");
+        let target = build_release_bins(ctx)?;
         for name in ["memtrace", "bench-faults", "bench-mmap"] {
             copy(&target.join(name), &dir.join("release").join(name))?;
         }
