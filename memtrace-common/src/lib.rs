@@ -161,10 +161,23 @@ pub struct RssOffsets {
     pub task_mm: u32,
     /// `offsetof(struct mm_struct, rss_stat)`.
     pub mm_rss_stat: u32,
-    /// `sizeof(struct percpu_counter)`.
+    /// `sizeof(struct percpu_counter)` (8 with [`rss_flag::ATOMIC_COUNTERS`]).
     pub counter_size: u32,
-    /// `offsetof(struct percpu_counter, count)`.
+    /// `offsetof(struct percpu_counter, count)` (0 with [`rss_flag::ATOMIC_COUNTERS`]).
     pub counter_count: u32,
+    /// [`rss_flag`] bits.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<RssOffsets>() == 36);
+
+/// [`RssOffsets::flags`].
+pub mod rss_flag {
+    /// `mm->rss_stat` is `struct mm_rss_stat { atomic_long_t count[]; }` (before Linux 6.2): the
+    /// counters are exact, each thread adds its changes in batches of up to 64 faults
+    /// (`TASK_RSS_EVENTS_THRESH`), so every `rss_stat` call carries a batch; and the BTF
+    /// verifier of those kernels refuses a typed load from an `atomic_long_t` array, so they are
+    /// read with `bpf_probe_read_kernel`.
+    pub const ATOMIC_COUNTERS: u32 = 1;
 }
 
 /// Offsets in the `vmscan` reclaim begin/end records.
@@ -222,8 +235,13 @@ pub struct TaskOffsets {
     pub task_comm: u32,
     /// `mm_struct.total_vm` (pages mapped: the process's virtual size).
     pub mm_total_vm: u32,
+    /// `signal_struct.live` (`atomic_t`): the group's threads not yet past `do_exit`'s
+    /// decrement. Kernels whose `sched_process_exit` has no `group_dead` field (6.12 and older
+    /// among those measured) run the tracepoint after that decrement, so 0 there means the
+    /// process is ending.
+    pub signal_live: u32,
 }
-const _: () = assert!(size_of::<TaskOffsets>() == 60);
+const _: () = assert!(size_of::<TaskOffsets>() == 64);
 
 /// Kernel struct layout (from vmlinux BTF) to a task's cgroup id: `task->cgroups` (a
 /// `css_set`), then the memory controller's cgroup (`->subsys[memory_cgrp_id]->cgroup`, cgroup
@@ -298,8 +316,21 @@ pub struct Offsets {
     /// A task's cgroup id (exit and OOM events).
     pub cgroup: CgroupOffsets,
     pub attach: AttachOffsets,
+    /// [`helper_flag`] bits: the BPF helpers this kernel has, of those some paths need.
+    pub helpers: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 32 + 16 + 24 + 60 + 24 + 24 + 16);
+const _: () =
+    assert!(size_of::<Offsets>() == 4 * 24 + 8 + 40 + 36 + 16 + 24 + 64 + 24 + 24 + 16 + 4);
+
+/// [`Offsets::helpers`]: BPF helpers newer than the oldest kernels memtrace loads on. Programs
+/// call them only on a branch the flag enables; `OFFSETS` is read-only, so on a kernel without
+/// one the verifier never walks (and never refuses) the call.
+pub mod helper_flag {
+    /// `bpf_get_current_task_btf` (Linux 5.11): BTF-typed loads from the current task.
+    pub const CURRENT_TASK_BTF: u32 = 1;
+    /// `bpf_task_pt_regs` (Linux 5.15): the current task's user registers as a BTF pointer.
+    pub const TASK_PT_REGS: u32 = 1 << 1;
+}
 
 impl Offsets {
     /// All fields absent: programs that need a field check for [`FIELD_ABSENT`] and skip.
@@ -339,6 +370,7 @@ impl Offsets {
             mm_rss_stat: FIELD_ABSENT,
             counter_size: FIELD_ABSENT,
             counter_count: FIELD_ABSENT,
+            flags: 0,
         },
         reclaim: ReclaimOffsets {
             begin_order: FIELD_ABSENT,
@@ -370,6 +402,7 @@ impl Offsets {
             task_thread_node: FIELD_ABSENT,
             task_comm: FIELD_ABSENT,
             mm_total_vm: FIELD_ABSENT,
+            signal_live: FIELD_ABSENT,
         },
         madvise_enter: SyscallEnterOffsets {
             args: [FIELD_ABSENT; 6],
@@ -381,6 +414,7 @@ impl Offsets {
             pid: FIELD_ABSENT,
             filter_root: FIELD_ABSENT,
         },
+        helpers: 0,
     };
 }
 

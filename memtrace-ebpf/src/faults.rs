@@ -8,13 +8,11 @@ use aya_ebpf::{
     macros::{perf_event, raw_tracepoint},
     programs::{PerfEventContext, RawTracePointContext},
 };
-use memtrace_common::{FaultEvent, kind};
+use memtrace_common::{FaultEvent, helper_flag, kind};
 
 use crate::{
-    helpers::{
-        add, batched_wakeup, current, emit, filter_pass, have_btf, header_with_comm, stats_entry,
-    },
-    maps::{CONFIG, FAULT_EVENTS, PROC_STATS, SAMPLE_COUNTER},
+    helpers::{add, batched_wakeup, current, emit, filter_pass, header_with_comm, stats_entry},
+    maps::{CONFIG, FAULT_EVENTS, PROC_STATS, SAMPLE_COUNTER, offset},
 };
 
 #[raw_tracepoint(tracepoint = "page_fault_user")]
@@ -71,9 +69,9 @@ fn on_fault(ctx: &RawTracePointContext, user: u32) {
     let address: u64 = ctx.arg(0);
     let regs: *const pt_regs = ctx.arg(1);
     let error_code: u64 = ctx.arg(2);
-    let ip = if user != 0 && have_btf() {
-        // A user fault's frame is the task's saved user registers: with BTF (as for the comm),
-        // `bpf_task_pt_regs` gives a pointer the verifier checks, so this is one load instead
+    let ip = if user != 0 && offset!(helpers) & helper_flag::TASK_PT_REGS != 0 {
+        // A user fault's frame is the task's saved user registers: where the kernel has
+        // `bpf_task_pt_regs` (5.15+, with BTF), it gives a pointer the verifier checks, so this is one load instead
         // of a `bpf_probe_read_kernel` call.
         // SAFETY: BTF-typed pointer to the current task's `struct pt_regs`.
         unsafe { (*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs)).rip }

@@ -10,14 +10,16 @@ use aya_ebpf::{
         BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
     },
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str_bytes,
     },
     maps::RingBuf,
     programs::TracePointContext,
 };
 use memtrace_common::{
-    COMM_LEN, Config, EventHeader, FIELD_ABSENT, ProcStats, TaskOffsets, config_flag, filter, loss,
+    COMM_LEN, Config, EventHeader, FIELD_ABSENT, ProcStats, TaskOffsets, config_flag, filter,
+    helper_flag, loss,
 };
 
 use crate::maps::{CONFIG, EVENTS, FILTER_COMMS, FILTER_PIDS, LOSSES, PROC_STATS, offset};
@@ -99,10 +101,11 @@ pub fn header_with_comm(kind: u32, pid_tgid: u64, comm: [u8; COMM_LEN]) -> Event
     }
 }
 
-/// Whether the loader found kernel BTF (it then sets `task_comm`, whatever families run): the
-/// programs may then load from BTF-typed task and register pointers directly.
+/// Whether the loader found kernel BTF and `bpf_get_current_task_btf` (it then sets
+/// `task_comm`, whatever families run): the programs may then load from the BTF-typed current
+/// task directly.
 #[inline(always)]
-pub fn have_btf() -> bool {
+fn have_btf() -> bool {
     offset!(task.task_comm) != FIELD_ABSENT
 }
 
@@ -275,11 +278,16 @@ pub fn task_cgroup_id(task: u64, load: fn(u64) -> u64) -> u64 {
     load(kn + u64::from(c.kn_id))
 }
 
-/// The current task's cgroup id ([`task_cgroup_id`]): BTF loads from the current task.
+/// The current task's cgroup id ([`task_cgroup_id`]): BTF loads from the current task, or
+/// checked reads where the kernel lacks `bpf_get_current_task_btf` (before 5.11).
 #[inline(always)]
 pub fn current_cgroup_id() -> u64 {
     if offset!(cgroup.task_cgroups) == FIELD_ABSENT {
         return 0;
+    }
+    if offset!(helpers) & helper_flag::CURRENT_TASK_BTF == 0 {
+        // SAFETY: helper without preconditions.
+        return task_cgroup_id(unsafe { bpf_get_current_task() }, read_kernel::<u64>);
     }
     // SAFETY: helper without preconditions; a BTF pointer to the current task.
     let task = unsafe { bpf_get_current_task_btf() } as u64;

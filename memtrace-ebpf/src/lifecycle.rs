@@ -1,7 +1,10 @@
 //! Process lifecycle: exec and exit events, per-thread and per-process state cleared at exit,
 //! and the live-trace filter kept complete across forks.
 
-use aya_ebpf::{helpers::bpf_get_current_task, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::bpf_get_current_task, macros::tracepoint,
+    programs::TracePointContext,
+};
 use memtrace_common::{
     ExecEvent, ExitEvent, FIELD_ABSENT, FILENAME_LEN, ProcStats, filter, kind, loss,
 };
@@ -12,7 +15,7 @@ use crate::{
         leader_comm, read_kernel, task_faults, tid_of,
     },
     maps::{
-        CONFIG, EVENTS, FILTER_CGROUPS, FILTER_PIDS, PROC_STATS, RECLAIM_INFLIGHT,
+        CONFIG, EVENTS, EXIT_CLAIMS, FILTER_CGROUPS, FILTER_PIDS, PROC_STATS, RECLAIM_INFLIGHT,
         SYSCALL_INFLIGHT, offset,
     },
     rss::release_mm_owner,
@@ -61,8 +64,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
     let group_dead = match field::<u8>(&ctx, offset!(sched.exit_group_dead)) {
         Some(dead) => dead != 0,
-        // Older kernels: treat the leader's exit as the process's.
-        None => tid_of(pid_tgid) == tgid,
+        None => process_ends_here(tgid, tid_of(pid_tgid)),
     };
     if !group_dead {
         return 0;
@@ -108,6 +110,47 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         let _ = FILTER_PIDS.remove(tgid);
     }
     0
+}
+
+/// Whether this thread's exit ends its process, on kernels whose `sched_process_exit` does not
+/// say (`group_dead`): `signal->live` has reached 0 (`do_exit` decrements it before the
+/// tracepoint) and no other thread of the process claimed the end first. Without BTF, the
+/// leader's exit stands for the process's, which misses what threads outliving it do.
+#[inline(always)]
+#[expect(
+    clippy::similar_names,
+    reason = "`tid` and `tgid`, as the kernel names them"
+)]
+fn process_ends_here(tgid: u32, tid: u32) -> bool {
+    let t = offset!(task);
+    if t.signal_live == FIELD_ABSENT {
+        return tid == tgid;
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let signal = read_kernel::<u64>(task + u64::from(t.task_signal));
+    if signal == 0 || read_kernel::<i32>(signal + u64::from(t.signal_live)) != 0 {
+        return false;
+    }
+    // The leader's start time tells this process from an earlier one with the same pid.
+    let leader = read_kernel::<u64>(task + u64::from(t.task_group_leader));
+    let started = read_kernel::<u64>(leader + u64::from(t.task_start_time));
+    if EXIT_CLAIMS
+        .insert(tgid, started, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        return true;
+    }
+    // SAFETY: map value pointer.
+    if EXIT_CLAIMS
+        .get_ptr(tgid)
+        .is_some_and(|claimed| unsafe { *claimed } == started)
+    {
+        return false;
+    }
+    // An earlier process's claim (pid reuse): this one's end replaces it.
+    let _ = EXIT_CLAIMS.insert(tgid, started, 0);
+    true
 }
 
 /// Keeps a cgroup (or pid) filter complete: children of filtered processes are filtered in.

@@ -48,6 +48,13 @@ pub(crate) use offset;
 #[map]
 pub static OOM_VICTIM_CGROUPS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(256, 0);
 
+/// Kernels whose `sched_process_exit` has no `group_dead`: tgid → start time of the process
+/// whose end was reported, so that of the threads dying together (each may find
+/// `signal->live` at 0) only the first reports it (`lifecycle::process_ends_here`). LRU: a
+/// claim matters for the microseconds its threads take to exit.
+#[map]
+pub static EXIT_CLAIMS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+
 /// Per-process counters. Full: new processes are not tracked (counted in `LOSSES`), existing
 /// ones keep counting; entries are removed when a process exits.
 #[map]

@@ -13,7 +13,7 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use memtrace_common::{ProcStats, loss, rss_member};
+use memtrace_common::{ProcStats, loss, rss_flag, rss_member};
 
 use crate::{
     helpers::{count_loss, current, field, stats_entry},
@@ -136,7 +136,11 @@ pub fn rss_stat_raw(ctx: RawTracePointContext) -> i32 {
     // kernel itself lets lag the true RSS by up to a per-CPU batch (dozens of pages per CPU), so
     // this adds error of the same order, and a skipped call costs a per-CPU array slot instead
     // of a hash lookup and a kernel read. The first change of a burst is always recorded.
-    if let Some(last) = RSS_LAST.get_ptr_mut(0) {
+    // Before Linux 6.2 (atomic counters) every call already carries a thread's batch of up to 64
+    // faults: thinning those would lag by thousands of pages, and they are rare enough to keep.
+    if o.flags & rss_flag::ATOMIC_COUNTERS == 0
+        && let Some(last) = RSS_LAST.get_ptr_mut(0)
+    {
         // SAFETY: per-CPU slot; programs do not nest on one CPU for this hook.
         unsafe {
             if (*last).mm == mm && (*last).member == member {

@@ -4,10 +4,10 @@
 //! programs of this kind need BTF but no trampoline, so they work where fentry does not.
 
 use aya_ebpf::{bindings::seq_file, helpers::bpf_seq_write};
-use memtrace_common::{ProcStats, TaskSample, task_sample_flag};
+use memtrace_common::{ProcStats, TaskSample, rss_flag, task_sample_flag};
 
 use crate::{
-    helpers::{load_btf, task_faults},
+    helpers::{load_btf, read_kernel, task_faults},
     maps::{PROC_STATS, offset},
 };
 
@@ -92,10 +92,17 @@ pub unsafe extern "C" fn task_sampler(ctx: *mut BpfIterTask) -> i32 {
     }
     if mm != 0 {
         let rss = offset!(rss);
+        let atomic = rss.flags & rss_flag::ATOMIC_COUNTERS != 0;
         let mut counter = mm + u64::from(rss.mm_rss_stat) + u64::from(rss.counter_count);
         for pages in &mut sample.rss_pages {
+            // `OFFSETS` is read-only: the verifier keeps only this kernel's branch.
+            let count = if atomic {
+                read_kernel::<i64>(counter)
+            } else {
+                load_btf::<i64>(counter)
+            };
             // `percpu_counter_read_positive`, as /proc/<pid>/status reports it.
-            *pages = load_btf::<i64>(counter).max(0).cast_unsigned();
+            *pages = count.max(0).cast_unsigned();
             counter += u64::from(rss.counter_size);
         }
         sample.total_vm_pages = load_btf::<u64>(mm + u64::from(t.mm_total_vm));

@@ -13,7 +13,7 @@ use std::{
 };
 
 use btf_rs::{Btf, Type};
-use memtrace_common::{CgroupOffsets, FIELD_ABSENT, TaskOffsets};
+use memtrace_common::{CgroupOffsets, FIELD_ABSENT, TaskOffsets, helper_flag, rss_flag};
 
 /// Why a layout could not be had from the kernel's BTF. `Clone`, because one unreadable file is
 /// the reason for every family that needed it.
@@ -67,6 +67,8 @@ pub struct RssLayout {
     pub counter_size: u32,
     /// `offsetof(struct percpu_counter, count)`.
     pub counter_count: u32,
+    /// `memtrace_common::rss_flag` bits (the pre-6.2 `atomic_long_t` layout).
+    pub flags: u32,
 }
 
 /// A parsed BTF file.
@@ -200,6 +202,7 @@ impl KernelBtf {
             task_thread_node: task("thread_node").unwrap_or(FIELD_ABSENT),
             task_comm: task("comm")?,
             mm_total_vm: self.offset_of("mm_struct", "total_vm")?,
+            signal_live: signal("live")?,
         })
     }
 
@@ -220,6 +223,21 @@ impl KernelBtf {
                 name: name.to_owned(),
                 member: member.to_owned(),
             })
+    }
+
+    /// The [`helper_flag`] helpers this kernel has: its `enum bpf_func_id` names every helper
+    /// it knows.
+    pub fn helpers(&self) -> u32 {
+        [
+            (
+                "BPF_FUNC_get_current_task_btf",
+                helper_flag::CURRENT_TASK_BTF,
+            ),
+            ("BPF_FUNC_task_pt_regs", helper_flag::TASK_PT_REGS),
+        ]
+        .into_iter()
+        .filter(|(name, _)| self.enum_value("bpf_func_id", name).is_ok())
+        .fold(0, |flags, (_, flag)| flags | flag)
     }
 
     /// The ways from a task to its cgroup id (see [`CgroupOffsets`]).
@@ -292,6 +310,7 @@ impl KernelBtf {
                 mm_rss_stat: self.offset_of("mm_struct", "rss_stat")? + count,
                 counter_size: 8,
                 counter_count: 0,
+                flags: rss_flag::ATOMIC_COUNTERS,
             });
         }
         Ok(RssLayout {
@@ -299,6 +318,7 @@ impl KernelBtf {
             mm_rss_stat: self.offset_of("mm_struct", "rss_stat")?,
             counter_size: self.size_of("percpu_counter")?,
             counter_count: self.offset_of("percpu_counter", "count")?,
+            flags: 0,
         })
     }
 }
@@ -331,6 +351,8 @@ pub struct BtfLayouts {
     /// Whether `oom:mark_victim` passes the victim's task to raw hooks (Linux 6.8+), so its
     /// cgroup can be read at the kill even when it is not the trigger.
     pub oom_victim_task: bool,
+    /// `memtrace_common::helper_flag` bits: the newer BPF helpers this kernel has.
+    pub helpers: u32,
 }
 
 impl BtfLayouts {
@@ -344,6 +366,7 @@ impl BtfLayouts {
                 task_iterator: btf.has_task_iterator(),
                 cgroup: btf.cgroup_layouts(),
                 oom_victim_task: btf.raw_tracepoint_takes_task("mark_victim"),
+                helpers: btf.helpers(),
             },
             Err(err) => Self::unavailable(err),
         }
@@ -357,6 +380,7 @@ impl BtfLayouts {
             task_iterator: false,
             cgroup: Err(reason),
             oom_victim_task: false,
+            helpers: 0,
         }
     }
 }
@@ -364,6 +388,16 @@ impl BtfLayouts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This machine runs 6.18: both helpers are there.
+    #[test]
+    fn finds_the_newer_helpers_of_the_running_kernel() {
+        let btf = KernelBtf::open(Path::new(crate::preflight::KERNEL_BTF)).unwrap();
+        assert_eq!(
+            btf.helpers(),
+            helper_flag::CURRENT_TASK_BTF | helper_flag::TASK_PT_REGS
+        );
+    }
 
     /// Linux 6.8 changed `mark_victim`'s arguments from the pid to the task; this machine runs
     /// 6.18. `rss_stat` passes an `mm_struct`, not a task, and a name without a tracepoint has
@@ -405,6 +439,8 @@ mod tests {
             "{layout:?}"
         );
         assert!(layout.task_mm > 0 && layout.task_mm < 16384, "{layout:?}");
+        // 6.2+ (this machine): per-CPU counters, not the atomic layout.
+        assert_eq!(layout.flags & rss_flag::ATOMIC_COUNTERS, 0, "{layout:?}");
     }
 
     #[test]
@@ -415,6 +451,8 @@ mod tests {
         assert_eq!(t.task_tgid, t.task_pid + 4, "{t:?}");
         assert_eq!(t.task_maj_flt, t.task_min_flt + 8, "{t:?}");
         assert_eq!(t.signal_maj_flt, t.signal_min_flt + 8, "{t:?}");
+        // `signal_struct` begins `{ refcount_t sigcnt; atomic_t live; … }`.
+        assert_eq!(t.signal_live, 4, "{t:?}");
         assert_eq!(t.task_mm, btf.rss_layout().unwrap().task_mm);
         assert_ne!(
             t.signal_thread_head, FIELD_ABSENT,

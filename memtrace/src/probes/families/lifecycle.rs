@@ -1,7 +1,7 @@
 //! Process lifecycle: exit (the end of a process's counters), exec (its new name), and fork
 //! (only to follow a filtered process's children).
 use memtrace_api::Family;
-use memtrace_common::{Offsets, filter};
+use memtrace_common::{FIELD_ABSENT, Offsets, filter};
 
 use super::ProbeFamily;
 use crate::{
@@ -26,6 +26,17 @@ impl ProbeFamily for Lifecycle {
             offsets.sched.exit_group_dead = format.offset_or_absent("group_dead", 1);
             Ok(())
         });
+        // Without `group_dead` the exit hook tells a process's end from `signal->live` (see
+        // `memtrace_common::TaskOffsets::signal_live`), or without BTF from the leader's exit.
+        if offsets.sched.exit_group_dead == FIELD_ABSENT
+            && let Ok(task) = &ctx.btf.task
+        {
+            let t = &mut offsets.task;
+            t.task_signal = task.task_signal;
+            t.signal_live = task.signal_live;
+            t.task_group_leader = task.task_group_leader;
+            t.task_start_time = task.task_start_time;
+        }
         let exec = sched("sched_process_exec").and_then(|format| -> Result<(), TracefsError> {
             offsets.sched.exec_old_pid = format.offset_of("old_pid", 4)?;
             offsets.sched.exec_filename = data_loc_or_absent(&format, "filename");

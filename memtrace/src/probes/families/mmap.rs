@@ -1,7 +1,7 @@
 //! Address-space calls: `mmap`, `munmap`, `brk`, `mremap`, and `madvise` (counted only) from
 //! their `syscalls` tracepoints.
 use memtrace_api::Family;
-use memtrace_common::{Offsets, SyscallEnterOffsets};
+use memtrace_common::{Offsets, SyscallEnterOffsets, helper_flag};
 
 use super::ProbeFamily;
 use crate::{
@@ -75,7 +75,9 @@ impl ProbeFamily for Mmap {
     /// map. Otherwise entry saves the arguments for exit.
     fn plan(&self, ctx: &PlanContext<'_>, offsets: &mut Offsets) -> Vec<PlannedHook> {
         // The RSS layout stands for "the kernel has usable BTF" (`bpf_task_pt_regs` needs it).
-        let args_from_regs = ctx.btf.rss.is_ok() && ctx.syscall_args_in_regs;
+        let args_from_regs = ctx.btf.rss.is_ok()
+            && ctx.btf.helpers & helper_flag::TASK_PT_REGS != 0
+            && ctx.syscall_args_in_regs;
         offsets.syscall_args_from_regs = u32::from(args_from_regs);
         let mut planned = Vec::new();
         let mut exit_ret: Option<u32> = None;

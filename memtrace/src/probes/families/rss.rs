@@ -27,6 +27,7 @@ pub(super) fn set_layout(offsets: &mut Offsets, layout: &RssLayout) {
     offsets.rss.mm_rss_stat = layout.mm_rss_stat;
     offsets.rss.counter_size = layout.counter_size;
     offsets.rss.counter_count = layout.counter_count;
+    offsets.rss.flags = layout.flags;
 }
 
 impl ProbeFamily for Rss {

@@ -4,7 +4,9 @@
 //! what is reported as skipped and why. No root, no kernel.
 use std::{fs, path::Path};
 
-use memtrace_common::{CgroupOffsets, FIELD_ABSENT, SyscallEnterOffsets, TaskOffsets, filter};
+use memtrace_common::{
+    CgroupOffsets, FIELD_ABSENT, SyscallEnterOffsets, TaskOffsets, filter, helper_flag,
+};
 
 use super::*;
 use crate::probes::{
@@ -22,6 +24,7 @@ const RSS_LAYOUT: RssLayout = RssLayout {
     mm_rss_stat: 1040,
     counter_size: 40,
     counter_count: 8,
+    flags: 0,
 };
 
 const TASK_LAYOUT: TaskOffsets = TaskOffsets {
@@ -40,6 +43,7 @@ const TASK_LAYOUT: TaskOffsets = TaskOffsets {
     task_thread_node: 2760,
     task_comm: 3128,
     mm_total_vm: 200,
+    signal_live: 4,
 };
 
 /// A kernel with BTF and the task iterator.
@@ -52,6 +56,7 @@ fn btf() -> BtfLayouts {
             name: "css_set".to_owned(),
         }),
         oom_victim_task: false,
+        helpers: helper_flag::CURRENT_TASK_BTF | helper_flag::TASK_PT_REGS,
     }
 }
 
@@ -409,12 +414,33 @@ fn a_5_4_kernel_skips_what_it_lacks_and_says_why() {
         "{report}"
     );
 
-    // With BTF the raw rss_stat hook is chosen there too.
-    let plan = self::plan(V5_4, &btf(), &[Family::Rss]);
+    // Without BTF the exit hook has only the leader's exit to end a process by.
+    assert_eq!(plan.offsets.task.signal_live, FIELD_ABSENT);
+
+    // With BTF the raw rss_stat hook is chosen there too, and the exit hook reads
+    // `signal->live` (and the leader's start time, to report each process's end once).
+    let plan = self::plan(V5_4, &btf(), &[Family::Rss, Family::Lifecycle]);
     assert_eq!(
         hooks(&plan, Family::Rss),
         [("raw_tp kmem:rss_stat".to_owned(), true, None)]
     );
+    let t = plan.offsets.task;
+    assert_eq!(
+        [
+            t.task_signal,
+            t.signal_live,
+            t.task_group_leader,
+            t.task_start_time
+        ],
+        [
+            TASK_LAYOUT.task_signal,
+            TASK_LAYOUT.signal_live,
+            TASK_LAYOUT.task_group_leader,
+            TASK_LAYOUT.task_start_time
+        ]
+    );
+    // The task sampler's layout is not implied.
+    assert_eq!(t.task_min_flt, FIELD_ABSENT);
 }
 
 #[test]
@@ -825,5 +851,39 @@ fn the_oom_victims_cgroup_is_read_from_its_task_where_the_kernel_passes_it() {
         let oom_only = plan(V6_18, &layouts, &[Family::Oom]);
         assert_eq!(usable(&oom_only, Family::Oom), ["oom:mark_victim"]);
         assert_eq!(oom_only.offsets.task.task_pid, FIELD_ABSENT);
+    }
+}
+
+/// Linux 5.10 has BTF but not `bpf_get_current_task_btf` (5.11), and 5.11–5.14 not
+/// `bpf_task_pt_regs` (5.15, RHEL 9 runs 5.14): the programs' paths that call them are left off
+/// (`OFFSETS` tells them), so those kernels load the same programs on the older paths.
+#[test]
+fn kernels_without_the_newer_helpers_plan_the_paths_that_do_not_call_them() {
+    for (helpers, comm_from_task, args_from_regs) in [
+        (0, false, false),
+        (helper_flag::CURRENT_TASK_BTF, true, false),
+        (
+            helper_flag::CURRENT_TASK_BTF | helper_flag::TASK_PT_REGS,
+            true,
+            true,
+        ),
+    ] {
+        let layouts = BtfLayouts { helpers, ..btf() };
+        let plan = plan(V6_18, &layouts, &TRACE_FAMILIES);
+        let o = plan.offsets;
+        assert_eq!(o.helpers, helpers);
+        assert_eq!(
+            o.task.task_comm != FIELD_ABSENT,
+            comm_from_task,
+            "helpers {helpers:#x}"
+        );
+        assert_eq!(
+            o.syscall_args_from_regs != 0,
+            args_from_regs,
+            "helpers {helpers:#x}"
+        );
+        // Without the register path the mmap family attaches its entry hooks too.
+        let report = attach_all(&plan);
+        assert!(report.attached(Family::Mmap), "{report}");
     }
 }
