@@ -149,9 +149,22 @@ impl Workload {
 
     /// Send `go` and return the workload's JSON results.
     pub fn run(&mut self) -> serde_json::Value {
+        self.try_run()
+            .unwrap_or_else(|| panic!("workload {} ended without results", self.pid()))
+    }
+
+    /// [`Self::run`] for a workload that may be killed on the way (an OOM trigger): `None` if
+    /// it ended without results.
+    pub fn try_run(&mut self) -> Option<serde_json::Value> {
         self.go();
         let line = self.read_line();
-        serde_json::from_str(&line).unwrap_or_else(|err| panic!("workload results {line:?}: {err}"))
+        if line.is_empty() {
+            return None;
+        }
+        Some(
+            serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("workload results {line:?}: {err}")),
+        )
     }
 
     /// Close stdin and wait for exit.
@@ -231,6 +244,15 @@ pub fn thread_cpu_ns() -> u64 {
 /// Online CPUs.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Pages a kernel's own RSS counters (`mm->rss_stat`, what `/proc/<pid>/status` and
+/// `kmem:rss_stat` report) may lag what a process touched: since Linux 6.2 each CPU holds back up
+/// to one per-CPU batch, max(32, 2 × CPUs) pages; before, each live thread up to 64 faults
+/// (`TASK_RSS_EVENTS_THRESH`). For workloads with one live thread, the larger of the two.
+pub fn rss_counter_slack_pages() -> u64 {
+    let cpus = online_cpus() as u64;
+    (cpus * 32.max(2 * cpus)).max(64)
 }
 
 /// Minor and major faults of a live process, as the kernel counts them (`/proc/<pid>/stat`).

@@ -16,7 +16,21 @@ async fn pid_churn_leaves_no_kernel_entries_and_every_exit_arrives() {
     let mut tracer = Tracer::load(&options);
     const CHILDREN: usize = 5000;
     let mut workload = Workload::start(&["churn", &CHILDREN.to_string()]);
-    let r = workload.run();
+    // Read while the workload runs, as `trace` and the daemon do: a reader that stops for the
+    // whole burst (seconds under an emulator) fills the bounded queue, and the pipeline drops
+    // what follows (counted, asserted below).
+    let run = tokio::task::spawn_blocking(move || {
+        let r = workload.run();
+        (workload, r)
+    });
+    let mut early = Vec::new();
+    tokio::pin!(run);
+    let (workload, r) = loop {
+        tokio::select! {
+            done = &mut run => break done.expect("workload thread"),
+            Some(batch) = tracer.stream.batches.recv() => early.extend(batch),
+        }
+    };
     let children: HashSet<u32> = r["children"]
         .as_array()
         .expect("children")
@@ -25,15 +39,19 @@ async fn pid_churn_leaves_no_kernel_entries_and_every_exit_arrives() {
         .collect();
     assert_eq!(children.len(), CHILDREN);
 
-    let events = tracer
+    let exits_in = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Exit(x) if children.contains(&x.header.pid)))
+            .count()
+    };
+    let early_exits = exits_in(&early);
+    let mut events = tracer
         .collect_until(Duration::from_secs(20), |events| {
-            events
-                .iter()
-                .filter(|e| matches!(e, Event::Exit(x) if children.contains(&x.header.pid)))
-                .count()
-                >= CHILDREN
+            early_exits + exits_in(events) >= CHILDREN
         })
         .await;
+    events.extend(early);
     let exits: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -46,6 +64,11 @@ async fn pid_churn_leaves_no_kernel_entries_and_every_exit_arrives() {
         losses.ring_full[kind::EXIT as usize],
         0,
         "exit events lost in the kernel"
+    );
+    assert_eq!(
+        tracer.stream.counters.snapshot().queue_drops,
+        0,
+        "events dropped by the pipeline (its consumer fell behind)"
     );
     assert_eq!(exits.len(), CHILDREN, "exit events for every child");
     // Each child dirtied a page: its final counters came with its exit.

@@ -72,7 +72,11 @@ fn a_reaped_victim_that_is_not_the_trigger_keeps_its_own_cgroup() {
     // the highest badness there is) is killed to make room, and the trigger completes.
     let mut trigger = Workload::start_in(&trigger_cgroup, &["touch-anon", "10240"]);
     let trigger_pid = trigger.pid();
-    trigger.run();
+    // The trigger normally completes; where the victim's memory is freed slower than the
+    // trigger faults (Linux 7.3 under qemu's emulator), the kernel kills the trigger too, right
+    // after. Either way the victim's record is what this test is about. (`oom_score_adj` -1000
+    // would spare the trigger, but needs CAP_SYS_RESOURCE, which these machines do not grant.)
+    let completed = trigger.try_run().is_some();
     assert!(
         !std::path::Path::new(&format!("/proc/{victim}")).exists(),
         "the victim {victim} was not killed and reaped"
@@ -99,6 +103,7 @@ fn a_reaped_victim_that_is_not_the_trigger_keeps_its_own_cgroup() {
         "{oom:#?}"
     );
     assert_eq!(oom.victim_comm, "memtrace-worklo", "{oom:#?}");
+    eprintln!("the trigger {trigger_pid} completed: {completed}");
     drop(trigger);
     drop(holder);
 }

@@ -57,7 +57,13 @@ async fn task_sampler_counts_what_the_kernel_counts_live_and_at_exit() {
         .expect("status");
     let anon = totals.rss_pages[memtrace_common::rss_member::ANON] * 4096;
     let proc_anon = status.rss_anon_bytes.expect("RssAnon");
-    assert!(anon >= THREADS * PAGES * 4096, "anon RSS {anon}");
+    // The kernel's counters may hold back a few pages (the parked thread's, before 6.2).
+    let slack = memtrace_tests::rss_counter_slack_pages();
+    assert!(
+        anon + slack * 4096 >= THREADS * PAGES * 4096,
+        "anon RSS {anon}, less than {} pages touched minus {slack}",
+        THREADS * PAGES
+    );
     // Per-CPU counter batches, as in the rss test.
     assert!(
         anon.abs_diff(proc_anon) <= 1 << 20,

@@ -216,11 +216,13 @@ fn bench_cell(run: &KernelRun, number: u64) -> String {
         .map(|row| {
             let figure = row["figure"].as_str().unwrap_or("");
             // Benchmarks 1 and 2: memtrace's overhead and its ratio to bpftrace's; 11: one row
-            // per attach mechanism, named by its first word.
+            // per attach mechanism, named by its first word, memtrace's by what runs.
             let short = if figure.contains('÷') {
                 "÷ bpftrace"
             } else if figure.starts_with("memtrace overhead") {
                 "memtrace"
+            } else if figure.starts_with("memtrace ") {
+                figure.split(':').next().unwrap_or(figure)
             } else {
                 figure.split_whitespace().next().unwrap_or(figure)
             };
@@ -253,7 +255,7 @@ pub fn render(runs: &[KernelRun], when: &str, command: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "| Kernel | Runs on | How | BTF · kprobes · fentry · cgroup | Daemon families | Trace families | Privileged tests | Smoke | Bench 1 (faults) | Bench 2 (mmap) | Bench 11 (attach, bpftrace) | Result |"
+        "| Kernel | Runs on | How | BTF · kprobes · fentry · cgroup | Daemon families | Trace families | Privileged tests | Smoke | Bench 1 (faults) | Bench 2 (mmap) | Bench 11 (attach mechanisms) | Result |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for run in runs {
