@@ -1,8 +1,9 @@
 //! Benchmark 11: what each attach mechanism costs on the fault path, where the kernel has it —
 //! the numbers behind "tracepoints, not kprobes or fentry". The same bpftrace body (a count per
 //! pid) on the page-fault tracepoint, a kprobe on `handle_mm_fault`, and fentry on it; and what
-//! fentry/fexit would add to tell more (the fault's latency, as a histogram). Interleaved rounds
-//! of `bench-faults`, each variant against the untraced run of its round, as benchmark 1.
+//! fentry/fexit would add to tell more (the fault's latency, as a histogram); beside them,
+//! memtrace's own two ways (`trace`'s raw tracepoints, the daemon's task sampler). Interleaved
+//! rounds of `bench-faults`, each variant against the untraced run of its round, as benchmark 1.
 //! A mechanism the kernel lacks (this development machine has neither kprobes nor fentry) is
 //! `not run` with bpftrace's reason; `cargo xtask vm-test --bench` runs it on kernels that do.
 use anyhow::Result;
@@ -10,7 +11,7 @@ use anyhow::Result;
 use super::{
     Benchmark,
     faults::faults_spec,
-    harness::{Env, check_interrupt},
+    harness::{Env, Proc, Running, SETTLE, STOP_GRACE, check_interrupt, pause},
     report::{Section, Status, Verdict, md},
     stats::summarize,
 };
@@ -39,30 +40,63 @@ fn last_reason(log: &str) -> String {
         .to_owned()
 }
 
-struct Mechanism {
-    name: &'static str,
-    program: &'static str,
+/// What traces the fault loop in a variant.
+enum Tracer {
+    /// A bpftrace program.
+    Bpftrace(&'static str),
+    /// memtrace itself, as it runs.
+    Memtrace(Running),
 }
 
-const MECHANISMS: [Mechanism; 4] = [
+struct Mechanism {
+    name: &'static str,
+    tracer: Tracer,
+}
+
+const MECHANISMS: [Mechanism; 6] = [
     Mechanism {
         name: "tracepoint exceptions:page_fault_user",
-        program: "tracepoint:exceptions:page_fault_user { @[pid] = count(); }",
+        tracer: Tracer::Bpftrace("tracepoint:exceptions:page_fault_user { @[pid] = count(); }"),
     },
     Mechanism {
         name: "kprobe handle_mm_fault",
-        program: "kprobe:handle_mm_fault { @[pid] = count(); }",
+        tracer: Tracer::Bpftrace("kprobe:handle_mm_fault { @[pid] = count(); }"),
     },
     Mechanism {
         name: "fentry handle_mm_fault",
-        program: "kfunc:handle_mm_fault { @[pid] = count(); }",
+        tracer: Tracer::Bpftrace("kfunc:handle_mm_fault { @[pid] = count(); }"),
     },
     Mechanism {
         name: "fentry+fexit handle_mm_fault, latency histogram",
-        program: "kfunc:handle_mm_fault { @start[tid] = nsecs; } \
-                  kretfunc:handle_mm_fault /@start[tid]/ { @ns = hist(nsecs - @start[tid]); delete(@start[tid]); }",
+        tracer: Tracer::Bpftrace(
+            "kfunc:handle_mm_fault { @start[tid] = nsecs; } \
+             kretfunc:handle_mm_fault /@start[tid]/ { @ns = hist(nsecs - @start[tid]); delete(@start[tid]); }",
+        ),
+    },
+    Mechanism {
+        name: "memtrace trace: raw tracepoints (fault count per process + RSS)",
+        tracer: Tracer::Memtrace(Running::Trace),
+    },
+    Mechanism {
+        name: "memtrace daemon: task sampler (nothing per fault)",
+        tracer: Tracer::Memtrace(Running::Daemon),
     },
 ];
+
+/// Start `tracer` and let it settle; the inner `Err` says why it cannot run on this kernel.
+fn start(env: &Env, tracer: &Tracer) -> Result<Result<Proc, String>> {
+    let started = match tracer {
+        Tracer::Bpftrace(program) => env.start_bpftrace(program),
+        Tracer::Memtrace(running) => env.start_memtrace_as(*running, &[]).map(|(p, _)| p),
+    };
+    Ok(match started {
+        Ok(p) => {
+            pause(SETTLE)?;
+            Ok(p)
+        }
+        Err(err) => Err(last_reason(&format!("{err:#}"))),
+    })
+}
 
 pub(super) fn bench_attach(env: &Env) -> Result<Section> {
     let spec = faults_spec(env.bins.faults.clone(), env.args.fault_iters);
@@ -88,23 +122,26 @@ pub(super) fn bench_attach(env: &Env) -> Result<Section> {
             let Ok(samples) = &mut traced[variant] else {
                 continue;
             };
-            match env.start_bpftrace(MECHANISMS[variant].program) {
+            let mechanism = &MECHANISMS[variant];
+            match start(env, &mechanism.tracer)? {
                 Ok(mut tracer) => {
                     let sample = env
                         .run_workload(env.workload(&spec.bin, &spec.args, true))?
                         .num(spec.wall_key)?;
-                    tracer.stop(std::time::Duration::from_secs(5))?;
+                    tracer.stop(STOP_GRACE)?;
                     // bpftrace says "Attaching" before it attaches and may carry on after a
                     // probe failed to attach (a kprobe on a kernel without them): only the maps
-                    // it prints at exit prove its programs ran.
+                    // it prints at exit prove its programs ran. memtrace fails to start instead.
                     let log = tracer.log_text();
-                    if log.lines().any(|line| line.starts_with('@')) {
+                    if matches!(mechanism.tracer, Tracer::Memtrace(_))
+                        || log.lines().any(|line| line.starts_with('@'))
+                    {
                         samples.push(sample);
                     } else {
                         traced[variant] = Err(format!("attached nothing ({})", last_reason(&log)));
                     }
                 }
-                Err(err) => traced[variant] = Err(last_reason(&format!("{err:#}"))),
+                Err(why) => traced[variant] = Err(why),
             }
         }
     }
@@ -112,7 +149,7 @@ pub(super) fn bench_attach(env: &Env) -> Result<Section> {
     let mut section = Section::new(Benchmark::Attach);
     md!(
         section.body,
-        "`bench-faults` ({} × 128 MiB, one minor fault per page) untraced and under bpftrace with the same body (`@[pid] = count()`) on each attach mechanism; {} interleaved rounds, overhead = median over rounds of (traced − untraced of the same round) / untraced. memtrace itself attaches a raw tracepoint (`raw_tp exceptions:page_fault_user`, cheaper than the classic tracepoint below) and, in the daemon, nothing per fault at all (the task sampler).\n",
+        "`bench-faults` ({} × 128 MiB, one minor fault per page) untraced, under bpftrace with the same body (`@[pid] = count()`) on each attach mechanism, and under memtrace as it runs; {} interleaved rounds, overhead = median over rounds of (traced − untraced of the same round) / untraced. `memtrace trace` attaches raw tracepoints (`exceptions:page_fault_user` and `rss_stat`: a count per process and its RSS by type, in kernel maps); `memtrace daemon` attaches nothing per fault (its task iterator reads the counters the kernel keeps, once per tick).\n",
         env.args.fault_iters,
         env.args.runs
     );

@@ -286,7 +286,11 @@ impl Env<'_> {
     }
 
     pub(super) fn memtrace_args(&self) -> Vec<String> {
-        match self.running {
+        self.memtrace_args_as(self.running)
+    }
+
+    fn memtrace_args_as(&self, running: Running) -> Vec<String> {
+        match running {
             Running::Daemon => DAEMON_ARGS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -323,7 +327,17 @@ impl Env<'_> {
 
     /// [`Env::start_memtrace`] with extra arguments.
     pub(super) fn start_memtrace_with(&self, extra: &[&str]) -> Result<(Proc, Duration)> {
-        if self.running == Running::Daemon
+        self.start_memtrace_as(self.running, extra)
+    }
+
+    /// [`Env::start_memtrace_with`] as `running`, whatever this run's `--running` is (benchmark
+    /// 11 compares both with bpftrace).
+    pub(super) fn start_memtrace_as(
+        &self,
+        running: Running,
+        extra: &[&str],
+    ) -> Result<(Proc, Duration)> {
+        if running == Running::Daemon
             && TcpStream::connect_timeout(&self.args.listen, Duration::from_millis(200)).is_ok()
         {
             bail!(
@@ -332,7 +346,7 @@ impl Env<'_> {
             );
         }
         let mut cmd = Command::new(&self.bins.memtrace);
-        cmd.args(self.memtrace_args())
+        cmd.args(self.memtrace_args_as(running))
             .args(extra)
             .env("PATH", &self.ctx.path);
         self.note(&cmd);
@@ -340,7 +354,7 @@ impl Env<'_> {
         let started = Instant::now();
         let (mut p, _) = Proc::spawn(self, "memtrace", cmd, Stop::Signal(libc::SIGTERM), false)?;
         loop {
-            let ready = match self.running {
+            let ready = match running {
                 Running::Daemon => readyz.get("/readyz").is_ok_and(|r| r.status == 200),
                 Running::Trace => p.log_text().contains(TRACE_READY_MARKER),
             };
