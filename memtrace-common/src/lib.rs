@@ -187,7 +187,8 @@ pub struct ReclaimOffsets {
     pub begin_order: u32,
     pub begin_gfp_flags: u32,
     pub end_nr_reclaimed: u32,
-    pub reserved: u32,
+    /// 8 (`unsigned long`), or 4 where the record has a `gfp_t` (Linux 5.10).
+    pub begin_gfp_flags_size: u32,
 }
 
 /// Offsets in `sched:sched_process_{exec,exit,fork}`.
@@ -376,7 +377,7 @@ impl Offsets {
             begin_order: FIELD_ABSENT,
             begin_gfp_flags: FIELD_ABSENT,
             end_nr_reclaimed: FIELD_ABSENT,
-            reserved: 0,
+            begin_gfp_flags_size: 0,
         },
         sched: SchedOffsets {
             exec_filename: FIELD_ABSENT,

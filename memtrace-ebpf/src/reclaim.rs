@@ -42,7 +42,12 @@ fn on_reclaim_begin(ctx: &TracePointContext, memcg: u32) {
     let start = ReclaimStart {
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        gfp_flags: field::<u64>(ctx, offsets.begin_gfp_flags).unwrap_or(0),
+        gfp_flags: if offsets.begin_gfp_flags_size == 4 {
+            field::<u32>(ctx, offsets.begin_gfp_flags).map(u64::from)
+        } else {
+            field::<u64>(ctx, offsets.begin_gfp_flags)
+        }
+        .unwrap_or(0),
         order: field::<i32>(ctx, offsets.begin_order).unwrap_or(-1),
         memcg,
     };

@@ -2,7 +2,7 @@
 use std::sync::Arc;
 
 use memtrace_api::Family;
-use memtrace_common::{Offsets, ReclaimOffsets};
+use memtrace_common::{FIELD_ABSENT, Offsets, ReclaimOffsets};
 
 use super::ProbeFamily;
 use crate::{
@@ -38,19 +38,29 @@ const MEMCG: Pair = Pair {
 };
 
 impl Pair {
-    /// The fields the programs read: `[order, gfp_flags, nr_reclaimed]`. `order` is what the
-    /// begin program needs; only the direct pair must have it (memcg's is compared).
-    fn fields(&self, tracefs: &Tracefs, order_required: bool) -> Result<[u32; 3], TracefsError> {
+    /// The fields the programs read: `[order, gfp_flags, nr_reclaimed, gfp_flags' size]`.
+    /// `order` is what the begin program needs; only the direct pair must have it (memcg's is
+    /// compared).
+    fn fields(&self, tracefs: &Tracefs, order_required: bool) -> Result<[u32; 4], TracefsError> {
         let begin = tracefs.format("vmscan", self.begin)?;
         let end = tracefs.format("vmscan", self.end)?;
+        // An `unsigned long` since Linux 5.x; a `gfp_t` before (5.10 has it).
+        let (gfp_flags, gfp_flags_size) = match begin.offset_of("gfp_flags", 8) {
+            Ok(offset) => (offset, 8),
+            Err(_) => match begin.offset_of("gfp_flags", 4) {
+                Ok(offset) => (offset, 4),
+                Err(_) => (FIELD_ABSENT, 0),
+            },
+        };
         Ok([
             if order_required {
                 begin.offset_of("order", 4)?
             } else {
                 begin.offset_or_absent("order", 4)
             },
-            begin.offset_or_absent("gfp_flags", 8),
+            gfp_flags,
             end.offset_or_absent("nr_reclaimed", 8),
+            gfp_flags_size,
         ])
     }
 
@@ -80,12 +90,12 @@ impl ProbeFamily for Reclaim {
     /// Both pairs are optional, but the family stands only if one of them works.
     fn plan(&self, ctx: &PlanContext<'_>, offsets: &mut Offsets) -> Vec<PlannedHook> {
         let (direct, direct_unusable) = match DIRECT.fields(ctx.tracefs, true) {
-            Ok(fields @ [order, gfp_flags, nr_reclaimed]) => {
+            Ok(fields @ [order, gfp_flags, nr_reclaimed, gfp_flags_size]) => {
                 offsets.reclaim = ReclaimOffsets {
                     begin_order: order,
                     begin_gfp_flags: gfp_flags,
                     end_nr_reclaimed: nr_reclaimed,
-                    reserved: offsets.reclaim.reserved,
+                    begin_gfp_flags_size: gfp_flags_size,
                 };
                 (Some(fields), None)
             }

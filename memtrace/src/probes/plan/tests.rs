@@ -726,6 +726,40 @@ fn a_field_of_another_size_is_refused_with_the_tracepoint_named() {
     assert!(report.attached(Family::Lifecycle));
 }
 
+/// Linux 5.10's reclaim records carry a 4-byte `gfp_t`, not an `unsigned long`: read as such,
+/// not dropped; memcg's pair, the same, still shares the programs.
+#[test]
+fn a_four_byte_gfp_flags_is_read_at_its_size() {
+    let four = [
+        "unsigned long gfp_flags;\toffset:16;\tsize:8;",
+        "gfp_t gfp_flags;\toffset:16;\tsize:4;",
+    ];
+    let tree = edited_6_18(&[
+        ("vmscan", "mm_vmscan_direct_reclaim_begin", four[0], four[1]),
+        ("vmscan", "mm_vmscan_memcg_reclaim_begin", four[0], four[1]),
+    ]);
+    let plan = plan_with(tree.path(), &btf(), &[Family::Reclaim], 0);
+    let report = attach_all(&plan);
+    assert_eq!(
+        report.families[&Family::Reclaim],
+        FamilyStatus::Attached {
+            hooks: labels(&[
+                "vmscan:mm_vmscan_direct_reclaim_end",
+                "vmscan:mm_vmscan_direct_reclaim_begin",
+                "vmscan:mm_vmscan_memcg_reclaim_end",
+                "vmscan:mm_vmscan_memcg_reclaim_begin"
+            ])
+        }
+    );
+    let r = plan.offsets.reclaim;
+    assert_eq!([r.begin_gfp_flags, r.begin_gfp_flags_size], [16, 4]);
+    // 6.18 as it is: 8 bytes.
+    let r = self::plan(V6_18, &btf(), &[Family::Reclaim])
+        .offsets
+        .reclaim;
+    assert_eq!([r.begin_gfp_flags, r.begin_gfp_flags_size], [16, 8]);
+}
+
 /// The madvise pair the mmap family's table gains with the kernel's madvise programs.
 #[test]
 fn the_6_18_madvise_records_have_the_fields_the_mmap_family_reads() {
