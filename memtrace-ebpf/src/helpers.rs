@@ -101,12 +101,16 @@ pub fn header_with_comm(kind: u32, pid_tgid: u64, comm: [u8; COMM_LEN]) -> Event
     }
 }
 
-/// Whether the loader found kernel BTF and `bpf_get_current_task_btf` (it then sets
-/// `task_comm`, whatever families run): the programs may then load from the BTF-typed current
-/// task directly.
+/// The current task as a BTF pointer, where the kernel has `bpf_get_current_task_btf` (5.11+):
+/// fields load from it directly, checked by the verifier against the task's type. The flag is
+/// read-only data, so on older kernels the verifier never walks the call.
 #[inline(always)]
-fn have_btf() -> bool {
-    offset!(task.task_comm) != FIELD_ABSENT
+fn current_task_btf() -> Option<u64> {
+    if offset!(helpers) & helper_flag::CURRENT_TASK_BTF == 0 {
+        return None;
+    }
+    // SAFETY: helper without preconditions.
+    Some(unsafe { bpf_get_current_task_btf() } as u64)
 }
 
 /// The current task's comm. With BTF it is two loads from the task (`bpf_get_current_comm`
@@ -114,11 +118,11 @@ fn have_btf() -> bool {
 /// program); `OFFSETS` is read-only data, so the verifier loads only one of the two ways.
 #[inline(always)]
 pub fn current_comm() -> [u8; COMM_LEN] {
-    if !have_btf() {
+    let offset = offset!(task.task_comm);
+    let Some(task) = current_task_btf().filter(|_| offset != FIELD_ABSENT) else {
         return bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
-    }
-    // SAFETY: helper without preconditions; a BTF pointer to the current task.
-    let comm = unsafe { bpf_get_current_task_btf() } as u64 + u64::from(offset!(task.task_comm));
+    };
+    let comm = task + u64::from(offset);
     let words = [load_btf::<u64>(comm), load_btf::<u64>(comm + 8)];
     // SAFETY: 16 plain bytes either way.
     unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words) }
@@ -285,13 +289,11 @@ pub fn current_cgroup_id() -> u64 {
     if offset!(cgroup.task_cgroups) == FIELD_ABSENT {
         return 0;
     }
-    if offset!(helpers) & helper_flag::CURRENT_TASK_BTF == 0 {
+    match current_task_btf() {
+        Some(task) => task_cgroup_id(task, load_btf::<u64>),
         // SAFETY: helper without preconditions.
-        return task_cgroup_id(unsafe { bpf_get_current_task() }, read_kernel::<u64>);
+        None => task_cgroup_id(unsafe { bpf_get_current_task() }, read_kernel::<u64>),
     }
-    // SAFETY: helper without preconditions; a BTF pointer to the current task.
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
-    task_cgroup_id(task, load_btf::<u64>)
 }
 
 /// The current process's name: its thread-group leader's comm (the last thread to exit may be
@@ -299,11 +301,11 @@ pub fn current_cgroup_id() -> u64 {
 #[inline(always)]
 pub fn leader_comm() -> [u8; COMM_LEN] {
     let t = offset!(task);
-    if t.task_comm == FIELD_ABSENT || t.task_group_leader == FIELD_ABSENT {
+    let Some(task) = current_task_btf()
+        .filter(|_| t.task_comm != FIELD_ABSENT && t.task_group_leader != FIELD_ABSENT)
+    else {
         return current_comm();
-    }
-    // SAFETY: helper without preconditions; a BTF pointer to the current task.
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    };
     let leader = load_btf::<u64>(task + u64::from(t.task_group_leader));
     if leader == 0 {
         return current_comm();

@@ -1,6 +1,7 @@
 //! The CLI, as a user runs it.
 use std::{
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -262,7 +263,22 @@ fn cli_trace_cgroup_filter_shows_only_its_processes() {
 fn cli_runs_as_an_unprivileged_user_with_three_capabilities() {
     require_root();
     let caps = "+bpf,+perfmon,+dac_read_search";
-    let out = Command::new("setpriv")
+    let mut setpriv = Command::new("setpriv");
+    // As the README says for kernels before 5.11 (which charge BPF maps to RLIMIT_MEMLOCK):
+    // raise the limit as root, before dropping privileges. Later kernels ignore it.
+    // SAFETY: only setrlimit(2), async-signal-safe, between fork and exec.
+    unsafe {
+        setpriv.pre_exec(|| {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // Best effort: without CAP_SYS_RESOURCE the limit stays, and memtrace says why.
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited);
+            Ok(())
+        })
+    };
+    let out = setpriv
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(format!("--inh-caps={caps}"))
         .arg(format!("--ambient-caps={caps}"))
