@@ -71,8 +71,8 @@ fn on_fault(ctx: &RawTracePointContext, user: u32) {
     let error_code: u64 = ctx.arg(2);
     let ip = if user != 0 && offset!(helpers) & helper_flag::TASK_PT_REGS != 0 {
         // A user fault's frame is the task's saved user registers: where the kernel has
-        // `bpf_task_pt_regs` (5.15+, with BTF), it gives a pointer the verifier checks, so this is one load instead
-        // of a `bpf_probe_read_kernel` call.
+        // `bpf_task_pt_regs` (5.15+, with BTF), it gives a pointer the verifier checks, so this
+        // is one load instead of a `bpf_probe_read_kernel` call.
         // SAFETY: BTF-typed pointer to the current task's `struct pt_regs`.
         unsafe { (*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs)).rip }
     } else {

@@ -7,7 +7,7 @@
 //! read-only global of the object.
 use std::sync::Arc;
 
-use memtrace_common::{FIELD_ABSENT, Offsets, SyscallEnterOffsets, helper_flag};
+use memtrace_common::{FIELD_ABSENT, Offsets, SyscallEnterOffsets};
 
 use super::{
     AttachReport, FamilyStatus,
@@ -244,11 +244,9 @@ impl ProbePlan {
         let mut offsets = Offsets::ABSENT;
         offsets.helpers = ctx.btf.helpers;
         // Every family's programs read the comm; with BTF they load it from the task directly
-        // (the exit hook the thread-group leader's, through `group_leader`), which takes
-        // `bpf_get_current_task_btf`.
-        if let Ok(task) = &ctx.btf.task
-            && ctx.btf.helpers & helper_flag::CURRENT_TASK_BTF != 0
-        {
+        // (the exit hook the thread-group leader's, through `group_leader`) where the kernel has
+        // `bpf_get_current_task_btf` (`helpers`).
+        if let Ok(task) = &ctx.btf.task {
             offsets.task.task_comm = task.task_comm;
             offsets.task.task_group_leader = task.task_group_leader;
         }
