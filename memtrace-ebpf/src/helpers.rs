@@ -297,21 +297,31 @@ pub fn current_cgroup_id() -> u64 {
 }
 
 /// The current process's name: its thread-group leader's comm (the last thread to exit may be
-/// a helper thread named otherwise). Without BTF, the current task's.
+/// a helper thread named otherwise): BTF loads, or checked reads where the kernel lacks
+/// `bpf_get_current_task_btf` (before 5.11). Without BTF, the current task's.
 #[inline(always)]
 pub fn leader_comm() -> [u8; COMM_LEN] {
     let t = offset!(task);
-    let Some(task) = current_task_btf()
-        .filter(|_| t.task_comm != FIELD_ABSENT && t.task_group_leader != FIELD_ABSENT)
-    else {
+    if t.task_comm == FIELD_ABSENT || t.task_group_leader == FIELD_ABSENT {
         return current_comm();
-    };
-    let leader = load_btf::<u64>(task + u64::from(t.task_group_leader));
+    }
+    // Each branch passes its own loader (inlined: no indirect call, which BPF has not).
+    match current_task_btf() {
+        Some(task) => task_leader_comm(task, &t, load_btf::<u64>),
+        // SAFETY: helper without preconditions.
+        None => task_leader_comm(unsafe { bpf_get_current_task() }, &t, read_kernel::<u64>),
+    }
+}
+
+/// `task`'s thread-group leader's comm through `load` ([`load_btf`] or [`read_kernel`]).
+#[inline(always)]
+fn task_leader_comm(task: u64, t: &TaskOffsets, load: fn(u64) -> u64) -> [u8; COMM_LEN] {
+    let leader = load(task + u64::from(t.task_group_leader));
     if leader == 0 {
         return current_comm();
     }
     let comm = leader + u64::from(t.task_comm);
-    let words = [load_btf::<u64>(comm), load_btf::<u64>(comm + 8)];
+    let words = [load(comm), load(comm + 8)];
     // SAFETY: 16 plain bytes either way.
     unsafe { core::mem::transmute::<[u64; 2], [u8; COMM_LEN]>(words) }
 }
