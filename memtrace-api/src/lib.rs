@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod counters;
 pub mod diagnose;
 mod family;
+pub mod frame;
 pub mod rollup;
 pub mod snapshot;
 pub mod trace;

@@ -27,6 +27,7 @@ pub mod preflight;
 pub mod probes;
 pub mod procfs;
 pub mod psi;
+pub mod record;
 pub mod trace;
 pub mod tracefs;
 pub mod units;
