@@ -97,6 +97,29 @@ pub struct ProcessView {
     pub pressure_score: f64,
     pub oom_kills_as_victim: u64,
     pub oom_kills_as_trigger: u64,
+    /// RSS change per second over the growth window (`--growth-window`, default 60 s), from the
+    /// model's history: positive while growing. Absent until the process (cgroup, instance) has
+    /// been watched for a whole window, and from daemons older than the growth model.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rss_growth_bytes_per_sec: Option<f64>,
+    /// Set while the growth looks like a leak (see [`LeakHint`]); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub leak_hint: Option<LeakHint>,
+}
+
+/// Sustained growth: RSS rose at least `--leak-min-growth` (default 1 MiB/min) over the whole
+/// `--leak-window` (default 10 min) and never fell by more than the model's tolerance meanwhile.
+/// A hint, not a verdict: caches and warm-ups grow too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeakHint {
+    /// When the sustained growth began (the start of the window it was first seen over).
+    pub since_unix_ms: u64,
+    /// The window it was judged over.
+    pub window_seconds: f64,
+    /// Mean growth over that window.
+    pub growth_bytes_per_sec: f64,
+    /// RSS added since `since_unix_ms`.
+    pub growth_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -139,6 +162,11 @@ pub struct CgroupView {
     /// OOM kills memtrace saw in this cgroup.
     pub oom_kills: u64,
     pub pressure_score: f64,
+    /// RSS change per second over the growth window (`--growth-window`, default 60 s), from the
+    /// model's history: positive while growing. Absent until the process (cgroup, instance) has
+    /// been watched for a whole window, and from daemons older than the growth model.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rss_growth_bytes_per_sec: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@
 //! `tests/fixtures/workloads-v1.json`.
 use serde::{Deserialize, Serialize};
 
-use crate::{FamilySet, PsiView, Rates};
+use crate::{FamilySet, LeakHint, PsiView, Rates};
 
 /// Version of the workloads schema, carried in every response.
 pub const WORKLOADS_SCHEMA_VERSION: u32 = 1;
@@ -138,6 +138,14 @@ pub struct InstanceSummary {
     pub oom_kills: OomKillCounts,
     /// Downsampled history, oldest first (empty with `?history=0`).
     pub history: InstanceHistory,
+    /// RSS change per second over the growth window (`--growth-window`, default 60 s), from the
+    /// model's history: positive while growing. Absent until the instance has
+    /// been watched for a whole window, and from daemons older than the growth model.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rss_growth_bytes_per_sec: Option<f64>,
+    /// Set while the growth looks like a leak (see [`LeakHint`]); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub leak_hint: Option<LeakHint>,
 }
 
 /// OOM kills split by what ran out of memory.

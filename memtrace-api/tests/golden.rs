@@ -4,8 +4,8 @@
 use memtrace_api::workloads::WorkloadKind;
 use memtrace_api::{
     CgroupMemoryStat, CgroupProcess, CgroupView, Counters, Family, FamilySet, FlightSample,
-    NodeIdentityView, NodeMemoryView, OomRecord, OomResponse, OwnerView, PipelineView, ProcessView,
-    PsiView, Rates, SCHEMA_VERSION, Snapshot,
+    LeakHint, NodeIdentityView, NodeMemoryView, OomRecord, OomResponse, OwnerView, PipelineView,
+    ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
 };
 use serde_json::Value;
 
@@ -139,6 +139,13 @@ fn full_snapshot() -> Snapshot {
             pressure_score: 87.5,
             oom_kills_as_victim: 1,
             oom_kills_as_trigger: 1,
+            rss_growth_bytes_per_sec: Some(34_952.5),
+            leak_hint: Some(LeakHint {
+                since_unix_ms: 1_795_313_940_000,
+                window_seconds: 600.0,
+                growth_bytes_per_sec: 30_583.5,
+                growth_bytes: 21 << 20,
+            }),
         }],
         cgroups: vec![CgroupView {
             path: "/kubepods.slice/x.scope".to_owned(),
@@ -154,6 +161,7 @@ fn full_snapshot() -> Snapshot {
             kernel_oom_kills: Some(1),
             oom_kills: 1,
             pressure_score: 91.25,
+            rss_growth_bytes_per_sec: Some(34_952.5),
         }],
         node_memory: NodeMemoryView {
             psi: Some(psi()),

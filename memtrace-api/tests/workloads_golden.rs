@@ -6,7 +6,7 @@ use memtrace_api::workloads::{
     HistorySpec, InstanceHistory, InstanceSummary, NodeSummary, OomKill, OomKillCounts, OomScope,
     WORKLOADS_SCHEMA_VERSION, WorkloadKind, WorkloadSummary, WorkloadsResponse,
 };
-use memtrace_api::{Family, FamilySet, PsiView, Rates};
+use memtrace_api::{Family, FamilySet, LeakHint, PsiView, Rates};
 use serde_json::Value;
 
 mod support;
@@ -90,6 +90,13 @@ fn full_response() -> WorkloadsResponse {
                     rss_bytes: vec![1 << 30],
                     reclaim_stall_seconds_per_sec: vec![0.0],
                 },
+                rss_growth_bytes_per_sec: Some(17_476.25),
+                leak_hint: Some(LeakHint {
+                    since_unix_ms: 1_795_313_940_000,
+                    window_seconds: 600.0,
+                    growth_bytes_per_sec: 15_291.75,
+                    growth_bytes: 10 << 20,
+                }),
             }],
             omitted_instances: Some(2),
         }],

@@ -175,6 +175,8 @@ impl Model {
                 pressure_score: score,
                 oom_kills_as_victim: entry.oom_kills_as_victim,
                 oom_kills_as_trigger: entry.oom_kills_as_trigger,
+                rss_growth_bytes_per_sec: None,
+                leak_hint: None,
             });
         }
         processes.sort_by(|a, b| {
@@ -213,6 +215,7 @@ impl Model {
                     reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
                     ..self.cgroup_score_inputs(now, path)
                 }),
+                rss_growth_bytes_per_sec: None,
             });
         }
         cgroups.sort_by(|a, b| {
