@@ -42,6 +42,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::time::Duration;
 
+use ::prometheus::proto::MetricType;
 use ::prometheus::{CounterVec, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::workload::Pins;
@@ -52,6 +53,8 @@ use memtrace_api::{
 
 /// Label value of the aggregate of everything outside the top N.
 pub use memtrace_api::rollup::OTHER;
+
+mod growth;
 
 /// `Content-Type` of the text exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -159,12 +162,16 @@ fn render_exposition(
         http_metrics(&x, http)?;
     }
 
-    // Counted last, from what is actually exported, and including its own sample.
+    // Counted last, from what is actually exported, and including its own sample. A histogram
+    // is one metric of many series (its buckets, `_sum` and `_count`).
     let series = x
         .registry
         .gather()
         .iter()
-        .map(|mf| mf.get_metric().len())
+        .map(|mf| match mf.get_field_type() {
+            MetricType::HISTOGRAM => mf.get_metric().len() * growth::HISTOGRAM_SERIES,
+            _ => mf.get_metric().len(),
+        })
         .sum::<usize>()
         + 1;
     let g = x.gauge(
@@ -472,13 +479,14 @@ fn workload_metrics(
     )?;
 
     let pinned = |key: &str| config.pins.matches(key);
-    for w in rollup::workloads_pinned(processes, config.top_processes, pinned).rows() {
+    let rows = rollup::workloads_pinned(processes, config.top_processes, pinned);
+    for w in rows.rows() {
         let l = [w.comm, w.cgroup, w.pod_uid, w.container_id, w.workload];
         counters.export(&l, &w.counters)?;
         set(&pressure, &l, w.score)?;
         set(&count, &l, w.processes as f64)?;
     }
-    Ok(())
+    growth::workload_series(x, &WORKLOAD_LABELS, processes, &rows, WORKLOAD_NOTE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,7 +546,8 @@ fn cgroup_metrics(
         &CGROUP_LABELS,
     )?;
 
-    for c in rollup::cgroups(views, max).rows() {
+    let rows = rollup::cgroups(views, max);
+    for c in rows.rows() {
         let l = [c.path, c.pod_uid, c.container_id, c.qos];
         counters.export(&l, &c.counters)?;
         set(&rss, &l, c.rss_bytes as f64)?;
@@ -557,7 +566,7 @@ fn cgroup_metrics(
         set(&pressure, &l, c.score)?;
         set(&processes, &l, c.processes as f64)?;
     }
-    Ok(())
+    growth::cgroup_series(x, &CGROUP_LABELS, views, &rows, CGROUP_NOTE)
 }
 
 fn with_label<'a>(l: [&'a str; 4], extra: &'a str) -> [&'a str; 5] {
