@@ -823,7 +823,8 @@ mod tests {
                 assert_eq!(
                     err,
                     format!(
-                        "--growth-window must be between 2 × --interval (2s) and 5m (got {window}s)"
+                        "--growth-window must be between 2 × --interval (2s) and 5m (got {})",
+                        humantime::format_duration(Duration::from_secs(window))
                     )
                 );
             }

@@ -923,16 +923,18 @@ mod tests {
                 .insert((s.label("comm"), s.label("cgroup")));
         }
         // page faults, mapped bytes, madvised bytes, virtual size, reclaim stalls and seconds,
-        // RSS, pressure score, processes.
-        assert_eq!(workloads.len(), 9, "{:?}", workloads.keys());
+        // RSS, pressure score, processes, leak hint (growth and the stall histogram come with
+        // growth and stalls, which these processes have not).
+        assert_eq!(workloads.len(), 10, "{:?}", workloads.keys());
         // The README's per-workload share of the series bound with --mmap-calls: 2 fault types,
         // 6 mapping operations, 2 madvise advices, 4 RSS types, and one series each for the
-        // other five (its OOM counter comes on top, only once it has a kill).
+        // other six (its OOM counter comes on top, only once it has a kill; its growth once it
+        // has been watched a growth window, its stall histogram once it stalled).
         let one_workload = samples
             .iter()
             .filter(|s| s.name.starts_with("memtrace_process_") && s.label("comm") == "w0999")
             .count();
-        assert_eq!(one_workload, 2 + 6 + 2 + 4 + 5);
+        assert_eq!(one_workload, 2 + 6 + 2 + 4 + 6);
         for (name, w) in &workloads {
             assert_eq!(w.len(), config.top_processes + 1, "{name}");
             assert!(w.contains(&(OTHER, OTHER)), "{name}");
@@ -961,12 +963,12 @@ mod tests {
         assert!(samples_named(&samples, "memtrace_process_mapped_bytes_total").is_empty());
         assert!(samples_named(&samples, "memtrace_process_madvised_bytes_total").is_empty());
         // The README's per-workload share of the series bound by default: 2 fault types, 4 RSS
-        // types, and one series each for the other five.
+        // types, and one series each for the other six.
         let one_workload = samples
             .iter()
             .filter(|s| s.name.starts_with("memtrace_process_") && s.label("comm") == "w0003")
             .count();
-        assert_eq!(one_workload, 2 + 4 + 5);
+        assert_eq!(one_workload, 2 + 4 + 6);
         let vm = samples_named(&samples, "memtrace_process_virtual_memory_bytes");
         assert_eq!(vm.len(), 10);
         // Process i (seed i + 1) maps (i + 1) MiB.
@@ -1483,7 +1485,7 @@ mod tests {
     }
 
     /// `promtool check metrics` must have nothing to say (lints included).
-    fn promtool_check(text: &str) {
+    pub(super) fn promtool_check(text: &str) {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         file.write_all(text.as_bytes()).expect("write exposition");
         let stdin = std::fs::File::open(file.path()).expect("reopen exposition");

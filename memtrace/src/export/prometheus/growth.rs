@@ -78,19 +78,21 @@ impl HistogramFamily {
     /// One row: per-bucket (not cumulative) `counts`, the last one beyond the last bound.
     fn push(&mut self, labels: &[&str], counts: &[u64], sum_seconds: f64) {
         let mut metric = Metric::default();
-        metric.set_label(
-            self.desc
-                .variable_labels
-                .iter()
-                .zip(labels)
-                .map(|(name, value)| {
-                    let mut pair = LabelPair::default();
-                    pair.set_name(name.clone());
-                    pair.set_value((*value).to_owned());
-                    pair
-                })
-                .collect(),
-        );
+        let mut pairs: Vec<LabelPair> = self
+            .desc
+            .variable_labels
+            .iter()
+            .zip(labels)
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.clone());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect();
+        // By name, as the crate's own vectors write them.
+        pairs.sort_by(|a, b| a.name().cmp(b.name()));
+        metric.set_label(pairs);
         let mut cumulative = 0u64;
         let mut buckets = Vec::with_capacity(RECLAIM_STALL_BUCKET_BOUNDS_SECONDS.len());
         for (i, bound) in RECLAIM_STALL_BUCKET_BOUNDS_SECONDS.iter().enumerate() {
@@ -257,4 +259,287 @@ pub(super) fn cgroup_series(
         }
     }
     x.registry.register(Box::new(histogram))
+}
+
+#[cfg(test)]
+mod tests {
+    use memtrace_api::{LeakHint, Snapshot};
+
+    use super::super::tests::promtool_check;
+    use super::super::{BuildInfo, ExportConfig, render};
+    use crate::export::testutil::{self, NOW_MS, many_processes, parse, process, realistic};
+
+    fn render_default(snapshot: &Snapshot, config: &ExportConfig) -> String {
+        let build = BuildInfo {
+            version: "0.1.0",
+            kernel: "6.8.0".to_owned(),
+        };
+        render(snapshot, &[], config, &build, NOW_MS)
+    }
+
+    fn buckets(pairs: &[(usize, u64)]) -> Option<Vec<u64>> {
+        let mut counts = vec![0; 16];
+        for &(i, n) in pairs {
+            counts[i] = n;
+        }
+        Some(counts)
+    }
+
+    fn hint() -> LeakHint {
+        LeakHint {
+            since_unix_ms: NOW_MS - 700_000,
+            window_seconds: 600.0,
+            growth_bytes_per_sec: 20_000.0,
+            growth_bytes: 14_000_000,
+        }
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let mut a = process(10, "java", Some("/app.slice"), 40.0, 1);
+        a.reclaim_stall_buckets = buckets(&[(0, 3), (4, 2), (15, 1)]);
+        a.counters.reclaim_ns = 2_500_000_000;
+        let mut b = process(11, "java", Some("/app.slice"), 30.0, 2);
+        b.reclaim_stall_buckets = buckets(&[(4, 1), (14, 1)]);
+        b.counters.reclaim_ns = 1_000_000_000;
+        // Never stalled: no histogram for its row.
+        let c = process(12, "idle", Some("/app.slice"), 10.0, 3);
+        let mut cg = testutil::cgroup("/app.slice", 50.0, None, false);
+        // Its processes, and one that exited (the cgroup's sums include it).
+        cg.reclaim_stall_buckets = buckets(&[(0, 4), (4, 3), (14, 1), (15, 1)]);
+        cg.counters.reclaim_ns = 3_750_000_000;
+        let snapshot = Snapshot {
+            processes: vec![a, b, c],
+            cgroups: vec![cg],
+            ..Snapshot::default()
+        };
+        let text = render_default(&snapshot, &ExportConfig::default());
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("reclaim_stall_seconds") && !l.contains("_total"))
+            .collect();
+        let w = r#"cgroup="/app.slice",comm="java",container_id="",pod_uid="",workload="java""#;
+        let c = r#"cgroup="/app.slice",container_id="",pod_uid="",qos="""#;
+        let mut expected = vec![
+            "# HELP memtrace_cgroup_reclaim_stall_seconds Direct and memcg reclaim stalls of the \
+             cgroup's processes by duration, exited ones included. Buckets are powers of two of \
+             microseconds, 64 us to 1.048576 s; present once the row has stalled. \
+             cgroup=\"~other\" aggregates the cgroups outside the top N and may reset when \
+             cgroups enter or leave the top N."
+                .to_owned(),
+            "# TYPE memtrace_cgroup_reclaim_stall_seconds histogram".to_owned(),
+        ];
+        let bounds = [
+            "0.000064", "0.000128", "0.000256", "0.000512", "0.001024", "0.002048", "0.004096",
+            "0.008192", "0.016384", "0.032768", "0.065536", "0.131072", "0.262144", "0.524288",
+            "1.048576",
+        ];
+        let cumulative_cg = [4, 4, 4, 4, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8];
+        for (le, n) in bounds.iter().zip(cumulative_cg) {
+            expected.push(format!(
+                "memtrace_cgroup_reclaim_stall_seconds_bucket{{{c},le=\"{le}\"}} {n}"
+            ));
+        }
+        expected.push(format!(
+            "memtrace_cgroup_reclaim_stall_seconds_bucket{{{c},le=\"+Inf\"}} 9"
+        ));
+        expected.push(format!(
+            "memtrace_cgroup_reclaim_stall_seconds_sum{{{c}}} 3.75"
+        ));
+        expected.push(format!(
+            "memtrace_cgroup_reclaim_stall_seconds_count{{{c}}} 9"
+        ));
+        expected.push(
+            "# HELP memtrace_process_reclaim_stall_seconds Direct and memcg reclaim stalls by \
+             duration. Buckets are powers of two of microseconds, 64 us to 1.048576 s; present \
+             once the row has stalled. Summed over the live processes of a workload (same comm \
+             in the same cgroup); comm=\"~other\" aggregates the workloads outside the top N. \
+             Workload and aggregate series may reset when processes exit or enter or leave the \
+             top N."
+                .to_owned(),
+        );
+        expected.push("# TYPE memtrace_process_reclaim_stall_seconds histogram".to_owned());
+        let cumulative_w = [3, 3, 3, 3, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7];
+        for (le, n) in bounds.iter().zip(cumulative_w) {
+            expected.push(format!(
+                "memtrace_process_reclaim_stall_seconds_bucket{{{w},le=\"{le}\"}} {n}"
+            ));
+        }
+        expected.push(format!(
+            "memtrace_process_reclaim_stall_seconds_bucket{{{w},le=\"+Inf\"}} 8"
+        ));
+        expected.push(format!(
+            "memtrace_process_reclaim_stall_seconds_sum{{{w}}} 3.5"
+        ));
+        expected.push(format!(
+            "memtrace_process_reclaim_stall_seconds_count{{{w}}} 8"
+        ));
+        assert_eq!(lines, expected);
+        let samples = parse(&text);
+        let series = samples
+            .iter()
+            .find(|s| s.name == "memtrace_exported_series")
+            .expect("counted");
+        let lines = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count();
+        assert_eq!(
+            series.value, lines as f64,
+            "a histogram counts all its series"
+        );
+        promtool_check(&text);
+    }
+
+    #[test]
+    fn growth_and_leak_hints_per_workload_and_cgroup_with_other_summed() {
+        let mut processes = many_processes(100);
+        for (i, p) in processes.iter_mut().enumerate() {
+            // Every other process has been watched a whole window; every tenth leaks.
+            p.rss_growth_bytes_per_sec = (i % 2 == 0).then_some(1000.0 * i as f64);
+            p.leak_hint = (i % 10 == 0).then(hint);
+            p.reclaim_stall_buckets = (i % 3 == 0).then(|| vec![1; 16]);
+        }
+        let mut cgroups: Vec<_> = (0..40)
+            .map(|i| {
+                let mut c = testutil::cgroup(
+                    &format!("/system.slice/svc{i}.service"),
+                    f64::from(i),
+                    None,
+                    false,
+                );
+                c.rss_growth_bytes_per_sec = Some(-100.0 * f64::from(i));
+                c
+            })
+            .collect();
+        cgroups[0].rss_growth_bytes_per_sec = None;
+        let snapshot = Snapshot {
+            processes: processes.clone(),
+            cgroups,
+            ..Snapshot::default()
+        };
+        let config = ExportConfig {
+            top_processes: 5,
+            max_cgroups: 10,
+            ..ExportConfig::default()
+        };
+        let text = render_default(&snapshot, &config);
+        let samples = parse(&text);
+        let named = |name: &str, label: &str, value: &str| {
+            samples
+                .iter()
+                .find(|s| s.name == name && s.label(label) == value)
+                .map(|s| s.value)
+        };
+        // The top five by score: w0095..w0099 (process i is w{i:04}).
+        assert_eq!(
+            named(
+                "memtrace_process_rss_growth_bytes_per_second",
+                "comm",
+                "w0098"
+            ),
+            Some(98_000.0)
+        );
+        assert_eq!(
+            named(
+                "memtrace_process_rss_growth_bytes_per_second",
+                "comm",
+                "w0099"
+            ),
+            None,
+            "not watched a window yet"
+        );
+        assert_eq!(
+            named("memtrace_process_leak_hint", "comm", "w0090"),
+            None,
+            "folded"
+        );
+        assert_eq!(
+            named("memtrace_process_leak_hint", "comm", "w0099"),
+            Some(0.0)
+        );
+        let growth_other: f64 = processes[..95]
+            .iter()
+            .filter_map(|p| p.rss_growth_bytes_per_sec)
+            .sum();
+        assert_eq!(
+            named(
+                "memtrace_process_rss_growth_bytes_per_second",
+                "comm",
+                "~other"
+            ),
+            Some(growth_other)
+        );
+        assert_eq!(
+            named("memtrace_process_leak_hint", "comm", "~other"),
+            Some(1.0)
+        );
+        let stalled_other = processes[..95]
+            .iter()
+            .filter(|p| p.reclaim_stall_buckets.is_some())
+            .count();
+        assert_eq!(
+            named(
+                "memtrace_process_reclaim_stall_seconds_count",
+                "comm",
+                "~other"
+            ),
+            Some((stalled_other * 16) as f64)
+        );
+        assert_eq!(
+            named(
+                "memtrace_process_reclaim_stall_seconds_count",
+                "comm",
+                "w0099"
+            ),
+            Some(16.0)
+        );
+        assert_eq!(
+            named(
+                "memtrace_process_reclaim_stall_seconds_count",
+                "comm",
+                "w0098"
+            ),
+            None
+        );
+        // Cgroups: the top ten by score are svc30..svc39; ~other sums svc1..svc29 (svc0 unknown).
+        assert_eq!(
+            named(
+                "memtrace_cgroup_rss_growth_bytes_per_second",
+                "cgroup",
+                "/system.slice/svc33.service"
+            ),
+            Some(-3300.0)
+        );
+        let other: f64 = (1..30).map(|i| -100.0 * f64::from(i)).sum();
+        assert_eq!(
+            named(
+                "memtrace_cgroup_rss_growth_bytes_per_second",
+                "cgroup",
+                "~other"
+            ),
+            Some(other)
+        );
+        promtool_check(&text);
+        // And with the realistic node, nothing to say either.
+        let (mut snapshot, ooms) = realistic();
+        for p in &mut snapshot.processes {
+            p.rss_growth_bytes_per_sec = Some(12.5);
+            p.reclaim_stall_buckets = Some(vec![2; 16]);
+        }
+        for c in &mut snapshot.cgroups {
+            c.reclaim_stall_buckets = Some(vec![3; 16]);
+        }
+        let build = BuildInfo {
+            version: "0.1.0",
+            kernel: "6.8.0".to_owned(),
+        };
+        promtool_check(&render(
+            &snapshot,
+            &ooms,
+            &ExportConfig::default(),
+            &build,
+            NOW_MS,
+        ));
+    }
 }
