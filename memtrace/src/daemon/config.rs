@@ -359,9 +359,9 @@ const HTAB_BUCKET: u64 = 16;
 /// Kernel memory one `--max-processes` slot costs: an element of `PROC_STATS` (pid → the
 /// process's counters) and one of `MM_OWNER` (mm → pid), each with the kernel's element header
 /// and key and value rounded to 8 bytes, plus their two buckets. Both maps are preallocated at
-/// their full size when the daemon starts. 360 bytes today, as measured on Linux 6.18 (the maps'
-/// `memlock` in `/proc/<pid>/fdinfo`: 9,176,480 + 2,622,480 bytes at 32768 entries,
-/// 293,602,720 + 83,887,120 at 1,048,576).
+/// their full size when the daemon starts. 488 bytes today, as measured on Linux 6.18 (the maps'
+/// `memlock` in `/proc/<pid>/fdinfo`: 13,371,040 + 2,622,480 bytes at 32768 entries; 128 of the
+/// 488 are the reclaim-stall histogram's 16 buckets).
 pub fn kernel_bytes_per_process() -> u64 {
     let element = |key: usize, value: usize| {
         HTAB_ELEM_HEADER + (key as u64).next_multiple_of(8) + (value as u64).next_multiple_of(8)
@@ -988,7 +988,7 @@ mod tests {
                 "{err}"
             );
         }
-        // PROC_STATS: 48 + 8 + 208 (the counters); MM_OWNER: 48 + 8 + 8; two 16-byte buckets.
+        // PROC_STATS: 48 + 8 + 336 (the counters, 128 of them the stall histogram); MM_OWNER: 48 + 8 + 8; two 16-byte buckets.
         assert_eq!(
             kernel_bytes_per_process(),
             48 + 8 + size_of::<memtrace_common::ProcStats>() as u64 + 64 + 32

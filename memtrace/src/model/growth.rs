@@ -412,7 +412,8 @@ mod tests {
             "since the fall"
         );
         // Jitter under the tolerance does not clear it.
-        let jitter = |s: u64| 100 * MIB + s * 2 * MIB / 60 - if s % 7 == 0 { 512 << 10 } else { 0 };
+        let jitter =
+            |s: u64| 100 * MIB + s * 2 * MIB / 60 - if s.is_multiple_of(7) { 512 << 10 } else { 0 };
         let (tracker, now) = feed(&config, 900, jitter);
         assert!(tracker.hint(now, wall, jitter(900), &config).is_some());
     }
