@@ -9,7 +9,9 @@
 //! **Leak hint** ([`LeakTracker`]): the 60 s sample history is too short for a 10 min leak
 //! window, so each process also keeps a downsampled series of its RSS: [`LEAK_POINTS`] + 1
 //! points, one per `--leak-window / 20`, each 8 bytes (a millisecond offset and a KiB count),
-//! so at most 168 bytes of points plus ~60 bytes of state per process, whatever the window.
+//! so at most 168 bytes of points (allocated once, at their full length) plus 80 bytes of state
+//! per process, whatever the window. (Cgroups keep no such series: a ring of one RSS sum per
+//! tick over the growth window, 24 bytes an entry, 1.4 KiB with the defaults.)
 //! A process is hinted while
 //! - its RSS grew at least `--leak-min-growth` (default 1 MiB/min) on average over the last
 //!   `--leak-window` (default 10 min), and
@@ -376,7 +378,9 @@ mod tests {
         assert!(hint.growth_bytes.abs_diff(30 * MIB) <= 2048, "{hint:?}");
         // Memory: the points never exceed their bound.
         assert!(tracker.points.len() <= LEAK_POINTS as usize + 1);
+        assert_eq!(tracker.points.capacity(), LEAK_POINTS as usize + 1);
         assert_eq!(size_of::<(u32, u32)>(), 8);
+        assert_eq!(size_of::<LeakTracker>(), 80, "the state the module documents");
     }
 
     #[test]
