@@ -380,7 +380,11 @@ mod tests {
         assert!(tracker.points.len() <= LEAK_POINTS as usize + 1);
         assert_eq!(tracker.points.capacity(), LEAK_POINTS as usize + 1);
         assert_eq!(size_of::<(u32, u32)>(), 8);
-        assert_eq!(size_of::<LeakTracker>(), 80, "the state the module documents");
+        assert_eq!(
+            size_of::<LeakTracker>(),
+            80,
+            "the state the module documents"
+        );
     }
 
     #[test]
