@@ -105,7 +105,23 @@ pub struct ProcessView {
     /// Set while the growth looks like a leak (see [`LeakHint`]); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub leak_hint: Option<LeakHint>,
+    /// Reclaim stalls by duration (see [`RECLAIM_STALL_BUCKET_BOUNDS_SECONDS`]), since memtrace
+    /// started watching the process. Absent when it never stalled, and from daemons older than
+    /// the histogram.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reclaim_stall_buckets: Option<Vec<u64>>,
 }
+
+/// Upper bounds (inclusive, seconds) of the reclaim-stall latency buckets
+/// (`reclaim_stall_buckets` of processes and cgroups): powers of two of microseconds from 64 µs
+/// to 1.048576 s. `reclaim_stall_buckets[i]` counts the stalls of at most bound `i` and more
+/// than bound `i − 1` (per bucket, not cumulative); one more entry than bounds counts those
+/// longer than the last bound. Their sum is the stall count (`counters.reclaim_stalls`, where the
+/// daemon counts buckets; a live trace does not).
+pub const RECLAIM_STALL_BUCKET_BOUNDS_SECONDS: [f64; 15] = [
+    0.000_064, 0.000_128, 0.000_256, 0.000_512, 0.001_024, 0.002_048, 0.004_096, 0.008_192,
+    0.016_384, 0.032_768, 0.065_536, 0.131_072, 0.262_144, 0.524_288, 1.048_576,
+];
 
 /// Sustained growth: RSS rose at least `--leak-min-growth` (default 1 MiB/min) over the whole
 /// `--leak-window` (default 10 min) and never fell by more than the model's tolerance meanwhile.
@@ -167,6 +183,10 @@ pub struct CgroupView {
     /// been watched for a whole window, and from daemons older than the growth model.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rss_growth_bytes_per_sec: Option<f64>,
+    /// Reclaim stalls of its processes by duration, exited ones included (see
+    /// [`ProcessView::reclaim_stall_buckets`]). Absent when none stalled.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reclaim_stall_buckets: Option<Vec<u64>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

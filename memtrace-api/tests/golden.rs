@@ -146,6 +146,7 @@ fn full_snapshot() -> Snapshot {
                 growth_bytes_per_sec: 30_583.5,
                 growth_bytes: 21 << 20,
             }),
+            reclaim_stall_buckets: Some(vec![0, 2, 3, 4, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
         }],
         cgroups: vec![CgroupView {
             path: "/kubepods.slice/x.scope".to_owned(),
@@ -162,6 +163,7 @@ fn full_snapshot() -> Snapshot {
             oom_kills: 1,
             pressure_score: 91.25,
             rss_growth_bytes_per_sec: Some(34_952.5),
+            reclaim_stall_buckets: Some(vec![0, 5, 9, 12, 7, 4, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0]),
         }],
         node_memory: NodeMemoryView {
             psi: Some(psi()),

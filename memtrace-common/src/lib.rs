@@ -109,6 +109,9 @@ pub mod config_flag {
     /// VM): right for the daemon. Without it, each event wakes an idle reader at once, so a live
     /// trace sees (and can enrich from /proc) events of processes about to exit.
     pub const BATCH_WAKEUPS: u32 = 1 << 0;
+    /// Count each reclaim stall in its latency bucket (`ProcStats::reclaim_hist`): the daemon's
+    /// histogram. Without it the reclaim-end program does not walk the bucketing at all.
+    pub const RECLAIM_HISTOGRAM: u32 = 1 << 1;
 }
 
 impl Config {
@@ -474,8 +477,66 @@ pub struct ProcStats {
     /// Bytes marked `madvise(MADV_FREE)` (likewise): reclaimable lazily, RSS falls under
     /// memory pressure.
     pub madvise_free_bytes: u64,
+    /// Reclaim stalls by duration, slot [`reclaim_bucket::slot`] (with
+    /// [`config_flag::RECLAIM_HISTOGRAM`]; zero otherwise). They add up to `reclaim_stalls`.
+    pub reclaim_hist: [u64; reclaim_bucket::COUNT],
 }
-const _: () = assert!(size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8 + 8 + 8 + 2 * 8);
+const _: () = assert!(
+    size_of::<ProcStats>() == 16 * 8 + 4 * 8 + 8 + 8 + 8 + 8 + 2 * 8 + reclaim_bucket::COUNT * 8
+);
+
+/// The reclaim-stall latency histogram's buckets (`ProcStats::reclaim_hist`): powers of two of
+/// microseconds, as bpftrace's `hist()` of a duration in µs, from 64 µs to 1.048576 s. Slot 0
+/// holds the stalls of at most 64 µs, slot `i` (1..=14) those over `64·2^(i−1)` and at most
+/// `64·2^i` µs, the last slot those over 1.048576 s. Bounded: 16 slots (128 bytes a process).
+pub mod reclaim_bucket {
+    /// Slots, the two open-ended ones included.
+    pub const COUNT: usize = 16;
+    /// Upper bound of slot 0, in nanoseconds.
+    pub const FIRST_BOUND_NS: u64 = 64_000;
+
+    /// Upper bound (inclusive) of slot `i` in nanoseconds; `None` for the last (unbounded).
+    #[must_use]
+    pub const fn upper_bound_ns(i: usize) -> Option<u64> {
+        if i + 1 >= COUNT {
+            None
+        } else {
+            Some(FIRST_BOUND_NS << i)
+        }
+    }
+
+    /// The slot of a stall of `duration_ns`: the first whose upper bound it does not exceed.
+    /// Branches only (no loop, no table): it runs in the reclaim-end program.
+    #[must_use]
+    #[inline]
+    pub const fn slot(duration_ns: u64) -> usize {
+        if duration_ns <= FIRST_BOUND_NS {
+            return 0;
+        }
+        // ⌈d / 64 µs⌉ > 2^k ⇔ (d − 1) / 64 µs ≥ 2^k: the slot is 1 + ⌊log2((d − 1) / 64 µs)⌋.
+        let mut q = (duration_ns - 1) / FIRST_BOUND_NS;
+        if q >= 1 << 16 {
+            return COUNT - 1;
+        }
+        let mut log = 0;
+        if q >= 1 << 8 {
+            q >>= 8;
+            log += 8;
+        }
+        if q >= 1 << 4 {
+            q >>= 4;
+            log += 4;
+        }
+        if q >= 1 << 2 {
+            q >>= 2;
+            log += 2;
+        }
+        if q >= 1 << 1 {
+            log += 1;
+        }
+        if log + 1 >= COUNT { COUNT - 1 } else { log + 1 }
+    }
+}
 
 /// Bits of [`ProcStats::flags`].
 pub mod proc_flag {
@@ -710,7 +771,45 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
-    use super::ProcStats;
+    use super::{ProcStats, reclaim_bucket};
+
+    #[test]
+    fn reclaim_buckets_are_powers_of_two_of_microseconds_with_inclusive_upper_bounds() {
+        use reclaim_bucket::{COUNT, slot, upper_bound_ns};
+        assert_eq!(slot(0), 0);
+        assert_eq!(slot(1), 0);
+        assert_eq!(slot(64_000), 0, "64 µs is in le=64µs");
+        assert_eq!(slot(64_001), 1);
+        assert_eq!(slot(128_000), 1);
+        assert_eq!(slot(128_001), 2);
+        assert_eq!(upper_bound_ns(14), Some(1_048_576_000));
+        assert_eq!(upper_bound_ns(15), None);
+        assert_eq!(slot(1_048_576_000), 14);
+        assert_eq!(slot(1_048_576_001), 15);
+        assert_eq!(slot(u64::MAX), COUNT - 1);
+        // Every bound and its neighbours, against the definition.
+        for i in 0..COUNT - 1 {
+            let bound = upper_bound_ns(i).unwrap();
+            assert_eq!(slot(bound), i, "{bound}");
+            assert_eq!(slot(bound + 1), i + 1, "{bound}+1");
+            assert_eq!(
+                slot(bound - 1),
+                if bound - 1 <= 64_000 { 0 } else { i },
+                "{bound}-1"
+            );
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let d = state >> (state % 40);
+            let expected = (0..COUNT - 1)
+                .find(|&i| d <= upper_bound_ns(i).unwrap())
+                .unwrap_or(COUNT - 1);
+            assert_eq!(slot(d), expected, "{d}");
+        }
+    }
 
     /// Found by the `event_decode` fuzz target: an exit record's counters near `u64::MAX`
     /// overflowed the sum of user and kernel faults while rendering the exit line.

@@ -1,7 +1,7 @@
 //! Reclaim stalls: global direct reclaim and memory-cgroup (limit) reclaim, begin → end.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
-use memtrace_common::{ReclaimEvent, ReclaimStart, kind, loss};
+use memtrace_common::{ReclaimEvent, ReclaimStart, config_flag, kind, loss, reclaim_bucket};
 
 use crate::{
     helpers::{
@@ -67,14 +67,26 @@ fn on_reclaim_end(ctx: &TracePointContext) {
     let _ = RECLAIM_INFLIGHT.remove(pid_tgid);
     // SAFETY: helper without preconditions.
     let duration_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
+    let config = CONFIG.load();
     if let Some(stats) = stats_entry(tgid) {
         // SAFETY: map value pointer.
         unsafe {
             add(&raw mut (*stats).reclaim_stalls, 1);
             add(&raw mut (*stats).reclaim_ns, duration_ns);
         }
+        // A read-only flag: without it (a live trace) the verifier prunes the bucketing.
+        if config.flags & config_flag::RECLAIM_HISTOGRAM != 0 {
+            let slot = reclaim_bucket::slot(duration_ns);
+            if slot < reclaim_bucket::COUNT {
+                // SAFETY: map value pointer; `slot` is within the array (checked, so the
+                // verifier sees the bound too).
+                unsafe {
+                    let buckets = (&raw mut (*stats).reclaim_hist).cast::<u64>();
+                    add(buckets.add(slot), 1);
+                }
+            }
+        }
     }
-    let config = CONFIG.load();
     if config.wants(kind::RECLAIM)
         && duration_ns >= config.reclaim_min_ns
         && let Some(comm) = filter_pass(&config, tgid)

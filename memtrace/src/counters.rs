@@ -70,6 +70,10 @@ macro_rules! proc_stats_side {
         /// `acc += delta` on the cumulative counters (gauges of `acc` untouched).
         pub fn add_counters(acc: &mut ProcStats, delta: &ProcStats) {
             $( if_cumulative_field!($kind { acc.$src = acc.$src.saturating_add(delta.$src); }); )*
+            // The reclaim-stall histogram is cumulative too (not a table line: one array).
+            for (sum, add) in acc.reclaim_hist.iter_mut().zip(delta.reclaim_hist) {
+                *sum = sum.saturating_add(add);
+            }
             // A sum that includes per-task counts has no user/kernel split either.
             acc.flags |= delta.flags;
         }
@@ -81,6 +85,9 @@ macro_rules! proc_stats_side {
                 ..ProcStats::default()
             };
             $( if_cumulative_field!($kind { out.$src = a.$src.saturating_sub(b.$src); }); )*
+            for ((out, a), b) in out.reclaim_hist.iter_mut().zip(a.reclaim_hist).zip(b.reclaim_hist) {
+                *out = a.saturating_sub(b);
+            }
             out
         }
 

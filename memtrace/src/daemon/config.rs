@@ -17,7 +17,11 @@ use crate::{
     export::http::Limits,
     host::HostPaths,
     kubernetes::KubernetesMode,
-    model::{CgroupRoot, CgroupRootError, CmdlineMode, instance_history as history},
+    model::{
+        CgroupRoot, CgroupRootError, CmdlineMode,
+        growth::{self, GrowthConfig, GrowthRate},
+        instance_history as history,
+    },
     units::{duration_in, parse_duration},
     workload::{PinError, Pins},
 };
@@ -153,6 +157,25 @@ pub struct Flags {
     /// Each pinned workload adds its series to the --top bound.
     #[arg(long, value_name = "REGEX")]
     pub pin: Vec<String>,
+
+    /// Window over which each process's, cgroup's and instance's RSS growth is computed
+    /// (`rss_growth_bytes_per_sec`, `memtrace_*_rss_growth_bytes_per_second`): absent until one
+    /// has been watched this long. 2 × --interval to 5m; the per-process sample history grows
+    /// with it (one sample per --interval) [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub growth_window: Option<Duration>,
+
+    /// A process is hinted as leaking (`leak_hint`, `memtrace_process_leak_hint`) once its RSS
+    /// grew at least --leak-min-growth over this whole window without falling (more than 1 MiB
+    /// or 1 % of its peak). 2 × --interval to 7 days; kept as 20 points per process, whatever
+    /// its length [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub leak_window: Option<Duration>,
+
+    /// The least mean growth over --leak-window that counts as a leak, as SIZE/UNIT (`1MiB/min`,
+    /// `512K/s`, `100MiB/h`; a bare size is per minute) [default: 1MiB/min].
+    #[arg(long, value_name = "RATE", value_parser = growth::parse_growth_rate)]
+    pub leak_min_growth: Option<GrowthRate>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -179,6 +202,9 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     pub cgroup_root: Option<String>,
     pub pin: Option<Vec<String>>,
+    pub growth_window: Option<String>,
+    pub leak_window: Option<String>,
+    pub leak_min_growth: Option<String>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -217,6 +243,8 @@ pub struct Settings {
     pub cgroup_root: Option<CgroupRoot>,
     /// `--pin`: workloads never folded into `~other`.
     pub pins: Pins,
+    /// `--growth-window`, `--leak-window`, `--leak-min-growth`.
+    pub growth: GrowthConfig,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -286,6 +314,28 @@ pub enum ConfigError {
     CgroupRoot(#[from] CgroupRootError),
     #[error(transparent)]
     Pin(#[from] PinError),
+    #[error("{}: leak_min_growth: {reason}", path.display())]
+    GrowthRate { path: PathBuf, reason: String },
+    #[error(
+        "--growth-window must be between 2 × --interval ({}) and {} (got {})",
+        humantime::format_duration(*interval * 2),
+        humantime::format_duration(growth::MAX_GROWTH_WINDOW),
+        humantime::format_duration(*window)
+    )]
+    GrowthWindow {
+        window: Duration,
+        interval: Duration,
+    },
+    #[error(
+        "--leak-window must be between 2 × --interval ({}) and {} (got {})",
+        humantime::format_duration(*interval * 2),
+        humantime::format_duration(growth::MAX_LEAK_WINDOW),
+        humantime::format_duration(*window)
+    )]
+    LeakWindow {
+        window: Duration,
+        interval: Duration,
+    },
 }
 
 /// The fewest processes the kernel map may hold: below this a busy node fills it at once.
@@ -309,9 +359,9 @@ const HTAB_BUCKET: u64 = 16;
 /// Kernel memory one `--max-processes` slot costs: an element of `PROC_STATS` (pid → the
 /// process's counters) and one of `MM_OWNER` (mm → pid), each with the kernel's element header
 /// and key and value rounded to 8 bytes, plus their two buckets. Both maps are preallocated at
-/// their full size when the daemon starts. 360 bytes today, as measured on Linux 6.18 (the maps'
-/// `memlock` in `/proc/<pid>/fdinfo`: 9,176,480 + 2,622,480 bytes at 32768 entries,
-/// 293,602,720 + 83,887,120 at 1,048,576).
+/// their full size when the daemon starts. 488 bytes today, as measured on Linux 6.18 (the maps'
+/// `memlock` in `/proc/<pid>/fdinfo`: 13,371,040 + 2,622,480 bytes at 32768 entries; 128 of the
+/// 488 are the reclaim-stall histogram's 16 buckets).
 pub fn kernel_bytes_per_process() -> u64 {
     let element = |key: usize, value: usize| {
         HTAB_ELEM_HEADER + (key as u64).next_multiple_of(8) + (value as u64).next_multiple_of(8)
@@ -438,7 +488,45 @@ impl Settings {
             } else {
                 Pins::new(&flags.pin)?
             },
+            growth: GrowthConfig {
+                window: flags
+                    .growth_window
+                    .or(from_file("growth_window", &file.growth_window)?)
+                    .unwrap_or(growth::DEFAULT_GROWTH_WINDOW),
+                leak_window: flags
+                    .leak_window
+                    .or(from_file("leak_window", &file.leak_window)?)
+                    .unwrap_or(growth::DEFAULT_LEAK_WINDOW),
+                leak_min_growth: match flags.leak_min_growth {
+                    Some(rate) => rate,
+                    None => file
+                        .leak_min_growth
+                        .as_deref()
+                        .map(growth::parse_growth_rate)
+                        .transpose()
+                        .map_err(|reason| ConfigError::GrowthRate {
+                            path: path.clone(),
+                            reason,
+                        })?
+                        .unwrap_or(GrowthRate::DEFAULT),
+                },
+            },
         };
+        let growth = &settings.growth;
+        if growth.window < settings.interval * 2 || growth.window > growth::MAX_GROWTH_WINDOW {
+            return Err(ConfigError::GrowthWindow {
+                window: growth.window,
+                interval: settings.interval,
+            });
+        }
+        if growth.leak_window < settings.interval * 2
+            || growth.leak_window > growth::MAX_LEAK_WINDOW
+        {
+            return Err(ConfigError::LeakWindow {
+                window: growth.leak_window,
+                interval: settings.interval,
+            });
+        }
         if !(history::MIN_STEP..=history::MAX_STEP).contains(&settings.history_step) {
             return Err(ConfigError::HistoryStep {
                 history_step: settings.history_step,
@@ -595,6 +683,9 @@ pub(crate) fn every_key_set() -> FileConfig {
             "redis-server\\.service".to_owned(),
             "shop/Deployment/.*".to_owned(),
         ]),
+        growth_window: Some("2m".to_owned()),
+        leak_window: Some("30m".to_owned()),
+        leak_min_growth: Some("2MiB/min".to_owned()),
     }
 }
 
@@ -647,7 +738,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 20, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 23, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),
@@ -712,6 +803,58 @@ mod tests {
         };
         let settings = Settings::resolve(&flags, Some((Path::new("d.toml"), file))).unwrap();
         assert!(settings.pins.matches("b") && !settings.pins.matches("a"));
+    }
+
+    #[test]
+    fn growth_windows_and_the_leak_threshold_are_validated() {
+        let with = |flags: Flags| Settings::resolve(&flags, None).map_err(|e| e.to_string());
+        let defaults = with(Flags::default()).unwrap().growth;
+        assert_eq!(defaults, GrowthConfig::default());
+        assert_eq!(defaults.window, Duration::from_secs(60));
+        assert_eq!(defaults.leak_window, Duration::from_secs(600));
+        assert_eq!(defaults.leak_min_growth.bytes_per_sec(), 1048576.0 / 60.0);
+        for (window, ok) in [(1, false), (2, true), (300, true), (301, false)] {
+            let result = with(Flags {
+                growth_window: Some(Duration::from_secs(window)),
+                ..Flags::default()
+            });
+            assert_eq!(result.is_ok(), ok, "{window}: {result:?}");
+            if let Err(err) = result {
+                assert_eq!(
+                    err,
+                    format!(
+                        "--growth-window must be between 2 × --interval (2s) and 5m (got {})",
+                        humantime::format_duration(Duration::from_secs(window))
+                    )
+                );
+            }
+        }
+        let err = with(Flags {
+            interval: Some(Duration::from_secs(5)),
+            leak_window: Some(Duration::from_secs(8)),
+            ..Flags::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "--leak-window must be between 2 × --interval (10s) and 7days (got 8s)"
+        );
+        let file: FileConfig = toml::from_str("leak_min_growth = \"1MiB/week\"").unwrap();
+        let err = Settings::resolve(&Flags::default(), Some((Path::new("d.toml"), file)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("d.toml: leak_min_growth: invalid growth rate '1MiB/week'"),
+            "{err}"
+        );
+        let err = parse_flags(&[]).leak_min_growth;
+        assert_eq!(err, None);
+        let command = Flags::augment_args(clap::Command::new("daemon"));
+        let err = command
+            .try_get_matches_from(["daemon", "--leak-min-growth", "0/min"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid growth rate '0/min'"), "{err}");
     }
 
     #[test]
@@ -845,7 +988,7 @@ mod tests {
                 "{err}"
             );
         }
-        // PROC_STATS: 48 + 8 + 208 (the counters); MM_OWNER: 48 + 8 + 8; two 16-byte buckets.
+        // PROC_STATS: 48 + 8 + 336 (the counters, 128 of them the stall histogram); MM_OWNER: 48 + 8 + 8; two 16-byte buckets.
         assert_eq!(
             kernel_bytes_per_process(),
             48 + 8 + size_of::<memtrace_common::ProcStats>() as u64 + 64 + 32

@@ -220,6 +220,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         cmdline: settings.cmdline,
         scope: settings.cgroup_root.clone(),
         node_name: Some(settings.node_name.clone()),
+        growth: settings.growth,
         ..ModelConfig::default()
     })
     // The one place workloads are named: pods by their controller (with the Kubernetes
@@ -311,8 +312,9 @@ fn probe_options(settings: &Settings) -> ProbeOptions {
             reclaim_min_ns: u64::MAX,
             // Exits and execs arrive at the rate processes churn: a wake-up each would cost more
             // than the events; 100 ms of latency (`DRAIN_EVERY_DAEMON`) does not matter to the
-            // model.
-            flags: memtrace_common::config_flag::BATCH_WAKEUPS,
+            // model. The reclaim-stall histogram is the daemon's (`memtrace_*_reclaim_stall_seconds`).
+            flags: memtrace_common::config_flag::BATCH_WAKEUPS
+                | memtrace_common::config_flag::RECLAIM_HISTOGRAM,
             reserved: 0,
         },
         max_processes: settings.max_processes,

@@ -42,6 +42,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::time::Duration;
 
+use ::prometheus::proto::MetricType;
 use ::prometheus::{CounterVec, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::workload::Pins;
@@ -52,6 +53,8 @@ use memtrace_api::{
 
 /// Label value of the aggregate of everything outside the top N.
 pub use memtrace_api::rollup::OTHER;
+
+mod growth;
 
 /// `Content-Type` of the text exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -159,12 +162,16 @@ fn render_exposition(
         http_metrics(&x, http)?;
     }
 
-    // Counted last, from what is actually exported, and including its own sample.
+    // Counted last, from what is actually exported, and including its own sample. A histogram
+    // is one metric of many series (its buckets, `_sum` and `_count`).
     let series = x
         .registry
         .gather()
         .iter()
-        .map(|mf| mf.get_metric().len())
+        .map(|mf| match mf.get_field_type() {
+            MetricType::HISTOGRAM => mf.get_metric().len() * growth::HISTOGRAM_SERIES,
+            _ => mf.get_metric().len(),
+        })
         .sum::<usize>()
         + 1;
     let g = x.gauge(
@@ -472,13 +479,14 @@ fn workload_metrics(
     )?;
 
     let pinned = |key: &str| config.pins.matches(key);
-    for w in rollup::workloads_pinned(processes, config.top_processes, pinned).rows() {
+    let rows = rollup::workloads_pinned(processes, config.top_processes, pinned);
+    for w in rows.rows() {
         let l = [w.comm, w.cgroup, w.pod_uid, w.container_id, w.workload];
         counters.export(&l, &w.counters)?;
         set(&pressure, &l, w.score)?;
         set(&count, &l, w.processes as f64)?;
     }
-    Ok(())
+    growth::workload_series(x, &WORKLOAD_LABELS, processes, &rows, WORKLOAD_NOTE)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,7 +546,8 @@ fn cgroup_metrics(
         &CGROUP_LABELS,
     )?;
 
-    for c in rollup::cgroups(views, max).rows() {
+    let rows = rollup::cgroups(views, max);
+    for c in rows.rows() {
         let l = [c.path, c.pod_uid, c.container_id, c.qos];
         counters.export(&l, &c.counters)?;
         set(&rss, &l, c.rss_bytes as f64)?;
@@ -557,7 +566,7 @@ fn cgroup_metrics(
         set(&pressure, &l, c.score)?;
         set(&processes, &l, c.processes as f64)?;
     }
-    Ok(())
+    growth::cgroup_series(x, &CGROUP_LABELS, views, &rows, CGROUP_NOTE)
 }
 
 fn with_label<'a>(l: [&'a str; 4], extra: &'a str) -> [&'a str; 5] {
@@ -914,16 +923,18 @@ mod tests {
                 .insert((s.label("comm"), s.label("cgroup")));
         }
         // page faults, mapped bytes, madvised bytes, virtual size, reclaim stalls and seconds,
-        // RSS, pressure score, processes.
-        assert_eq!(workloads.len(), 9, "{:?}", workloads.keys());
+        // RSS, pressure score, processes, leak hint (growth and the stall histogram come with
+        // growth and stalls, which these processes have not).
+        assert_eq!(workloads.len(), 10, "{:?}", workloads.keys());
         // The README's per-workload share of the series bound with --mmap-calls: 2 fault types,
         // 6 mapping operations, 2 madvise advices, 4 RSS types, and one series each for the
-        // other five (its OOM counter comes on top, only once it has a kill).
+        // other six (its OOM counter comes on top, only once it has a kill; its growth once it
+        // has been watched a growth window, its stall histogram once it stalled).
         let one_workload = samples
             .iter()
             .filter(|s| s.name.starts_with("memtrace_process_") && s.label("comm") == "w0999")
             .count();
-        assert_eq!(one_workload, 2 + 6 + 2 + 4 + 5);
+        assert_eq!(one_workload, 2 + 6 + 2 + 4 + 6);
         for (name, w) in &workloads {
             assert_eq!(w.len(), config.top_processes + 1, "{name}");
             assert!(w.contains(&(OTHER, OTHER)), "{name}");
@@ -952,12 +963,12 @@ mod tests {
         assert!(samples_named(&samples, "memtrace_process_mapped_bytes_total").is_empty());
         assert!(samples_named(&samples, "memtrace_process_madvised_bytes_total").is_empty());
         // The README's per-workload share of the series bound by default: 2 fault types, 4 RSS
-        // types, and one series each for the other five.
+        // types, and one series each for the other six.
         let one_workload = samples
             .iter()
             .filter(|s| s.name.starts_with("memtrace_process_") && s.label("comm") == "w0003")
             .count();
-        assert_eq!(one_workload, 2 + 4 + 5);
+        assert_eq!(one_workload, 2 + 4 + 6);
         let vm = samples_named(&samples, "memtrace_process_virtual_memory_bytes");
         assert_eq!(vm.len(), 10);
         // Process i (seed i + 1) maps (i + 1) MiB.
@@ -1474,7 +1485,7 @@ mod tests {
     }
 
     /// `promtool check metrics` must have nothing to say (lints included).
-    fn promtool_check(text: &str) {
+    pub(super) fn promtool_check(text: &str) {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         file.write_all(text.as_bytes()).expect("write exposition");
         let stdin = std::fs::File::open(file.path()).expect("reopen exposition");

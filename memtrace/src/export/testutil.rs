@@ -100,6 +100,7 @@ pub fn cgroup(path: &str, score: f64, limit: Option<u64>, psi: bool) -> CgroupVi
         rates: Rates::default(),
         rss_bytes: 64 << 20,
         rss_growth_bytes_per_sec: None,
+        reclaim_stall_buckets: None,
         usage_bytes: Some(80 << 20),
         limit_bytes: limit,
         psi: psi.then_some(PsiView {

@@ -15,6 +15,7 @@
 //! cgroup subtree: a process that moves out leaves the model (what it did inside stays counted
 //! in its cgroup and the node totals), one that moves in is counted from then on, and the exits
 //! and OOM kills of processes outside are not counted.
+pub mod growth;
 mod history;
 pub mod instance_history;
 mod oom;
@@ -38,6 +39,7 @@ use crate::events::{Event, comm_str};
 use crate::node::NodeSample;
 use crate::procfs::ProcessInfo;
 use crate::workload::Identifier;
+use growth::{GrowthConfig, LeakTracker};
 use history::{Ring, Sample, SampleHistory};
 use memtrace_api::{Counters, OomRecord, OwnerView};
 use oom::AwaitingExit;
@@ -78,6 +80,8 @@ pub struct ModelConfig {
     pub scope: Option<CgroupRoot>,
     /// `--node-name`, carried in snapshots.
     pub node_name: Option<String>,
+    /// `--growth-window`, `--leak-window`, `--leak-min-growth` (see [`growth`]).
+    pub growth: GrowthConfig,
 }
 
 impl Default for ModelConfig {
@@ -93,15 +97,20 @@ impl Default for ModelConfig {
             cmdline: CmdlineMode::default(),
             scope: None,
             node_name: None,
+            growth: GrowthConfig::default(),
         }
     }
 }
 
 impl ModelConfig {
-    /// Entries in every history ring: enough to span the longer of the rate and flight windows
-    /// at `sample_interval`, both ends included (61 with the defaults), at most 3600.
+    /// Entries in every history ring: enough to span the longest of the rate, flight and growth
+    /// windows at `sample_interval`, both ends included (61 with the defaults), at most 3600.
     pub fn history_capacity(&self) -> usize {
-        let span = self.rate_window.max(self.flight_window).as_secs_f64();
+        let span = self
+            .rate_window
+            .max(self.flight_window)
+            .max(self.growth.window)
+            .as_secs_f64();
         let step = self.sample_interval.as_secs_f64();
         if step <= 0.0 {
             return MAX_HISTORY;
@@ -161,6 +170,8 @@ struct ProcessEntry {
     seen: u64,
     oom_kills_as_victim: u64,
     oom_kills_as_trigger: u64,
+    /// Downsampled RSS over the leak window, and whether it looks like a leak.
+    leak: LeakTracker,
 }
 
 impl ProcessEntry {
@@ -181,6 +192,7 @@ impl ProcessEntry {
             seen: 0,
             oom_kills_as_victim: 0,
             oom_kills_as_trigger: 0,
+            leak: LeakTracker::new(now, rss_total(stats)),
         }
     }
 
@@ -230,6 +242,8 @@ struct CgroupEntry {
     memory: Option<CgroupMemory>,
     /// Bounded ring of (time, usage bytes), for flight recordings.
     usage: Ring<(Instant, u64)>,
+    /// Bounded ring of (time, RSS of its live processes), one per tick: its growth.
+    rss: Ring<(Instant, u64)>,
     oom_kills: u64,
     last_oom: Option<Instant>,
 }
@@ -242,6 +256,7 @@ impl CgroupEntry {
             exited: ProcStats::default(),
             memory: None,
             usage: Ring::new(capacity),
+            rss: Ring::new(capacity),
             oom_kills: 0,
             last_oom: None,
         }
@@ -398,6 +413,20 @@ impl Model {
             }
         }
         self.prune(now);
+        self.record_cgroup_rss(now);
+    }
+
+    /// Each cgroup's RSS (its live processes' sum) at this tick, for its growth.
+    fn record_cgroup_rss(&mut self, now: Instant) {
+        let mut sums: HashMap<&str, u64> = HashMap::with_capacity(self.cgroups.len());
+        for entry in self.live.values() {
+            let sum = sums.entry(entry.cgroup_key()).or_default();
+            *sum = sum.saturating_add(rss_total(&entry.latest));
+        }
+        for (path, cg) in &mut self.cgroups {
+            cg.rss
+                .push((now, sums.get(path.as_str()).copied().unwrap_or(0)));
+        }
     }
 
     fn observe_process(
@@ -435,6 +464,7 @@ impl Model {
             }
         }
 
+        let growth_tolerance = self.config.sample_interval / 2;
         // Updated in place: this runs for every process every tick.
         let Some(entry) = self.live.get_mut(&pid) else {
             self.insert_live(now, pid, stats, info);
@@ -473,6 +503,9 @@ impl Model {
         // use are never pruned.
         entry.latest = *stats;
         entry.history.push(Sample::new(now, stats));
+        entry
+            .leak
+            .observe(now, rss_total(stats), &self.config.growth, growth_tolerance);
     }
 
     /// A new live process, seen in this tick.

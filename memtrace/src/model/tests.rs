@@ -1164,3 +1164,140 @@ fn snapshots_name_workloads() {
         Some(unit)
     );
 }
+
+/// A model with a 60 s growth window and a 10 min leak window (≥ 1 MiB/min).
+fn growth_model() -> Model {
+    Model::new(ModelConfig::default())
+}
+
+#[test]
+fn growth_is_absent_before_a_whole_window_then_the_slope_per_process_cgroup_and_instance() {
+    let mut model = growth_model();
+    let t0 = Instant::now();
+    let grows = |s: u64| stats(0, 0, 100 * MIB + s * 2 * MIB / 60);
+    let flat = stats(0, 0, 40 * MIB);
+    for s in 0..=59 {
+        model.observe_processes(
+            at(t0, s),
+            &[
+                (1, grows(s), info(1, "leaky", "/app.slice", 1)),
+                (2, flat, info(2, "steady", "/app.slice", 2)),
+            ],
+        );
+    }
+    let snap = model.snapshot(at(t0, 59), wall(59), pipeline());
+    assert_eq!(
+        process_view(&snap, 1).rss_growth_bytes_per_sec,
+        None,
+        "59 s watched"
+    );
+    assert_eq!(
+        cgroup_view(&snap, "/app.slice").rss_growth_bytes_per_sec,
+        None
+    );
+    for s in 60..=900 {
+        model.observe_processes(
+            at(t0, s),
+            &[
+                (1, grows(s), info(1, "leaky", "/app.slice", 1)),
+                (2, flat, info(2, "steady", "/app.slice", 2)),
+            ],
+        );
+    }
+    let snap = model.snapshot(at(t0, 900), wall(900), pipeline());
+    let leaky = process_view(&snap, 1);
+    let expected = 2.0 * MIB as f64 / 60.0;
+    let growth = leaky.rss_growth_bytes_per_sec.expect("a whole window");
+    assert!((growth - expected).abs() < 1.0, "{growth}");
+    let hint = leaky.leak_hint.expect("10 min of 2 MiB/min");
+    assert!(
+        (hint.growth_bytes_per_sec - expected).abs() < expected * 0.01,
+        "{hint:?}"
+    );
+    assert_eq!(
+        hint.since_unix_ms,
+        unix_ms(wall(0)),
+        "growing since it was first seen"
+    );
+    assert_eq!(hint.window_seconds, 600.0);
+    let steady = process_view(&snap, 2);
+    assert_eq!(
+        steady.rss_growth_bytes_per_sec,
+        Some(0.0),
+        "flat: zero, present"
+    );
+    assert_eq!(steady.leak_hint, None);
+    let cgroup = cgroup_view(&snap, "/app.slice")
+        .rss_growth_bytes_per_sec
+        .expect("a whole window");
+    assert!((cgroup - expected).abs() < 1.0, "{cgroup}");
+
+    // The workloads summary: the instance of the leaky process carries its growth and hint.
+    let groups = workloads::group(&snap, &crate::workload::Identifier::default());
+    let instance = groups
+        .iter()
+        .find(|g| g.processes.iter().any(|p| p.pid == 1))
+        .map(|g| &g.summary)
+        .expect("an instance");
+    assert_eq!(
+        instance.rss_growth_bytes_per_sec,
+        leaky.rss_growth_bytes_per_sec
+    );
+    assert_eq!(instance.leak_hint, leaky.leak_hint);
+
+    // A fall of 10 MiB clears the hint at once; growth goes on being reported.
+    let fallen = |s: u64| stats(0, 0, 100 * MIB + s * 2 * MIB / 60 - 10 * MIB);
+    for s in 901..=960 {
+        model.observe_processes(
+            at(t0, s),
+            &[(1, fallen(s), info(1, "leaky", "/app.slice", 1))],
+        );
+    }
+    let snap = model.snapshot(at(t0, 960), wall(960), pipeline());
+    let leaky = process_view(&snap, 1);
+    assert_eq!(leaky.leak_hint, None, "a fall resets the hint");
+    assert!(leaky.rss_growth_bytes_per_sec.is_some());
+}
+
+#[test]
+fn reclaim_stall_buckets_survive_the_exit_in_the_cgroup() {
+    let mut model = growth_model();
+    let t0 = Instant::now();
+    let mut s = stats(0, 0, MIB);
+    s.reclaim_stalls = 3;
+    s.reclaim_ns = 3_000_000;
+    s.reclaim_hist[0] = 1;
+    s.reclaim_hist[5] = 2;
+    model.observe_processes(at(t0, 0), &[(1, s, info(1, "a", "/app.slice", 1))]);
+    let snap = model.snapshot(at(t0, 0), wall(0), pipeline());
+    let mut expected = vec![0; 16];
+    expected[0] = 1;
+    expected[5] = 2;
+    assert_eq!(
+        process_view(&snap, 1).reclaim_stall_buckets,
+        Some(expected.clone())
+    );
+    assert_eq!(
+        cgroup_view(&snap, "/app.slice").reclaim_stall_buckets,
+        Some(expected.clone())
+    );
+    // It stalls once more (over 1 s) and exits: the cgroup keeps every bucket.
+    let mut last = s;
+    last.reclaim_stalls = 4;
+    last.reclaim_hist[15] = 1;
+    model.observe_event(at(t0, 1), wall(1), &exit(1, last));
+    model.observe_processes(
+        at(t0, 2),
+        &[(2, stats(0, 0, MIB), info(2, "b", "/app.slice", 2))],
+    );
+    let snap = model.snapshot(at(t0, 2), wall(2), pipeline());
+    expected[15] = 1;
+    let cgroup = cgroup_view(&snap, "/app.slice");
+    assert_eq!(cgroup.reclaim_stall_buckets, Some(expected));
+    assert_eq!(cgroup.counters.reclaim_stalls, 4);
+    assert_eq!(
+        process_view(&snap, 2).reclaim_stall_buckets,
+        None,
+        "never stalled"
+    );
+}

@@ -4,9 +4,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use memtrace_common::ProcStats;
 
-use super::history;
 use super::score::{RECENT_OOM_WINDOW, ScoreInputs, pressure_score};
 use super::{Model, rss_total};
+use super::{growth, history};
 use crate::cgroup;
 use crate::counters::{add_counters, counters_json};
 use crate::node::NodeSample;
@@ -113,6 +113,8 @@ impl Model {
             rates: Rates,
         }
         let window = self.config.rate_window;
+        let growth_config = &self.config.growth;
+        let tolerance = self.config.sample_interval / 2;
         // The workload a cgroup names by itself, once per cgroup (every live process's cgroup
         // has an entry); processes of the others are named by their comm.
         let owner_workloads: HashMap<&str, WorkloadId> = self
@@ -175,8 +177,18 @@ impl Model {
                 pressure_score: score,
                 oom_kills_as_victim: entry.oom_kills_as_victim,
                 oom_kills_as_trigger: entry.oom_kills_as_trigger,
-                rss_growth_bytes_per_sec: None,
-                leak_hint: None,
+                rss_growth_bytes_per_sec: entry.history.back().and_then(|newest| {
+                    growth::growth(
+                        entry.history.iter().map(|s| (s.at, sample_rss(&s))),
+                        (newest.at, sample_rss(&newest)),
+                        growth_config.window,
+                        tolerance,
+                    )
+                }),
+                leak_hint: entry
+                    .leak
+                    .hint(now, wall, rss_total(&entry.latest), growth_config),
+                reclaim_stall_buckets: stall_buckets(&entry.latest),
             });
         }
         processes.sort_by(|a, b| {
@@ -215,7 +227,15 @@ impl Model {
                     reclaim_stall_seconds_per_sec: rates.reclaim_stall_seconds_per_sec,
                     ..self.cgroup_score_inputs(now, path)
                 }),
-                rss_growth_bytes_per_sec: None,
+                rss_growth_bytes_per_sec: cg.rss.iter().next_back().and_then(|newest| {
+                    growth::growth(
+                        cg.rss.iter().copied(),
+                        *newest,
+                        growth_config.window,
+                        tolerance,
+                    )
+                }),
+                reclaim_stall_buckets: stall_buckets(&counters),
             });
         }
         cgroups.sort_by(|a, b| {
@@ -256,6 +276,21 @@ impl Model {
             pipeline,
         }
     }
+}
+
+/// anon + file + shmem of a history sample.
+fn sample_rss(s: &history::Sample) -> u64 {
+    s.rss_anon_bytes
+        .saturating_add(s.rss_file_bytes)
+        .saturating_add(s.rss_shmem_bytes)
+}
+
+/// The reclaim-stall histogram as the API has it: absent when nothing stalled.
+fn stall_buckets(s: &ProcStats) -> Option<Vec<u64>> {
+    s.reclaim_hist
+        .iter()
+        .any(|n| *n != 0)
+        .then(|| s.reclaim_hist.to_vec())
 }
 
 fn node_memory_view(n: &NodeSample) -> NodeMemoryView {

@@ -20,7 +20,7 @@ use memtrace_api::workloads::{
     InstanceSummary, NodeSummary, OomKill, OomKillCounts, OomScope, WORKLOADS_SCHEMA_VERSION,
     WorkloadSummary, WorkloadsResponse,
 };
-use memtrace_api::{OomRecord, ProcessView, PsiView, Rates, Snapshot};
+use memtrace_api::{LeakHint, OomRecord, ProcessView, PsiView, Rates, Snapshot};
 
 use super::history::add_rates;
 use super::instance_history::{InstanceHistories, InstanceReading, round_significant};
@@ -101,6 +101,7 @@ pub fn group<'a>(snapshot: &'a Snapshot, identifier: &Identifier) -> Vec<Instanc
         summary.swap_bytes = summary.swap_bytes.saturating_add(counters.swap_bytes);
         add_rates(&mut summary.rates, &process.rates);
         summary.pressure_score = summary.pressure_score.max(process.pressure_score);
+        add_growth(summary, process);
         group.processes.push(process);
     }
     let mut groups: Vec<InstanceGroup<'a>> = groups.into_values().collect();
@@ -112,6 +113,26 @@ pub fn group<'a>(snapshot: &'a Snapshot, identifier: &Identifier) -> Vec<Instanc
             .then_with(|| a.summary.instance.cmp(&b.summary.instance))
     });
     groups
+}
+
+/// An instance's growth is the sum of its processes' (those watched for a whole growth window;
+/// absent when none was), and its leak hint the sum of its processes' hints (the earliest
+/// `since`): a hint of an instance says which of its processes leak, not that their sum does.
+fn add_growth(summary: &mut InstanceSummary, process: &ProcessView) {
+    if let Some(growth) = process.rss_growth_bytes_per_sec {
+        *summary.rss_growth_bytes_per_sec.get_or_insert(0.0) += growth;
+    }
+    if let Some(hint) = process.leak_hint {
+        summary.leak_hint = Some(match summary.leak_hint {
+            None => hint,
+            Some(sum) => LeakHint {
+                since_unix_ms: sum.since_unix_ms.min(hint.since_unix_ms),
+                window_seconds: sum.window_seconds.max(hint.window_seconds),
+                growth_bytes_per_sec: sum.growth_bytes_per_sec + hint.growth_bytes_per_sec,
+                growth_bytes: sum.growth_bytes.saturating_add(hint.growth_bytes),
+            },
+        });
+    }
 }
 
 fn rss(instance: &InstanceSummary) -> u64 {
@@ -315,6 +336,12 @@ pub fn summarize(
     for group in group(snapshot, identifier) {
         let mut instance = group.summary;
         instance.rates = round_rates(&instance.rates);
+        instance.rss_growth_bytes_per_sec = instance
+            .rss_growth_bytes_per_sec
+            .map(|g| round_significant(g, 4));
+        if let Some(hint) = &mut instance.leak_hint {
+            hint.growth_bytes_per_sec = round_significant(hint.growth_bytes_per_sec, 4);
+        }
         instance.pressure_score = round_score(instance.pressure_score);
         instance.started_unix_ms = histories
             .started_unix_ms(&instance.instance)

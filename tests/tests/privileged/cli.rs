@@ -373,7 +373,7 @@ fn cli_out_of_range_values_name_the_flag_and_range() {
     let help = String::from_utf8_lossy(&out.stdout);
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
-        help.contains("Each costs ~360 bytes of kernel memory, allocated at start"),
+        help.contains("Each costs ~488 bytes of kernel memory, allocated at start"),
         "--help states what --max-processes costs: {help}"
     );
 }

@@ -15,6 +15,7 @@ mod daemon_limits;
 mod faults;
 mod fleet;
 mod grafana;
+mod growth;
 mod kubernetes;
 mod lifecycle;
 mod mmap;
