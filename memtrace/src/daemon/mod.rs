@@ -324,12 +324,12 @@ pub enum LocalError {
 
 /// Loads the probes and runs the daemon's model in this process (no HTTP server, no OOM state
 /// kept in `--state-dir`, privileges not dropped: the process is the caller's), sampling every
-/// `settings.interval`. Needs a tokio runtime.
+/// `settings.interval`; returns once the first sample is taken. Needs a tokio runtime.
 pub async fn start_local(settings: &Settings) -> Result<LocalDaemon, DaemonError> {
     let Owner {
         daemon,
         requests,
-        readiness: _,
+        readiness,
         mut warnings,
     } = Owner::build(settings, Persist::No).await?;
     let requested = probe_options(settings).families;
@@ -348,6 +348,13 @@ pub async fn start_local(settings: &Settings) -> Result<LocalDaemon, DaemonError
     let task = tokio::spawn(daemon.run(interval, async {
         let _ = stopped.await;
     }));
+    // The first tick samples at once; a frame asked before it would be empty.
+    let ready_by = tokio::time::Instant::now() + interval.max(std::time::Duration::from_secs(1));
+    while !readiness.ready.load(std::sync::atomic::Ordering::Relaxed)
+        && tokio::time::Instant::now() < ready_by
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     Ok(LocalDaemon {
         requests,
         stop: Some(stop),
