@@ -28,5 +28,6 @@ mod scope;
 mod support;
 mod systemd;
 mod tasks;
+mod top;
 mod web_config;
 mod workloads;
