@@ -110,19 +110,26 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
     let mut source = source;
     let first = source.answer(&source::SourceCommand::Refresh).await;
     if first.nodes.is_empty() {
+        source.stop().await;
+        if args.cluster() {
+            let reasons: Vec<String> = first
+                .failures
+                .iter()
+                .map(|f| format!("{}: {}", f.target, f.error))
+                .collect();
+            anyhow::bail!("no node answered: {}", reasons.join("; "));
+        }
+        // One source, one failure: its line names the URL (or the local model).
         let reason = first
             .failures
-            .iter()
-            .map(|f| format!("{}: {}", f.target, f.error))
-            .collect::<Vec<_>>()
-            .join("; ");
-        source.stop().await;
-        let hint = if args.url.is_some() || !args.cluster() {
+            .first()
+            .map_or("no frame", |f| f.error.as_str());
+        let hint = if args.url.is_some() {
             " (is `memtrace daemon` running there? give its address with --url)"
         } else {
             ""
         };
-        anyhow::bail!("no node answered: {reason}{hint}");
+        anyhow::bail!("{reason}{hint}");
     }
     crate::top::run(source, app, first).await
 }
