@@ -20,15 +20,23 @@ struct Tmux {
 }
 
 impl Tmux {
-    /// A detached session of [`SIZE`] running `memtrace top ARGS`, its pane kept after the
-    /// program exits so that its exit status and the screen it left can be read.
+    /// A detached session of [`SIZE`] whose shell runs `memtrace top ARGS`, then says how it
+    /// exited and stays: the screen, the cursor and the mode `top` left are the user's.
     fn top(args: &[&str]) -> Self {
         let tmux = Self {
             socket: format!("memtrace-top-test-{}", std::process::id()),
             session: "top",
         };
-        let bin = memtrace_bin();
-        let mut command = vec![
+        let quoted: Vec<String> = std::iter::once(memtrace_bin().display().to_string())
+            .chain(std::iter::once("top".to_owned()))
+            .chain(args.iter().map(|a| (*a).to_owned()))
+            .map(|a| format!("'{a}'"))
+            .collect();
+        let script = format!(
+            "{}; echo \"top exited: $?\"; exec sleep 600",
+            quoted.join(" ")
+        );
+        tmux.run(&[
             "new-session",
             "-d",
             "-s",
@@ -38,13 +46,23 @@ impl Tmux {
             "-y",
             SIZE.1,
             "--",
-            bin.to_str().expect("UTF-8 path"),
-            "top",
-        ];
-        command.extend_from_slice(args);
-        command.extend_from_slice(&[";", "set-option", "-t", "top", "remain-on-exit", "on"]);
-        tmux.run(&command);
+            "sh",
+            "-c",
+            &script,
+        ]);
         tmux
+    }
+
+    /// The pid of `memtrace top` (the pane's shell's child).
+    fn top_pid(&self) -> i32 {
+        let shell = self.display("#{pane_pid}");
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .expect("the shell's children");
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no child of the pane's shell {shell}"))
     }
 
     fn run(&self, args: &[&str]) -> String {
@@ -117,18 +135,16 @@ impl Tmux {
         })
     }
 
-    /// Waits for the program to exit; its exit status.
+    /// Waits for `top` to exit; its exit status, as the shell saw it.
     fn wait_exit(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.display("#{pane_dead}") != "1" {
-            assert!(
-                Instant::now() < deadline,
-                "top did not exit:\n{}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.display("#{pane_dead_status}")
+        let screen = self.wait_for("top's exit", Duration::from_secs(15), |s| {
+            s.contains("top exited: ")
+        });
+        screen
+            .lines()
+            .find_map(|l| l.split("top exited: ").nth(1))
+            .map(|status| status.trim().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -332,9 +348,8 @@ fn ctrl_c_and_sigterm_give_the_terminal_back() {
         let tmux = Tmux::top(&["--cgroup-root", &scope.path]);
         tmux.wait_started();
         if how == "SIGTERM" {
-            let pid: i32 = tmux.display("#{pane_pid}").parse().expect("pane pid");
-            // SAFETY: signalling the pane's process, which is `memtrace top`.
-            assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+            // SAFETY: signalling `memtrace top`, a process of this test.
+            assert_eq!(unsafe { libc::kill(tmux.top_pid(), libc::SIGTERM) }, 0);
         } else {
             tmux.keys(&[how]);
         }
