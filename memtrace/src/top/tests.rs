@@ -834,3 +834,75 @@ fn tiny_terminals_draw_without_panicking() {
     press(&mut app, KeyCode::Char('?'));
     assert!(screen(&app, 30, 8).contains("memtrace"));
 }
+
+/// A one-thread HTTP server answering `routes` (path prefix → body; 404 otherwise), one request
+/// per connection. Returns its `host:port`.
+fn serve(routes: Vec<(&'static str, String)>) -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = routes
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix))
+                .map_or((404, "{}"), |(_, body)| (200, body.as_str()));
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_daemon_gives_its_snapshot_and_workloads_or_a_reason() {
+    use super::source::daemon::DaemonSource;
+    use crate::web::client::ClientOptions;
+    let frame = frame_on("node-a", 12);
+    let snapshot = serde_json::to_string(&frame.snapshot).expect("json");
+    let workloads =
+        serde_json::to_string(frame.workloads.as_ref().expect("workloads")).expect("json");
+    let timeout = std::time::Duration::from_secs(5);
+
+    let addr = serve(vec![
+        ("/api/v1/snapshot", snapshot.clone()),
+        ("/api/v1/workloads?history=", workloads),
+    ]);
+    let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
+    let fleet = source.fetch().await;
+    assert!(fleet.failures.is_empty(), "{:?}", fleet.failures);
+    assert_eq!(fleet.nodes[0].frame, frame);
+    assert!(fleet.nodes[0].detailed);
+
+    // A daemon older than the workloads view: its processes still show.
+    let addr = serve(vec![("/api/v1/snapshot", snapshot)]);
+    let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
+    let fleet = source.fetch().await;
+    assert_eq!(fleet.nodes[0].frame.snapshot, frame.snapshot);
+    assert!(fleet.nodes[0].frame.workloads.is_none());
+
+    // Not a daemon: the URL and what it answered.
+    let addr = serve(vec![]);
+    let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
+    let fleet = source.fetch().await;
+    assert!(fleet.nodes.is_empty());
+    let error = &fleet.failures[0].error;
+    assert!(
+        error.contains(&format!("http://{addr}/api/v1/snapshot")) && error.contains("404"),
+        "{error}"
+    );
+}
