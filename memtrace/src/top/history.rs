@@ -1,6 +1,6 @@
 //! The client-side ring of the last refreshes: per process, cgroup, workload and node, the
 //! metrics the detail pane draws as sparklines. Samples are `f32` (a sparkline needs no more),
-//! so 10 000 processes over the whole ring take about 14 MiB.
+//! so 10 000 processes over the whole ring take about 20 MiB.
 use std::collections::{HashMap, VecDeque};
 
 use memtrace_api::frame::Frame;
