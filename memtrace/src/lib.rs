@@ -28,6 +28,7 @@ pub mod probes;
 pub mod procfs;
 pub mod psi;
 pub mod record;
+pub mod top;
 pub mod trace;
 pub mod tracefs;
 pub mod units;

@@ -3,6 +3,7 @@ pub mod check;
 pub mod cluster;
 pub mod daemon;
 pub mod oom;
+pub mod top;
 pub mod trace;
 
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ mod tests {
     name = "memtrace",
     version,
     propagate_version = true,
-    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes\n  memtrace check                           which probes this kernel supports"
+    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes\n  memtrace top                             full-screen live view (--url, --nodes, --replay FILE)\n  memtrace check                           which probes this kernel supports"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,6 +51,9 @@ pub enum Command {
     /// Ask many daemons at once: workloads, nodes and OOM kills across the fleet, and the
     /// cross-node diagnostics (hot shard, leak, OOM storm, noisy neighbour, app or node).
     Cluster(Box<cluster::ClusterArgs>),
+    /// Full-screen live view: processes, workloads, cgroups and nodes by pressure, RSS, faults,
+    /// reclaim and growth, with history and OOM kills; local, a daemon, the fleet or a recording.
+    Top(Box<top::TopArgs>),
     /// Can memtrace run here? Attach every probe family of the daemon and of the trace, report
     /// what attached, what fell back and why, and detach.
     Check(check::CheckArgs),
@@ -99,10 +103,11 @@ pub(crate) fn one_line(rendered: &str) -> String {
 /// Run the parsed command on a tokio runtime; errors print as one line and exit 1.
 pub fn run(cli: Cli) -> ExitCode {
     // The daemon's logs are its operational record; a trace keeps stderr for what matters.
-    crate::logging::init(if matches!(cli.command, Command::Daemon(_)) {
-        "info"
-    } else {
-        "warn"
+    crate::logging::init(match cli.command {
+        Command::Daemon(_) => "info",
+        // The screen is `top`'s: what it must say is on it (the status line).
+        Command::Top(_) => "off",
+        _ => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -126,6 +131,7 @@ pub fn run(cli: Cli) -> ExitCode {
             // Its status says whether every node answered.
             Command::Cluster(args) => cluster::run(*args).await,
             Command::Check(args) => check::run(args),
+            Command::Top(args) => top::run(*args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -65,7 +65,8 @@ pub struct Daemon {
     sampler: Sampler,
     requests: mpsc::Receiver<Request>,
     readiness: Readiness,
-    server: Server,
+    /// The HTTP server, stopped on shutdown (none in-process, as `memtrace top`'s local source).
+    server: Option<Server>,
     pipeline: PipelineSource,
     cached: CachedViews,
     /// Exits complete the task sampler's last counters for the process.
@@ -85,7 +86,6 @@ impl Daemon {
         sampler: Sampler,
         requests: mpsc::Receiver<Request>,
         readiness: Readiness,
-        server: Server,
     ) -> Self {
         let report = probes.report();
         let (probes_attached, probes_failed) = report.counts();
@@ -108,7 +108,7 @@ impl Daemon {
             sampler,
             requests,
             readiness,
-            server,
+            server: None,
             pipeline,
             cached: CachedViews::default(),
             sampling_tasks,
@@ -122,6 +122,18 @@ impl Daemon {
     pub fn with_workloads(mut self, source: WorkloadsSource) -> Self {
         self.workloads = Some(source);
         self
+    }
+
+    /// Stop `server` on shutdown, before the probes are detached.
+    #[must_use]
+    pub fn with_server(mut self, server: Server) -> Self {
+        self.server = Some(server);
+        self
+    }
+
+    /// What attached and what did not.
+    pub fn report(&self) -> &crate::probes::AttachReport {
+        self.probes.report()
     }
 
     /// Persist each OOM record in `state` as it is made.
@@ -276,7 +288,9 @@ impl Daemon {
             .reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = "shutting down".to_owned();
-        server.stop().await;
+        if let Some(server) = server {
+            server.stop().await;
+        }
         drop(stream);
         // Processes that exited between load and attach, or whose exit was lost, leave entries
         // behind; detaching unloads the maps with them.

@@ -11,6 +11,7 @@ use std::{
     sync::{Arc, Mutex, atomic::AtomicBool},
 };
 
+use memtrace_api::frame::Frame;
 use memtrace_api::workloads::WorkloadsResponse;
 use memtrace_api::{OomRecord, Snapshot};
 use memtrace_common::{Config, kind};
@@ -147,41 +148,18 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         })?;
     // With port 0 the kernel picks one: report the real address.
     let local = listener.local_addr().unwrap_or(settings.listen);
-    // Before the probes load: `--kubernetes on` without an API server fails fast. Kept for the
-    // daemon's lifetime (the pod watch stops when it is dropped).
-    // The workload identifier holds it (and with it the watch) for the daemon's lifetime.
-    let pods = crate::kubernetes::pod_lookup(settings.kubernetes, &settings.node_name)
-        .await
-        .map_err(|err| DaemonError::Kubernetes(Box::new(err)))?;
-    if let Some(root) = &settings.cgroup_root
-        && crate::cgroup::CgroupFs::new(&settings.host.cgroup)
-            .find(root.as_str())
-            .is_err()
-    {
-        return Err(DaemonError::CgroupRoot {
-            root: root.to_string(),
-            cgroup_fs: settings.host.cgroup.clone(),
-        });
-    }
-    let checks = preflight::check_in(&settings.host)?;
-    for warning in &checks.warnings {
+    let Owner {
+        daemon,
+        requests,
+        readiness,
+        warnings,
+    } = Owner::build(&settings, Persist::Yes).await?;
+    for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    let options = probe_options(&settings);
-    let mut probes = Probes::load(&checks.tracefs, &options).map_err(DaemonError::Load)?;
-    degraded::log_report(probes.report());
-    let (events, faults) = probes.take_rings().map_err(DaemonError::Rings)?;
-    let stream = EventStream::spawn(
-        vec![events, faults],
-        1024,
-        crate::pipeline::DRAIN_EVERY_DAEMON,
-    )
-    .map_err(DaemonError::Stream)?;
-
-    let readiness = Readiness::not_yet("waiting for the first sample");
-    let served = served_readiness(&readiness, probes.report(), &options.families, &settings);
+    degraded::log_report(daemon.report());
+    let served = served_readiness(&readiness, daemon.report(), &settings);
     // Handlers ask the daemon for views of the model; see `export::http`.
-    let (requests, request_queue) = mpsc::channel::<Request>(REQUEST_QUEUE);
     let state = Arc::new(AppState {
         requests,
         readiness: served,
@@ -205,59 +183,248 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         ""
     };
     let server = Server::spawn(listener, state, settings.http, web);
-    let (probes_attached, _) = probes.report().counts();
+    let (probes_attached, _) = daemon.report().counts();
     tracing::info!(
         "memtrace daemon: {probes_attached} probes attached, serving on {scheme}://{local}{auth}"
     );
 
     let shutdown = signals()?;
-    let identifier =
-        Identifier::new(pods).with_containers(ContainerNames::under(&settings.host.root));
-    let mut model = Model::new(ModelConfig {
-        rate_window: settings.rate_window,
-        sample_interval: settings.interval,
-        oom_label_retention: settings.oom_retention,
-        cmdline: settings.cmdline,
-        scope: settings.cgroup_root.clone(),
-        node_name: Some(settings.node_name.clone()),
-        growth: settings.growth,
-        ..ModelConfig::default()
-    })
-    // The one place workloads are named: pods by their controller (with the Kubernetes
-    // watcher), containers by name, services by unit, the rest by comm. The model and the
-    // workloads summary share it, so both name a process alike.
-    .with_identifier(identifier.clone());
-    // OOM history from before a restart or crash: served and counted again.
-    let state = state::StateDir::open(
-        &settings.state_dir,
-        model.config().max_oom_records,
-        settings.oom_retention,
-    );
-    model.restore_ooms(state.load(std::time::SystemTime::now()));
-    let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
-    let pins = settings.pins.clone();
-    let mut workloads = WorkloadsSource::new(&settings)
-        .with_identifier(identifier)
-        .with_node_name(settings.node_name.clone())
-        .with_pins(Box::new(move |workload| pins.matches(workload)));
-    if let Some(root) = &settings.cgroup_root {
-        workloads = workloads.with_cgroup_root(root.as_str().to_owned());
-    }
     drop_privileges()?;
-    Daemon::new(
-        model,
-        probes,
-        stream,
-        sampler,
-        request_queue,
-        readiness,
-        server,
-    )
-    .with_state(state)
-    .with_workloads(workloads)
-    .run(settings.interval, shutdown)
-    .await;
+    daemon
+        .with_server(server)
+        .run(settings.interval, shutdown)
+        .await;
     Ok(())
+}
+
+/// Whether OOM records are kept in `--state-dir` across restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Persist {
+    Yes,
+    /// In-process model (`memtrace top`): the state directory is the daemon's, which may be
+    /// running at the same time.
+    No,
+}
+
+/// The model's owner, probes attached, not yet running: what [`run`] and [`start_local`] share.
+struct Owner {
+    daemon: Daemon,
+    /// Where requests to it go.
+    requests: mpsc::Sender<Request>,
+    readiness: Readiness,
+    /// Non-fatal findings of the pre-flight checks, to tell the user once.
+    warnings: Vec<String>,
+}
+
+impl Owner {
+    async fn build(settings: &Settings, persist: Persist) -> Result<Self, DaemonError> {
+        // Before the probes load: `--kubernetes on` without an API server fails fast.
+        // The workload identifier holds the pod watch for the daemon's lifetime (it stops when
+        // dropped).
+        let pods = crate::kubernetes::pod_lookup(settings.kubernetes, &settings.node_name)
+            .await
+            .map_err(|err| DaemonError::Kubernetes(Box::new(err)))?;
+        if let Some(root) = &settings.cgroup_root
+            && crate::cgroup::CgroupFs::new(&settings.host.cgroup)
+                .find(root.as_str())
+                .is_err()
+        {
+            return Err(DaemonError::CgroupRoot {
+                root: root.to_string(),
+                cgroup_fs: settings.host.cgroup.clone(),
+            });
+        }
+        let checks = preflight::check_in(&settings.host)?;
+        let options = probe_options(settings);
+        let mut probes = Probes::load(&checks.tracefs, &options).map_err(DaemonError::Load)?;
+        let (events, faults) = probes.take_rings().map_err(DaemonError::Rings)?;
+        let stream = EventStream::spawn(
+            vec![events, faults],
+            1024,
+            crate::pipeline::DRAIN_EVERY_DAEMON,
+        )
+        .map_err(DaemonError::Stream)?;
+
+        let readiness = Readiness::not_yet("waiting for the first sample");
+        let (requests, request_queue) = mpsc::channel::<Request>(REQUEST_QUEUE);
+        let identifier =
+            Identifier::new(pods).with_containers(ContainerNames::under(&settings.host.root));
+        let mut model = Model::new(ModelConfig {
+            rate_window: settings.rate_window,
+            sample_interval: settings.interval,
+            oom_label_retention: settings.oom_retention,
+            cmdline: settings.cmdline,
+            scope: settings.cgroup_root.clone(),
+            node_name: Some(settings.node_name.clone()),
+            growth: settings.growth,
+            ..ModelConfig::default()
+        })
+        // The one place workloads are named: pods by their controller (with the Kubernetes
+        // watcher), containers by name, services by unit, the rest by comm. The model and the
+        // workloads summary share it, so both name a process alike.
+        .with_identifier(identifier.clone());
+        // OOM history from before a restart or crash: served and counted again.
+        let state = (persist == Persist::Yes).then(|| {
+            state::StateDir::open(
+                &settings.state_dir,
+                model.config().max_oom_records,
+                settings.oom_retention,
+            )
+        });
+        if let Some(state) = &state {
+            model.restore_ooms(state.load(std::time::SystemTime::now()));
+        }
+        let sampler = Sampler::new(&settings.host, settings.max_processes as usize);
+        let pins = settings.pins.clone();
+        let mut workloads = WorkloadsSource::new(settings)
+            .with_identifier(identifier)
+            .with_node_name(settings.node_name.clone())
+            .with_pins(Box::new(move |workload| pins.matches(workload)));
+        if let Some(root) = &settings.cgroup_root {
+            workloads = workloads.with_cgroup_root(root.as_str().to_owned());
+        }
+        let mut daemon = Daemon::new(
+            model,
+            probes,
+            stream,
+            sampler,
+            request_queue,
+            readiness.clone(),
+        )
+        .with_workloads(workloads);
+        if let Some(state) = state {
+            daemon = daemon.with_state(state);
+        }
+        Ok(Self {
+            daemon,
+            requests,
+            readiness,
+            warnings: checks.warnings,
+        })
+    }
+}
+
+/// The daemon's model running in this process, without its HTTP server: `memtrace top`'s local
+/// source (and `memtrace record`'s). Ask it for views as the HTTP handlers do; [`Self::stop`]
+/// detaches the probes (dropping it stops the model's task too, without waiting for it).
+pub struct LocalDaemon {
+    requests: mpsc::Sender<Request>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// What the user should know once: pre-flight findings, and each requested probe family that
+    /// did not attach with its reason (which names the missing privilege and the fix).
+    pub warnings: Vec<String>,
+}
+
+/// Why the local model did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("the in-process model has stopped")]
+    Stopped,
+}
+
+/// Loads the probes and runs the daemon's model in this process (no HTTP server, no OOM state
+/// kept in `--state-dir`, privileges not dropped: the process is the caller's), sampling every
+/// `settings.interval`; returns once the first sample is taken. Needs a tokio runtime.
+pub async fn start_local(settings: &Settings) -> Result<LocalDaemon, DaemonError> {
+    let Owner {
+        daemon,
+        requests,
+        readiness,
+        mut warnings,
+    } = Owner::build(settings, Persist::No).await?;
+    let requested = probe_options(settings).families;
+    warnings.extend(
+        degraded::missing_families(daemon.report(), &requested)
+            .into_iter()
+            .map(|missing| {
+                format!(
+                    "probe family {} not attached: {}",
+                    missing.family, missing.reason
+                )
+            }),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let interval = settings.interval;
+    let task = tokio::spawn(daemon.run(interval, async {
+        let _ = stopped.await;
+    }));
+    // The first tick samples at once; a frame asked before it would be empty.
+    let ready_by = tokio::time::Instant::now() + interval.max(std::time::Duration::from_secs(1));
+    while !readiness.ready.load(std::sync::atomic::Ordering::Relaxed)
+        && tokio::time::Instant::now() < ready_by
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(LocalDaemon {
+        requests,
+        stop: Some(stop),
+        task: Some(task),
+        warnings,
+    })
+}
+
+impl LocalDaemon {
+    /// As `GET /api/v1/snapshot`.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, LocalError> {
+        self.ask(Request::Snapshot).await
+    }
+
+    /// As `GET /api/v1/workloads` with all the history kept.
+    pub async fn workloads(&self) -> Result<Arc<WorkloadsResponse>, LocalError> {
+        self.ask(Request::Workloads).await
+    }
+
+    /// The snapshot and the workloads of one instant (one sampling tick).
+    pub async fn frame(&self) -> Result<Frame, LocalError> {
+        // Both views are built from the tick's one snapshot; a tick between the two requests
+        // is seen as differing times, and asked again.
+        for _ in 0..3 {
+            let snapshot = self.snapshot().await?;
+            let workloads = self.workloads().await?;
+            if workloads.timestamp_unix_ms == snapshot.timestamp_unix_ms {
+                return Ok(Frame {
+                    snapshot: Arc::unwrap_or_clone(snapshot),
+                    workloads: Some(Arc::unwrap_or_clone(workloads)),
+                });
+            }
+        }
+        let snapshot = self.snapshot().await?;
+        Ok(Frame {
+            snapshot: Arc::unwrap_or_clone(snapshot),
+            workloads: None,
+        })
+    }
+
+    /// Stop the model and detach the probes.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, LocalError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(request(reply))
+            .await
+            .map_err(|_| LocalError::Stopped)?;
+        answer.await.map_err(|_| LocalError::Stopped)
+    }
+}
+
+impl Drop for LocalDaemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// The readiness `/readyz` serves: the daemon's own, or, when a requested family is missing and
@@ -266,10 +433,10 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
 fn served_readiness(
     readiness: &Readiness,
     report: &crate::probes::AttachReport,
-    requested: &[Family],
     settings: &Settings,
 ) -> Readiness {
-    let missing = degraded::missing_families(report, requested);
+    let requested = probe_options(settings).families;
+    let missing = degraded::missing_families(report, &requested);
     if missing.is_empty() {
         return readiness.clone();
     }

@@ -29,5 +29,6 @@ mod scope;
 mod support;
 mod systemd;
 mod tasks;
+mod top;
 mod web_config;
 mod workloads;

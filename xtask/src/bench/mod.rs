@@ -28,6 +28,7 @@ mod startup;
 mod stats;
 mod summary;
 mod throughput;
+mod top;
 
 use std::{
     cell::{Cell, RefCell},
@@ -58,6 +59,7 @@ use self::{
     stats::fmt_duration,
     summary::bench_summary,
     throughput::bench_throughput,
+    top::bench_top,
 };
 use crate::{Ctx, ensure_apt_packages, ensure_tracefs, is_root, say, setup};
 
@@ -101,8 +103,8 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-11 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach.
+    /// Only these benchmarks (comma-separated): 1-12 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
     /// Simulated fleet sizes of benchmarks 9 and 10 (`memtrace cluster diagnose`, and the same
@@ -141,6 +143,7 @@ pub enum Benchmark {
     Cluster,
     ClusterPrometheus,
     Attach,
+    Top,
 }
 
 impl Benchmark {
@@ -161,6 +164,7 @@ impl Benchmark {
             Self::Cluster => "Cluster fan-out",
             Self::ClusterPrometheus => "Cross-node skew through Prometheus (baseline)",
             Self::Attach => "Attach mechanisms on the fault path",
+            Self::Top => "`memtrace top` at 10,000 processes",
         }
     }
 
@@ -312,6 +316,10 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
         sections.push(run_one(&env, Benchmark::Attach, bench_attach));
     }
     check_interrupt()?;
+    if wanted(Benchmark::Top) {
+        sections.push(run_one(&env, Benchmark::Top, bench_top));
+    }
+    check_interrupt()?;
 
     let info = RunInfo::collect(&env, date, load_start, tracers, started);
     let report = render_report(&info, &sections);
@@ -377,11 +385,11 @@ mod tests {
             only(&["--only", "7", "--only", "throughput"]).unwrap(),
             [Benchmark::Micro, Benchmark::Throughput]
         );
-        for bogus in ["nope", "0", "12", ""] {
+        for bogus in ["nope", "0", "13", ""] {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-11 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach)"
+                    "unknown benchmark `{bogus}` (1-12 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top)"
                 )),
                 "{e}"
             );
@@ -408,6 +416,7 @@ mod tests {
                 (9, "Cluster fan-out"),
                 (10, "Cross-node skew through Prometheus (baseline)"),
                 (11, "Attach mechanisms on the fault path"),
+                (12, "`memtrace top` at 10,000 processes"),
             ]
         );
     }
