@@ -4,9 +4,11 @@
 //! error; a fault's cause; a stall's order and kind), whatever the addresses.
 //!
 //! A run is held while it grows and written once it ends: when its process does something
-//! else, when it has been idle for [`IDLE`], or at [`MAX_AGE`] so a steady stream still shows
-//! as it goes (a line per second at most). Events that never repeat (OOM kills, exec, exit)
-//! end every pending run first, so they keep their place in time.
+//! else of the same kind (an mmap of another size ends a run of mmaps; the munmap after each
+//! mmap of an allocate-free loop does not, so the loop shows as two lines, `N × mmap` and
+//! `N × munmap`), when it has been idle for [`IDLE`], or at [`MAX_AGE`] so a steady stream
+//! still shows as it goes (a line per second at most). Events that never repeat (OOM kills,
+//! exec, exit) end every pending run first, so they keep their place in time.
 use std::time::{Duration, Instant};
 
 use memtrace_common::{COMM_LEN, kind};
@@ -139,11 +141,10 @@ impl Collapser {
             run.extend(event, now);
             return;
         }
-        if let Some(i) = self
-            .pending
-            .iter()
-            .position(|run| run.key.is_some_and(|k| k.pid == key.pid))
-        {
+        if let Some(i) = self.pending.iter().position(|run| {
+            run.key
+                .is_some_and(|k| (k.pid, k.kind) == (key.pid, key.kind))
+        }) {
             out.push(self.pending.remove(i));
         }
         if self.pending.len() >= MAX_PENDING {
@@ -224,6 +225,29 @@ mod tests {
         assert_eq!(summary(&out), [(7, 2048, 2048 << 20)]);
         assert_eq!(out[0].first, mmap(7, 1 << 20, 0), "the first as it came");
         assert_eq!(out[0].last_ts_ns, 2047);
+    }
+
+    fn munmap(pid: u32, len: u64, ts_ns: u64) -> Event {
+        let Event::MemSyscall(mut e) = mmap(pid, len, ts_ns) else {
+            unreachable!()
+        };
+        e.header.kind = kind::MUNMAP;
+        e.ret = 0;
+        Event::MemSyscall(e)
+    }
+
+    #[test]
+    fn an_allocate_free_loop_is_a_run_of_each_kind() {
+        let t0 = Instant::now();
+        let mut collapser = Collapser::default();
+        let mut out = Vec::new();
+        for i in 0..100 {
+            collapser.offer(&mmap(7, 1 << 20, 2 * i), None, t0, &mut out);
+            collapser.offer(&munmap(7, 1 << 20, 2 * i + 1), None, t0, &mut out);
+        }
+        collapser.flush(&mut out);
+        let runs: Vec<(u32, u64)> = out.iter().map(|r| (r.first.kind(), r.count)).collect();
+        assert_eq!(runs, [(kind::MMAP, 100), (kind::MUNMAP, 100)]);
     }
 
     #[test]

@@ -684,6 +684,9 @@ mod tests {
                 ..Default::default()
             },
             len: 1 << 20,
+            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            fd: -1,
             ..Default::default()
         })
     }
@@ -776,5 +779,84 @@ mod tests {
         tracer.output.flush();
         drop(tracer);
         assert!(out.is_empty(), "exits are not shown unless asked for");
+    }
+
+    fn lines(out: Vec<u8>) -> Vec<serde_json::Value> {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn identical_events_collapse_into_one_line_with_their_count() {
+        let procfs = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut tracer = tracer(
+            &mut out,
+            procfs.path(),
+            default_events(),
+            Selection::default(),
+        )
+        .with_collapse(true);
+        let now = Instant::now();
+        for _ in 0..2048 {
+            tracer.handle(&mmap(7), now);
+        }
+        tracer.handle(&mmap(8), now);
+        tracer.tick(now + collapse::IDLE);
+        tracer.flush_runs();
+        assert_eq!(tracer.output.shown(), 2);
+        tracer.output.flush();
+        drop(tracer);
+        let lines = lines(out);
+        let runs: Vec<(u64, Option<u64>)> = lines
+            .iter()
+            .map(|l| (l["pid"].as_u64().unwrap(), l["events"].as_u64()))
+            .collect();
+        assert_eq!(runs, [(7, Some(2048)), (8, None)]);
+    }
+
+    #[test]
+    fn library_maps_and_memtraces_own_events_are_left_out_unless_asked() {
+        let procfs = tempfile::tempdir().unwrap();
+        let library = |pid: u32| {
+            let Event::MemSyscall(mut e) = mmap(pid) else {
+                unreachable!()
+            };
+            e.fd = 3;
+            e.prot = libc::PROT_READ as u32;
+            Event::MemSyscall(e)
+        };
+        let own = std::process::id();
+        for (hide, include_self, expected) in [
+            (true, false, vec![7]),
+            (false, false, vec![7, 7]),
+            (true, true, vec![7, own]),
+        ] {
+            let mut out = Vec::new();
+            let mut tracer = tracer(
+                &mut out,
+                procfs.path(),
+                default_events(),
+                Selection::default(),
+            )
+            .hiding_file_maps(hide)
+            .including_self(include_self);
+            let now = Instant::now();
+            tracer.handle(&mmap(7), now);
+            tracer.handle(&library(7), now);
+            tracer.handle(&mmap(own), now);
+            tracer.output.flush();
+            drop(tracer);
+            let pids: Vec<u32> = lines(out)
+                .iter()
+                .map(|l| l["pid"].as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(pids, expected, "hide {hide}, include self {include_self}");
+        }
+        assert!(is_file_image_map(&library(1)));
+        assert!(!is_file_image_map(&mmap(1)), "anonymous");
     }
 }

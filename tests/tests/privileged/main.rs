@@ -28,5 +28,6 @@ mod scope;
 mod support;
 mod systemd;
 mod tasks;
+mod trace;
 mod web_config;
 mod workloads;
