@@ -171,8 +171,7 @@ fn rendered() -> Vec<String> {
                 total: 3 << 20,
             };
             let mut buf = Vec::new();
-            render::json_run(&mut buf, &clock, event, cgroup, Some(repeat))
-                .expect("serializable");
+            render::json_run(&mut buf, &clock, event, cgroup, Some(repeat)).expect("serializable");
             String::from_utf8(buf).expect("UTF-8")
         })
         .collect();

@@ -168,7 +168,10 @@ impl Keys {
                 groups.len() - 1
             });
             let group = &mut groups[i];
-            let row_faults = row.stats.faults_user.saturating_add(row.stats.faults_kernel);
+            let row_faults = row
+                .stats
+                .faults_user
+                .saturating_add(row.stats.faults_kernel);
             if row_faults > first_faults[i] {
                 first_faults[i] = row_faults;
                 (group.pid, group.comm, group.cgroup) =
@@ -281,7 +284,10 @@ mod tests {
             (cc1.key.as_str(), cc1.processes, cc1.exited),
             ("cc1", 21, 20)
         );
-        assert_eq!(cc1.stats.faults_user, (0..20).map(|i| 1700 + i).sum::<u64>() + 10);
+        assert_eq!(
+            cc1.stats.faults_user,
+            (0..20).map(|i| 1700 + i).sum::<u64>() + 10
+        );
         assert_eq!(cc1.stats.mmap_bytes, 21 << 20);
         assert_eq!(cc1.live_pids, [8]);
         assert_eq!(cc1.pid, 119, "the first process: most faults");
@@ -322,12 +328,33 @@ mod tests {
     #[test]
     fn by_workload_uses_the_daemons_keys() {
         let rows = vec![
-            row(1, "redis-server", Some("/system.slice/redis-server@6379.service"), 5, false),
-            row(2, "redis-server", Some("/system.slice/redis-server@6380.service"), 6, false),
-            row(3, "bash", Some("/user.slice/user-0.slice/session-1.scope"), 1, false),
+            row(
+                1,
+                "redis-server",
+                Some("/system.slice/redis-server@6379.service"),
+                5,
+                false,
+            ),
+            row(
+                2,
+                "redis-server",
+                Some("/system.slice/redis-server@6380.service"),
+                6,
+                false,
+            ),
+            row(
+                3,
+                "bash",
+                Some("/user.slice/user-0.slice/session-1.scope"),
+                1,
+                false,
+            ),
         ];
         let (groups, _) = keys(GroupBy::Workload).group(rows, 10);
-        let keys: Vec<(&str, u32)> = groups.iter().map(|g| (g.key.as_str(), g.processes)).collect();
+        let keys: Vec<(&str, u32)> = groups
+            .iter()
+            .map(|g| (g.key.as_str(), g.processes))
+            .collect();
         assert_eq!(keys, [("redis-server@.service", 2), ("bash", 1)]);
     }
 

@@ -329,7 +329,11 @@ impl<W: Write> Tracer<W> {
     /// Rows for the summary: `live` processes (from the kernel map) that are selected, plus
     /// those that exited, grouped and cut to the top; each row's RSS read as the kernel counts
     /// it now and its growth from the samples before; and how many rows there were in all.
-    pub fn summary_rows(&mut self, live: Vec<(u32, ProcStats)>, now: Instant) -> (Vec<GroupRow>, usize) {
+    pub fn summary_rows(
+        &mut self,
+        live: Vec<(u32, ProcStats)>,
+        now: Instant,
+    ) -> (Vec<GroupRow>, usize) {
         let mut rows = Vec::new();
         // Like the event stream, the summary leaves memtrace itself out.
         for (pid, stats) in live {
@@ -402,7 +406,11 @@ impl<W: Write> Tracer<W> {
         let losses = probes.kernel_losses().unwrap_or_default();
         let at = self.output.now_text();
         let table = Table {
-            title: if periodic { "summary so far" } else { "final summary" },
+            title: if periodic {
+                "summary so far"
+            } else {
+                "final summary"
+            },
             at: &at,
             by: self.keys.by(),
             rows: &rows,
@@ -528,11 +536,12 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
         rss_at_exit: report.attached(Family::Rss),
     };
     let exits_seen = report.attached(Family::Lifecycle);
-    let output = Output::new(options.output, Clock::new(), std::io::stdout())
-        .with_width(match options.output {
+    let output = Output::new(options.output, Clock::new(), std::io::stdout()).with_width(
+        match options.output {
             OutputFormat::Text => options.width,
             OutputFormat::Json => None,
-        });
+        },
+    );
     let keys = Keys::new(
         options.by,
         Identifier::new(None).with_containers(ContainerNames::under(&options.host.root)),

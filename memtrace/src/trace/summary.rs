@@ -319,7 +319,10 @@ pub fn losses_text(losses: &KernelLosses, pipeline: &PipelineSnapshot, shown: u6
 
 /// The summary as JSON lines (`summary` per row, then `losses`), each ending in a newline,
 /// stamped `now_ns` (CLOCK_MONOTONIC, like events' `ts_ns`).
-#[expect(clippy::too_many_arguments, reason = "one line type's parts, each a different value")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one line type's parts, each a different value"
+)]
 pub fn json(
     out: &mut Vec<u8>,
     clock: &Clock,

@@ -14,7 +14,11 @@ fn interrupt(child: std::process::Child) -> String {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().expect("memtrace output");
-    assert!(out.status.success(), "memtrace exited with {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "memtrace exited with {:?}",
+        out.status
+    );
     String::from_utf8(out.stdout).expect("UTF-8")
 }
 
@@ -141,7 +145,7 @@ fn trace_by_comm_sums_two_processes_of_one_name() {
     assert_eq!(row["exited_processes"], 0, "{row}");
     // Each mapped N MiB in the burst (plus what its start-up mapped).
     let mapped = row["counters"]["mmap_bytes"].as_u64().expect("mmap_bytes");
-    assert!(mapped >= 2 * N << 20, "{row}");
+    assert!(mapped >= (2 * N) << 20, "{row}");
     assert!(
         row["counters"]["mmap_calls"].as_u64().expect("mmap_calls") >= 2 * N,
         "{row}"

@@ -12,8 +12,8 @@ use anyhow::{Result, bail};
 use super::{
     Benchmark,
     harness::{
-        Env, Proc, READY_TIMEOUT, Running, STOP_GRACE, Stop, TRACE_READY_MARKER,
-        check_interrupt, pause,
+        Env, Proc, READY_TIMEOUT, Running, STOP_GRACE, Stop, TRACE_READY_MARKER, check_interrupt,
+        pause,
     },
     procfs::process_count,
     report::{Section, Status, Verdict, md},
@@ -107,7 +107,10 @@ pub(super) fn render_oom_startup(section: &mut Section, memtrace: &[f64], bpftra
         "`memtrace {}` start → `{TRACE_READY_MARKER} … probes attached` against `bpftrace -e '{BPFTRACE_OOM}'` start → its `BEGIN` output `ready` (after its attach), alternating, polled every 2 ms.\n",
         TRACE_OOM_ARGS.join(" "),
     );
-    md!(section.body, "| One OOM probe, start → ready | median (min–max) |");
+    md!(
+        section.body,
+        "| One OOM probe, start → ready | median (min–max) |"
+    );
     md!(section.body, "|---|---|");
     let (m, b) = (summarize(memtrace), summarize(bpftrace));
     md!(
@@ -198,14 +201,22 @@ mod tests {
             "{}",
             section.body
         );
-        assert!(section.body.contains("| bpftrace (same tracepoint) | 130 ms (120–150) |"));
+        assert!(
+            section
+                .body
+                .contains("| bpftrace (same tracepoint) | 130 ms (120–150) |")
+        );
         assert!(section.verdicts[0].status == Status::Met);
         let mut slower = Section::new(Benchmark::Startup);
         render_oom_startup(&mut slower, &[400.0], &[300.0]);
         assert!(slower.verdicts[0].status == Status::NotMet);
         let mut alone = Section::new(Benchmark::Startup);
         render_oom_startup(&mut alone, &[40.0], &[]);
-        assert!(alone.body.contains("| bpftrace (same tracepoint) | not installed |"));
+        assert!(
+            alone
+                .body
+                .contains("| bpftrace (same tracepoint) | not installed |")
+        );
         assert!(alone.verdicts[0].status == Status::NotRun);
     }
 }
