@@ -37,7 +37,8 @@ when the run ends, idles for 100 ms or is a second old. Read-only file mappings 
 loader mapping libraries into every process started) are hidden unless --file-maps, --pid,
 --comm or --cgroup is given. memtrace's own process is left out unless --include-self. Text
 lines are cut to the terminal's width (COLUMNS, or --width); -o json keeps every value whole.
-The summary says `N delivered, M shown`: events from the kernel, lines written.";
+The summary's RSS/s is each row's RSS growth over the last 10 s (sampled every second; `-` until
+two samples); it ends with `N delivered, M shown`: events from the kernel, lines written.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -93,7 +94,8 @@ pub struct TraceArgs {
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Also print the per-process summary every INTERVAL (e.g. 10s; 100ms to 24h).
+    /// Also print the summary every INTERVAL (e.g. 10s; 100ms to 24h), stamped with its time;
+    /// one equal to the last printed (growth aside) is left out.
     #[arg(long, value_name = "INTERVAL", value_parser = duration_in(MIN_PERIOD, DAY))]
     pub interval: Option<Duration>,
 

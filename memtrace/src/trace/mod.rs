@@ -340,7 +340,13 @@ impl<W: Write> Tracer<W> {
             if self.is_own(pid) {
                 continue;
             }
-            let info = self.cache.get(pid);
+            // Trusted where exits and execs are seen: the once-a-second growth sample then
+            // reads /proc only for processes it has not seen.
+            let info = if self.exits_seen {
+                self.cache.get_trusted(pid, now)
+            } else {
+                self.cache.get(pid)
+            };
             let comm = info
                 .as_ref()
                 .map_or_else(|| "?".to_owned(), |i| i.comm.clone());
@@ -476,6 +482,13 @@ fn probe_options(options: &TraceOptions, shown: EventKindSet, filtered: bool) ->
 
 /// Trace until `options.duration` passes or SIGINT/SIGTERM arrives, writing to stdout.
 pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
+    // Persistent streams, created once: a signal that arrives while a batch is being printed is
+    // kept for the next `select!` (a fresh `ctrl_c()` future per iteration would miss it). And
+    // created before anything is attached: a Ctrl-C right after the "tracing with" line must
+    // stop the trace, also where SIGINT was inherited ignored (a background job of a script),
+    // in which case a signal before the handler would be lost.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     // Check what the user named before touching the kernel.
     let procfs = ProcFs::new(&options.host.proc);
     if let Some(&pid) = options.pids.iter().find(|pid| !procfs.exists(**pid)) {
@@ -563,10 +576,6 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     .hiding_file_maps(hide_file_maps);
     tracer.output.header();
 
-    // Persistent streams, created once: a signal that arrives while a batch is being printed is
-    // kept for the next `select!` (a fresh `ctrl_c()` future per iteration would miss it).
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let sleep_until_deadline = async move {
         match deadline {
