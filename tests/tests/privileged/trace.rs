@@ -119,7 +119,8 @@ fn trace_by_comm_sums_two_processes_of_one_name() {
     let mut b = Workload::start(&["burst", &N.to_string(), "1048576"]);
     let (child, _stderr) = spawn_attached_trace(&[
         "-c",
-        "memtrace-workload",
+        // As the kernel keeps it (15 characters; the full name is accepted with a warning).
+        "memtrace-worklo",
         "-e",
         "vm",
         "--by",
