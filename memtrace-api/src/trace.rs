@@ -303,7 +303,8 @@ pub struct SummaryLine {
     pub rss_growth_bytes_per_sec: Option<f64>,
     /// With `--by comm|cgroup|workload`: what the row groups by, and its key (`pid`, `comm`
     /// and `cgroup` are then those of the group's first process, most page faults first;
-    /// `counters` are the group's sums, its RSS that of the processes still running). Absent
+    /// `counters` are the group's sums, its RSS that of the processes still running, or the
+    /// largest RSS at exit when all have exited). Absent
     /// with `--by pid`, the default: one row per process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_by: Option<String>,

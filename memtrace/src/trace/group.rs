@@ -53,8 +53,8 @@ pub struct GroupRow {
     pub exited: u32,
     /// The processes still running: the row's RSS is theirs.
     pub live_pids: Vec<u32>,
-    /// Counters summed over the processes; RSS see [`GroupRow::live_pids`] (the RSS at exit
-    /// when every process has exited).
+    /// Counters summed over the processes; RSS see [`GroupRow::live_pids`] (when every process
+    /// has exited, the largest RSS one of them had at its exit).
     pub stats: ProcStats,
     pub rss_growth_bytes_per_sec: Option<f64>,
 }
@@ -148,8 +148,10 @@ impl Keys {
     pub fn group(&self, rows: Vec<SummaryRow>, top: usize) -> (Vec<GroupRow>, usize) {
         let mut groups: Vec<GroupRow> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        // The faults of each group's first process.
+        // The faults of each group's first process, and the largest RSS at exit of its
+        // processes (a sum of RSS at different instants would be no RSS the group ever had).
         let mut first_faults: Vec<u64> = Vec::new();
+        let mut exit_rss: Vec<[u64; rss_member::COUNT]> = Vec::new();
         for row in rows {
             let key = self.key(&row);
             let i = *index.entry(key.clone()).or_insert_with(|| {
@@ -165,6 +167,7 @@ impl Keys {
                     rss_growth_bytes_per_sec: None,
                 });
                 first_faults.push(0);
+                exit_rss.push([0; rss_member::COUNT]);
                 groups.len() - 1
             });
             let group = &mut groups[i];
@@ -180,16 +183,22 @@ impl Keys {
             group.processes += 1;
             if row.exited {
                 group.exited += 1;
+                let total = |rss: &[u64; rss_member::COUNT]| -> u64 { rss.iter().sum() };
+                if total(&row.stats.rss) > total(&exit_rss[i]) {
+                    exit_rss[i] = row.stats.rss;
+                }
             } else {
                 group.live_pids.push(row.pid);
             }
             add(&mut group.stats, &row.stats);
         }
-        // RSS: of the processes still running; of those at their exit when none is.
-        for group in &mut groups {
-            if !group.all_exited() {
-                group.stats.rss = [0; rss_member::COUNT];
-            }
+        // RSS: of the processes still running (read later); the largest at exit when none is.
+        for (group, exit_rss) in groups.iter_mut().zip(exit_rss) {
+            group.stats.rss = if group.all_exited() {
+                exit_rss
+            } else {
+                [0; rss_member::COUNT]
+            };
         }
         let total = groups.len();
         groups.sort_by_key(|g| {
@@ -300,11 +309,12 @@ mod tests {
     }
 
     #[test]
-    fn a_group_whose_processes_all_exited_keeps_their_rss_at_exit() {
-        let rows = vec![
+    fn a_group_whose_processes_all_exited_keeps_the_largest_rss_at_exit() {
+        let mut rows = vec![
             row(1, "sh", Some("/a"), 5, true),
             row(2, "sh", Some("/a"), 6, true),
         ];
+        rows[1].stats.rss[rss_member::ANON] = 8 << 20;
         let (groups, _) = keys(GroupBy::Cgroup).group(rows, 10);
         assert_eq!(groups.len(), 1);
         assert!(groups[0].all_exited());
