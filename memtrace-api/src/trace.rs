@@ -117,6 +117,15 @@ event_lines! {
         error_code_names: Vec<String>,
         /// Taken in user mode (the exceptions:page_fault_user tracepoint).
         user: bool,
+        /// With `--collapse`: how many identical events this line stands for (same process,
+        /// kind, size, flags; the first one's fields are shown), absent for a single event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<u64>,
+        /// With `events`: when the last of them happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts_ns: Option<u64>,
     }
 
     /// An mmap returned (failed calls too).
@@ -134,6 +143,15 @@ event_lines! {
         fd: i32,
         ret: i64,
         failed: bool,
+        /// With `--collapse`: how many identical events this line stands for (same process,
+        /// kind, size, flags; the first one's fields are shown), absent for a single event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<u64>,
+        /// With `events`: when the last of them happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts_ns: Option<u64>,
     }
 
     /// A munmap returned.
@@ -143,6 +161,15 @@ event_lines! {
         len: u64,
         ret: i64,
         failed: bool,
+        /// With `--collapse`: how many identical events this line stands for (same process,
+        /// kind, size, flags; the first one's fields are shown), absent for a single event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<u64>,
+        /// With `events`: when the last of them happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts_ns: Option<u64>,
     }
 
     /// The program break moved (or a move failed).
@@ -162,6 +189,15 @@ event_lines! {
         grew: Option<bool>,
         ret: i64,
         failed: bool,
+        /// With `--collapse`: how many identical events this line stands for (same process,
+        /// kind, size, flags; the first one's fields are shown), absent for a single event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<u64>,
+        /// With `events`: when the last of them happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts_ns: Option<u64>,
     }
 
     /// An mremap returned.
@@ -177,6 +213,15 @@ event_lines! {
         flags_names: Vec<String>,
         ret: i64,
         failed: bool,
+        /// With `--collapse`: how many identical events this line stands for (same process,
+        /// kind, size, flags; the first one's fields are shown), absent for a single event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<u64>,
+        /// With `events`: when the last of them happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts_ns: Option<u64>,
     }
 
     /// A direct or memcg reclaim stall ended.
@@ -188,6 +233,15 @@ event_lines! {
         gfp_flags: u64,
         /// Reclaim in a cgroup at its limit (else global direct reclaim).
         memcg: bool,
+        /// With `--collapse`: how many identical events this line stands for (same process,
+        /// kind, size, flags; the first one's fields are shown), absent for a single event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        events: Option<u64>,
+        /// With `events`: when the last of them happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_ts_ns: Option<u64>,
     }
 
     /// The OOM killer marked a victim (one line per task, also for memory.oom.group).
@@ -230,7 +284,7 @@ event_lines! {
     }
 }
 
-/// One process in the per-process summary (most page faults first).
+/// One process (or, with `--by`, one group of processes) in the summary, most page faults first.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SummaryLine {
     /// When the summary was taken.
@@ -240,9 +294,27 @@ pub struct SummaryLine {
     pub comm: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
-    /// Ended during the trace (its counters are final).
+    /// Ended during the trace (its counters are final); in a group, all of its processes.
     pub exited: bool,
     pub counters: Counters,
+    /// RSS growth (anon + file + shmem) over the last few seconds of the trace's samples, bytes
+    /// per second; absent until two samples of the row exist, and for exited processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_growth_bytes_per_sec: Option<f64>,
+    /// With `--by comm|cgroup|workload`: what the row groups by, and its key (`pid`, `comm`
+    /// and `cgroup` are then those of the group's first process, most page faults first;
+    /// `counters` are the group's sums, its RSS that of the processes still running, or the
+    /// largest RSS at exit when all have exited). Absent
+    /// with `--by pid`, the default: one row per process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// With `group_by`: the processes in the group, and how many of them exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited_processes: Option<u32>,
 }
 
 /// Where events were lost, by stage, since the trace started; follows each summary.
@@ -264,4 +336,7 @@ pub struct LossesLine {
     pub events_received: u64,
     /// Events handed to the output (before the `--pid`/`--comm`/`--cgroup`/`--event` selection).
     pub events_delivered: u64,
+    /// Event lines written (after the selection; a collapsed run is one line).
+    #[serde(default)]
+    pub events_shown: u64,
 }

@@ -8,22 +8,37 @@ use crate::{
     events::EventKindSet,
     host::HostPaths,
     probes::page_size,
-    trace::{self, COMM_MAX, TraceOptions},
+    trace::{self, COMM_MAX, GroupBy, TraceOptions},
     units::{duration_in, human_bytes, parse_size},
 };
 
 const EXAMPLES: &str = "\
 Examples:
   memtrace trace                        OOM kills, reclaim stalls, mmap-family calls >= 1 MiB
+  memtrace trace -e oom                 OOM kills only: attaches the OOM hook alone (fast start)
   memtrace trace -e oom,mmap            OOM kills and mmaps (>= 1 MiB)
   memtrace trace -p 1234                every mmap/munmap/brk/mremap of pid 1234 (no size floor)
   memtrace trace -p 1234 --faults --sample 100   ... plus every 100th page fault, with its cause
   memtrace trace -c redis-server -e vm,reclaim -o json
   memtrace trace --cgroup /oomtest -e oom -d 60s    (cgroup path as in /proc/PID/cgroup)
+  memtrace trace --by comm --interval 10s   a summary every 10 s, one row per program name
+                                        (a build's 40 cc1 processes are one row)
+  memtrace trace --by workload          summary rows per systemd service, container or pod
+  memtrace trace --no-collapse          every event its own line, even 2,048 identical mmaps
+  memtrace trace -o json --collapse     JSON runs: one object with \"events\": N per run
 
 Event kinds: fault, mmap, munmap, brk, mremap, reclaim, oom, exec, exit; groups: vm (the four
-mmap-family calls), all. Counters (faults, mapped bytes, stalls, RSS) are always kept in the
-kernel and shown in the summary; --event only chooses what streams.";
+mmap-family calls), all. --event chooses what streams and which probes attach: without it every
+probe family is attached and the summary shows every counter; with it, only the families of the
+kinds named (plus process exits and RSS for their summary), and the summary shows what they count.
+
+Identical events (same process, kind, size, flags) in a row are one line, `N × size`, written
+when the run ends, idles for 100 ms or is a second old. Read-only file mappings (the dynamic
+loader mapping libraries into every process started) are hidden unless --file-maps, --pid,
+--comm or --cgroup is given. memtrace's own process is left out unless --include-self. Text
+lines are cut to the terminal's width (COLUMNS, or --width); -o json keeps every value whole.
+The summary's RSS/s is each row's RSS growth over the last 10 s (sampled every second; `-` until
+two samples); it ends with `N delivered, M shown`: events from the kernel, lines written.";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -79,7 +94,8 @@ pub struct TraceArgs {
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Also print the per-process summary every INTERVAL (e.g. 10s; 100ms to 24h).
+    /// Also print the summary every INTERVAL (e.g. 10s; 100ms to 24h), stamped with its time;
+    /// one equal to the last printed (growth aside) is left out.
     #[arg(long, value_name = "INTERVAL", value_parser = duration_in(MIN_PERIOD, DAY))]
     pub interval: Option<Duration>,
 
@@ -87,9 +103,37 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_summary: bool,
 
-    /// Processes in the summary (most page faults first), at least 1 (--no-summary for none).
+    /// Rows in the summary (most page faults first), at least 1 (--no-summary for none).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = at_least_one)]
     pub top: usize,
+
+    /// One summary row per process, or summed per comm, cgroup or workload (the daemon's
+    /// workload key: systemd service, container, pod, else comm).
+    #[arg(long, value_enum, value_name = "KEY", default_value_t = GroupBy::Pid)]
+    pub by: GroupBy,
+
+    /// Every event its own line (text collapses runs of identical events into `N × size`).
+    #[arg(long, conflicts_with = "collapse")]
+    pub no_collapse: bool,
+
+    /// With -o json: one object per run of identical events, with `events` (how many) and
+    /// `last_ts`/`last_ts_ns` (JSON otherwise writes every event).
+    #[arg(long)]
+    pub collapse: bool,
+
+    /// Cut text lines to COLS columns (0: never). Default: the terminal's width on a terminal,
+    /// whole lines into a pipe or file.
+    #[arg(long, value_name = "COLS")]
+    pub width: Option<usize>,
+
+    /// Show memtrace's own events and counters too.
+    #[arg(long)]
+    pub include_self: bool,
+
+    /// Show read-only file mappings (libraries mapped at every process start) without
+    /// --pid/--comm/--cgroup too.
+    #[arg(long)]
+    pub file_maps: bool,
 
     /// Size of the ring buffer for discrete events (power of two).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4M")]
@@ -178,6 +222,14 @@ impl TraceArgs {
             interval: self.interval,
             no_summary: self.no_summary,
             top: self.top,
+            by: self.by,
+            collapse: match self.output {
+                OutputFormat::Text => !self.no_collapse,
+                OutputFormat::Json => self.collapse,
+            },
+            width: trace::width::detect(self.width),
+            include_self: self.include_self,
+            file_maps: self.file_maps,
             ring_bytes,
             fault_ring_bytes,
             host: HostPaths::default(),

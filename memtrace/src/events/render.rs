@@ -180,8 +180,19 @@ fn errno_str(ret: i64) -> String {
     io::Error::from_raw_os_error((-ret) as i32).to_string()
 }
 
-/// Text line for one event (no trailing newline), appended to `out`.
-pub fn text(out: &mut String, clock: &Clock, event: &Event, cgroup: Option<&str>) {
+/// A run of identical events shown as one line (see `crate::trace::collapse`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repeat {
+    /// Events in the run, the first included (at least 2).
+    pub count: u64,
+    /// When the last one happened (CLOCK_MONOTONIC, as `ts_ns`).
+    pub last_ts_ns: u64,
+    /// Bytes (mmap family) or stall nanoseconds (reclaim) of them all.
+    pub total: u64,
+}
+
+/// The columns every text line starts with: time, pid, comm, event.
+fn text_columns(out: &mut String, clock: &Clock, event: &Event) {
     let h = event.header();
     let time = humantime::format_rfc3339_millis(clock.wall(h.ts_ns)).to_string();
     // `2026-11-24T01:52:03.123Z` → `01:52:03.123`
@@ -193,6 +204,109 @@ pub fn text(out: &mut String, clock: &Clock, event: &Event, cgroup: Option<&str>
         terminal(&comm_str(&h.comm)),
         kind_name(h.kind)
     );
+}
+
+/// Text line for a run of identical events (no trailing newline), appended to `out`: the first
+/// one's time, `count × size` and what they share; one event is [`text`]'s line.
+pub fn text_run(
+    out: &mut String,
+    clock: &Clock,
+    event: &Event,
+    cgroup: Option<&str>,
+    repeat: Repeat,
+) {
+    if repeat.count < 2 {
+        return text(out, clock, event, cgroup);
+    }
+    text_columns(out, clock, event);
+    let n = repeat.count;
+    match event {
+        Event::MemSyscall(e) => {
+            let failed = (-4095..0).contains(&e.ret);
+            match e.header.kind {
+                kind::MMAP => {
+                    let _ = write!(
+                        out,
+                        "{n} × len={} ({}) prot={} flags={} fd={}",
+                        human_bytes(e.len),
+                        human_bytes(repeat.total),
+                        prot_str(e.prot),
+                        map_flags_str(e.flags),
+                        e.fd
+                    );
+                }
+                kind::BRK if e.old_addr == 0 => {
+                    let _ = write!(out, "{n} × brk (previous break unknown)");
+                }
+                kind::BRK => {
+                    let sign = if e.grew != 0 { '+' } else { '-' };
+                    let _ = write!(
+                        out,
+                        "{n} × {sign}{} ({sign}{})",
+                        human_bytes(e.len),
+                        human_bytes(repeat.total)
+                    );
+                }
+                kind::MREMAP => {
+                    let _ = write!(
+                        out,
+                        "{n} × {} -> {}",
+                        human_bytes(e.old_len),
+                        human_bytes(e.len)
+                    );
+                }
+                _ => {
+                    let _ = write!(
+                        out,
+                        "{n} × len={} ({})",
+                        human_bytes(e.len),
+                        human_bytes(repeat.total)
+                    );
+                }
+            }
+            if failed {
+                let _ = write!(out, " FAILED: {}", errno_str(e.ret));
+            }
+        }
+        Event::Fault(e) => {
+            let _ = write!(
+                out,
+                "{n} × error={:#x} ({}, {} mode)",
+                e.error_code,
+                fault_cause(e.error_code),
+                if e.user != 0 { "user" } else { "kernel" }
+            );
+        }
+        Event::Reclaim(e) => {
+            let _ = write!(
+                out,
+                "{n} × stall, {:.3}ms in all, order={} {}",
+                repeat.total as f64 / 1e6,
+                e.order,
+                if e.memcg != 0 {
+                    "memcg (cgroup limit)"
+                } else {
+                    "direct (global)"
+                }
+            );
+        }
+        // Never collapsed: shown as they are.
+        Event::Oom(_) | Event::Exec(_) | Event::Exit(_) => {
+            out.clear();
+            return text(out, clock, event, cgroup);
+        }
+    }
+    let span = repeat.last_ts_ns.saturating_sub(event.header().ts_ns);
+    let _ = write!(out, " in {:.3}s", span as f64 / 1e9);
+    if let Some(cgroup) = cgroup {
+        let _ = write!(out, " cgroup={}", terminal(cgroup));
+    }
+}
+
+/// Text line for one event (no trailing newline), appended to `out`.
+pub fn text(out: &mut String, clock: &Clock, event: &Event, cgroup: Option<&str>) {
+    let h = event.header();
+    text_columns(out, clock, event);
     match event {
         Event::Fault(e) => fault_text(out, e),
         Event::MemSyscall(e) => mem_text(out, e),
@@ -466,6 +580,18 @@ pub fn json(
     event: &Event,
     cgroup: Option<&str>,
 ) -> serde_json::Result<()> {
+    json_run(out, clock, event, cgroup, None)
+}
+
+/// [`json`], for a run of identical events (`--collapse`): the first one's object with
+/// `events` (how many) and `last_ts`/`last_ts_ns` (when the last one happened) added.
+pub fn json_run(
+    out: &mut Vec<u8>,
+    clock: &Clock,
+    event: &Event,
+    cgroup: Option<&str>,
+    repeat: Option<Repeat>,
+) -> serde_json::Result<()> {
     let h = event.header();
     let mut line = JsonObject::new(out);
     line.ascii("ts", clock.rfc3339_nanos(h.ts_ns).as_str());
@@ -574,6 +700,12 @@ pub fn json(
             line.bool("tracked", e.tracked != 0);
             line.value("counters", &super::counters_json(&e.stats))?;
         }
+    }
+    let collapsible = !matches!(event, Event::Oom(_) | Event::Exec(_) | Event::Exit(_));
+    if let Some(repeat) = repeat.filter(|r| r.count > 1 && collapsible) {
+        line.value("events", &repeat.count)?;
+        line.ascii("last_ts", clock.rfc3339_nanos(repeat.last_ts_ns).as_str());
+        line.value("last_ts_ns", &repeat.last_ts_ns)?;
     }
     line.end();
     Ok(())

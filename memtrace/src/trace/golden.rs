@@ -164,8 +164,14 @@ fn rendered() -> Vec<String> {
     let mut lines: Vec<String> = events()
         .iter()
         .map(|event| {
+            // As `--collapse` writes a run of three (the kinds that never repeat ignore it).
+            let repeat = render::Repeat {
+                count: 3,
+                last_ts_ns: event.header().ts_ns + 2_000_000,
+                total: 3 << 20,
+            };
             let mut buf = Vec::new();
-            render::json(&mut buf, &clock, event, cgroup).expect("serializable");
+            render::json_run(&mut buf, &clock, event, cgroup, Some(repeat)).expect("serializable");
             String::from_utf8(buf).expect("UTF-8")
         })
         .collect();
@@ -191,14 +197,20 @@ fn rendered() -> Vec<String> {
         delivered: 231,
         queue_drops: 8,
     };
+    // A row of `--by comm`, growing.
+    let keys = super::Keys::new(super::GroupBy::Comm, crate::workload::Identifier::new(None));
+    let (mut rows, _) = keys.group(vec![row], 1);
+    rows[0].rss_growth_bytes_per_sec = Some(1_048_576.0);
     let mut buf = Vec::new();
     summary::json(
         &mut buf,
         &clock,
         2_360_000_000_000,
-        &[row],
+        super::GroupBy::Comm,
+        &rows,
         &losses,
         &pipeline,
+        11,
     )
     .expect("serializable");
     lines.extend(

@@ -1,11 +1,17 @@
-//! The live trace (`memtrace trace`): load the probes for the chosen events and filter, stream
-//! each selected event as text or JSON lines (the contract is `memtrace_api::trace`), then
-//! summarise per process.
+//! The live trace (`memtrace trace`): load the probes for the chosen events and filter (only
+//! the families they need, [`families`]), stream each selected event as text or JSON lines (the
+//! contract is `memtrace_api::trace`; identical events collapsed into one line, [`collapse`]),
+//! then summarise per process or per comm, cgroup or workload ([`group`]).
 //!
 //! [`run`] owns the loop; [`Tracer`] is its state: the [`Selection`], the identity cache, the
-//! [`Summary`] and the output sink.
+//! [`Summary`], the pending runs, the growth samples and the [`Output`].
+pub mod collapse;
+pub mod families;
+pub mod group;
+mod output;
 mod selection;
 mod summary;
+pub mod width;
 
 #[cfg(test)]
 mod golden;
@@ -19,20 +25,20 @@ use anyhow::Context as _;
 use memtrace_common::{Config, ProcStats, filter, kind, rss_member};
 use tokio::signal::unix::{SignalKind, signal};
 
+pub use group::{GroupBy, GroupRow, Growth, Keys};
+pub use output::Output;
 pub use selection::{COMM_MAX, CgroupFilter, NoSuchCgroup, Selection};
-pub use summary::{Summary, SummaryRow};
+pub use summary::{Counted, Summary, SummaryRow, Table};
 
 use crate::{
     cgroup_ids::CgroupIds,
-    events::{
-        Event, EventKindSet, comm_str,
-        render::{self, Clock, TEXT_HEADER},
-    },
+    events::{Event, EventKindSet, comm_str, render::Clock},
     host::HostPaths,
     pipeline::{EventStream, PipelineSnapshot},
     preflight,
-    probes::{FamilyStatus, KernelLosses, ProbeOptions, Probes, page_size},
+    probes::{Family, FamilyStatus, ProbeOptions, Probes, page_size},
     procfs::{ProcFs, ProcessCache},
+    workload::{ContainerNames, Identifier},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,8 +75,18 @@ pub struct TraceOptions {
     pub interval: Option<Duration>,
     /// No summary at the end.
     pub no_summary: bool,
-    /// Processes in the summary.
+    /// Processes (or groups) in the summary.
     pub top: usize,
+    /// What a summary row stands for.
+    pub by: GroupBy,
+    /// Runs of identical events as one line.
+    pub collapse: bool,
+    /// Text lines cut to this many columns; `None`: whole.
+    pub width: Option<usize>,
+    /// Show memtrace's own events and counters too.
+    pub include_self: bool,
+    /// Show read-only file mappings (the loader mapping libraries) without a filter too.
+    pub file_maps: bool,
     /// Discrete-event ring buffer, bytes (a power of two, at least a page).
     pub ring_bytes: u32,
     /// Fault ring buffer, bytes; used with `faults` only.
@@ -98,87 +114,8 @@ pub fn default_events() -> EventKindSet {
     ])
 }
 
-/// Renders events and summaries into a buffered writer (stdout in production).
-pub struct Output<W: Write> {
-    format: OutputFormat,
-    clock: Clock,
-    text: String,
-    json: Vec<u8>,
-    out: std::io::BufWriter<W>,
-}
-
-impl<W: Write> Output<W> {
-    pub fn new(format: OutputFormat, clock: Clock, writer: W) -> Self {
-        Self {
-            format,
-            clock,
-            text: String::with_capacity(256),
-            json: Vec::with_capacity(512),
-            out: std::io::BufWriter::with_capacity(1 << 16, writer),
-        }
-    }
-
-    /// The column header, for text output.
-    pub fn header(&mut self) {
-        if self.format == OutputFormat::Text {
-            let _ = writeln!(self.out, "{TEXT_HEADER}");
-            self.flush();
-        }
-    }
-
-    pub fn event(&mut self, event: &Event, cgroup: Option<&str>) {
-        let result = match self.format {
-            OutputFormat::Text => {
-                self.text.clear();
-                render::text(&mut self.text, &self.clock, event, cgroup);
-                writeln!(self.out, "{}", self.text)
-            }
-            OutputFormat::Json => {
-                self.json.clear();
-                render::json(&mut self.json, &self.clock, event, cgroup)
-                    .map_err(std::io::Error::other)
-                    .and_then(|()| {
-                        self.json.push(b'\n');
-                        self.out.write_all(&self.json)
-                    })
-            }
-        };
-        if let Err(err) = result {
-            // stdout closed (e.g. `| head`): nothing more to do for this event.
-            tracing::debug!("writing event: {err}");
-        }
-    }
-
-    pub fn summary(
-        &mut self,
-        title: &str,
-        rows: &[SummaryRow],
-        losses: &KernelLosses,
-        pipeline: &PipelineSnapshot,
-    ) {
-        self.flush();
-        let result = match self.format {
-            OutputFormat::Text => {
-                writeln!(self.out, "{}", summary::text(title, rows, losses, pipeline))
-            }
-            OutputFormat::Json => {
-                self.json.clear();
-                let now = Clock::monotonic_now_ns();
-                summary::json(&mut self.json, &self.clock, now, rows, losses, pipeline)
-                    .map_err(std::io::Error::other)
-                    .and_then(|()| self.out.write_all(&self.json))
-            }
-        };
-        if let Err(err) = result {
-            tracing::debug!("writing the summary: {err}");
-        }
-        self.flush();
-    }
-
-    pub fn flush(&mut self) {
-        let _ = self.out.flush();
-    }
-}
+/// How long a row's growth is measured over (its samples: each summary, and one a second).
+pub const GROWTH_WINDOW: Duration = Duration::from_secs(10);
 
 /// The state of a running trace.
 pub struct Tracer<W: Write> {
@@ -187,13 +124,38 @@ pub struct Tracer<W: Write> {
     selection: Selection,
     summary: Summary,
     top: usize,
-    /// memtrace's own ring-buffer maps and allocations are not what the user is looking for.
-    own_pid: u32,
+    /// memtrace's own ring-buffer maps and allocations are not what the user is looking for
+    /// (`None`: shown too, `--include-self`).
+    own_pid: Option<u32>,
     /// The cgroups the kernel reports with exits and OOM kills, to paths.
     cgroup_ids: Option<CgroupIds>,
     /// Where the summary reads live processes' RSS by type (see [`Tracer::summary_rows`]).
     live_rss: Option<ProcFs>,
+    /// Every exec and exit is seen (the lifecycle family is attached): cached identities are
+    /// invalidated by them and can be trusted without re-reading `/proc/<pid>/stat`.
+    exits_seen: bool,
+    /// Pending runs of identical events; `None`: every event its own line.
+    collapser: Option<collapse::Collapser>,
+    /// Runs ended by the last event or tick, to write.
+    ended: Vec<collapse::Run>,
+    /// Hide read-only file mappings (`--file-maps` shows them).
+    hide_file_maps: bool,
+    keys: Keys,
+    growth: Growth,
+    counted: Counted,
     pub output: Output<W>,
+}
+
+/// A read-only (or executable) mapping of a file: the dynamic loader mapping an executable's
+/// libraries (520 of 646 lines of a 40-file parallel `gcc` build, two per process started).
+/// Writable and anonymous mappings, which are what grows memory, are never hidden.
+pub fn is_file_image_map(event: &Event) -> bool {
+    match event {
+        Event::MemSyscall(e) if e.header.kind == kind::MMAP => {
+            e.fd >= 0 && e.prot & libc::PROT_WRITE as u32 == 0 && !(-4095..0).contains(&e.ret)
+        }
+        _ => false,
+    }
 }
 
 impl<W: Write> Tracer<W> {
@@ -210,9 +172,16 @@ impl<W: Write> Tracer<W> {
             selection,
             summary: Summary::default(),
             top,
-            own_pid: std::process::id(),
+            own_pid: Some(std::process::id()),
             cgroup_ids: None,
             live_rss: None,
+            exits_seen: true,
+            collapser: None,
+            ended: Vec::new(),
+            hide_file_maps: false,
+            keys: Keys::new(GroupBy::Pid, Identifier::new(None)),
+            growth: Growth::new(GROWTH_WINDOW),
+            counted: Counted::ALL,
             output,
         }
     }
@@ -232,6 +201,43 @@ impl<W: Write> Tracer<W> {
         self
     }
 
+    /// Summary rows per `keys`.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Runs of identical events as one line each.
+    #[must_use]
+    pub fn with_collapse(mut self, collapse: bool) -> Self {
+        self.collapser = collapse.then(collapse::Collapser::default);
+        self
+    }
+
+    /// What the attached families count (the summary's columns), and whether exits and execs
+    /// are seen.
+    #[must_use]
+    pub fn with_counted(mut self, counted: Counted, exits_seen: bool) -> Self {
+        self.counted = counted;
+        self.exits_seen = exits_seen;
+        self
+    }
+
+    /// Also memtrace's own events and counters.
+    #[must_use]
+    pub fn including_self(mut self, include: bool) -> Self {
+        self.own_pid = (!include).then(std::process::id);
+        self
+    }
+
+    /// Leaves out read-only file mappings ([`is_file_image_map`]).
+    #[must_use]
+    pub fn hiding_file_maps(mut self, hide: bool) -> Self {
+        self.hide_file_maps = hide;
+        self
+    }
+
     pub fn selection(&self) -> &Selection {
         &self.selection
     }
@@ -240,13 +246,21 @@ impl<W: Write> Tracer<W> {
         &mut self.selection
     }
 
+    fn is_own(&self, pid: u32) -> bool {
+        self.own_pid == Some(pid)
+    }
+
     /// One event; `now` is when its batch arrived.
     pub fn handle(&mut self, event: &Event, now: Instant) {
         let pid = event.subject_pid();
         // The process may be gone (exit, OOM victim): the cache answers from what it saw.
-        // Trusted lookups: exits and execs (always in the kernel mask) invalidate entries, so a
-        // cached identity is current, and it still answers for a process that just exited.
-        let info = self.cache.get_trusted(pid, now);
+        // Trusted lookups where exits and execs invalidate entries, so a cached identity is
+        // current, and it still answers for a process that just exited.
+        let info = if self.exits_seen {
+            self.cache.get_trusted(pid, now)
+        } else {
+            self.cache.get(pid)
+        };
         let kernel_cgroup_id = match event {
             Event::Exit(e) => e.cgroup_id,
             Event::Oom(e) => e.victim_cgroup_id,
@@ -274,22 +288,65 @@ impl<W: Write> Tracer<W> {
         if let Event::Exec(_) = event {
             self.cache.invalidate(pid);
         }
-        if event.header().pid == self.own_pid
+        if self.is_own(event.header().pid)
             || !self.shown.contains(event.kind())
             || !self.selection.matches_event(event, cgroup)
+            || (self.hide_file_maps && is_file_image_map(event))
         {
             return;
         }
-        self.output.event(event, cgroup);
+        match &mut self.collapser {
+            Some(collapser) => {
+                collapser.offer(event, cgroup, now, &mut self.ended);
+                self.write_ended();
+            }
+            None => self.output.event(event, cgroup),
+        }
+    }
+
+    fn write_ended(&mut self) {
+        for run in self.ended.drain(..) {
+            self.output.run(&run);
+        }
+    }
+
+    /// Writes the runs that are due at `now` (idle, or old enough).
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(collapser) = &mut self.collapser {
+            collapser.due(now, &mut self.ended);
+            self.write_ended();
+        }
+    }
+
+    /// Writes every pending run (before a summary, and at the end).
+    pub fn flush_runs(&mut self) {
+        if let Some(collapser) = &mut self.collapser {
+            collapser.flush(&mut self.ended);
+            self.write_ended();
+        }
     }
 
     /// Rows for the summary: `live` processes (from the kernel map) that are selected, plus
-    /// those that exited.
-    pub fn summary_rows(&mut self, live: Vec<(u32, ProcStats)>) -> Vec<SummaryRow> {
+    /// those that exited, grouped and cut to the top; each row's RSS read as the kernel counts
+    /// it now and its growth from the samples before; and how many rows there were in all.
+    pub fn summary_rows(
+        &mut self,
+        live: Vec<(u32, ProcStats)>,
+        now: Instant,
+    ) -> (Vec<GroupRow>, usize) {
         let mut rows = Vec::new();
         // Like the event stream, the summary leaves memtrace itself out.
-        for (pid, stats) in live.into_iter().filter(|(pid, _)| *pid != self.own_pid) {
-            let info = self.cache.get(pid);
+        for (pid, stats) in live {
+            if self.is_own(pid) {
+                continue;
+            }
+            // Trusted where exits and execs are seen: the once-a-second growth sample then
+            // reads /proc only for processes it has not seen.
+            let info = if self.exits_seen {
+                self.cache.get_trusted(pid, now)
+            } else {
+                self.cache.get(pid)
+            };
             let comm = info
                 .as_ref()
                 .map_or_else(|| "?".to_owned(), |i| i.comm.clone());
@@ -304,13 +361,18 @@ impl<W: Write> Tracer<W> {
                 });
             }
         }
-        let mut rows = self.summary.rows(rows, self.top);
+        let (mut rows, total) = self.keys.group(self.summary.rows(rows), self.top);
         // The hooks know an RSS type only once it changes after attach: a process running
         // before (a server at rest) would show 0 B of file RSS. A live process's RSS by type is
-        // read as the kernel counts it now instead (`/proc/<pid>/status`).
-        if let Some(procfs) = &self.live_rss {
-            for row in rows.iter_mut().filter(|row| !row.exited) {
-                let Ok(rss) = procfs.status_rss(row.pid) else {
+        // read as the kernel counts it now instead (`/proc/<pid>/status`); a group's is the sum
+        // of its running processes'.
+        for row in &mut rows {
+            for &pid in &row.live_pids {
+                let rss = match &self.live_rss {
+                    Some(procfs) => procfs.status_rss(pid).ok(),
+                    None => None,
+                };
+                let Some(rss) = rss else {
                     continue;
                 };
                 for (member, bytes) in [
@@ -319,19 +381,49 @@ impl<W: Write> Tracer<W> {
                     (rss_member::SHMEM, rss.rss_shmem_bytes),
                     (rss_member::SWAP, rss.vm_swap_bytes),
                 ] {
-                    if let Some(bytes) = bytes {
-                        row.stats.rss[member] = bytes;
-                    }
+                    row.stats.rss[member] =
+                        row.stats.rss[member].saturating_add(bytes.unwrap_or(0));
                 }
             }
+            if !row.all_exited() {
+                row.rss_growth_bytes_per_sec = self.growth.observe(&row.key, now, row.rss_bytes());
+            }
         }
-        rows
+        self.growth.sweep(now);
+        (rows, total)
     }
 
-    fn print_summary(&mut self, probes: &Probes, pipeline: &PipelineSnapshot, title: &str) {
-        let rows = self.summary_rows(probes.all_process_stats().unwrap_or_default());
+    /// A sample for the growth column, between summaries.
+    pub fn sample(&mut self, probes: &Probes, now: Instant) {
+        if self.counted.any() {
+            let _ = self.summary_rows(probes.all_process_stats().unwrap_or_default(), now);
+        }
+    }
+
+    /// Writes the summary (`periodic`: one of `--interval`'s, left out when unchanged).
+    fn print_summary(&mut self, probes: &Probes, pipeline: &PipelineSnapshot, periodic: bool) {
+        self.flush_runs();
+        let live = if self.counted.any() {
+            probes.all_process_stats().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (rows, total) = self.summary_rows(live, Instant::now());
         let losses = probes.kernel_losses().unwrap_or_default();
-        self.output.summary(title, &rows, &losses, pipeline);
+        let at = self.output.now_text();
+        let table = Table {
+            title: if periodic {
+                "summary so far"
+            } else {
+                "final summary"
+            },
+            at: &at,
+            by: self.keys.by(),
+            rows: &rows,
+            total,
+            counted: self.counted,
+        };
+        self.output.summary(&table, &losses, pipeline, periodic);
     }
 }
 
@@ -355,7 +447,14 @@ fn probe_options(options: &TraceOptions, shown: EventKindSet, filtered: bool) ->
     if !options.comms.is_empty() {
         filter_flags |= filter::COMMS;
     }
+    let families = families::families(families::Needs {
+        shown,
+        events_chosen: options.events.is_some(),
+        summary: !options.no_summary || options.interval.is_some(),
+        filter_flags,
+    });
     ProbeOptions {
+        families,
         config: Config {
             event_mask: kernel_mask.0,
             filter_flags,
@@ -383,6 +482,13 @@ fn probe_options(options: &TraceOptions, shown: EventKindSet, filtered: bool) ->
 
 /// Trace until `options.duration` passes or SIGINT/SIGTERM arrives, writing to stdout.
 pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
+    // Persistent streams, created once: a signal that arrives while a batch is being printed is
+    // kept for the next `select!` (a fresh `ctrl_c()` future per iteration would miss it). And
+    // created before anything is attached: a Ctrl-C right after the "tracing with" line must
+    // stop the trace, also where SIGINT was inherited ignored (a background job of a script),
+    // in which case a signal before the handler would be lost.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     // Check what the user named before touching the kernel.
     let procfs = ProcFs::new(&options.host.proc);
     if let Some(&pid) = options.pids.iter().find(|pid| !procfs.exists(**pid)) {
@@ -404,7 +510,8 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
         shown.insert(kind::FAULT);
     }
     let mut selection = Selection::new(&options.pids, &options.comms, cgroup);
-    let mut probe_options = probe_options(&options, shown, selection.is_filtered());
+    let tracer_filtered = selection.is_filtered();
+    let mut probe_options = probe_options(&options, shown, tracer_filtered);
     probe_options.filter_cgroup_root = selection
         .cgroup()
         .and_then(|c| c.hierarchy_id(&options.host.cgroup, &options.host.proc));
@@ -434,7 +541,25 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     )
     .context("reading the ring buffers")?;
 
-    let output = Output::new(options.output, Clock::new(), std::io::stdout());
+    let report = probes.report();
+    let counted = Counted {
+        faults: report.attached(Family::Faults),
+        mmap: report.attached(Family::Mmap),
+        reclaim: report.attached(Family::Reclaim),
+        rss_at_exit: report.attached(Family::Rss),
+    };
+    let exits_seen = report.attached(Family::Lifecycle);
+    let output = Output::new(options.output, Clock::new(), std::io::stdout()).with_width(
+        match options.output {
+            OutputFormat::Text => options.width,
+            OutputFormat::Json => None,
+        },
+    );
+    let keys = Keys::new(
+        options.by,
+        Identifier::new(None).with_containers(ContainerNames::under(&options.host.root)),
+    );
+    let hide_file_maps = !options.file_maps && !tracer_filtered;
     let mut tracer = Tracer::new(
         shown,
         ProcessCache::new(procfs.clone(), 16_384),
@@ -443,13 +568,14 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
         output,
     )
     .with_cgroup_ids(CgroupIds::new(&options.host.cgroup))
-    .with_live_rss(procfs);
+    .with_live_rss(procfs)
+    .with_keys(keys)
+    .with_collapse(options.collapse)
+    .with_counted(counted, exits_seen)
+    .including_self(options.include_self)
+    .hiding_file_maps(hide_file_maps);
     tracer.output.header();
 
-    // Persistent streams, created once: a signal that arrives while a batch is being printed is
-    // kept for the next `select!` (a fresh `ctrl_c()` future per iteration would miss it).
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let sleep_until_deadline = async move {
         match deadline {
@@ -463,6 +589,13 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
         interval.tick().await; // the first tick is immediate
     }
     let mut cgroup_rescan = tokio::time::interval(Duration::from_secs(1));
+    // Runs of identical events are written when idle or old (see `collapse`).
+    let mut run_tick = tokio::time::interval(collapse::IDLE / 2);
+    run_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Growth needs samples: one a second while a summary is to come.
+    let sampling = (!options.no_summary || options.interval.is_some()) && counted.any();
+    let mut growth_sample = tokio::time::interval(Duration::from_secs(1));
+    growth_sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -473,6 +606,7 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
                         probes.complete_oom(event);
                         tracer.handle(event, now);
                     }
+                    tracer.tick(now);
                     tracer.output.flush();
                 }
                 None => break,
@@ -482,8 +616,13 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
             () = &mut sleep_until_deadline => break,
             _ = async { interval.as_mut().expect("guarded").tick().await }, if interval.is_some() => {
                 let snapshot = stream.counters.snapshot();
-                tracer.print_summary(&probes, &snapshot, "summary so far:");
+                tracer.print_summary(&probes, &snapshot, true);
             }
+            _ = run_tick.tick(), if options.collapse => {
+                tracer.tick(Instant::now());
+                tracer.output.flush();
+            }
+            _ = growth_sample.tick(), if sampling => tracer.sample(&probes, Instant::now()),
             _ = cgroup_rescan.tick(), if tracer.selection().cgroup().is_some() => {
                 // Processes moved into the cgroup after start (forks are followed in-kernel).
                 let new = tracer.selection_mut().rescan_cgroup();
@@ -505,9 +644,10 @@ pub async fn run(options: TraceOptions) -> anyhow::Result<()> {
     for event in stream.try_drain() {
         tracer.handle(&event, now);
     }
+    tracer.flush_runs();
     let snapshot = stream.counters.snapshot();
     if !options.no_summary {
-        tracer.print_summary(&probes, &snapshot, "per-process summary:");
+        tracer.print_summary(&probes, &snapshot, false);
     }
     tracer.output.flush();
     drop(stream);
@@ -562,6 +702,9 @@ mod tests {
                 ..Default::default()
             },
             len: 1 << 20,
+            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            fd: -1,
             ..Default::default()
         })
     }
@@ -645,14 +788,93 @@ mod tests {
             (8, ProcStats::default()),
             (std::process::id(), ProcStats::default()),
         ];
-        let rows = tracer.summary_rows(live);
+        let (rows, _) = tracer.summary_rows(live, now);
         let rows: Vec<(u32, &str, bool)> = rows
             .iter()
-            .map(|r| (r.pid, r.comm.as_str(), r.exited))
+            .map(|r| (r.pid, r.comm.as_str(), r.all_exited()))
             .collect();
         assert_eq!(rows, [(7, "hog", true)]);
         tracer.output.flush();
         drop(tracer);
         assert!(out.is_empty(), "exits are not shown unless asked for");
+    }
+
+    fn lines(out: Vec<u8>) -> Vec<serde_json::Value> {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn identical_events_collapse_into_one_line_with_their_count() {
+        let procfs = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let mut tracer = tracer(
+            &mut out,
+            procfs.path(),
+            default_events(),
+            Selection::default(),
+        )
+        .with_collapse(true);
+        let now = Instant::now();
+        for _ in 0..2048 {
+            tracer.handle(&mmap(7), now);
+        }
+        tracer.handle(&mmap(8), now);
+        tracer.tick(now + collapse::IDLE);
+        tracer.flush_runs();
+        assert_eq!(tracer.output.shown(), 2);
+        tracer.output.flush();
+        drop(tracer);
+        let lines = lines(out);
+        let runs: Vec<(u64, Option<u64>)> = lines
+            .iter()
+            .map(|l| (l["pid"].as_u64().unwrap(), l["events"].as_u64()))
+            .collect();
+        assert_eq!(runs, [(7, Some(2048)), (8, None)]);
+    }
+
+    #[test]
+    fn library_maps_and_memtraces_own_events_are_left_out_unless_asked() {
+        let procfs = tempfile::tempdir().unwrap();
+        let library = |pid: u32| {
+            let Event::MemSyscall(mut e) = mmap(pid) else {
+                unreachable!()
+            };
+            e.fd = 3;
+            e.prot = libc::PROT_READ as u32;
+            Event::MemSyscall(e)
+        };
+        let own = std::process::id();
+        for (hide, include_self, expected) in [
+            (true, false, vec![7]),
+            (false, false, vec![7, 7]),
+            (true, true, vec![7, own]),
+        ] {
+            let mut out = Vec::new();
+            let mut tracer = tracer(
+                &mut out,
+                procfs.path(),
+                default_events(),
+                Selection::default(),
+            )
+            .hiding_file_maps(hide)
+            .including_self(include_self);
+            let now = Instant::now();
+            tracer.handle(&mmap(7), now);
+            tracer.handle(&library(7), now);
+            tracer.handle(&mmap(own), now);
+            tracer.output.flush();
+            drop(tracer);
+            let pids: Vec<u32> = lines(out)
+                .iter()
+                .map(|l| l["pid"].as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(pids, expected, "hide {hide}, include self {include_self}");
+        }
+        assert!(is_file_image_map(&library(1)));
+        assert!(!is_file_image_map(&mmap(1)), "anonymous");
     }
 }

@@ -30,5 +30,6 @@ mod support;
 mod systemd;
 mod tasks;
 mod top;
+mod trace;
 mod web_config;
 mod workloads;

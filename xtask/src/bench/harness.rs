@@ -21,8 +21,10 @@ use crate::{Ctx, say, show};
 pub(super) const DAEMON_ARGS: &[&str] = &["daemon"];
 
 /// Stand-in for the daemon while it does not exist: the same always-on probes, no HTTP; ready
-/// once it prints `tracing with … probes attached` on stderr.
-pub(super) const TRACE_STANDIN_ARGS: &[&str] = &["trace", "--event", "oom", "--no-summary"];
+/// once it prints `tracing with … probes attached` on stderr. The default events attach every
+/// family (`--event oom` attaches the OOM hook alone); no mmap is that large, so only OOM kills
+/// and reclaim stalls stream.
+pub(super) const TRACE_STANDIN_ARGS: &[&str] = &["trace", "--no-summary", "--min-size", "1T"];
 
 pub(super) const TRACE_READY_MARKER: &str = "tracing with";
 
