@@ -18,7 +18,7 @@ use crate::{
     host::HostPaths,
     kubernetes::KubernetesMode,
     model::{CgroupRoot, CgroupRootError, CmdlineMode, instance_history as history},
-    units::{duration_in, parse_duration},
+    units::{duration_in, parse_duration, parse_size},
     workload::{PinError, Pins},
 };
 
@@ -153,6 +153,23 @@ pub struct Flags {
     /// Each pinned workload adds its series to the --top bound.
     #[arg(long, value_name = "REGEX")]
     pub pin: Vec<String>,
+
+    /// Keep a rolling recording of this node in DIR, for `memtrace replay`, `memtrace top
+    /// --replay` and `memtrace cluster --recordings`: a frame (the snapshot and workloads views)
+    /// each --interval, compressed against each other, a new file each hour; the oldest files
+    /// are removed beyond --record-max-bytes and --record-max-age. A write error is logged and
+    /// counted, and the daemon runs on [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// Bytes the recordings in --record-dir take at most, at least 1M [default: 512M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub record_max_bytes: Option<u64>,
+
+    /// Recordings in --record-dir last written longer ago than DURATION are removed [default:
+    /// 3d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub record_max_age: Option<Duration>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -179,6 +196,9 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     pub cgroup_root: Option<String>,
     pub pin: Option<Vec<String>>,
+    pub record_dir: Option<PathBuf>,
+    pub record_max_bytes: Option<String>,
+    pub record_max_age: Option<String>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -217,6 +237,10 @@ pub struct Settings {
     pub cgroup_root: Option<CgroupRoot>,
     /// `--pin`: workloads never folded into `~other`.
     pub pins: Pins,
+    /// `--record-dir`: where the rolling recording is kept (`None`: not kept).
+    pub record_dir: Option<PathBuf>,
+    pub record_max_bytes: u64,
+    pub record_max_age: Duration,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -286,6 +310,14 @@ pub enum ConfigError {
     CgroupRoot(#[from] CgroupRootError),
     #[error(transparent)]
     Pin(#[from] PinError),
+    #[error("{}: {key}: {reason}", path.display())]
+    Size {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+    #[error("--record-max-bytes must be at least 1M (got {record_max_bytes})")]
+    RecordMaxBytes { record_max_bytes: u64 },
 }
 
 /// The fewest processes the kernel map may hold: below this a busy node fills it at once.
@@ -438,7 +470,36 @@ impl Settings {
             } else {
                 Pins::new(&flags.pin)?
             },
+            // An empty path says "none" (the example config file's value).
+            record_dir: flags
+                .record_dir
+                .clone()
+                .or(file.record_dir)
+                .filter(|dir| !dir.as_os_str().is_empty()),
+            record_max_bytes: match flags.record_max_bytes {
+                Some(bytes) => bytes,
+                None => file
+                    .record_max_bytes
+                    .as_deref()
+                    .map(parse_size)
+                    .transpose()
+                    .map_err(|reason| ConfigError::Size {
+                        path: path.clone(),
+                        key: "record_max_bytes",
+                        reason,
+                    })?
+                    .unwrap_or(crate::record::store::DEFAULT_MAX_BYTES),
+            },
+            record_max_age: flags
+                .record_max_age
+                .or(from_file("record_max_age", &file.record_max_age)?)
+                .unwrap_or(crate::record::store::DEFAULT_MAX_AGE),
         };
+        if settings.record_max_bytes < 1 << 20 {
+            return Err(ConfigError::RecordMaxBytes {
+                record_max_bytes: settings.record_max_bytes,
+            });
+        }
         if !(history::MIN_STEP..=history::MAX_STEP).contains(&settings.history_step) {
             return Err(ConfigError::HistoryStep {
                 history_step: settings.history_step,
@@ -595,6 +656,9 @@ pub(crate) fn every_key_set() -> FileConfig {
             "redis-server\\.service".to_owned(),
             "shop/Deployment/.*".to_owned(),
         ]),
+        record_dir: Some("/var/lib/memtrace/recordings".into()),
+        record_max_bytes: Some("2G".to_owned()),
+        record_max_age: Some("1d".to_owned()),
     }
 }
 
@@ -647,7 +711,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 20, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 23, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

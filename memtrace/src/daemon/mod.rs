@@ -125,6 +125,8 @@ pub enum DaemonError {
         root: String,
         cgroup_fs: std::path::PathBuf,
     },
+    #[error(transparent)]
+    Record(#[from] crate::record::store::StoreError),
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -242,8 +244,13 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     if let Some(root) = &settings.cgroup_root {
         workloads = workloads.with_cgroup_root(root.as_str().to_owned());
     }
+    let recorder = settings
+        .record_dir
+        .as_ref()
+        .map(|dir| recorder(&settings, dir))
+        .transpose()?;
     drop_privileges()?;
-    Daemon::new(
+    let daemon = Daemon::new(
         model,
         probes,
         stream,
@@ -253,10 +260,44 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         server,
     )
     .with_state(state)
-    .with_workloads(workloads)
-    .run(settings.interval, shutdown)
-    .await;
+    .with_workloads(workloads);
+    let daemon = match recorder {
+        Some(recorder) => daemon.with_recorder(recorder),
+        None => daemon,
+    };
+    daemon.run(settings.interval, shutdown).await;
     Ok(())
+}
+
+/// `--record-dir`: the rolling store on its writer thread. A directory that cannot be made or
+/// read stops the start; a write error later is logged and counted.
+fn recorder(
+    settings: &Settings,
+    dir: &std::path::Path,
+) -> Result<crate::record::store::StoreThread, DaemonError> {
+    use crate::record::store::{Store, StoreError, StoreOptions, StoreThread};
+    let store = Store::open(
+        StoreOptions {
+            dir: dir.to_owned(),
+            max_bytes: settings.record_max_bytes,
+            max_age: settings.record_max_age,
+            history: crate::export::workloads::DEFAULT_HISTORY,
+            writer: crate::record::WriterOptions::default(),
+        },
+        std::time::SystemTime::now(),
+    )?;
+    let thread = StoreThread::spawn(store).map_err(|source| StoreError {
+        dir: dir.to_owned(),
+        what: "starting its writer thread",
+        source,
+    })?;
+    tracing::info!(
+        "recording to {} (at most {}, {})",
+        dir.display(),
+        crate::units::human_bytes(settings.record_max_bytes),
+        humantime::format_duration(settings.record_max_age)
+    );
+    Ok(thread)
 }
 
 /// The readiness `/readyz` serves: the daemon's own, or, when a requested family is missing and

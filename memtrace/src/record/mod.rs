@@ -166,5 +166,31 @@ pub fn index_at<T>(items: &[T], unix_ms: u64, time: impl Fn(&T) -> u64) -> Optio
     Some(after.saturating_sub(1))
 }
 
+/// `--at TIME` of `memtrace replay` and `memtrace cluster --recordings`, as Unix milliseconds:
+/// RFC 3339 (`2026-11-30T03:12:00Z`, `2026-11-30 03:12:00.5`, UTC), or relative to the
+/// recording: `-5m` before its last frame, `+90s` after its first.
+pub fn resolve_time(spec: &str, first_unix_ms: u64, last_unix_ms: u64) -> Result<u64, String> {
+    let spec = spec.trim();
+    let relative = |text: &str| {
+        crate::units::parse_duration(text).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    if let Some(before_end) = spec.strip_prefix('-') {
+        return Ok(last_unix_ms.saturating_sub(relative(before_end)?));
+    }
+    if let Some(after_start) = spec.strip_prefix('+') {
+        return Ok(first_unix_ms.saturating_add(relative(after_start)?));
+    }
+    let time = humantime::parse_rfc3339_weak(spec).map_err(|err| {
+        format!(
+            "invalid time '{spec}' ({err}; give RFC 3339 such as 2026-11-30T03:12:00Z, or -5m \
+             before the end, +90s after the start)"
+        )
+    })?;
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("invalid time '{spec}': before 1970"))?;
+    Ok(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

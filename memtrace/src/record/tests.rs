@@ -388,3 +388,22 @@ fn the_store_thread_writes_what_it_is_handed_and_counts_errors() {
     assert_eq!(stats.write_errors.load(Relaxed), 2);
     assert_eq!(stats.frames.load(Relaxed), 0);
 }
+
+#[test]
+fn times_are_absolute_or_relative_to_the_recording() {
+    let (first, last) = (T0_MS, T0_MS + 600_000);
+    assert_eq!(resolve_time("-5m", first, last), Ok(last - 300_000));
+    assert_eq!(resolve_time("+90s", first, last), Ok(first + 90_000));
+    assert_eq!(resolve_time("+1500ms", first, last), Ok(first + 1500));
+    assert_eq!(
+        resolve_time("2026-11-30T03:12:00Z", first, last),
+        Ok(1_796_008_320_000)
+    );
+    assert_eq!(
+        resolve_time("2026-11-30 03:12:00.250", first, last),
+        Ok(1_796_008_320_250)
+    );
+    let err = resolve_time("yesterday", first, last).unwrap_err();
+    assert!(err.starts_with("invalid time 'yesterday' ("), "{err}");
+    assert!(resolve_time("-soon", first, last).is_err());
+}

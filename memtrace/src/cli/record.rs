@@ -1,0 +1,171 @@
+//! `memtrace record -o FILE --url URL`: a daemon's snapshot and workloads every interval, as
+//! frames of a recording (`crate::record`), until `--duration` or Ctrl-C / SIGTERM.
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use memtrace_api::{Snapshot, frame::Frame, workloads::WorkloadsResponse};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::record::{RecordWriter, WriterOptions};
+use crate::units::{duration_in, human_bytes};
+use crate::web::client::{ClientOptions, RequestError};
+
+const EXAMPLES: &str = "\
+Examples:
+  memtrace record -o node-a.mtr --url 127.0.0.1:9847               until Ctrl-C
+  memtrace record -o incident.mtr --url node-a:9847 --interval 5s --duration 1h
+  memtrace replay incident.mtr --list                               frames and OOM kills
+  memtrace replay incident.mtr --at 2026-11-30T03:12:00Z -o json    one frame for scripts
+
+A daemon can also keep a rolling recording itself: memtrace daemon --record-dir DIR.";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct RecordArgs {
+    /// The recording to write (created, or emptied if it exists); `.mtr` by convention.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// The daemon to record: host:port or an http(s):// URL. Required for now: recording
+    /// without a daemon (loading the probes in-process) is not built yet.
+    #[arg(long, value_name = "URL", env = "MEMTRACE_URL")]
+    pub url: String,
+
+    /// Time between two frames; a daemon's views change once per its own --interval, so a
+    /// frame that repeats the previous one is not written again.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
+    pub interval: Duration,
+
+    /// Stop after DURATION [default: at Ctrl-C or SIGTERM].
+    #[arg(long, value_name = "DURATION", value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600)))]
+    pub duration: Option<Duration>,
+
+    /// Workload history kept in each frame (?history= of /api/v1/workloads): what `memtrace
+    /// cluster diagnose --recordings` sees of the time before a frame. It costs little: frames
+    /// are compressed against each other.
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = duration_in(Duration::ZERO, Duration::from_secs(7 * 24 * 3600)))]
+    pub history: Duration,
+
+    /// TLS and basic auth for a daemon with a `--web-config-file`.
+    #[command(flatten)]
+    pub client: ClientOptions,
+}
+
+pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
+    let client = args
+        .client
+        .build(args.interval.max(Duration::from_secs(5)))
+        .context("building the HTTP client")?;
+    let source = DaemonSource {
+        client,
+        options: args.client.clone(),
+        target: args.url.clone(),
+        history: args.history,
+    };
+    // The first frame is asked before the file is created: a wrong URL leaves no empty file.
+    let first = source.frame().await.map_err(|err| {
+        anyhow::anyhow!("{err} (is `memtrace daemon` running there? give its address with --url)")
+    })?;
+    let mut writer = RecordWriter::create(&args.output, WriterOptions::default())?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let started = Instant::now();
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::from_std(started + d));
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last = first.timestamp_unix_ms();
+    writer.append(&first)?;
+    let mut failures = 0_u64;
+    loop {
+        let until_deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            () = until_deadline => break,
+        }
+        match source.frame().await {
+            // The daemon has not sampled since: the same frame again.
+            Ok(frame) if frame.timestamp_unix_ms() <= last => {}
+            Ok(frame) => {
+                last = frame.timestamp_unix_ms();
+                writer.append(&frame)?;
+            }
+            Err(err) => {
+                failures += 1;
+                tracing::warn!("{err} (frame skipped; {failures} so far)");
+            }
+        }
+    }
+    let (frames, bytes, path) = (writer.frames(), writer.len(), writer.path().to_owned());
+    writer.finish()?;
+    eprintln!(
+        "memtrace record: {frames} frames in {:.0} s, {} in {}{}",
+        started.elapsed().as_secs_f64(),
+        human_bytes(bytes),
+        crate::escape::terminal(&path.display().to_string()),
+        if failures > 0 {
+            format!(" ({failures} intervals without an answer)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// A daemon's views, asked for together.
+struct DaemonSource {
+    client: reqwest::Client,
+    options: ClientOptions,
+    target: String,
+    history: Duration,
+}
+
+impl DaemonSource {
+    async fn frame(&self) -> anyhow::Result<Frame> {
+        let workloads_path = format!("/api/v1/workloads?history={}s", self.history.as_secs());
+        let (snapshot, workloads) = tokio::join!(
+            self.get(memtrace_api::client::SNAPSHOT_PATH),
+            self.get(&workloads_path)
+        );
+        let snapshot: Snapshot = serde_json::from_slice(
+            &snapshot?.ok_or_else(|| anyhow::anyhow!("{}: no snapshot API (404)", self.target))?,
+        )
+        .with_context(|| format!("{}: not a memtrace snapshot", self.target))?;
+        // A daemon older than the workloads API has none: the frame goes without.
+        let workloads: Option<WorkloadsResponse> = workloads?
+            .map(|body| crate::cluster::fanout::decode(&body))
+            .transpose()
+            .map_err(|err| anyhow::anyhow!("{}: workloads: {err}", self.target))?;
+        Ok(Frame {
+            snapshot,
+            workloads,
+        })
+    }
+
+    /// The body of `path`, `None` on a 404.
+    async fn get(&self, path: &str) -> Result<Option<bytes::Bytes>, RequestError> {
+        let explain = |err: reqwest::Error| crate::web::client::explain(&err, &self.target);
+        let response = self
+            .client
+            .get(self.options.url(&self.target, path))
+            .send()
+            .await
+            .map_err(explain)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = self.options.check(response, &self.target)?;
+        response.bytes().await.map(Some).map_err(explain)
+    }
+}
