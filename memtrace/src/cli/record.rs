@@ -107,7 +107,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let (frames, bytes, path) = (writer.frames(), writer.len(), writer.path().to_owned());
+    let (frames, bytes, path) = (writer.frames(), writer.bytes(), writer.path().to_owned());
     writer.finish()?;
     eprintln!(
         "memtrace record: {frames} frames in {:.0} s, {} in {}{}",

@@ -92,7 +92,7 @@ impl Store {
     ) -> Result<(), WriteError> {
         let file_budget = (self.options.max_bytes / FILES_PER_BUDGET).max(1);
         let full = self.current.as_ref().is_some_and(|(writer, opened)| {
-            writer.len() >= file_budget
+            writer.bytes() >= file_budget
                 || now.duration_since(*opened).unwrap_or_default() >= MAX_FILE_AGE
         });
         if full && let Some((writer, _)) = self.current.take() {
@@ -121,7 +121,10 @@ impl Store {
         let current = self.current.as_ref().map(|(writer, _)| writer.path());
         files.retain(|file| Some(file.path.as_path()) != current);
         let mut total: u64 = files.iter().map(|file| file.bytes).sum::<u64>()
-            + self.current.as_ref().map_or(0, |(writer, _)| writer.len());
+            + self
+                .current
+                .as_ref()
+                .map_or(0, |(writer, _)| writer.bytes());
         for file in files {
             let old = now.duration_since(file.modified).unwrap_or_default() > self.options.max_age;
             if total <= budget && !old {

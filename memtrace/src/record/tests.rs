@@ -116,7 +116,10 @@ fn frames_round_trip_compactly() {
         .append_parts(&frame.snapshot, frame.workloads.as_ref())
         .unwrap();
     writer.finish().unwrap();
-    assert_eq!(Recording::open(&path).unwrap().frames(), [frame.clone()]);
+    assert_eq!(
+        Recording::open(&path).unwrap().frames(),
+        std::slice::from_ref(frame)
+    );
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl RecordWriter {
     }
 
     /// Bytes written, header included.
-    pub fn len(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.len
     }
 
