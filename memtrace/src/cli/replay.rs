@@ -130,6 +130,12 @@ fn one_frame(
 struct Listed {
     timestamp_unix_ms: u64,
     processes: usize,
+    /// A key frame (compressed alone) or a frame compressed against its key frame.
+    key_frame: bool,
+    /// Bytes of its record in the file.
+    record_bytes: u64,
+    /// Bytes of its JSON.
+    json_bytes: u64,
     /// Kills first seen in this frame (a kill stays in the snapshots' recent OOMs for a while).
     ooms: Vec<OomRecord>,
 }
@@ -138,6 +144,7 @@ fn list(reader: &mut Reader, output: Output, damage: &mut Vec<Damage>) -> anyhow
     let mut seen = HashSet::new();
     let mut listed = Vec::with_capacity(reader.entries().len());
     for index in 0..reader.entries().len() {
+        let header = reader.entries()[index].header;
         let frame = match reader.decode(index) {
             Ok(frame) => frame,
             Err(err) => {
@@ -156,6 +163,9 @@ fn list(reader: &mut Reader, output: Output, damage: &mut Vec<Damage>) -> anyhow
         listed.push(Listed {
             timestamp_unix_ms: frame.timestamp_unix_ms(),
             processes: frame.snapshot.processes.len(),
+            key_frame: header.is_key(),
+            record_bytes: header.record_len() as u64,
+            json_bytes: u64::from(header.frame_len),
             ooms,
         });
     }
@@ -174,9 +184,11 @@ fn list(reader: &mut Reader, output: Output, damage: &mut Vec<Damage>) -> anyhow
         previous = Some(item.timestamp_unix_ms);
         let _ = writeln!(
             out,
-            "{}  {gap:>7}  {:>6} processes",
+            "{}  {gap:>7}  {:>6} processes  {:>10}{}",
             rfc3339(item.timestamp_unix_ms),
-            item.processes
+            item.processes,
+            human_bytes(item.record_bytes),
+            if item.key_frame { " (key)" } else { "" }
         );
         for oom in &item.ooms {
             let _ = writeln!(
@@ -188,7 +200,13 @@ fn list(reader: &mut Reader, output: Output, damage: &mut Vec<Damage>) -> anyhow
         }
     }
     let kills: usize = listed.iter().map(|item| item.ooms.len()).sum();
-    let _ = writeln!(out, "{} frames, {kills} OOM kills", listed.len());
+    let bytes: u64 = listed.iter().map(|item| item.record_bytes).sum();
+    let _ = writeln!(
+        out,
+        "{} frames in {}, {kills} OOM kills",
+        listed.len(),
+        human_bytes(bytes)
+    );
     Ok(out)
 }
 
@@ -342,7 +360,15 @@ mod tests {
 
         let listed = replay(&path, &["--list"]).unwrap();
         assert_eq!(listed.lines().count(), 10 + 1 + 1, "{listed}");
-        assert!(listed.ends_with("10 frames, 1 OOM kills\n"), "{listed}");
+        assert!(
+            listed.lines().last().unwrap().starts_with("10 frames in "),
+            "{listed}"
+        );
+        assert!(listed.ends_with(" KiB, 1 OOM kills\n"), "{listed}");
+        assert!(
+            listed.lines().next().unwrap().ends_with(" (key)"),
+            "{listed}"
+        );
         let kill = listed
             .lines()
             .position(|l| l.contains("OOM kill at"))

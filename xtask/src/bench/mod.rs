@@ -22,6 +22,7 @@ mod micro;
 mod mmap;
 mod overhead;
 mod procfs;
+mod record_size;
 mod report;
 mod scrape;
 mod startup;
@@ -53,6 +54,7 @@ use self::{
     micro::bench_micro,
     mmap::bench_mmap,
     procfs::read_trimmed,
+    record_size::bench_record_size,
     report::{RunInfo, Section, not_run, render_report, with_commands},
     startup::bench_startup,
     stats::fmt_duration,
@@ -101,8 +103,8 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-11 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach.
+    /// Only these benchmarks (comma-separated): 1-12 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, record-size.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
     /// Simulated fleet sizes of benchmarks 9 and 10 (`memtrace cluster diagnose`, and the same
@@ -141,6 +143,7 @@ pub enum Benchmark {
     Cluster,
     ClusterPrometheus,
     Attach,
+    RecordSize,
 }
 
 impl Benchmark {
@@ -161,6 +164,7 @@ impl Benchmark {
             Self::Cluster => "Cluster fan-out",
             Self::ClusterPrometheus => "Cross-node skew through Prometheus (baseline)",
             Self::Attach => "Attach mechanisms on the fault path",
+            Self::RecordSize => "Recording size",
         }
     }
 
@@ -312,6 +316,10 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
         sections.push(run_one(&env, Benchmark::Attach, bench_attach));
     }
     check_interrupt()?;
+    if wanted(Benchmark::RecordSize) {
+        sections.push(run_one(&env, Benchmark::RecordSize, bench_record_size));
+    }
+    check_interrupt()?;
 
     let info = RunInfo::collect(&env, date, load_start, tracers, started);
     let report = render_report(&info, &sections);
@@ -377,11 +385,11 @@ mod tests {
             only(&["--only", "7", "--only", "throughput"]).unwrap(),
             [Benchmark::Micro, Benchmark::Throughput]
         );
-        for bogus in ["nope", "0", "12", ""] {
+        for bogus in ["nope", "0", "13", ""] {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-11 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach)"
+                    "unknown benchmark `{bogus}` (1-12 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, record-size)"
                 )),
                 "{e}"
             );
@@ -408,6 +416,7 @@ mod tests {
                 (9, "Cluster fan-out"),
                 (10, "Cross-node skew through Prometheus (baseline)"),
                 (11, "Attach mechanisms on the fault path"),
+                (12, "Recording size"),
             ]
         );
     }
