@@ -82,7 +82,7 @@ fn record_until_ctrl_c_replays_the_snapshots_the_daemon_served() {
     let daemon = Daemon::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node.mtr");
-    let mut record = Command::new(memtrace_bin())
+    let record = Command::new(memtrace_bin())
         .args(["record", "-o", file.to_str().unwrap()])
         .args(["--url", &daemon.addr.to_string(), "--interval", "500ms"])
         .stdin(Stdio::null())
