@@ -23,7 +23,7 @@
 //! differ in a few numbers, so a frame costs the bytes of its differences: this is the delta
 //! encoding of Meta's below store (`--dict-compress-chunk-size`: the first frame of each chunk
 //! is the dictionary of the rest), here with the key frame's offset in each record so a frame
-//! never decodes against the wrong dictionary. A key frame starts every 60 frames by default
+//! never decodes against the wrong dictionary. A key frame starts every 16 frames by default
 //! ([`writer::DEFAULT_KEY_INTERVAL`]), after a failed write and at the start of each file.
 //!
 //! The frame is the API's JSON, not a binary encoding: frames stay readable by any JSON
@@ -40,7 +40,7 @@
 //! file (`ftruncate`) and the next frame is a key frame.
 //!
 //! `fsync` policy: the file is synced (`fdatasync`) after each key frame and when it is closed,
-//! so a power loss loses at most one key interval (a minute at 1 s); a crash of memtrace alone
+//! so a power loss loses at most one key interval (16 s at 1 s); a crash of memtrace alone
 //! loses nothing written.
 //!
 //! A bad magic or another format version is an error naming the file and offset.

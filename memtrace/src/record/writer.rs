@@ -12,11 +12,12 @@ use serde::Serialize;
 use super::format::{self, MAX_FRAME_BYTES, RecordHeader};
 
 /// Frames between two key frames, the key included: the default of `memtrace record` and the
-/// daemon's store. A key frame costs about as much as 60 frames compressed against it (on this
-/// machine, BENCHMARKS.md), so one a minute at 1 s keeps them under half of the file; it is also
-/// the most a corrupted key frame takes with it, and the most a power loss takes (see the
-/// fsync policy in the module documentation).
-pub const DEFAULT_KEY_INTERVAL: u32 = 60;
+/// daemon's store. Measured on a 4-minute recording of this machine at 1 s (BENCHMARKS.md,
+/// "Recording size"): 16 gives the smallest file (165 KB against 183 KB at 8, 171 KB at 30, 188 KB
+/// at 60 and 302 KB at 300: frames drift from an older key, and a key costs four deltas), as
+/// below's documentation suggests. It is also the most a corrupted key frame takes with it, and
+/// the most a power loss takes (see the fsync policy in the module documentation).
+pub const DEFAULT_KEY_INTERVAL: u32 = 16;
 
 /// zstd's default level: at a frame a second the compressor's time does not matter, and higher
 /// levels gain little on frames compressed against a dictionary this close to them.

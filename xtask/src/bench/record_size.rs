@@ -17,7 +17,7 @@ use super::{
 };
 use crate::say;
 
-/// How long the recording runs: three key intervals (a key frame a minute at 1 s).
+/// How long the recording runs: about eleven key intervals (a key frame each 16 s at 1 s).
 const RECORD_FOR: Duration = Duration::from_secs(180);
 
 /// One line of `memtrace replay --list -o json` (the fields read here).
