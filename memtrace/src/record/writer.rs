@@ -13,7 +13,7 @@ use super::format::{self, MAX_FRAME_BYTES, RecordHeader};
 
 /// Frames between two key frames, the key included: the default of `memtrace record` and the
 /// daemon's store. Measured on a 4-minute recording of this machine at 1 s (BENCHMARKS.md,
-/// "Recording size"): 16 gives the smallest file (165 KB against 183 KB at 8, 171 KB at 30, 188 KB
+/// "Recording size"): 16 gives the smallest file (165 KB against 182 KB at 8, 171 KB at 30, 188 KB
 /// at 60 and 302 KB at 300: frames drift from an older key, and a key costs four deltas), as
 /// below's documentation suggests. It is also the most a corrupted key frame takes with it, and
 /// the most a power loss takes (see the fsync policy in the module documentation).
