@@ -132,7 +132,24 @@ struct DaemonSource {
 }
 
 impl DaemonSource {
+    /// Both views of one daemon tick: asked together, they may straddle a tick (the workloads
+    /// view then carries another time than the snapshot), and are asked again, twice at most.
     async fn frame(&self) -> anyhow::Result<Frame> {
+        let mut frame = self.ask().await?;
+        for _ in 0..2 {
+            let same_tick = frame
+                .workloads
+                .as_ref()
+                .is_none_or(|w| w.timestamp_unix_ms == frame.timestamp_unix_ms());
+            if same_tick {
+                break;
+            }
+            frame = self.ask().await?;
+        }
+        Ok(frame)
+    }
+
+    async fn ask(&self) -> anyhow::Result<Frame> {
         let workloads_path = format!("/api/v1/workloads?history={}s", self.history.as_secs());
         let (snapshot, workloads) = tokio::join!(
             self.get(memtrace_api::client::SNAPSHOT_PATH),
