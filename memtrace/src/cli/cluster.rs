@@ -39,6 +39,8 @@ Examples:
         the OOM kills of every node Prometheus scrapes, storms marked
   memtrace cluster top --nodes https://a:9847 --timeout 1s --deadline 5s -o json
   memtrace cluster serve --nodes-file fleet.txt --listen 0.0.0.0:9848 --interval 15s
+  memtrace cluster diagnose --recordings a.mtr b.mtr c.mtr --at 2026-11-30T03:12:00Z
+        a post-mortem: each recording read as a node, at that instant
 
 Targets: host:port, host (port 9847) or http(s) URL; sources combine and duplicates are asked once.
 Every node that does not answer is named with its reason, first line of the text or \"coverage\" in JSON.
@@ -186,6 +188,15 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
 /// One round over the targets of `common`. Only `diagnose` (`reduce`: its thresholds) asks for
 /// history, reduced as each node answers.
 async fn ask(common: &Common, reduce: Option<&Thresholds>) -> anyhow::Result<Round> {
+    if !common.targets.recordings.is_empty() {
+        let (files, at) = (common.targets.recordings.clone(), common.targets.at.clone());
+        let reduce = reduce.cloned();
+        return tokio::task::spawn_blocking(move || {
+            crate::cluster::recordings::round(&files, at.as_deref(), reduce.as_ref())
+        })
+        .await
+        .context("reading the recordings")?;
+    }
     let mut targets = discover(&common.targets, common.fanout.timeout).await?;
     if common.client.scheme() == "https" {
         targets.iter_mut().for_each(Target::prefer_https);

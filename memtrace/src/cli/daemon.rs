@@ -23,13 +23,16 @@ Examples:
   memtrace daemon --leak-window 30m --leak-min-growth 10MiB/h
                                                     hint leaks slower and longer than 1 MiB/min
                                                     over 10 min
+  memtrace daemon --record-dir /var/lib/memtrace/recordings   keep a rolling recording
+                                                    (memtrace replay, memtrace top --replay)
 
 Endpoints: /metrics (Prometheus), /api/v1/snapshot, /api/v1/oom, /api/v1/workloads (JSON;
 ?history=2h by default, 0 for none; gzip with Accept-Encoding: gzip), /healthz, /readyz.
 Config file keys (TOML; flags win) are the flags' names with `_` for `-`: listen, top,
 max_cgroups, interval, rate_window, max_processes, oom_retention, mmap_calls, host_root,
 allow_degraded, cmdline, max_connections, state_dir, web_config_file, kubernetes, history_step,
-history_points, node_name, cgroup_root, pin, growth_window, leak_window, leak_min_growth.
+history_points, node_name, cgroup_root, pin, growth_window, leak_window, leak_min_growth,
+record_dir, record_max_bytes, record_max_age.
 Logs: RUST_LOG=info (default), debug, …";
 
 #[derive(Debug, Args)]

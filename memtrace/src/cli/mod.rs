@@ -3,6 +3,8 @@ pub mod check;
 pub mod cluster;
 pub mod daemon;
 pub mod oom;
+pub mod record;
+pub mod replay;
 pub mod top;
 pub mod trace;
 
@@ -33,7 +35,7 @@ mod tests {
     name = "memtrace",
     version,
     propagate_version = true,
-    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes\n  memtrace top                             full-screen live view (--url, --nodes, --replay FILE)\n  memtrace check                           which probes this kernel supports"
+    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes\n  memtrace top                             full-screen live view (--url, --nodes, --replay FILE)\n  memtrace record -o a.mtr --url 127.0.0.1:9847   record a daemon's views over time\n  memtrace replay a.mtr --at -5m           the node five minutes before the recording ends\n  memtrace check                           which probes this kernel supports"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -54,6 +56,10 @@ pub enum Command {
     /// Full-screen live view: processes, workloads, cgroups and nodes by pressure, RSS, faults,
     /// reclaim and growth, with history and OOM kills; local, a daemon, the fleet or a recording.
     Top(Box<top::TopArgs>),
+    /// Record a daemon's snapshot and workloads every interval to a compact, crash-safe file.
+    Record(record::RecordArgs),
+    /// Show a recording's frame at a time (text or JSON), or list its frames and OOM kills.
+    Replay(replay::ReplayArgs),
     /// Can memtrace run here? Attach every probe family of the daemon and of the trace, report
     /// what attached, what fell back and why, and detach.
     Check(check::CheckArgs),
@@ -132,6 +138,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Cluster(args) => cluster::run(*args).await,
             Command::Check(args) => check::run(args),
             Command::Top(args) => top::run(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Record(args) => record::run(args).await.map(|()| ExitCode::SUCCESS),
+            // Its status says whether the recording was damaged.
+            Command::Replay(args) => tokio::task::spawn_blocking(move || replay::run(&args))
+                .await
+                .unwrap_or_else(|err| Err(anyhow::anyhow!("replay task: {err}"))),
         }
     });
     match result {

@@ -32,19 +32,13 @@ Replay: ←/→ one interval, o/O next/previous OOM kill, Home/End, p play.";
 pub struct TopArgs {
     /// A running `memtrace daemon` to show: host:port or http(s)://host:port (TLS and basic
     /// auth with the client options below). Default: load the probes in this process.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["replay", "nodes", "nodes_file", "dns", "prometheus", "kubernetes"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["replay", "nodes", "nodes_file", "dns", "prometheus", "kubernetes", "recordings"])]
     pub url: Option<String>,
 
     /// Replay a recording (`memtrace record -o FILE`, a daemon's --record-dir) instead of
-    /// watching live.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["nodes", "nodes_file", "dns", "prometheus", "kubernetes"])]
+    /// watching live, from --at (below) [default: its first frame].
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["nodes", "nodes_file", "dns", "prometheus", "kubernetes", "recordings"])]
     pub replay: Option<PathBuf>,
-
-    /// Where the replay starts: RFC 3339 (2026-11-30T03:12:00Z), a time of day in UTC on the
-    /// recording's first day (03:12, 03:12:30), an offset from its start (+90s), or Unix
-    /// seconds. Default: its first frame.
-    #[arg(long, value_name = "TIME", requires = "replay")]
-    pub at: Option<String>,
 
     /// Time between refreshes (a replay: between frames while playing); `+` and `-` change it.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = duration_in(Duration::from_millis(250), Duration::from_secs(60)))]
@@ -135,14 +129,21 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
 }
 
 async fn open(args: &TopArgs) -> anyhow::Result<(Source, SourceKind, Vec<String>)> {
+    recording_args(args)?;
     if let Some(path) = &args.replay {
         let recording = Recording::open(path)?;
         let Some(first) = recording.frames().first() else {
             anyhow::bail!("{}: the recording has no frames", path.display());
         };
-        let index = match &args.at {
+        let index = match &args.targets.at {
             Some(at) => {
-                let unix_ms = resolve_at(at, first.timestamp_unix_ms())?;
+                let last = recording.frames().last().unwrap_or(first);
+                let unix_ms = crate::record::resolve_time(
+                    at,
+                    first.timestamp_unix_ms(),
+                    last.timestamp_unix_ms(),
+                )
+                .map_err(|reason| anyhow::anyhow!("--at: {reason}"))?;
                 recording.index_at(unix_ms).unwrap_or(0)
             }
             None => 0,
@@ -176,62 +177,23 @@ async fn open(args: &TopArgs) -> anyhow::Result<(Source, SourceKind, Vec<String>
     Ok((Source::Local(local), SourceKind::Local, warnings))
 }
 
-/// `--at` in Unix milliseconds, for a recording that starts at `start_unix_ms`.
-pub fn resolve_at(at: &str, start_unix_ms: u64) -> anyhow::Result<u64> {
-    let at = at.trim();
-    if let Some(offset) = at.strip_prefix('+') {
-        let offset =
-            crate::units::parse_duration(offset).map_err(|e| anyhow::anyhow!("--at {at}: {e}"))?;
-        return Ok(start_unix_ms + u64::try_from(offset.as_millis()).unwrap_or(u64::MAX));
+/// `--at` and `--recordings` (shared with `memtrace cluster`) as top takes them.
+fn recording_args(args: &TopArgs) -> anyhow::Result<()> {
+    if !args.targets.recordings.is_empty() {
+        anyhow::bail!(
+            "memtrace top replays one recording (--replay FILE); recordings read as nodes are \
+             memtrace cluster … --recordings"
+        );
     }
-    if let Ok(seconds) = at.parse::<u64>() {
-        return Ok(seconds.saturating_mul(1000));
+    if args.targets.at.is_some() && args.replay.is_none() {
+        anyhow::bail!("--at picks where a replay starts: give --replay FILE");
     }
-    if let Ok(time) = humantime::parse_rfc3339_weak(at) {
-        let since = time
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| anyhow::anyhow!("--at {at}: before 1970"))?;
-        return Ok(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
-    }
-    let parts: Vec<&str> = at.split(':').collect();
-    let numbers: Option<Vec<u64>> = parts.iter().map(|p| p.parse::<u64>().ok()).collect();
-    match numbers.as_deref() {
-        Some([h, m]) if *h < 24 && *m < 60 => {
-            Ok(day_of(start_unix_ms) + (h * 3600 + m * 60) * 1000)
-        }
-        Some([h, m, s]) if *h < 24 && *m < 60 && *s < 60 => {
-            Ok(day_of(start_unix_ms) + (h * 3600 + m * 60 + s) * 1000)
-        }
-        _ => anyhow::bail!(
-            "--at {at}: not a time (give 2026-11-30T03:12:00Z, 03:12, 03:12:30, +90s or Unix seconds)"
-        ),
-    }
-}
-
-/// Midnight UTC of the day of `unix_ms`.
-fn day_of(unix_ms: u64) -> u64 {
-    unix_ms - unix_ms % 86_400_000
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn at_takes_times_offsets_and_dates() {
-        // 2026-11-30 03:10:00 UTC.
-        let start = 1_796_008_200_000;
-        assert_eq!(resolve_at("03:12", start).unwrap(), start + 120_000);
-        assert_eq!(resolve_at("03:12:04", start).unwrap(), start + 124_000);
-        assert_eq!(resolve_at("+90s", start).unwrap(), start + 90_000);
-        assert_eq!(
-            resolve_at("2026-11-30T03:12:04Z", start).unwrap(),
-            start + 124_000
-        );
-        assert_eq!(resolve_at("1796008324", start).unwrap(), start + 124_000);
-        let err = resolve_at("yesterday", start).unwrap_err().to_string();
-        assert!(err.contains("--at yesterday: not a time"), "{err}");
-    }
 
     #[test]
     fn sources_are_exclusive() {
@@ -244,10 +206,19 @@ mod tests {
         };
         assert!(args.cluster());
         assert!(Cli::try_parse_from(["memtrace", "top", "--url", "a:1", "--nodes", "b"]).is_err());
-        assert!(
-            Cli::try_parse_from(["memtrace", "top", "--at", "03:12"]).is_err(),
-            "--at needs --replay"
+        let top = |argv: &[&str]| {
+            let parsed = Cli::try_parse_from(["memtrace", "top"].iter().chain(argv)).unwrap();
+            let Command::Top(args) = parsed.command else {
+                panic!("not top");
+            };
+            recording_args(&args).map_err(|err| err.to_string())
+        };
+        assert_eq!(
+            top(&["--at", "03:12"]),
+            Err("--at picks where a replay starts: give --replay FILE".to_owned())
         );
+        assert!(top(&["--replay", "f", "--at", "03:12"]).is_ok());
+        assert!(top(&["--recordings", "a.mtr", "b.mtr"]).is_err());
         assert!(Cli::try_parse_from(["memtrace", "top", "--replay", "f", "--nodes", "b"]).is_err());
         assert!(Cli::try_parse_from(["memtrace", "top", "--interval", "10ms"]).is_err());
     }

@@ -61,6 +61,19 @@ pub struct TargetArgs {
         default_missing_value = "memtrace"
     )]
     pub kubernetes: Option<String>,
+
+    /// Recordings (`memtrace record`, `memtrace daemon --record-dir`) read as if each were a
+    /// node, for a post-mortem: its frame at --at, no daemon asked. A recording without a frame
+    /// in the 5 minutes before --at counts as a node that did not answer.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["nodes", "nodes_file", "dns", "prometheus", "kubernetes"])]
+    pub recordings: Vec<PathBuf>,
+
+    /// The instant to look at in recordings (--recordings; `memtrace top --replay`): RFC 3339
+    /// (2026-11-30T03:12:00Z, UTC), a time of day in UTC on the first frame's day (03:12,
+    /// 03:12:30), -5m before the end, +90s after the start, or Unix seconds [default: cluster:
+    /// where the newest recording ends; top: its first frame].
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub at: Option<String>,
 }
 
 /// `--kubernetes [NAMESPACE/]SERVICE[:PORT]` as (namespace, service, port name).
@@ -106,10 +119,16 @@ pub enum TargetError {
         source: Box<crate::kubernetes::KubernetesError>,
     },
     #[error(
-        "no targets: give --nodes, --nodes-file, --dns, --prometheus or --kubernetes (see \
-         memtrace cluster --help)"
+        "no targets: give --nodes, --nodes-file, --dns, --prometheus, --kubernetes or \
+         --recordings (see memtrace cluster --help)"
     )]
     None,
+    #[error("--recordings is read by cluster top, nodes, oom and diagnose, not served")]
+    RecordingsServed,
+    #[error(
+        "--at picks an instant of recordings: give --recordings FILE… (memtrace top: --replay FILE)"
+    )]
+    AtWithoutRecordings,
 }
 
 impl Target {
@@ -204,6 +223,14 @@ pub fn parse_nodes_file(text: &str) -> Vec<&str> {
 /// Every target of `args`, in the order given (`--nodes`, `--nodes-file`, `--dns`,
 /// `--prometheus`), each once: two specs are the same target when their URLs are equal.
 pub async fn discover(args: &TargetArgs, timeout: Duration) -> Result<Vec<Target>, TargetError> {
+    // The views read recordings before asking anyone (`cluster::recordings`); what reaches here
+    // with them is the relay.
+    if !args.recordings.is_empty() {
+        return Err(TargetError::RecordingsServed);
+    }
+    if args.at.is_some() {
+        return Err(TargetError::AtWithoutRecordings);
+    }
     let mut specs: Vec<String> = args.nodes.clone();
     if let Some(path) = &args.nodes_file {
         let text = read_nodes_file(path)?;

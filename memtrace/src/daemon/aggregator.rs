@@ -76,6 +76,8 @@ pub struct Daemon {
     /// `/api/v1/workloads`: identity, per-instance history, node name, scope, pins (none until
     /// [`Daemon::with_workloads`]).
     workloads: Option<WorkloadsSource>,
+    /// `--record-dir`: each tick's views handed to the recording's writer thread.
+    recorder: Option<crate::record::store::StoreThread>,
 }
 
 impl Daemon {
@@ -114,7 +116,15 @@ impl Daemon {
             sampling_tasks,
             state: None,
             workloads: None,
+            recorder: None,
         }
+    }
+
+    /// Record a frame of each tick's views in `recorder`.
+    #[must_use]
+    pub fn with_recorder(mut self, recorder: crate::record::store::StoreThread) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Serve `/api/v1/workloads` from `source`, recording its history each `--history-step`.
@@ -229,6 +239,17 @@ impl Daemon {
                 .snapshot(&self.model, &self.probes, &self.pipeline);
             workloads.record(&snapshot, wall);
         }
+        if let Some(recorder) = &self.recorder {
+            // The views of this tick, cached: requests until the next tick reuse them.
+            let snapshot = self
+                .cached
+                .snapshot(&self.model, &self.probes, &self.pipeline);
+            let workloads = self.workloads.as_ref().map(|source| {
+                self.cached
+                    .workloads(&self.model, &self.probes, &self.pipeline, source)
+            });
+            recorder.record(snapshot, workloads);
+        }
         if !self.readiness.ready.swap(true, Ordering::Relaxed) {
             tracing::info!("ready");
         }
@@ -277,6 +298,7 @@ impl Daemon {
             readiness,
             server,
             cached,
+            recorder,
             ..
         } = self;
         // Requests still queued, and any later ones, get a 503 at once rather than waiting for
@@ -290,6 +312,10 @@ impl Daemon {
             .unwrap_or_else(PoisonError::into_inner) = "shutting down".to_owned();
         if let Some(server) = server {
             server.stop().await;
+        }
+        if let Some(recorder) = recorder {
+            // The frames still queued are written and the file synced before the daemon exits.
+            let _ = tokio::task::spawn_blocking(move || recorder.finish()).await;
         }
         drop(stream);
         // Processes that exited between load and attach, or whose exit was lost, leave entries

@@ -22,7 +22,7 @@ use crate::{
         growth::{self, GrowthConfig, GrowthRate},
         instance_history as history,
     },
-    units::{duration_in, parse_duration},
+    units::{duration_in, parse_duration, parse_size},
     workload::{PinError, Pins},
 };
 
@@ -176,6 +176,22 @@ pub struct Flags {
     /// `512K/s`, `100MiB/h`; a bare size is per minute) [default: 1MiB/min].
     #[arg(long, value_name = "RATE", value_parser = growth::parse_growth_rate)]
     pub leak_min_growth: Option<GrowthRate>,
+    /// Keep a rolling recording of this node in DIR, for `memtrace replay`, `memtrace top
+    /// --replay` and `memtrace cluster --recordings`: a frame (the snapshot and workloads views)
+    /// each --interval, compressed against each other, a new file each hour; the oldest files
+    /// are removed beyond --record-max-bytes and --record-max-age. A write error is logged and
+    /// counted, and the daemon runs on [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// Bytes the recordings in --record-dir take at most, at least 1M [default: 512M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub record_max_bytes: Option<u64>,
+
+    /// Recordings in --record-dir last written longer ago than DURATION are removed [default:
+    /// 3d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub record_max_age: Option<Duration>,
 }
 
 /// The config file. Every key is optional; unknown keys are errors (a typo must not be ignored).
@@ -205,6 +221,9 @@ pub struct FileConfig {
     pub growth_window: Option<String>,
     pub leak_window: Option<String>,
     pub leak_min_growth: Option<String>,
+    pub record_dir: Option<PathBuf>,
+    pub record_max_bytes: Option<String>,
+    pub record_max_age: Option<String>,
 }
 
 /// Effective settings after merging the file and the flags.
@@ -245,6 +264,10 @@ pub struct Settings {
     pub pins: Pins,
     /// `--growth-window`, `--leak-window`, `--leak-min-growth`.
     pub growth: GrowthConfig,
+    /// `--record-dir`: where the rolling recording is kept (`None`: not kept).
+    pub record_dir: Option<PathBuf>,
+    pub record_max_bytes: u64,
+    pub record_max_age: Duration,
 }
 
 /// A configuration that cannot be used; each variant names the key (or flag) and the value.
@@ -336,6 +359,14 @@ pub enum ConfigError {
         window: Duration,
         interval: Duration,
     },
+    #[error("{}: {key}: {reason}", path.display())]
+    Size {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+    #[error("--record-max-bytes must be at least 1M (got {record_max_bytes})")]
+    RecordMaxBytes { record_max_bytes: u64 },
 }
 
 /// The fewest processes the kernel map may hold: below this a busy node fills it at once.
@@ -511,6 +542,30 @@ impl Settings {
                         .unwrap_or(GrowthRate::DEFAULT),
                 },
             },
+            // An empty path says "none" (the example config file's value).
+            record_dir: flags
+                .record_dir
+                .clone()
+                .or(file.record_dir)
+                .filter(|dir| !dir.as_os_str().is_empty()),
+            record_max_bytes: match flags.record_max_bytes {
+                Some(bytes) => bytes,
+                None => file
+                    .record_max_bytes
+                    .as_deref()
+                    .map(parse_size)
+                    .transpose()
+                    .map_err(|reason| ConfigError::Size {
+                        path: path.clone(),
+                        key: "record_max_bytes",
+                        reason,
+                    })?
+                    .unwrap_or(crate::record::store::DEFAULT_MAX_BYTES),
+            },
+            record_max_age: flags
+                .record_max_age
+                .or(from_file("record_max_age", &file.record_max_age)?)
+                .unwrap_or(crate::record::store::DEFAULT_MAX_AGE),
         };
         let growth = &settings.growth;
         if growth.window < settings.interval * 2 || growth.window > growth::MAX_GROWTH_WINDOW {
@@ -525,6 +580,11 @@ impl Settings {
             return Err(ConfigError::LeakWindow {
                 window: growth.leak_window,
                 interval: settings.interval,
+            });
+        }
+        if settings.record_max_bytes < 1 << 20 {
+            return Err(ConfigError::RecordMaxBytes {
+                record_max_bytes: settings.record_max_bytes,
             });
         }
         if !(history::MIN_STEP..=history::MAX_STEP).contains(&settings.history_step) {
@@ -686,6 +746,9 @@ pub(crate) fn every_key_set() -> FileConfig {
         growth_window: Some("2m".to_owned()),
         leak_window: Some("30m".to_owned()),
         leak_min_growth: Some("2MiB/min".to_owned()),
+        record_dir: Some("/var/lib/memtrace/recordings".into()),
+        record_max_bytes: Some("2G".to_owned()),
+        record_max_age: Some("1d".to_owned()),
     }
 }
 
@@ -738,7 +801,7 @@ mod tests {
     fn every_key_is_its_flag_and_changes_the_settings() {
         let defaults = Settings::resolve(&Flags::default(), None).unwrap();
         let table = key_table();
-        assert_eq!(table.len(), 23, "every key has a value in every_key_set");
+        assert_eq!(table.len(), 26, "every key has a value in every_key_set");
         for (key, value) in &table {
             let from_file = Settings::resolve(
                 &Flags::default(),

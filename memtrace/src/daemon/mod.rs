@@ -126,6 +126,8 @@ pub enum DaemonError {
         root: String,
         cgroup_fs: std::path::PathBuf,
     },
+    #[error(transparent)]
+    Record(#[from] crate::record::store::StoreError),
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,
@@ -189,11 +191,18 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
 
     let shutdown = signals()?;
+    let recorder = settings
+        .record_dir
+        .as_ref()
+        .map(|dir| recorder(&settings, dir))
+        .transpose()?;
     drop_privileges()?;
-    daemon
-        .with_server(server)
-        .run(settings.interval, shutdown)
-        .await;
+    let daemon = daemon.with_server(server);
+    let daemon = match recorder {
+        Some(recorder) => daemon.with_recorder(recorder),
+        None => daemon,
+    };
+    daemon.run(settings.interval, shutdown).await;
     Ok(())
 }
 
@@ -425,6 +434,37 @@ impl Drop for LocalDaemon {
             let _ = stop.send(());
         }
     }
+}
+
+/// `--record-dir`: the rolling store on its writer thread. A directory that cannot be made or
+/// read stops the start; a write error later is logged and counted.
+fn recorder(
+    settings: &Settings,
+    dir: &std::path::Path,
+) -> Result<crate::record::store::StoreThread, DaemonError> {
+    use crate::record::store::{Store, StoreError, StoreOptions, StoreThread};
+    let store = Store::open(
+        StoreOptions {
+            dir: dir.to_owned(),
+            max_bytes: settings.record_max_bytes,
+            max_age: settings.record_max_age,
+            history: crate::export::workloads::DEFAULT_HISTORY,
+            writer: crate::record::WriterOptions::default(),
+        },
+        std::time::SystemTime::now(),
+    )?;
+    let thread = StoreThread::spawn(store).map_err(|source| StoreError {
+        dir: dir.to_owned(),
+        what: "starting its writer thread",
+        source,
+    })?;
+    tracing::info!(
+        "recording to {} (at most {}, {})",
+        dir.display(),
+        crate::units::human_bytes(settings.record_max_bytes),
+        humantime::format_duration(settings.record_max_age)
+    );
+    Ok(thread)
 }
 
 /// The readiness `/readyz` serves: the daemon's own, or, when a requested family is missing and

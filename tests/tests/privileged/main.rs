@@ -23,6 +23,7 @@ mod oom;
 mod persist;
 mod privileges;
 mod prometheus;
+mod record;
 mod ring;
 mod rss;
 mod scope;

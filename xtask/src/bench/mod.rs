@@ -22,6 +22,7 @@ mod micro;
 mod mmap;
 mod overhead;
 mod procfs;
+mod record_size;
 mod report;
 mod scrape;
 mod startup;
@@ -54,6 +55,7 @@ use self::{
     micro::bench_micro,
     mmap::bench_mmap,
     procfs::read_trimmed,
+    record_size::bench_record_size,
     report::{RunInfo, Section, not_run, render_report, with_commands},
     startup::bench_startup,
     stats::fmt_duration,
@@ -103,8 +105,8 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-12 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top.
+    /// Only these benchmarks (comma-separated): 1-13 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
     /// Simulated fleet sizes of benchmarks 9 and 10 (`memtrace cluster diagnose`, and the same
@@ -144,6 +146,7 @@ pub enum Benchmark {
     ClusterPrometheus,
     Attach,
     Top,
+    RecordSize,
 }
 
 impl Benchmark {
@@ -165,6 +168,7 @@ impl Benchmark {
             Self::ClusterPrometheus => "Cross-node skew through Prometheus (baseline)",
             Self::Attach => "Attach mechanisms on the fault path",
             Self::Top => "`memtrace top` at 10,000 processes",
+            Self::RecordSize => "Recording size",
         }
     }
 
@@ -319,6 +323,9 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
     if wanted(Benchmark::Top) {
         sections.push(run_one(&env, Benchmark::Top, bench_top));
     }
+    if wanted(Benchmark::RecordSize) {
+        sections.push(run_one(&env, Benchmark::RecordSize, bench_record_size));
+    }
     check_interrupt()?;
 
     let info = RunInfo::collect(&env, date, load_start, tracers, started);
@@ -385,11 +392,11 @@ mod tests {
             only(&["--only", "7", "--only", "throughput"]).unwrap(),
             [Benchmark::Micro, Benchmark::Throughput]
         );
-        for bogus in ["nope", "0", "13", ""] {
+        for bogus in ["nope", "0", "14", ""] {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-12 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top)"
+                    "unknown benchmark `{bogus}` (1-13 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size)"
                 )),
                 "{e}"
             );
@@ -417,6 +424,7 @@ mod tests {
                 (10, "Cross-node skew through Prometheus (baseline)"),
                 (11, "Attach mechanisms on the fault path"),
                 (12, "`memtrace top` at 10,000 processes"),
+                (13, "Recording size"),
             ]
         );
     }
