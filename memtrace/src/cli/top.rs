@@ -76,8 +76,8 @@ impl TopArgs {
     }
 }
 
-/// The daemon's settings for the probes loaded by `top` itself: its sampling, a short rate
-/// window (rates that follow the screen), and a history step the detail pane can use.
+/// The daemon's settings for the probes loaded by `top` itself: its sampling, short rate and
+/// growth windows (numbers that follow the screen), and a history step the detail pane can use.
 pub fn local_settings(
     host_root: Option<PathBuf>,
     cgroup_root: Option<String>,
@@ -92,6 +92,8 @@ pub fn local_settings(
         cmdline: Some(crate::model::CmdlineMode::Full),
         history_step: Some(Duration::from_secs(5)),
         history_points: Some(720),
+        // GROW/s within seconds of starting, rather than the daemon's minute.
+        growth_window: Some(Duration::from_secs(10)),
         ..Flags::default()
     };
     Settings::resolve(&flags, None).context("settings of the local probes")
