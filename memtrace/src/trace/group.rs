@@ -213,8 +213,8 @@ impl Keys {
 const MIN_SPAN: Duration = Duration::from_millis(900);
 
 /// RSS growth per row from the trace's samples (every summary, and one a second while a
-/// summary is to come): the change over the last [`Growth::window`], per second. No rate
-/// before a row has two samples at least [`MIN_SPAN`] apart.
+/// summary is to come): the change over its window ([`crate::trace::GROWTH_WINDOW`]), per
+/// second. No rate before a row has two samples at least 0.9 s apart.
 #[derive(Debug)]
 pub struct Growth {
     window: Duration,
