@@ -3,6 +3,7 @@
 //! detail pane's history, a real OOM kill, and the terminal given back on `q`, Ctrl-C and
 //! SIGTERM.
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use memtrace_tests::cgroup::Layout;
@@ -13,7 +14,14 @@ use crate::support::serial;
 /// The pane's size: wide enough for the cgroup column.
 const SIZE: (&str, &str) = ("160", "40");
 
+/// Numbers the tmux sockets of this test process.
+static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
+
 /// A tmux server of its own (its own socket), killed on drop.
+///
+/// Each gets a new socket: `kill-server` returns before the server has gone, and a session
+/// started on the same socket right after would reach the dying server ("server exited
+/// unexpectedly").
 struct Tmux {
     socket: String,
     session: &'static str,
@@ -24,7 +32,11 @@ impl Tmux {
     /// exited and stays: the screen, the cursor and the mode `top` left are the user's.
     fn top(args: &[&str]) -> Self {
         let tmux = Self {
-            socket: format!("memtrace-top-test-{}", std::process::id()),
+            socket: format!(
+                "memtrace-top-test-{}-{}",
+                std::process::id(),
+                NEXT_SOCKET.fetch_add(1, Ordering::Relaxed)
+            ),
             session: "top",
         };
         let quoted: Vec<String> = std::iter::once(memtrace_bin().display().to_string())
