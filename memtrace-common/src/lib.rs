@@ -7,6 +7,9 @@
 #![no_std]
 #![warn(clippy::pedantic)]
 
+pub mod alloc;
+pub mod sites;
+
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 /// Bytes of an exec'd filename carried in [`ExecEvent`] (longer names are truncated).

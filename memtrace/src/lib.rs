@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod probes;
 pub mod procfs;
+pub mod profile;
 pub mod psi;
 pub mod record;
 pub mod top;

@@ -3,6 +3,7 @@ pub mod check;
 pub mod cluster;
 pub mod daemon;
 pub mod oom;
+pub mod profile;
 pub mod record;
 pub mod replay;
 pub mod top;
@@ -35,7 +36,8 @@ mod tests {
     name = "memtrace",
     version,
     propagate_version = true,
-    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes\n  memtrace top                             full-screen live view (--url, --nodes, --replay FILE)\n  memtrace record -o a.mtr --url 127.0.0.1:9847   record a daemon's views over time\n  memtrace replay a.mtr --at -5m           the node five minutes before the recording ends\n  memtrace check                           which probes this kernel supports"
+    after_help = "Needs root (or CAP_BPF + CAP_PERFMON) and tracefs. Logs go to stderr; set RUST_LOG=debug for more.\n\nExamples:\n  memtrace trace --event oom,mmap          OOM kills and mmaps ≥ 1 MiB, live\n  memtrace trace --pid 1234 --faults       everything pid 1234 does, every fault included\n  memtrace trace --cgroup /kubepods.slice --event oom,reclaim --output json\n  memtrace daemon                          metrics on http://127.0.0.1:9847/metrics\n  memtrace oom                             recent OOM kills with their last 60 s\n  memtrace cluster diagnose --nodes a:9847,b:9847,c:9847   findings across nodes\n  memtrace top                             full-screen live view (--url, --nodes, --replay FILE)\n  memtrace record -o a.mtr --url 127.0.0.1:9847   record a daemon's views over time\n  memtrace replay a.mtr --at -5m           the node five minutes before the recording ends\n  memtrace profile --alloc -p 1234 --leaks which code of pid 1234 leaks
+  memtrace check                           which probes this kernel supports"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -56,6 +58,9 @@ pub enum Command {
     /// Full-screen live view: processes, workloads, cgroups and nodes by pressure, RSS, faults,
     /// reclaim and growth, with history and OOM kills; local, a daemon, the fleet or a recording.
     Top(Box<top::TopArgs>),
+    /// Which code grows memory (page faults and mmap/brk by stack) or, with --alloc, which code
+    /// allocates and what it leaks (allocator uprobes); text, flame graph, pprof, folded, JSON.
+    Profile(Box<profile::ProfileArgs>),
     /// Record a daemon's snapshot and workloads every interval to a compact, crash-safe file.
     Record(record::RecordArgs),
     /// Show a recording's frame at a time (text or JSON), or list its frames and OOM kills.
@@ -138,6 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Cluster(args) => cluster::run(*args).await,
             Command::Check(args) => check::run(args),
             Command::Top(args) => top::run(*args).await.map(|()| ExitCode::SUCCESS),
+            Command::Profile(args) => profile::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Record(args) => record::run(args).await.map(|()| ExitCode::SUCCESS),
             // Its status says whether the recording was damaged.
             Command::Replay(args) => tokio::task::spawn_blocking(move || replay::run(&args))

@@ -1,0 +1,1 @@
+//! Types of the allocator profiler (`memtrace-alloc` eBPF object) shared with userspace.

@@ -1,0 +1,1 @@
+//! Types of the growth-site profiler (`memtrace-sites` eBPF object) shared with userspace.

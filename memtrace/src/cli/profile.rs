@@ -1,0 +1,108 @@
+//! `memtrace profile`: which code grows memory (sampled page faults and address-space growth by
+//! stack), or, with `--alloc`, which code allocates and what it leaks (allocator uprobes).
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, ValueEnum};
+
+use crate::units::{duration_in, parse_duration, parse_size};
+
+const EXAMPLES: &str = "\
+Examples:
+  memtrace profile -p 1234 --duration 30s            where pid 1234 first touches memory
+  memtrace profile --all --output growth.svg         every process, a flame graph on Ctrl-C
+  memtrace profile --alloc -p $(pidof redis-server) --duration 30s --output flamegraph.svg
+  memtrace profile --alloc -p 1234 --leaks --min-age 1m
+  memtrace profile --alloc -p 1234 --unsampled -o allocs.pb.gz   exact counts, pprof";
+
+/// How a profile is written; by default from `--output`'s extension (`.svg`, `.folded`,
+/// `.pb.gz`, `.json`), else text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The top sites, for a terminal.
+    Text,
+    /// Folded stacks (`a;b;c 1234`), for flamegraph.pl, inferno, speedscope.
+    Folded,
+    /// pprof (gzipped protobuf) for `go tool pprof`, Pyroscope, Parca, Grafana.
+    Pprof,
+    /// An SVG flame graph.
+    Svg,
+    /// JSON, for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+#[command(group(ArgGroup::new("target").required(true).args(["pid", "cgroup", "all"])))]
+pub struct ProfileArgs {
+    /// The process to profile.
+    #[arg(short = 'p', long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Every process in this cgroup (a path under the memory controller, as in `trace`).
+    #[arg(long, value_name = "PATH", conflicts_with = "alloc")]
+    pub cgroup: Option<String>,
+
+    /// Every process on the machine.
+    #[arg(long, conflicts_with = "alloc")]
+    pub all: bool,
+
+    /// Profile the allocator (malloc, free, … of glibc, jemalloc or tcmalloc, as the process
+    /// uses) with uprobes, instead of page faults and address-space growth. One process.
+    #[arg(long, requires = "pid")]
+    pub alloc: bool,
+
+    /// Report leak suspects: allocations still outstanding after --min-age, by stack.
+    #[arg(long, requires = "alloc")]
+    pub leaks: bool,
+
+    /// With --leaks: how old an outstanding allocation must be to be a suspect.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub min_age: Duration,
+
+    /// With --alloc: sample allocations by bytes, one per RATE bytes on average (an allocation
+    /// of size s is taken with probability 1-exp(-s/RATE), as jemalloc does), each weighted
+    /// back to an unbiased estimate.
+    #[arg(long, value_name = "BYTES", default_value = "512KiB", value_parser = parse_size)]
+    pub sample_rate: u64,
+
+    /// With --alloc: every call, exact counts (costlier).
+    #[arg(long, requires = "alloc")]
+    pub unsampled: bool,
+
+    /// Without --alloc: take one page fault in N.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub fault_period: u64,
+
+    /// Also capture kernel stacks (which syscall or kernel path faulted or grew).
+    #[arg(long)]
+    pub kernel_stacks: bool,
+
+    /// Stop after this long and report [default: on Ctrl-C].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Live mode: print the top sites every interval (and the growth per site).
+    #[arg(long, value_name = "DURATION", value_parser = duration_in(Duration::from_millis(500), Duration::from_secs(3600)))]
+    pub interval: Option<Duration>,
+
+    /// Write the final report to FILE instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// The report's format [default: from --output's extension, else text].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Sites in the text report.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+}
+
+pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    if args.alloc {
+        crate::profile::alloc::run(args).await
+    } else {
+        crate::profile::sites::run(args).await
+    }
+}

@@ -1,0 +1,2 @@
+//! Unwinding copied user-stack snapshots from `.eh_frame` (framehop). Built by the symbols
+//! engineer.
