@@ -356,6 +356,21 @@ pub struct PipelineView {
     pub lost_kernel_map_full: u64,
     pub lost_userspace_queue: u64,
     pub lost_decode: u64,
+    /// The rolling on-disk store (`memtrace daemon --record-dir`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingView>,
+}
+
+/// What the daemon's recording store has written, failed to write, and dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingView {
+    /// Frames written since the daemon started.
+    pub frames_written: u64,
+    /// Frames (or file operations: creating, closing, removing old files) that failed, e.g. a
+    /// full disk. The daemon runs on.
+    pub write_errors: u64,
+    /// Frames dropped because the writer was still busy with earlier ones (a slow disk).
+    pub frames_dropped: u64,
 }
 
 /// `GET /api/v1/oom`: the daemon's OOM history, newest first, each with its flight recording.

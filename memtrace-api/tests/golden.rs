@@ -5,7 +5,7 @@ use memtrace_api::workloads::WorkloadKind;
 use memtrace_api::{
     CgroupMemoryStat, CgroupProcess, CgroupView, Counters, Family, FamilySet, FlightSample,
     LeakHint, NodeIdentityView, NodeMemoryView, OomRecord, OomResponse, OwnerView, PipelineView,
-    ProcessView, PsiView, Rates, SCHEMA_VERSION, Snapshot,
+    ProcessView, PsiView, Rates, RecordingView, SCHEMA_VERSION, Snapshot,
 };
 use serde_json::Value;
 
@@ -196,6 +196,11 @@ fn full_snapshot() -> Snapshot {
             lost_kernel_map_full: 0,
             lost_userspace_queue: 1,
             lost_decode: 0,
+            recording: Some(RecordingView {
+                frames_written: 3_600,
+                write_errors: 2,
+                frames_dropped: 1,
+            }),
         },
     }
 }

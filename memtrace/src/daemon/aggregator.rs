@@ -14,6 +14,7 @@ use tokio::{
 };
 
 use super::{Published, Readiness, Request, Sampler, state::StateDir, workloads::WorkloadsSource};
+use crate::record::store::StoreStats;
 use crate::{
     events::Event,
     export::http::{self, AppState},
@@ -101,6 +102,7 @@ impl Daemon {
             probes_attached: probes_attached as u32,
             probes_failed: probes_failed as u32,
             counters: Arc::clone(&stream.counters),
+            recording: None,
         };
         let sampling_tasks = report.attached(Family::Tasks);
         Self {
@@ -123,6 +125,7 @@ impl Daemon {
     /// Record a frame of each tick's views in `recorder`.
     #[must_use]
     pub fn with_recorder(mut self, recorder: crate::record::store::StoreThread) -> Self {
+        self.pipeline.recording = Some(recorder.stats());
         self.recorder = Some(recorder);
         self
     }
@@ -330,6 +333,8 @@ struct PipelineSource {
     probes_attached: u32,
     probes_failed: u32,
     counters: Arc<PipelineCounters>,
+    /// The recording store's counts, when the daemon records.
+    recording: Option<Arc<crate::record::store::StoreStats>>,
 }
 
 impl PipelineSource {
@@ -347,6 +352,7 @@ impl PipelineSource {
             lost_kernel_map_full: losses.map_total(),
             lost_userspace_queue: counters.queue_drops,
             lost_decode: counters.decode_errors,
+            recording: self.recording.as_deref().map(StoreStats::view),
         }
     }
 }

@@ -740,6 +740,30 @@ fn self_metrics(
         add(&lost, &[stage], n as f64)?;
     }
 
+    if let Some(recording) = &p.recording {
+        for (name, help, value) in [
+            (
+                "memtrace_record_frames_total",
+                "Frames written by the recording store (--record-dir).",
+                recording.frames_written,
+            ),
+            (
+                "memtrace_record_write_errors_total",
+                "Failed writes of the recording store (a full disk, say): frames lost, the \
+                 daemon runs on.",
+                recording.write_errors,
+            ),
+            (
+                "memtrace_record_frames_dropped_total",
+                "Frames the recording store dropped because its writer was still busy (a slow \
+                 disk).",
+                recording.frames_dropped,
+            ),
+        ] {
+            add(&x.counter(name, help, &[])?, &[], value as f64)?;
+        }
+    }
+
     let probes = x.gauge(
         "memtrace_probes",
         "Kernel probes by state (attached, failed).",
@@ -1316,6 +1340,18 @@ mod tests {
             value(&samples, "memtrace_node_direct_reclaim_stalls_total", &[]),
             17.0
         );
+        // The recording store's counts, only when the daemon records.
+        for (name, expected) in [
+            ("memtrace_record_frames_total", 3_600.0),
+            ("memtrace_record_write_errors_total", 2.0),
+            ("memtrace_record_frames_dropped_total", 1.0),
+        ] {
+            assert_eq!(value(&samples, name, &[]), expected, "{name}");
+        }
+        let mut not_recording = snapshot.clone();
+        not_recording.pipeline.recording = None;
+        let exposition = render_with(&not_recording, &ooms, &ExportConfig::default());
+        assert!(!exposition.contains("memtrace_record_"), "{exposition}");
         assert_eq!(
             value(
                 &samples,

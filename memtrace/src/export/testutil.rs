@@ -260,6 +260,11 @@ pub fn realistic() -> (Snapshot, Vec<OomRecord>) {
             lost_kernel_map_full: 0,
             lost_userspace_queue: 1,
             lost_decode: 0,
+            recording: Some(memtrace_api::RecordingView {
+                frames_written: 3_600,
+                write_errors: 2,
+                frames_dropped: 1,
+            }),
         },
     };
     (snapshot, ooms)

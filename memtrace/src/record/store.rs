@@ -197,13 +197,23 @@ fn new_file(dir: &Path, now: SystemTime) -> PathBuf {
     path
 }
 
-/// What the store thread has done, for logs and tests.
+/// What the store thread has done: in the snapshot's pipeline view and the metrics.
 #[derive(Debug, Default)]
 pub struct StoreStats {
     pub frames: AtomicU64,
     pub write_errors: AtomicU64,
     /// Frames dropped because the writer was still busy with earlier ones.
     pub dropped: AtomicU64,
+}
+
+impl StoreStats {
+    pub fn view(&self) -> memtrace_api::RecordingView {
+        memtrace_api::RecordingView {
+            frames_written: self.frames.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            frames_dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 type Job = (Arc<Snapshot>, Option<Arc<WorkloadsResponse>>);

@@ -192,6 +192,26 @@ fn the_daemon_records_each_tick_and_a_crash_loses_nothing_written() {
             "snapshot of {timestamp} not recorded"
         );
     }
+    // The store's counts, in the snapshots it served: rising, no errors, and no more frames
+    // than the file holds.
+    let counts: Vec<_> = served
+        .values()
+        .map(|snapshot| snapshot.pipeline.recording.expect("pipeline.recording"))
+        .collect();
+    assert!(
+        counts
+            .windows(2)
+            .all(|w| w[0].frames_written <= w[1].frames_written),
+        "{counts:?}"
+    );
+    let last = counts.last().expect("snapshots were served");
+    assert!(last.frames_written >= 1, "{counts:?}");
+    assert_eq!(
+        (last.write_errors, last.frames_dropped),
+        (0, 0),
+        "{counts:?}"
+    );
+    assert!(last.frames_written <= recording.frames().len() as u64);
 
     // Killed mid-recording (SIGKILL, as the OOM killer would): a second file, every frame in it
     // readable, at worst a torn last record.
