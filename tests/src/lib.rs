@@ -196,6 +196,25 @@ impl Workload {
     }
 }
 
+/// A workload outlives no test: dropped, it gets EOF on stdin (which ends the ones that wait for
+/// more input), a second to exit, and then SIGKILL. A leftover workload would be counted by the
+/// next test (e.g. a third process of the same name in `trace --by comm`).
+impl Drop for Workload {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        // `Err`: already reaped (`finish_with_faults` waits with `wait4`).
+        while let Ok(None) = self.child.try_wait() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 /// The kernel's page size.
 pub fn page_size() -> usize {
     // SAFETY: no preconditions.

@@ -59,10 +59,10 @@ fn a_steadily_growing_process_has_its_growth_rate_and_a_leak_hint() {
         "1MiB/s",
     ]);
     let cgroup = MemoryCgroup::new("memtrace-growth", 1 << 30);
-    // slow-hog never ends by itself: killed when the test ends, passed or failed.
-    let mut hog = KilledOnDrop(Workload::start_in(&cgroup, &["slow-hog", "256", "100"]));
-    let pid = hog.0.pid();
-    hog.0.go();
+    // slow-hog never ends by itself: killed when the test ends (dropped), passed or failed.
+    let mut hog = Workload::start_in(&cgroup, &["slow-hog", "256", "100"]);
+    let pid = hog.pid();
+    hog.go();
     let started = Instant::now();
     let rss_at_start = vm_rss(pid);
     // A whole leak window and a tick or two.
@@ -148,16 +148,6 @@ fn a_steadily_growing_process_has_its_growth_rate_and_a_leak_hint() {
         "{cgroup_growth}"
     );
     drop(hog);
-}
-
-/// A workload killed (and reaped) when dropped.
-struct KilledOnDrop(Workload);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.child.kill();
-        let _ = self.0.child.wait();
-    }
 }
 
 /// Real memcg reclaim stalls (a hog in a 64 MiB cgroup, until the OOM killer ends it): the
