@@ -76,12 +76,46 @@ impl TraceLine {
     }
 }
 
-/// Declares an event line: the fields every event shares, then its own.
+/// Declares the event lines: the fields every event shares, then its own; a line marked
+/// `[collapsible]` also has the fields of a `--collapse` run.
 macro_rules! event_lines {
     ($(
         $(#[$meta:meta])*
-        $name:ident { $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),* $(,)? }
+        $name:ident $([$collapsible:ident])? { $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),* $(,)? }
     )*) => {$(
+        event_line! {
+            $(#[$meta])*
+            $name $([$collapsible])? { $( $(#[$field_meta])* $field: $ty, )* }
+        }
+    )*};
+}
+
+macro_rules! event_line {
+    (
+        $(#[$meta:meta])*
+        $name:ident [collapsible] { $( $(#[$field_meta:meta])* $field:ident : $ty:ty, )* }
+    ) => {
+        event_line! {
+            $(#[$meta])*
+            $name {
+                $( $(#[$field_meta])* $field: $ty, )*
+                /// With `--collapse`: how many identical events this line stands for (same
+                /// process, kind, size, flags; the first one's fields are shown), absent for a
+                /// single event.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                events: Option<u64>,
+                /// With `events`: when the last of them happened.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                last_ts: Option<String>,
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                last_ts_ns: Option<u64>,
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        $name:ident { $( $(#[$field_meta:meta])* $field:ident : $ty:ty, )* }
+    ) => {
         $(#[$meta])*
         #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
         pub struct $name {
@@ -99,12 +133,12 @@ macro_rules! event_lines {
             pub cgroup: Option<String>,
             $( $(#[$field_meta])* pub $field: $ty, )*
         }
-    )*};
+    };
 }
 
 event_lines! {
     /// A page fault (with `--faults`, one in `--sample N` per CPU).
-    FaultLine {
+    FaultLine [collapsible] {
         /// The faulting address.
         addr: u64,
         addr_hex: String,
@@ -117,19 +151,10 @@ event_lines! {
         error_code_names: Vec<String>,
         /// Taken in user mode (the exceptions:page_fault_user tracepoint).
         user: bool,
-        /// With `--collapse`: how many identical events this line stands for (same process,
-        /// kind, size, flags; the first one's fields are shown), absent for a single event.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        events: Option<u64>,
-        /// With `events`: when the last of them happened.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts_ns: Option<u64>,
     }
 
     /// An mmap returned (failed calls too).
-    MmapLine {
+    MmapLine [collapsible] {
         /// The mapping's address (the result; 0 when the call failed).
         addr: u64,
         addr_hex: String,
@@ -143,37 +168,19 @@ event_lines! {
         fd: i32,
         ret: i64,
         failed: bool,
-        /// With `--collapse`: how many identical events this line stands for (same process,
-        /// kind, size, flags; the first one's fields are shown), absent for a single event.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        events: Option<u64>,
-        /// With `events`: when the last of them happened.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts_ns: Option<u64>,
     }
 
     /// A munmap returned.
-    MunmapLine {
+    MunmapLine [collapsible] {
         addr: u64,
         addr_hex: String,
         len: u64,
         ret: i64,
         failed: bool,
-        /// With `--collapse`: how many identical events this line stands for (same process,
-        /// kind, size, flags; the first one's fields are shown), absent for a single event.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        events: Option<u64>,
-        /// With `events`: when the last of them happened.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts_ns: Option<u64>,
     }
 
     /// The program break moved (or a move failed).
-    BrkLine {
+    BrkLine [collapsible] {
         /// The break before the call. This, `old_addr_hex`, `len` and `grew` are absent when it
         /// is not known: the process's first brk since the trace attached.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,19 +196,10 @@ event_lines! {
         grew: Option<bool>,
         ret: i64,
         failed: bool,
-        /// With `--collapse`: how many identical events this line stands for (same process,
-        /// kind, size, flags; the first one's fields are shown), absent for a single event.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        events: Option<u64>,
-        /// With `events`: when the last of them happened.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts_ns: Option<u64>,
     }
 
     /// An mremap returned.
-    MremapLine {
+    MremapLine [collapsible] {
         old_addr: u64,
         old_addr_hex: String,
         old_len: u64,
@@ -213,19 +211,10 @@ event_lines! {
         flags_names: Vec<String>,
         ret: i64,
         failed: bool,
-        /// With `--collapse`: how many identical events this line stands for (same process,
-        /// kind, size, flags; the first one's fields are shown), absent for a single event.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        events: Option<u64>,
-        /// With `events`: when the last of them happened.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts_ns: Option<u64>,
     }
 
     /// A direct or memcg reclaim stall ended.
-    ReclaimLine {
+    ReclaimLine [collapsible] {
         duration_ns: u64,
         reclaimed_pages: u64,
         order: i32,
@@ -233,15 +222,6 @@ event_lines! {
         gfp_flags: u64,
         /// Reclaim in a cgroup at its limit (else global direct reclaim).
         memcg: bool,
-        /// With `--collapse`: how many identical events this line stands for (same process,
-        /// kind, size, flags; the first one's fields are shown), absent for a single event.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        events: Option<u64>,
-        /// With `events`: when the last of them happened.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_ts_ns: Option<u64>,
     }
 
     /// The OOM killer marked a victim (one line per task, also for memory.oom.group).
