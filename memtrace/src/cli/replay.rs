@@ -12,7 +12,7 @@ use memtrace_api::{OomRecord, frame::Frame};
 use serde::Serialize;
 
 use crate::escape::terminal;
-use crate::record::{Damage, Reader, resolve_time};
+use crate::record::{Damage, Timeline, resolve_time};
 use crate::units::human_bytes;
 
 const EXAMPLES: &str = "\
@@ -22,6 +22,7 @@ Examples:
   memtrace replay node-a.mtr --at 2026-11-30T03:12:00Z
   memtrace replay node-a.mtr --at -5m -o json         five minutes before the end, as JSON
   memtrace replay node-a.mtr --at +90s                90 s after the start
+  memtrace replay /var/lib/memtrace/recordings --at 03:12   a daemon's --record-dir, all its files
 
 Damage is said on stderr with the file and offset: a torn tail (a crash while writing) as a
 warning, anything else as an error (exit status 1); every intact frame is still read.";
@@ -38,8 +39,9 @@ pub enum Output {
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
 pub struct ReplayArgs {
-    /// A recording (`memtrace record`, or a file of `memtrace daemon --record-dir`).
-    #[arg(value_name = "FILE")]
+    /// A recording (`memtrace record`, a file of `memtrace daemon --record-dir`), or a
+    /// `--record-dir` itself: its files read as one timeline.
+    #[arg(value_name = "FILE|DIR")]
     pub file: PathBuf,
 
     /// The frame at TIME (the last one taken at or before it): RFC 3339 in UTC
@@ -58,8 +60,8 @@ pub struct ReplayArgs {
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
-    let mut reader = Reader::open(&args.file)?;
-    let mut damage = reader.damage().to_vec();
+    let mut reader = Timeline::open(&args.file)?;
+    let mut damage = reader.damage();
     let out = if args.list {
         list(&mut reader, args.output, &mut damage)?
     } else {
@@ -80,19 +82,18 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn one_frame(
-    reader: &mut Reader,
+    reader: &mut Timeline,
     args: &ReplayArgs,
     damage: &mut Vec<Damage>,
 ) -> anyhow::Result<String> {
     let name = args.file.display().to_string();
-    let entries = reader.entries();
-    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+    if reader.is_empty() {
         anyhow::bail!("{}: no frames", terminal(&name));
-    };
-    let (first_ms, last_ms, count) = (
-        first.timestamp_unix_ms(),
-        last.timestamp_unix_ms(),
-        entries.len(),
+    }
+    let count = reader.len();
+    let (first_ms, last_ms) = (
+        reader.timestamp_unix_ms(0),
+        reader.timestamp_unix_ms(count - 1),
     );
     let at = match &args.at {
         Some(spec) => {
@@ -106,8 +107,7 @@ fn one_frame(
             rfc3339(first_ms)
         );
     }
-    let mut index =
-        crate::record::index_at(entries, at, |e| e.timestamp_unix_ms()).expect("not empty");
+    let mut index = reader.index_at(at).expect("not empty");
     // A frame that does not decode is said, and the one before it shown.
     let frame = loop {
         match reader.decode(index) {
@@ -140,11 +140,11 @@ struct Listed {
     ooms: Vec<OomRecord>,
 }
 
-fn list(reader: &mut Reader, output: Output, damage: &mut Vec<Damage>) -> anyhow::Result<String> {
+fn list(reader: &mut Timeline, output: Output, damage: &mut Vec<Damage>) -> anyhow::Result<String> {
     let mut seen = HashSet::new();
-    let mut listed = Vec::with_capacity(reader.entries().len());
-    for index in 0..reader.entries().len() {
-        let header = reader.entries()[index].header;
+    let mut listed = Vec::with_capacity(reader.len());
+    for index in 0..reader.len() {
+        let header = reader.entry(index).header;
         let frame = match reader.decode(index) {
             Ok(frame) => frame,
             Err(err) => {
@@ -319,7 +319,7 @@ mod tests {
         let crate::cli::Command::Replay(args) = cli.command else {
             panic!("not replay");
         };
-        let mut reader = Reader::open(&args.file)?;
+        let mut reader = Timeline::open(&args.file)?;
         let mut damage = Vec::new();
         if args.list {
             list(&mut reader, args.output, &mut damage)
@@ -377,6 +377,46 @@ mod tests {
         let err = replay(&path, &["--at", "soon"]).unwrap_err();
         assert!(
             format!("{err:#}").starts_with("--at: invalid time 'soon'"),
+            "{err:#}"
+        );
+    }
+    /// A daemon's `--record-dir` reads as one timeline, whatever order its files were written.
+    #[test]
+    fn a_record_dir_is_one_timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = crate::record::tests::frames(10, 4);
+        // The later hour first: order comes from the frames' times, not the files'.
+        for (name, part) in [
+            ("memtrace-20261122T023116Z.mtr", &frames[6..]),
+            ("memtrace-20261122T023110Z.mtr", &frames[..6]),
+        ] {
+            let mut writer =
+                RecordWriter::create(&dir.path().join(name), WriterOptions::default()).unwrap();
+            for frame in part {
+                writer.append(frame).unwrap();
+            }
+            writer.finish().unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "not a recording").unwrap();
+        let at = |flags: &[&str]| -> Frame {
+            serde_json::from_str(&replay(dir.path(), flags).unwrap()).unwrap()
+        };
+        assert_eq!(at(&["-o", "json"]), frames[9]);
+        assert_eq!(at(&["--at", "+7s", "-o", "json"]), frames[7]);
+        assert_eq!(at(&["--at", "+2s", "-o", "json"]), frames[2]);
+        let listed = replay(dir.path(), &["--list"]).unwrap();
+        assert!(
+            listed.lines().last().unwrap().starts_with("10 frames in "),
+            "{listed}"
+        );
+        let recording = crate::record::Recording::open(dir.path()).unwrap();
+        assert_eq!(recording.frames(), frames.as_slice());
+        assert!(recording.damage().is_empty());
+
+        let empty = tempfile::tempdir().unwrap();
+        let err = replay(empty.path(), &[]).unwrap_err();
+        assert!(
+            format!("{err:#}").ends_with("no recordings (memtrace-*.mtr) in this directory"),
             "{err:#}"
         );
     }

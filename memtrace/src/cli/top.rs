@@ -35,9 +35,10 @@ pub struct TopArgs {
     #[arg(long, value_name = "URL", conflicts_with_all = ["replay", "nodes", "nodes_file", "dns", "prometheus", "kubernetes", "recordings"])]
     pub url: Option<String>,
 
-    /// Replay a recording (`memtrace record -o FILE`, a daemon's --record-dir) instead of
-    /// watching live, from --at (below) [default: its first frame].
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["nodes", "nodes_file", "dns", "prometheus", "kubernetes", "recordings"])]
+    /// Replay a recording (`memtrace record -o FILE`, a file of a daemon's --record-dir, or the
+    /// directory: its files as one timeline) instead of watching live, from --at (below)
+    /// [default: its first frame].
+    #[arg(long, value_name = "FILE|DIR", conflicts_with_all = ["nodes", "nodes_file", "dns", "prometheus", "kubernetes", "recordings"])]
     pub replay: Option<PathBuf>,
 
     /// Time between refreshes (a replay: between frames while playing); `+` and `-` change it.

@@ -8,7 +8,7 @@ use memtrace_api::cluster::NodeFailure;
 
 use super::diagnose::{NodeAnswer, Thresholds};
 use super::fanout::Round;
-use crate::record::{Reader, index_at, resolve_time};
+use crate::record::{Timeline, resolve_time};
 
 /// A recording whose last frame before the instant is older than this did not "answer" then:
 /// its node was down, or not recorded.
@@ -26,7 +26,7 @@ pub fn round(
     let mut readers = Vec::with_capacity(files.len());
     for file in files {
         let target = file.display().to_string();
-        match Reader::open(file) {
+        match Timeline::open(file) {
             Ok(reader) => {
                 for damage in reader.damage() {
                     eprintln!(
@@ -40,11 +40,9 @@ pub fn round(
         }
     }
     let spans = readers.iter().filter_map(|(_, reader)| {
-        let entries = reader.as_ref().ok()?.entries();
-        Some((
-            entries.first()?.timestamp_unix_ms(),
-            entries.last()?.timestamp_unix_ms(),
-        ))
+        let reader = reader.as_ref().ok()?;
+        let last = reader.len().checked_sub(1)?;
+        Some((reader.timestamp_unix_ms(0), reader.timestamp_unix_ms(last)))
     });
     let (first, last) = spans.fold((u64::MAX, 0), |(first, last), (start, end)| {
         (first.min(start), last.max(end))
@@ -85,23 +83,22 @@ pub fn round(
 
 /// The workloads view of the last frame at or before `now`, if recent enough.
 fn frame_at(
-    reader: &mut Reader,
+    reader: &mut Timeline,
     now: u64,
 ) -> Result<memtrace_api::workloads::WorkloadsResponse, String> {
-    let entries = reader.entries();
-    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+    let Some(last) = reader.len().checked_sub(1) else {
         return Err("no frames".to_owned());
     };
     let span = format!(
         "it covers {} to {}",
-        rfc3339(first.timestamp_unix_ms()),
-        rfc3339(last.timestamp_unix_ms())
+        rfc3339(reader.timestamp_unix_ms(0)),
+        rfc3339(reader.timestamp_unix_ms(last))
     );
-    let mut index = index_at(entries, now, |e| e.timestamp_unix_ms()).ok_or("no frames")?;
-    if entries[index].timestamp_unix_ms() > now {
+    let mut index = reader.index_at(now).ok_or("no frames")?;
+    if reader.timestamp_unix_ms(index) > now {
         return Err(format!("no frame at {} ({span})", rfc3339(now)));
     }
-    let stale_ms = now.saturating_sub(entries[index].timestamp_unix_ms());
+    let stale_ms = now.saturating_sub(reader.timestamp_unix_ms(index));
     if stale_ms > STALE_AFTER.as_millis() as u64 {
         return Err(format!(
             "no frame in the 5 minutes before {} ({span})",
@@ -114,7 +111,7 @@ fn frame_at(
             Ok(frame) => break frame,
             Err(damage) => {
                 let previous = index.checked_sub(1).filter(|&i| {
-                    now.saturating_sub(reader.entries()[i].timestamp_unix_ms())
+                    now.saturating_sub(reader.timestamp_unix_ms(i))
                         <= STALE_AFTER.as_millis() as u64
                 });
                 match previous {

@@ -62,10 +62,11 @@ pub struct TargetArgs {
     )]
     pub kubernetes: Option<String>,
 
-    /// Recordings (`memtrace record`, `memtrace daemon --record-dir`) read as if each were a
-    /// node, for a post-mortem: its frame at --at, no daemon asked. A recording without a frame
-    /// in the 5 minutes before --at counts as a node that did not answer.
-    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["nodes", "nodes_file", "dns", "prometheus", "kubernetes"])]
+    /// Recordings (`memtrace record`, a file of `memtrace daemon --record-dir`, or such a
+    /// directory: its files as one timeline) read as if each were a node, for a post-mortem: its
+    /// frame at --at, no daemon asked. A recording without a frame in the 5 minutes before --at
+    /// counts as a node that did not answer.
+    #[arg(long, value_name = "FILE|DIR", num_args = 1.., conflicts_with_all = ["nodes", "nodes_file", "dns", "prometheus", "kubernetes"])]
     pub recordings: Vec<PathBuf>,
 
     /// The instant to look at in recordings (--recordings; `memtrace top --replay`): RFC 3339

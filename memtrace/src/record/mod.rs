@@ -47,6 +47,7 @@
 pub mod format;
 mod reader;
 pub mod store;
+mod timeline;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,7 @@ use std::path::{Path, PathBuf};
 use memtrace_api::frame::Frame;
 
 pub use self::reader::{Damage, DamageKind, Entry, Reader, RecordError};
+pub use self::timeline::Timeline;
 pub use self::writer::{
     DEFAULT_KEY_INTERVAL, DEFAULT_LEVEL, RecordWriter, WriteError, WriterOptions,
 };
@@ -67,10 +69,27 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Read every intact frame of the recording at `path`. Damage after the header (a torn tail,
-    /// a corrupted record) is no error: see [`Recording::damage`].
+    /// Read every intact frame of the recording at `path`, or of every recording in the
+    /// directory at `path` (a daemon's `--record-dir`) as one, in time order. Damage after a
+    /// header (a torn tail, a corrupted record) is no error: see [`Recording::damage`].
     pub fn open(path: &Path) -> Result<Self, RecordError> {
-        Ok(Self::read(Reader::open(path)?))
+        if !path.is_dir() {
+            return Ok(Self::read(Reader::open(path)?));
+        }
+        let mut frames = Vec::new();
+        let mut damage = Vec::new();
+        // Each file on its own (its key frames and their losses), then merged in time order.
+        for file in timeline::directory_files(path)? {
+            let recording = Self::read(Reader::open(&file.path)?);
+            frames.extend(recording.frames);
+            damage.extend(recording.damage);
+        }
+        frames.sort_by_key(Frame::timestamp_unix_ms);
+        Ok(Self {
+            path: Some(path.to_owned()),
+            frames,
+            damage,
+        })
     }
 
     /// Every frame `reader` can decode, and what it cannot.
