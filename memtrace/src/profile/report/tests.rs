@@ -363,3 +363,41 @@ fn format_follows_the_flag_then_the_extension() {
         );
     }
 }
+
+/// pprof's own reader (`go tool pprof`, from Debian's golang-go) takes the file and finds the
+/// same sites with the same values.
+#[test]
+fn go_tool_pprof_reads_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("profile.pb.gz");
+    std::fs::write(&path, render(&fixture(), Format::Pprof, 20)).unwrap();
+    let output = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=alloc_space"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .output()
+        .expect("go runs (TEST_APT_PACKAGES has golang-go)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // `flat flat% sum% cum cum% name`: each leaf's own bytes, as the profile has them.
+    let flat = |function: &str| {
+        stdout
+            .lines()
+            .find(|line| line.split_whitespace().last() == Some(function))
+            .and_then(|line| line.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    for (function, bytes) in [
+        ("leak_site_a", "66kB"),
+        ("malloc_wrapper", "16kB"),
+        ("handle_mm_fault", "8kB"),
+        ("leak_site_c", "4kB"),
+    ] {
+        assert_eq!(
+            flat(function).as_deref(),
+            Some(bytes),
+            "{function} in:\n{stdout}\n{stderr}"
+        );
+    }
+}

@@ -100,11 +100,23 @@ pub struct Symbolizer {
     kernel: HashMap<u64, Resolution>,
     /// module path → why it has no symbols (asks dpkg once per module).
     missing_symbols: HashMap<String, String>,
+    /// Where debug files are looked for (by build id, then by debug link); blazesym's
+    /// defaults (`/usr/lib/debug`, `/lib/debug`) when `None`.
+    debug_dirs: Option<Vec<PathBuf>>,
 }
 
 impl Symbolizer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A symbolizer that looks for separate debug files (`.build-id/xx/yyyy.debug`, or the name
+    /// a module's `.gnu_debuglink` gives) under `dirs` instead of `/usr/lib/debug`.
+    pub fn with_debug_dirs(dirs: Vec<PathBuf>) -> Self {
+        Self {
+            debug_dirs: Some(dirs),
+            ..Self::default()
+        }
     }
 
     /// Symbolizes every stack of `capture`. Call it while the processes still run (at the end of
@@ -199,7 +211,7 @@ impl Symbolizer {
         if new.is_empty() {
             return;
         }
-        let symbolizer = blazesym_symbolizer();
+        let symbolizer = blazesym_symbolizer(self.debug_dirs.as_deref());
         for (key, (module, offsets)) in new {
             let offsets: Vec<u64> = offsets.into_iter().collect();
             let source = Source::Elf(Elf::new(&module.open_path));
@@ -254,7 +266,7 @@ impl Symbolizer {
             ..Kernel::default()
         });
         let resolved: Vec<Resolution> =
-            match blazesym_symbolizer().symbolize(&source, Input::AbsAddr(&addresses)) {
+            match blazesym_symbolizer(None).symbolize(&source, Input::AbsAddr(&addresses)) {
                 Ok(symbolized) => symbolized
                     .into_iter()
                     .map(|symbolized| match symbolized {
@@ -382,11 +394,12 @@ fn push_frames(
     }
 }
 
-fn blazesym_symbolizer() -> symbolize::Symbolizer {
+fn blazesym_symbolizer(debug_dirs: Option<&[PathBuf]>) -> symbolize::Symbolizer {
     symbolize::Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .enable_demangling(true)
+        .set_debug_dirs(debug_dirs)
         .build()
 }
 
