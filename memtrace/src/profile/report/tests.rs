@@ -401,3 +401,19 @@ fn go_tool_pprof_reads_the_profile() {
         );
     }
 }
+
+#[test]
+fn write_output_picks_the_format_from_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("profile.folded");
+    write_output(&fixture(), Some(&path), None, 20).unwrap();
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(written.as_bytes(), render(&fixture(), Format::Folded, 20));
+
+    let missing = dir.path().join("no/such/dir/x.json");
+    let error = write_output(&fixture(), Some(&missing), None, 20).unwrap_err();
+    assert!(
+        matches!(&error, ReportError::Create { path, .. } if path == &missing),
+        "{error}"
+    );
+}

@@ -9,13 +9,15 @@
 //! [`StackEnd::NoUnwindInfo`]: its frame is kept, no guessed frame follows.
 //!
 //! Per process the executable mappings are read from `/proc/PID/maps` once, and again when an
-//! address falls outside every known mapping (a library `dlopen`ed since); each file's sections
+//! address falls outside every known mapping (a library `dlopen`ed since; at most once a second,
+//! as JIT code is in none); each file's sections
 //! are read once per (device, inode) through `/proc/PID/map_files`, so a deleted or
 //! containerised file still unwinds.
 mod modules;
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{Error as FramehopError, FrameAddress, Module, Unwinder as _};
@@ -24,6 +26,10 @@ pub use modules::ModuleError;
 use modules::{Bytes, ModuleFiles, executable_mappings};
 
 use crate::profile::capture::StackEnd;
+
+/// How often a process's mappings may be read again for an address in none of them: a JIT's
+/// every sample would otherwise re-read them.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The registers an unwind starts from, as the kernel captured them at the event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +44,7 @@ struct Process {
     unwinder: UnwinderX86_64<Bytes>,
     /// Executable file mappings, with whether the file has unwind information; sorted.
     mappings: Vec<(Range<u64>, bool)>,
+    read_at: Instant,
 }
 
 impl Process {
@@ -97,34 +104,23 @@ impl Unwinder {
         if max_depth == 0 {
             return (Vec::new(), StackEnd::DepthLimit);
         }
-        let mut refreshed = self.ensure_covers(pid, regs.ip);
+        if !self.processes.contains_key(&pid) {
+            self.refresh(pid);
+        }
         loop {
             let Some(process) = self.processes.get(&pid) else {
                 let why = format!("the mappings of pid {pid} cannot be read");
                 return (vec![regs.ip], StackEnd::Other(why));
             };
             let walk = walk(process, &mut self.cache, regs, stack, max_depth);
-            if walk.in_unknown_mapping && !refreshed {
-                // A library mapped since the maps were read: read them again, once per stack.
+            if walk.in_unknown_mapping && process.read_at.elapsed() >= REFRESH_INTERVAL {
+                // Maybe a library mapped since the maps were read: read them again, and walk
+                // again with them.
                 self.refresh(pid);
-                refreshed = true;
                 continue;
             }
             return (walk.addresses, walk.end);
         }
-    }
-
-    /// Reads `pid`'s mappings if they are not known yet, or do not cover `address`; whether it
-    /// did.
-    fn ensure_covers(&mut self, pid: u32, address: u64) -> bool {
-        let known = self
-            .processes
-            .get(&pid)
-            .and_then(|process| process.has_unwind_info(address));
-        if known.is_none() {
-            self.refresh(pid);
-        }
-        known.is_none()
     }
 
     /// Reads `pid`'s mappings again; a process that is gone is forgotten.
@@ -164,6 +160,7 @@ impl Unwinder {
             Process {
                 unwinder,
                 mappings: ranges,
+                read_at: Instant::now(),
             },
         );
     }
