@@ -129,9 +129,17 @@ pub(crate) fn fixture() -> Profile {
                 vec![4096, 1],
                 vec![],
                 StackEnd::NoUnwindInfo {
-                    address: 0x7f00_1234_5678,
+                    address: 0x7f00_1234_9abc,
                 },
-                vec![user(BIAS + 0x1300, "leak_site_c", 90, true), stripped],
+                vec![
+                    user(BIAS + 0x1300, "leak_site_c", 90, true),
+                    stripped.clone(),
+                    Frame {
+                        address: 0x7f00_1234_9abc,
+                        file_offset: Some(0x9abb),
+                        ..stripped
+                    },
+                ],
             ),
             stack(
                 vec![2048, 1],
@@ -264,9 +272,26 @@ fn pprof_decodes_back_to_the_profile() {
             .frames
             .iter()
             .filter(|frame| frame.kind == FrameKind::User);
-        let expected: Vec<String> = kernel.chain(user).map(Frame::display_name).collect();
+        let expected: Vec<String> = kernel
+            .chain(user)
+            .filter(|frame| frame.function.is_some())
+            .map(Frame::display_name)
+            .collect();
         assert_eq!(names, expected);
     }
+
+    // An unknown frame keeps its address and module for a tool to symbolize; nothing invented.
+    let unknown = location(decoded.sample[2].location_id[1]);
+    assert!(unknown.line.is_empty(), "{unknown:?}");
+    assert_eq!(unknown.address, 0x7f00_1234_5678 - 1);
+    let stripped = decoded
+        .mapping
+        .iter()
+        .find(|m| m.id == unknown.mapping_id)
+        .unwrap();
+    assert_eq!(string(stripped.filename), "/usr/lib/libstripped.so.1");
+    assert_eq!(string(stripped.build_id), "00aa");
+    assert!(!stripped.has_functions);
 
     // The inlined helper and the function it is in share one location, innermost first.
     let inlined = location(decoded.sample[1].location_id[1]);
@@ -292,6 +317,7 @@ fn pprof_decodes_back_to_the_profile() {
         .unwrap();
     assert_eq!(string(mapping.filename), MODULE);
     assert_eq!(string(mapping.build_id), BUILD_ID);
+    assert!(mapping.has_functions && mapping.has_line_numbers && mapping.has_inline_frames);
     assert_eq!(
         leaf.address - mapping.memory_start + mapping.file_offset,
         0x1234
