@@ -10,11 +10,11 @@
 //! up `address - 1`, the call instruction, so a call that ends a function is not attributed to the
 //! next one.
 //!
-//! blazesym's caches hold `Rc`s; a blazesym symbolizer is built per [`Symbolizer::symbolize`]
-//! call so that [`Symbolizer`] itself stays `Send` (collectors hold it across `.await`s), and the
-//! results are cached here instead.
+//! blazesym's own symbolizer, with its caches of parsed files, lives on a thread of its own
+//! (`worker`), so that [`Symbolizer`] stays `Send` (collectors hold it across `.await`s).
 mod hint;
 mod profile;
+mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,12 @@ use blazesym::symbolize::{self, Input, Sym, Symbolized};
 use blazesym::{MaybeDefault, Pid};
 
 pub use profile::{Frame, FrameKind, Profile, Stack, short_module};
+
+use worker::Worker;
+
+/// What a frame says when blazesym's thread failed on it (a panic); tried again at the next call.
+const NOT_SYMBOLIZED: &str =
+    "not symbolized yet (the symbolizer failed; tried again at the next report)";
 
 use crate::profile::capture::{Capture, CapturedStack};
 
@@ -97,7 +103,7 @@ struct FrameSymbol {
 type Resolution = Result<Arc<[FrameSymbol]>, String>;
 
 /// Turns captures into profiles; keeps what it learned across calls (see the module doc).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Symbolizer {
     /// (pid, looked-up address) → module and offset.
     locations: HashMap<(u32, u64), Location>,
@@ -107,22 +113,37 @@ pub struct Symbolizer {
     kernel: HashMap<u64, Resolution>,
     /// module path → why it has no symbols (asks dpkg once per module).
     missing_symbols: HashMap<String, String>,
-    /// Where debug files are looked for (by build id, then by debug link); blazesym's
-    /// defaults (`/usr/lib/debug`, `/lib/debug`) when `None`.
-    debug_dirs: Option<Vec<PathBuf>>,
+    blazesym: Worker,
+    /// Module offsets whose symbolization failed with the worker thread: tried again.
+    retry: Vec<Location>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Symbolizer {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_worker(Worker::new(None))
     }
 
     /// A symbolizer that looks for separate debug files (`.build-id/xx/yyyy.debug`, or the name
-    /// a module's `.gnu_debuglink` gives) under `dirs` instead of `/usr/lib/debug`.
+    /// a module's `.gnu_debuglink` gives) under `dirs` instead of blazesym's defaults
+    /// (`/usr/lib/debug`, `/lib/debug`).
     pub fn with_debug_dirs(dirs: Vec<PathBuf>) -> Self {
+        Self::with_worker(Worker::new(Some(dirs)))
+    }
+
+    fn with_worker(blazesym: Worker) -> Self {
         Self {
-            debug_dirs: Some(dirs),
-            ..Self::default()
+            locations: HashMap::new(),
+            symbols: HashMap::new(),
+            kernel: HashMap::new(),
+            missing_symbols: HashMap::new(),
+            blazesym,
+            retry: Vec::new(),
         }
     }
 
@@ -150,7 +171,8 @@ impl Symbolizer {
             });
         }
 
-        let new_locations = self.normalize_new_user_addresses(&capture.stacks);
+        let mut new_locations = std::mem::take(&mut self.retry);
+        new_locations.extend(self.normalize_new_user_addresses(&capture.stacks));
         self.resolve_new_module_offsets(&new_locations);
         self.resolve_new_kernel_addresses(&capture.stacks);
 
@@ -225,21 +247,44 @@ impl Symbolizer {
         if new.is_empty() {
             return;
         }
-        let symbolizer = blazesym_symbolizer(self.debug_dirs.as_deref());
         for (key, (module, offsets)) in new {
             let offsets: Vec<u64> = offsets.into_iter().collect();
-            let source = Source::Elf(Elf::new(&module.open_path));
-            let resolved: Vec<Resolution> =
-                match symbolizer.symbolize(&source, Input::FileOffset(&offsets)) {
-                    Ok(symbolized) => symbolized
-                        .into_iter()
-                        .map(|symbolized| self.user_resolution(&module, symbolized))
-                        .collect(),
-                    Err(error) => {
-                        let why = format!("cannot read {}: {error}", module.path);
-                        vec![Err(why); offsets.len()]
-                    }
-                };
+            let (path, open_path) = (module.path.clone(), module.open_path.clone());
+            let lookups = offsets.clone();
+            let symbolized = self.blazesym.run(move |symbolizer| {
+                let source = Source::Elf(Elf::new(open_path));
+                symbolizer
+                    .symbolize(&source, Input::FileOffset(&lookups))
+                    .map(|symbolized| {
+                        symbolized
+                            .into_iter()
+                            .map(|symbolized| match symbolized {
+                                Symbolized::Sym(sym) => Ok(frame_symbols(&sym, Some(&path))),
+                                Symbolized::Unknown(reason) => Err(reason),
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .map_err(|error| error.to_string())
+            });
+            let resolved: Vec<Resolution> = match symbolized {
+                Some(Ok(symbolized)) => symbolized
+                    .into_iter()
+                    .map(|symbolized| self.user_resolution(&module, symbolized))
+                    .collect(),
+                Some(Err(error)) => {
+                    let why = format!("cannot read {}: {error}", module.path);
+                    vec![Err(why); offsets.len()]
+                }
+                None => {
+                    // Not cached: tried again at the next call.
+                    self.retry
+                        .extend(offsets.into_iter().map(|file_offset| Location::InModule {
+                            module: Arc::clone(&module),
+                            file_offset,
+                        }));
+                    continue;
+                }
+            };
             self.symbols
                 .entry(key)
                 .or_default()
@@ -247,18 +292,22 @@ impl Symbolizer {
         }
     }
 
-    fn user_resolution(&mut self, module: &Module, symbolized: Symbolized<'_>) -> Resolution {
+    fn user_resolution(
+        &mut self,
+        module: &Module,
+        symbolized: Result<Arc<[FrameSymbol]>, Reason>,
+    ) -> Resolution {
         match symbolized {
-            Symbolized::Sym(sym) => Ok(frame_symbols(&sym, Some(&module.path))),
-            Symbolized::Unknown(Reason::MissingSyms) => Err(self
+            Ok(symbols) => Ok(symbols),
+            Err(Reason::MissingSyms) => Err(self
                 .missing_symbols
                 .entry(module.path.clone())
                 .or_insert_with(|| hint::missing_symbols(&module.path))
                 .clone()),
-            Symbolized::Unknown(Reason::UnknownAddr) => {
+            Err(Reason::UnknownAddr) => {
                 Err(format!("no symbol covers this address in {}", module.path))
             }
-            Symbolized::Unknown(reason) => Err(format!("{} ({reason:?})", module.path)),
+            Err(reason) => Err(format!("{} ({reason:?})", module.path)),
         }
     }
 
@@ -272,29 +321,40 @@ impl Symbolizer {
             return;
         }
         let addresses: Vec<u64> = new.into_iter().collect();
-        // kallsyms holds the running kernel's randomized addresses: no vmlinux, no KASLR offset.
-        let source = Source::Kernel(Kernel {
-            kallsyms: MaybeDefault::Default,
-            vmlinux: MaybeDefault::None,
-            kaslr_offset: Some(0),
-            debug_syms: false,
-            ..Kernel::default()
+        let lookups = addresses.clone();
+        let symbolized = self.blazesym.run(move |symbolizer| {
+            // kallsyms holds the running kernel's randomized addresses: no vmlinux, no KASLR
+            // offset.
+            let source = Source::Kernel(Kernel {
+                kallsyms: MaybeDefault::Default,
+                vmlinux: MaybeDefault::None,
+                kaslr_offset: Some(0),
+                debug_syms: false,
+                ..Kernel::default()
+            });
+            symbolizer
+                .symbolize(&source, Input::AbsAddr(&lookups))
+                .map(|symbolized| {
+                    symbolized
+                        .into_iter()
+                        .map(|symbolized| match symbolized {
+                            Symbolized::Sym(sym) => Ok(kernel_frame_symbols(&sym)),
+                            Symbolized::Unknown(reason) => {
+                                Err(format!("not in /proc/kallsyms ({reason:?})"))
+                            }
+                        })
+                        .collect::<Vec<Resolution>>()
+                })
+                .map_err(|error| error.to_string())
         });
-        let resolved: Vec<Resolution> =
-            match blazesym_symbolizer(None).symbolize(&source, Input::AbsAddr(&addresses)) {
-                Ok(symbolized) => symbolized
-                    .into_iter()
-                    .map(|symbolized| match symbolized {
-                        Symbolized::Sym(sym) => Ok(kernel_frame_symbols(&sym)),
-                        Symbolized::Unknown(reason) => {
-                            Err(format!("not in /proc/kallsyms ({reason:?})"))
-                        }
-                    })
-                    .collect(),
-                Err(error) => {
-                    vec![Err(format!("cannot read /proc/kallsyms: {error}")); addresses.len()]
-                }
-            };
+        let resolved: Vec<Resolution> = match symbolized {
+            Some(Ok(resolved)) => resolved,
+            Some(Err(error)) => {
+                vec![Err(format!("cannot read /proc/kallsyms: {error}")); addresses.len()]
+            }
+            // Not cached: tried again at the next call.
+            None => return,
+        };
         self.kernel.extend(addresses.into_iter().zip(resolved));
     }
 
@@ -311,7 +371,7 @@ impl Symbolizer {
                         .get(&module.key)
                         .and_then(|offsets| offsets.get(file_offset))
                         .cloned()
-                        .unwrap_or_else(|| Err("not symbolized".to_owned())),
+                        .unwrap_or_else(|| Err(NOT_SYMBOLIZED.to_owned())),
                     Some(Arc::clone(module)),
                     Some(*file_offset),
                 ),
@@ -338,7 +398,7 @@ impl Symbolizer {
                 .kernel
                 .get(&lookup)
                 .cloned()
-                .unwrap_or_else(|| Err("not symbolized".to_owned()));
+                .unwrap_or_else(|| Err(NOT_SYMBOLIZED.to_owned()));
             let module = Some(KERNEL_MODULE.to_owned());
             push_frames(
                 &mut frames,
@@ -408,15 +468,6 @@ fn push_frames(
             file_offset,
         }),
     }
-}
-
-fn blazesym_symbolizer(debug_dirs: Option<&[PathBuf]>) -> symbolize::Symbolizer {
-    symbolize::Symbolizer::builder()
-        .enable_code_info(true)
-        .enable_inlined_fns(true)
-        .enable_demangling(true)
-        .set_debug_dirs(debug_dirs)
-        .build()
 }
 
 /// Normalizes the sorted `addresses` of `pid`; a process that is gone, or whose maps cannot be
