@@ -2,6 +2,10 @@
 //!
 //! Every format states what the capture could not see: truncated stacks (how many, and why each
 //! stack ends in JSON), the depth of the stacks and every non-zero loss.
+//!
+//! The SVG flame graph is drawn by inferno, which is CDDL-1.0: a file-level copyleft, used here
+//! unmodified as a library, so memtrace's own files stay MIT OR Apache-2.0 and a binary
+//! distribution must point to inferno's source (the reasoning is in `svg.rs`).
 mod folded;
 mod json;
 mod pprof;
