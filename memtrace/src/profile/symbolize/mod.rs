@@ -24,6 +24,8 @@ use blazesym::normalize::{NormalizeOpts, Normalizer, Reason, UserMeta};
 use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{self, Input, Sym, Symbolized};
 use blazesym::{MaybeDefault, Pid};
+use procfs_core::FromRead;
+use procfs_core::process::{MMapPath, MemoryMaps};
 
 pub use profile::{Frame, FrameKind, Profile, Stack, short_module};
 
@@ -481,10 +483,14 @@ fn normalize(normalizer: &Normalizer, pid: u32, addresses: &[u64]) -> Vec<Locati
         let why = format!("process {pid} exited before its stacks were symbolized");
         return vec![Location::Unknown(why); addresses.len()];
     }
+    // Through /proc/PID/map_files: the build id is the mapped file's own, also for a process in
+    // another mount namespace (a container's /usr/bin/x is not the host's) or a deleted file.
     let opts = NormalizeOpts {
         sorted_addrs: true,
+        map_files: true,
         ..NormalizeOpts::default()
     };
+    let mapped_paths = mapped_paths(pid);
     let output = match normalizer.normalize_user_addrs_opts(blazesym_pid, addresses, &opts) {
         Ok(output) => output,
         Err(error) => {
@@ -502,12 +508,16 @@ fn normalize(normalizer: &Normalizer, pid: u32, addresses: &[u64]) -> Vec<Locati
                     .entry(meta_index)
                     .or_insert_with(|| match &output.meta[meta_index] {
                         UserMeta::Elf(elf) => {
-                            let path = elf.path.to_string_lossy().into_owned();
-                            let in_root =
-                                root.join(elf.path.strip_prefix("/").unwrap_or(&elf.path));
+                            let mapped = elf
+                                .path
+                                .file_name()
+                                .and_then(|range| mapped_paths.get(&*range.to_string_lossy()))
+                                .unwrap_or(&elf.path);
+                            // A path that outlives this process if the file is still there.
+                            let in_root = root.join(mapped.strip_prefix("/").unwrap_or(mapped));
                             Location::InModule {
                                 module: Arc::new(Module::new(
-                                    path,
+                                    mapped.to_string_lossy().into_owned(),
                                     if in_root.exists() {
                                         in_root
                                     } else {
@@ -533,6 +543,23 @@ fn normalize(normalizer: &Normalizer, pid: u32, addresses: &[u64]) -> Vec<Locati
                 },
                 other => other.clone(),
             }
+        })
+        .collect()
+}
+
+/// `start-end` (as `/proc/PID/map_files` names a mapping) → the path the process mapped.
+fn mapped_paths(pid: u32) -> HashMap<String, PathBuf> {
+    let Ok(maps) = MemoryMaps::from_file(format!("/proc/{pid}/maps")) else {
+        return HashMap::new();
+    };
+    maps.0
+        .into_iter()
+        .filter_map(|map| match map.pathname {
+            MMapPath::Path(path) => {
+                let (start, end) = map.address;
+                Some((format!("{start:x}-{end:x}"), path))
+            }
+            _ => None,
         })
         .collect()
 }

@@ -267,6 +267,32 @@ fn a_stripped_binary_resolves_through_its_debug_file_found_by_build_id() {
     );
 }
 
+/// Through `/proc/PID/map_files`: what the process mapped, not what the path holds now (an
+/// upgraded binary, or a container's file under the same path as the host's).
+#[test]
+fn a_deleted_binary_still_resolves_while_its_process_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = build_fixture(dir.path(), false);
+    let running = Running::start(&binary);
+    std::fs::remove_file(&binary).unwrap();
+    let stack = vec![running.callee, running.into_caller];
+    let profile = Symbolizer::new()
+        .symbolize(&capture(running.pid(), stack, vec![]))
+        .unwrap();
+    let frames = &profile.stacks[0].frames;
+    let summaries: Vec<_> = frames.iter().map(summary).collect();
+    assert_eq!(
+        summaries,
+        [
+            (Some("fixture_callee"), Some(8), false),
+            (Some("fixture_caller"), Some(14), false)
+        ]
+    );
+    let module = frames[0].module.as_deref().unwrap();
+    assert!(module.starts_with(&*binary.to_string_lossy()), "{module}");
+    assert!(frames[0].build_id.is_some());
+}
+
 #[test]
 fn an_anonymous_mapping_is_reported_as_such() {
     let dir = tempfile::tempdir().unwrap();
