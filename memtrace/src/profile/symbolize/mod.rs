@@ -3,10 +3,11 @@
 //! `/usr/lib/debug`, and `/proc/kallsyms` for the kernel.
 //!
 //! User addresses are first *normalized* while the process lives: `/proc/PID/maps` gives each
-//! address's module and file offset, and the module's GNU build id. Both are kept per
-//! (pid, address), and symbols per (module, file offset), so a process that exited after a first
-//! symbolization still resolves at the next interval, and a module shared by many processes is
-//! read once per call. Every address but a stack's leaf is a return address: the symbolizer looks
+//! address's module and file offset, and the module's GNU build id is read from the mapped file
+//! itself (`/proc/PID/map_files`: right for containers and deleted binaries). Both are kept per
+//! (pid, address), and symbols per (build id, file offset), so a process that exited after a
+//! first symbolization still resolves at the next interval, and a module shared by many
+//! processes is parsed once. Every address but a stack's leaf is a return address: the symbolizer looks
 //! up `address - 1`, the call instruction, so a call that ends a function is not attributed to the
 //! next one.
 //!
@@ -31,11 +32,11 @@ pub use profile::{Frame, FrameKind, Profile, Stack, short_module};
 
 use worker::Worker;
 
+use crate::profile::capture::{Capture, CapturedStack};
+
 /// What a frame says when blazesym's thread failed on it (a panic); tried again at the next call.
 const NOT_SYMBOLIZED: &str =
     "not symbolized yet (the symbolizer failed; tried again at the next report)";
-
-use crate::profile::capture::{Capture, CapturedStack};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolizeError {
