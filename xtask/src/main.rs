@@ -43,6 +43,10 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("setcap", "libcap2-bin"),
     ("strip", "binutils"),
+    // `memtrace profile`'s symbolizer and unwinder tests build C fixtures (src/profile/testdata).
+    ("gcc", "gcc"),
+    // …and read its pprof output back with pprof's own reader (`go tool pprof`).
+    ("go", "golang-go"),
     // `memtrace top` is driven in a real terminal (tests/tests/privileged/top.rs).
     ("tmux", "tmux"),
 ];
