@@ -22,7 +22,10 @@ const fn page_align(len: u64, page_size: u32) -> u64 {
 
 /// A syscall return value in `[-4095, -1]` is an errno.
 #[inline(always)]
-#[expect(clippy::cast_possible_wrap, reason = "the register holds a signed long")]
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "the register holds a signed long"
+)]
 const fn is_error(ret: u64) -> bool {
     let ret = ret as i64;
     ret < 0 && ret >= -4095

@@ -132,7 +132,8 @@ pub fn user_regs() -> UserRegs {
     // SAFETY: `bpf_task_pt_regs` returns a BTF-typed pointer to the current task's user
     // register frame: the verifier checks these loads against `struct pt_regs`.
     unsafe {
-        let regs = aya_ebpf::helpers::bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        let regs =
+            aya_ebpf::helpers::bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
         UserRegs {
             ip: (*regs).rip,
             sp: (*regs).rsp,
