@@ -45,6 +45,8 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("strip", "binutils"),
     // `memtrace top` is driven in a real terminal (tests/tests/privileged/top.rs).
     ("tmux", "tmux"),
+    // The C test programs of `memtrace profile` are built at test time (tests/programs).
+    ("gcc", "gcc"),
 ];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.
