@@ -43,12 +43,11 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("setcap", "libcap2-bin"),
     ("strip", "binutils"),
-    // `memtrace profile`'s symbolizer and unwinder tests build C fixtures (src/profile/testdata).
+    // `memtrace profile`'s symbolizer and unwinder tests build C fixtures (src/profile/testdata),
+    // its privileged tests their programs (tests/programs).
     ("gcc", "gcc"),
     // `memtrace top` is driven in a real terminal (tests/tests/privileged/top.rs).
     ("tmux", "tmux"),
-    // The C test programs of `memtrace profile` are built at test time (tests/programs).
-    ("gcc", "gcc"),
 ];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.
