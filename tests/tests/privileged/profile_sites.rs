@@ -176,12 +176,13 @@ impl<'a> Report<'a> {
             .filter(move |s| s["pid"] == pid)
     }
 
-    /// The name of user frame `depth` (0: the leaf).
+    /// The function of user frame `depth` (0: the leaf), counting one frame per address (an
+    /// address in inlined code lists the inlined functions first, then the one they are in).
     fn function(stack: &Value, depth: usize) -> Option<&str> {
         stack["frames"]
             .as_array()?
             .iter()
-            .filter(|f| f["kind"] == "user")
+            .filter(|f| f["kind"] == "user" && f["inlined"] != true)
             .nth(depth)?["function"]
             .as_str()
     }

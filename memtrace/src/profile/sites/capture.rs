@@ -121,6 +121,43 @@ fn comm_of(counts: &SiteCounts) -> String {
     String::from_utf8_lossy(&counts.comm[..end]).into_owned()
 }
 
+/// A capture and, per stack, how many events (fault samples, growth calls) it holds: what the
+/// stats count, recomputed when a stack's end is restated ([`Sites::restate_ends`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sites {
+    pub capture: Capture,
+    /// `events[i]`: the events of `capture.stacks[i]`.
+    pub events: Vec<u64>,
+}
+
+impl Sites {
+    /// Each stack's end as `end` says (e.g. `Complete` once its outermost frame is known to be
+    /// a thread's first), and the truncation count again.
+    pub fn restate_ends(&mut self, end: impl Fn(usize, &StackEnd) -> StackEnd) {
+        for (i, stack) in self.capture.stacks.iter_mut().enumerate() {
+            stack.user_end = end(i, &stack.user_end);
+        }
+        let lost = std::mem::take(&mut self.capture.stats.lost);
+        self.capture.stats = stats_of(&self.capture.stacks, &self.events, lost);
+    }
+}
+
+/// Samples, truncated stacks and the depth histogram of `stacks` (with `events` each).
+fn stats_of(stacks: &[CapturedStack], events: &[u64], lost: Vec<(String, u64)>) -> CaptureStats {
+    let mut stats = CaptureStats {
+        lost,
+        ..CaptureStats::default()
+    };
+    for (stack, &events) in stacks.iter().zip(events) {
+        stats.samples += events;
+        if stack.user_end.is_truncated() {
+            stats.truncated_stacks += events;
+        }
+        *stats.depth_histogram.entry(stack.user.len()).or_default() += events;
+    }
+    stats
+}
+
 /// One row per (process, user stack, kernel stack), its values summed over the sites that walk
 /// to it.
 pub fn build(
@@ -128,11 +165,10 @@ pub fn build(
     sites: &[(SiteKey, SiteCounts)],
     stacks: &StackLookup<'_>,
     kernel: &KernelStats,
-) -> Capture {
+) -> Sites {
     let period = i64::try_from(info.fault_period).unwrap_or(i64::MAX);
     let page = i64::try_from(info.page_size).unwrap_or(4096);
-    let mut rows: HashMap<(u32, Vec<u64>, Vec<u64>), CapturedStack> = HashMap::new();
-    let mut stats = CaptureStats::default();
+    let mut rows: HashMap<RowKey, (CapturedStack, u64)> = HashMap::new();
     for (key, counts) in sites {
         let walked = (key.user_stack_id != NO_STACK)
             .then(|| stacks(key.user_stack_id))
@@ -153,29 +189,28 @@ pub fn build(
         } else {
             continue;
         }
-
-        stats.samples += counts.events;
-        if user_end.is_truncated() {
-            stats.truncated_stacks += counts.events;
-        }
-        *stats.depth_histogram.entry(user.len()).or_default() += counts.events;
-
-        let row = rows
+        let (row, row_events) = rows
             .entry((key.tgid, user.clone(), kernel_frames.clone()))
-            .or_insert_with(|| CapturedStack {
-                pid: key.tgid,
-                comm: comm_of(counts),
-                user,
-                user_end,
-                kernel: kernel_frames,
-                values: vec![0; SAMPLE_TYPES.len()],
-                labels: Vec::new(),
+            .or_insert_with(|| {
+                (
+                    CapturedStack {
+                        pid: key.tgid,
+                        comm: comm_of(counts),
+                        user,
+                        user_end,
+                        kernel: kernel_frames,
+                        values: vec![0; SAMPLE_TYPES.len()],
+                        labels: Vec::new(),
+                    },
+                    0,
+                )
             });
+        *row_events += counts.events;
         for (sum, value) in row.values.iter_mut().zip(values) {
             *sum = sum.saturating_add(value);
         }
     }
-    stats.lost = vec![
+    let lost = vec![
         (
             "user stack map collisions".to_owned(),
             kernel.user_stack_collisions,
@@ -192,8 +227,8 @@ pub fn build(
             kernel.brk_inflight_full,
         ),
     ];
-    let mut stacks: Vec<CapturedStack> = rows.into_values().collect();
-    stacks.sort_by(|a, b| {
+    let mut rows: Vec<(CapturedStack, u64)> = rows.into_values().collect();
+    rows.sort_by(|(a, _), (b, _)| {
         b.values[DEFAULT_SAMPLE_TYPE]
             .cmp(&a.values[DEFAULT_SAMPLE_TYPE])
             .then_with(|| {
@@ -205,51 +240,67 @@ pub fn build(
             .then_with(|| a.pid.cmp(&b.pid))
             .then_with(|| a.user.cmp(&b.user))
     });
-    Capture {
-        target: info.target.clone(),
-        sampling: sampling(info.fault_period),
-        sample_types: SAMPLE_TYPES.to_vec(),
-        default_sample_type: DEFAULT_SAMPLE_TYPE,
-        stacks,
-        stats,
-        started_unix_ms: info.started_unix_ms,
-        duration_ms: info.duration_ms,
+    let (stacks, events): (Vec<CapturedStack>, Vec<u64>) = rows.into_iter().unzip();
+    let stats = stats_of(&stacks, &events, lost);
+    Sites {
+        capture: Capture {
+            target: info.target.clone(),
+            sampling: sampling(info.fault_period),
+            sample_types: SAMPLE_TYPES.to_vec(),
+            default_sample_type: DEFAULT_SAMPLE_TYPE,
+            stacks,
+            stats,
+            started_unix_ms: info.started_unix_ms,
+            duration_ms: info.duration_ms,
+        },
+        events,
     }
 }
 
 /// A row of a capture: (pid, user frames, kernel frames).
 pub type RowKey = (u32, Vec<u64>, Vec<u64>);
 
-/// `now` less `last` (each row's values at the previous report): the rows that grew, with what
-/// they grew by; and the values to subtract next time. Stats stay those of the whole run.
-pub fn since(
-    last: &HashMap<RowKey, Vec<i64>>,
-    now: &Capture,
-) -> (Capture, HashMap<RowKey, Vec<i64>>) {
-    let mut next = HashMap::with_capacity(now.stacks.len());
-    let mut delta = Capture {
-        stacks: Vec::new(),
-        ..now.clone()
-    };
-    for stack in &now.stacks {
+/// What a row held at the last live report: its values and events.
+pub type Seen = HashMap<RowKey, (Vec<i64>, u64)>;
+
+/// `now` less `last` (each row as the previous report saw it): the rows that grew, with what
+/// they grew by, their stats; and what to subtract next time.
+pub fn since(last: &Seen, now: &Sites) -> (Sites, Seen) {
+    let mut next = HashMap::with_capacity(now.capture.stacks.len());
+    let mut stacks = Vec::new();
+    let mut events = Vec::new();
+    for (stack, &now_events) in now.capture.stacks.iter().zip(&now.events) {
         let key = (stack.pid, stack.user.clone(), stack.kernel.clone());
-        let values: Vec<i64> = match last.get(&key) {
-            Some(before) => stack
-                .values
-                .iter()
-                .zip(before.iter().chain(std::iter::repeat(&0)))
-                .map(|(now, before)| now - before)
-                .collect(),
-            None => stack.values.clone(),
+        let (values, grew_by): (Vec<i64>, u64) = match last.get(&key) {
+            Some((before, before_events)) => (
+                stack
+                    .values
+                    .iter()
+                    .zip(before.iter().chain(std::iter::repeat(&0)))
+                    .map(|(now, before)| now - before)
+                    .collect(),
+                now_events.saturating_sub(*before_events),
+            ),
+            None => (stack.values.clone(), now_events),
         };
-        next.insert(key, stack.values.clone());
+        next.insert(key, (stack.values.clone(), now_events));
         if values.iter().any(|&v| v != 0) {
-            delta.stacks.push(CapturedStack {
+            stacks.push(CapturedStack {
                 values,
                 ..stack.clone()
             });
+            events.push(grew_by);
         }
     }
+    let stats = stats_of(&stacks, &events, now.capture.stats.lost.clone());
+    let delta = Sites {
+        capture: Capture {
+            stacks,
+            stats,
+            ..now.capture.clone()
+        },
+        events,
+    };
     (delta, next)
 }
 
@@ -316,7 +367,7 @@ mod tests {
             2 => Some(vec![0x900, 0x500]),
             _ => None,
         };
-        let capture = build(&info(1000), &sites, &stacks, &KernelStats::default());
+        let capture = build(&info(1000), &sites, &stacks, &KernelStats::default()).capture;
         assert_eq!(capture.default_sample_type, 1);
         let fault = &capture.stacks[0];
         assert_eq!(fault.user, vec![0x100, 0x300, 0x400]);
@@ -333,7 +384,7 @@ mod tests {
     #[test]
     fn a_lost_stack_keeps_its_exact_leaf_and_says_why() {
         let sites = [(key(site_kind::BRK, NO_STACK, 0x900, 0x200), counts(1, 4096))];
-        let capture = build(&info(1), &sites, &|_| None, &KernelStats::default());
+        let capture = build(&info(1), &sites, &|_| None, &KernelStats::default()).capture;
         let row = &capture.stacks[0];
         assert_eq!(row.user, vec![0x900, 0x200]);
         assert!(matches!(&row.user_end, StackEnd::Other(why) if why.contains("collision")));
@@ -352,7 +403,8 @@ mod tests {
             &sites,
             &|_| Some(deep.clone()),
             &KernelStats::default(),
-        );
+        )
+        .capture;
         assert_eq!(capture.stacks.len(), 1);
         assert_eq!(capture.stacks[0].values[0], 30);
         assert_eq!(capture.stacks[0].user_end, StackEnd::DepthLimit);
@@ -372,7 +424,8 @@ mod tests {
             &KernelStats::default(),
         );
         let (delta, last) = since(&HashMap::new(), &first);
-        assert_eq!(delta.stacks[0].values[0], 20);
+        assert_eq!(delta.capture.stacks[0].values[0], 20);
+        assert_eq!(delta.capture.stats.samples, 2);
         let second = build(
             &info(10),
             &[
@@ -383,11 +436,53 @@ mod tests {
             &KernelStats::default(),
         );
         let (delta, _) = since(&last, &second);
-        assert_eq!(delta.stacks.len(), 2);
-        let fault = delta.stacks.iter().find(|s| s.user == vec![0x100]).unwrap();
-        assert_eq!(fault.values[0], 30);
+        assert_eq!(delta.capture.stacks.len(), 2);
+        let fault = delta
+            .capture
+            .stacks
+            .iter()
+            .position(|s| s.user == vec![0x100])
+            .unwrap();
+        assert_eq!(delta.capture.stacks[fault].values[0], 30);
+        assert_eq!(delta.events[fault], 3);
+        assert_eq!(delta.capture.stats.samples, 4);
         let (unchanged, _) = since(&since(&HashMap::new(), &second).1, &second);
-        assert!(unchanged.stacks.is_empty());
+        assert!(unchanged.capture.stacks.is_empty());
+        assert_eq!(unchanged.capture.stats.samples, 0);
+    }
+
+    #[test]
+    fn a_stack_restated_complete_is_no_longer_counted_truncated() {
+        let sites = [
+            (key(site_kind::FAULT, 1, 0x100, 0), counts(3, 0)),
+            (key(site_kind::FAULT, 2, 0x200, 0), counts(1, 0)),
+        ];
+        let stacks = |id: i32| {
+            Some(if id == 1 {
+                vec![0x100, 0x300]
+            } else {
+                vec![0x200]
+            })
+        };
+        let mut sites = build(&info(1), &sites, &stacks, &KernelStats::default());
+        assert_eq!(sites.capture.stats.truncated_stacks, 4);
+        let deep = sites
+            .capture
+            .stacks
+            .iter()
+            .position(|s| s.user.len() == 2)
+            .unwrap();
+        sites.restate_ends(|i, end| {
+            if i == deep {
+                StackEnd::Complete
+            } else {
+                end.clone()
+            }
+        });
+        assert_eq!(sites.capture.stacks[deep].user_end, StackEnd::Complete);
+        assert_eq!(sites.capture.stats.truncated_stacks, 1);
+        assert_eq!(sites.capture.stats.samples, 4);
+        assert_eq!(sites.capture.stats.lost.len(), 6);
     }
 
     #[test]
@@ -397,7 +492,7 @@ mod tests {
             sites_full: 1,
             ..KernelStats::default()
         };
-        let capture = build(&info(1), &[], &|_| None, &kernel);
+        let capture = build(&info(1), &[], &|_| None, &kernel).capture;
         assert!(
             capture
                 .stats

@@ -29,14 +29,17 @@ use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
-    capture::{CaptureInfo, KernelStats},
+    capture::{CaptureInfo, KernelStats, Sites},
     probes::{SitesOptions, SitesProbes, Target},
 };
 use crate::{
     cli::profile::{Format, ProfileArgs},
     host::HostPaths,
     procfs::ProcFs,
-    profile::{Capture, report, symbolize::Symbolizer},
+    profile::{
+        StackEnd, report,
+        symbolize::{FrameKind, Stack, Symbolizer},
+    },
     trace::{CgroupFilter, NoSuchProcess},
 };
 
@@ -147,9 +150,9 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             () = &mut until_deadline => break,
             _ = async { live.as_mut().expect("guarded").tick().await }, if live.is_some() => {
-                let capture = session.capture(&probes)?;
-                let delta = session.since_last(&capture);
-                session.write(&delta, Format::Text, args.top, &mut std::io::stdout().lock())?;
+                let sites = session.capture(&probes)?;
+                let delta = session.since_last(&sites);
+                session.write(delta, Format::Text, args.top, &mut std::io::stdout().lock())?;
             }
             _ = rescan.tick() => match &resolved {
                 Resolved::Pid { pid, .. } if !procfs.exists(*pid) => {
@@ -168,7 +171,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         }
     }
 
-    let capture = session.capture(&probes)?;
+    let sites = session.capture(&probes)?;
     let format = report::format_for(args.output.as_deref(), args.format);
     match &args.output {
         Some(path) => {
@@ -176,12 +179,12 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
                 std::fs::File::create(path)
                     .with_context(|| format!("creating {}", path.display()))?,
             );
-            session.write(&capture, format, args.top, &mut file)?;
+            session.write(sites, format, args.top, &mut file)?;
             file.flush()
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("memtrace: profile written to {}", path.display());
         }
-        None => session.write(&capture, format, args.top, &mut std::io::stdout().lock())?,
+        None => session.write(sites, format, args.top, &mut std::io::stdout().lock())?,
     }
     probes.detach();
     Ok(())
@@ -192,13 +195,13 @@ struct Session {
     info: CaptureInfo,
     started: Instant,
     symbolizer: Symbolizer,
-    /// Each stack's values at the last live report, for the growth since.
-    last: HashMap<capture::RowKey, Vec<i64>>,
+    /// Each stack as the last live report saw it, for the growth since.
+    last: capture::Seen,
 }
 
 impl Session {
     /// Everything counted so far.
-    fn capture(&mut self, probes: &SitesProbes) -> anyhow::Result<Capture> {
+    fn capture(&mut self, probes: &SitesProbes) -> anyhow::Result<Sites> {
         self.info.duration_ms =
             u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let sites = probes.sites().context("reading the sites map")?;
@@ -214,26 +217,63 @@ impl Session {
     }
 
     /// `now` less what the last live report showed: the growth per site in the interval.
-    fn since_last(&mut self, now: &Capture) -> Capture {
+    fn since_last(&mut self, now: &Sites) -> Sites {
         let (delta, last) = capture::since(&self.last, now);
         self.last = last;
         delta
     }
 
+    /// Symbolize and write `sites`. A frame-pointer walk that reached the program's or the
+    /// thread's first function is complete: only symbols tell, so the ends (and the truncation
+    /// count) are restated once the stacks are symbolized.
     fn write(
         &mut self,
-        capture: &Capture,
+        mut sites: Sites,
         format: Format,
         top: usize,
         out: &mut dyn std::io::Write,
     ) -> anyhow::Result<()> {
-        let profile = self
+        let mut profile = self
             .symbolizer
-            .symbolize(capture)
+            .symbolize(&sites.capture)
             .context("symbolizing the profile")?;
+        sites.restate_ends(|i, end| match (end, profile.stacks.get(i)) {
+            (StackEnd::FramePointers, Some(stack)) if reaches_thread_entry(stack) => {
+                StackEnd::Complete
+            }
+            _ => end.clone(),
+        });
+        for (stack, captured) in profile.stacks.iter_mut().zip(&sites.capture.stacks) {
+            stack.user_end = captured.user_end.clone();
+        }
+        profile.stats = sites.capture.stats;
         report::write(&profile, format, top, out).context("writing the report")?;
         Ok(())
     }
+}
+
+/// Whether the outermost user frame is where a process or thread starts: the frame-pointer walk
+/// stops there because the chain ends (`_start` and `clone3` clear the frame pointer), not
+/// because a function without frame pointers broke it.
+fn reaches_thread_entry(stack: &Stack) -> bool {
+    const ENTRIES: [&str; 8] = [
+        "_start",
+        "__libc_start_main",
+        "__libc_start_call_main",
+        "start_thread",
+        "clone",
+        "__clone",
+        "clone3",
+        "__clone3",
+    ];
+    stack
+        .frames
+        .iter()
+        .rev()
+        .find(|frame| frame.kind == FrameKind::User)
+        .and_then(|frame| frame.function.as_deref())
+        .map(|name| name.strip_prefix("__GI_").unwrap_or(name))
+        .is_some_and(|name| ENTRIES.contains(&name))
 }
 
 fn unix_ms(at: SystemTime) -> u64 {
