@@ -122,9 +122,9 @@ impl SitesConfig {
 /// One site: a process, what it did, and where. Keyed by the exact leaf too, because a
 /// frame-pointer walk (`bpf_get_stackid`) loses the caller of a function built without frame
 /// pointers: `ip` is the faulting instruction (a fault) or the instruction after the `syscall`
-/// in the libc wrapper (a growth call), and `caller` the return address at the user stack
-/// pointer at a growth call (the wrappers are leaves that build no frame, so it is the
-/// wrapper's caller), 0 for faults.
+/// in the libc wrapper (a growth call, or a fault taken in the kernel during a syscall), and
+/// `caller` the return address at the user stack pointer there (the wrappers are leaves that
+/// build no frame, so it is the wrapper's caller); 0 for a fault taken in user mode.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SiteKey {

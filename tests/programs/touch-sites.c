@@ -5,9 +5,12 @@
  *   - touch_big():   maps 64 MiB (mmap, anonymous) and writes one byte per page;
  *   - touch_small(): maps 16 MiB and writes one byte per page;
  *   - grow_brk():    moves the break up by 4 MiB with sbrk and touches nothing;
+ *   - read_zero():   maps 4 MiB and fills it with one read(2) of /dev/zero: the faults are
+ *                    taken in the kernel, copying to user memory;
  * every mapping with transparent huge pages off, so each page is one fault. Then prints "done"
  * and waits for stdin to close. Each site is its own noinline function, called from main. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +74,18 @@ __attribute__((noinline)) void grow_brk(void)
 	}
 }
 
+/* Kernel-mode first touches: 4 MiB filled by read(2). */
+__attribute__((noinline)) void read_zero(void)
+{
+	char *p = map_no_thp(4 * MIB);
+	int fd = open("/dev/zero", O_RDONLY);
+	if (fd < 0 || read(fd, p, 4 * MIB) != (ssize_t)(4 * MIB)) {
+		perror("read /dev/zero");
+		exit(1);
+	}
+	close(fd);
+}
+
 int main(void)
 {
 	char line[64];
@@ -82,6 +97,7 @@ int main(void)
 	touch_small();
 	map_only();
 	grow_brk();
+	read_zero();
 	printf("done\n");
 	while (fgets(line, sizeof line, stdin))
 		;

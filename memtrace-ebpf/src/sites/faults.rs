@@ -5,7 +5,9 @@
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::perf_event, programs::PerfEventContext};
 use memtrace_common::sites::{site_kind, sites_stat};
 
-use crate::site::{SITES_CONFIG, Site, count, profiled, record, tgid_of, user_regs};
+use crate::site::{
+    SITES_CONFIG, Site, count, profiled, record, return_address_at, tgid_of, user_regs,
+};
 
 #[perf_event]
 pub fn sites_fault_sample(ctx: PerfEventContext) -> u32 {
@@ -17,11 +19,17 @@ pub fn sites_fault_sample(ctx: PerfEventContext) -> u32 {
     }
     count(sites_stat::FAULT_SAMPLES);
     let (ip, user_mode) = fault_ip(&ctx);
-    // A fault taken in user mode has the faulting instruction in the sample's registers; one
+    // A fault taken in user mode has the faulting instruction in the sample's registers. One
     // taken in the kernel (copying to or from user memory in a syscall) has a kernel address
-    // there, so the user leaf is where the task entered the kernel, and its kernel stack says
-    // which syscall path faulted.
-    let ip = if user_mode { ip } else { user_regs().ip };
+    // there: its user leaf is where the task entered the kernel, in a libc wrapper that built no
+    // frame, so the wrapper's caller is the return address at the user stack pointer (as for the
+    // growth calls); its kernel stack says which syscall path faulted.
+    let (ip, caller) = if user_mode {
+        (ip, 0)
+    } else {
+        let regs = user_regs();
+        (regs.ip, return_address_at(regs.sp))
+    };
     record(
         &ctx,
         &config,
@@ -29,7 +37,7 @@ pub fn sites_fault_sample(ctx: PerfEventContext) -> u32 {
             tgid,
             kind: site_kind::FAULT,
             ip,
-            caller: 0,
+            caller,
             bytes: 0,
             kernel_stack: !user_mode,
         },

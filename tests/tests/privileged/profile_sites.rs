@@ -1,7 +1,8 @@
 //! `memtrace profile -p | --cgroup | --all` (growth sites): tests/programs/touch-sites.c, built
 //! here with gcc with and without frame pointers, touches 64 MiB in `touch_big` and 16 MiB in
-//! `touch_small`, maps 8 MiB in `map_only` and moves the break by 4 MiB in `grow_brk`. The
-//! profile's JSON report must attribute them to those functions.
+//! `touch_small`, maps 8 MiB in `map_only`, moves the break by 4 MiB in `grow_brk` and has the
+//! kernel first-touch 4 MiB for `read_zero` (a read(2) of /dev/zero). The profile's JSON report
+//! must attribute them to those functions.
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -19,14 +20,23 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The sample period of these tests: small enough that 16 MiB (4096 faults) is 512 samples.
 const PERIOD: u64 = 8;
 
+/// Samples expected of `mib` MiB first-touched at `period`.
+fn samples_of(mib: f64, period: u64) -> f64 {
+    mib * MIB / memtrace_tests::page_size() as f64 / period as f64
+}
+
 /// The bound on the 4:1 ratio. Treating each site's samples as Poisson (conservative: the
 /// kernel takes every `PERIOD`-th fault, which varies less), the ratio's relative standard
 /// deviation is sqrt(1/n_big + 1/n_small) with n = pages / PERIOD: 4.9 % at period 8; allowed:
 /// four of them.
 fn ratio_tolerance(period: u64) -> f64 {
-    let pages = |mib: f64| mib * MIB / memtrace_tests::page_size() as f64;
-    let (big, small) = (pages(64.0) / period as f64, pages(16.0) / period as f64);
+    let (big, small) = (samples_of(64.0, period), samples_of(16.0, period));
     4.0 * (1.0 / big + 1.0 / small).sqrt()
+}
+
+/// The bound on one site's estimate of `mib` MiB: four relative standard deviations, 1/sqrt(n).
+fn estimate_tolerance(mib: f64, period: u64) -> f64 {
+    4.0 / samples_of(mib, period).sqrt()
 }
 
 /// Builds touch-sites.c into `dir` with `flags`.
@@ -210,10 +220,13 @@ fn check_build(program: &Path, frame_pointers: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sites = TouchSites::start(program, None);
     let pid = sites.pid().to_string();
-    let profiler = Profiler::start(
-        dir.path(),
-        &["-p", &pid, "--fault-period", &PERIOD.to_string()],
-    );
+    // Kernel stacks asked for with one build, not the other.
+    let period = PERIOD.to_string();
+    let mut args = vec!["-p", pid.as_str(), "--fault-period", period.as_str()];
+    if frame_pointers {
+        args.push("--kernel-stacks");
+    }
+    let profiler = Profiler::start(dir.path(), &args);
     sites.run();
     let json = profiler.finish();
     let report = Report { json: &json };
@@ -236,21 +249,50 @@ fn check_build(program: &Path, frame_pointers: bool) {
         small / MIB,
         tolerance * 100.0
     );
-    // The estimate itself is unbiased: 64 MiB within the same relative bound.
+    // The estimate itself is unbiased.
     assert!(
-        (big / (64.0 * MIB) - 1.0).abs() <= tolerance,
+        (big / (64.0 * MIB) - 1.0).abs() <= estimate_tolerance(64.0, PERIOD),
         "{build} frame pointers: touch_big first-touched {:.1} MiB, expected 64",
         big / MIB
     );
-    // Nearly every sampled first touch of the process is at one of the two sites (the rest:
+    // Faults taken in the kernel (read(2) filling a new buffer): the leaf is the read wrapper,
+    // its caller read from the user stack pointer.
+    let by_read = report.sum(pid, "first_touch_bytes", 1, "read_zero");
+    assert!(
+        (by_read / (4.0 * MIB) - 1.0).abs() <= estimate_tolerance(4.0, PERIOD),
+        "{build} frame pointers: read_zero had {:.2} MiB first-touched by the kernel, expected 4",
+        by_read / MIB
+    );
+    // Nearly every sampled first touch of the process is at one of the three sites (the rest:
     // stdio buffers, the stack).
     let all = report.total(pid, "first_touch_bytes");
     assert!(
-        (big + small) / all >= 0.95,
-        "{build} frame pointers: only {:.1} of {:.1} MiB first-touched at the two sites",
-        (big + small) / MIB,
+        (big + small + by_read) / all >= 0.95,
+        "{build} frame pointers: only {:.1} of {:.1} MiB first-touched at the three sites",
+        (big + small + by_read) / MIB,
         all / MIB
     );
+    // Kernel stacks where asked for: which path faulted (the read's); none otherwise.
+    let has_kernel_frames = |s: &Value| {
+        s["frames"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["kind"] == "kernel"))
+    };
+    let read_stacks: Vec<&Value> = report
+        .stacks(pid)
+        .filter(|s| Report::function(s, 1) == Some("read_zero"))
+        .collect();
+    if frame_pointers {
+        assert!(
+            read_stacks.iter().all(|s| has_kernel_frames(s)),
+            "--kernel-stacks: the read's faults have kernel stacks: {read_stacks:#?}"
+        );
+    } else {
+        assert!(
+            !report.stacks(pid).any(has_kernel_frames),
+            "no kernel frames without --kernel-stacks"
+        );
+    }
 
     // Growth: the wrapper's caller is exact (read at the user stack pointer), frame pointers
     // or not.
@@ -259,7 +301,7 @@ fn check_build(program: &Path, frame_pointers: bool) {
     let mapped = report.sum(pid, "mmap_bytes", 1, "map_no_thp");
     assert_eq!(
         mapped,
-        80.0 * MIB,
+        84.0 * MIB,
         "{build} frame pointers: map_no_thp's mmaps"
     );
     let brk = report.total(pid, "brk_bytes");
@@ -287,9 +329,13 @@ fn check_build(program: &Path, frame_pointers: bool) {
         .as_u64()
         .expect("stats.truncated_stacks");
     assert!(truncated <= samples, "{stats}");
-    let touch_samples = ((big + small) / memtrace_tests::page_size() as f64 / PERIOD as f64) as u64;
+    let touch_samples = samples_of((big + small) / MIB, PERIOD) as u64;
     let main_callers = report.sum(pid, "first_touch_bytes", 1, "main");
     if frame_pointers {
+        assert!(
+            truncated * 20 <= samples,
+            "with frame pointers nearly every walk reaches the program's entry: {stats}"
+        );
         assert!(
             main_callers >= 0.99 * (big + small),
             "with frame pointers the touch sites are called from main: {:.1} of {:.1} MiB",
@@ -342,7 +388,7 @@ fn cgroup_and_all_targets_pick_up_the_program() {
         let report = Report { json: &json };
         let big = report.sum(sites.pid(), "first_touch_bytes", 0, "touch_big");
         assert!(
-            (big / (64.0 * MIB) - 1.0).abs() <= ratio_tolerance(PERIOD),
+            (big / (64.0 * MIB) - 1.0).abs() <= estimate_tolerance(64.0, PERIOD),
             "{target:?}: touch_big first-touched {:.1} MiB, expected 64",
             big / MIB
         );
