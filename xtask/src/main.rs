@@ -43,7 +43,8 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("setcap", "libcap2-bin"),
     ("strip", "binutils"),
-    // `memtrace profile`'s symbolizer and unwinder tests build C fixtures (src/profile/testdata).
+    // `memtrace profile`'s symbolizer and unwinder tests build C fixtures (src/profile/testdata),
+    // its privileged tests their programs (tests/programs).
     ("gcc", "gcc"),
     // …and read its pprof output back with pprof's own reader (`go tool pprof`).
     ("go", "golang-go"),

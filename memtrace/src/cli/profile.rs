@@ -70,7 +70,10 @@ pub struct ProfileArgs {
     #[arg(long, requires = "alloc")]
     pub unsampled: bool,
 
-    /// Without --alloc: take one page fault in N.
+    /// Without --alloc: take one page fault in N per CPU, each counted as N faults. The
+    /// default keeps the sampling program's cost under 0.1 % of a fault-bound loop (the perf
+    /// event's own accounting costs every fault the same at any N: BENCHMARKS.md, benchmark 14);
+    /// a smaller N resolves small or short-lived sites better.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub fault_period: u64,
 

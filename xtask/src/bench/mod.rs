@@ -22,6 +22,7 @@ mod micro;
 mod mmap;
 mod overhead;
 mod procfs;
+mod profile_sites;
 mod record_size;
 mod report;
 mod scrape;
@@ -55,6 +56,7 @@ use self::{
     micro::bench_micro,
     mmap::bench_mmap,
     procfs::read_trimmed,
+    profile_sites::bench_profile_sites,
     record_size::bench_record_size,
     report::{RunInfo, Section, not_run, render_report, with_commands},
     startup::bench_startup,
@@ -105,8 +107,9 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-13 or faults, mmap, throughput, footprint,
-    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size.
+    /// Only these benchmarks (comma-separated): 1-14 or faults, mmap, throughput, footprint,
+    /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size,
+    /// profile-sites.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
     /// Simulated fleet sizes of benchmarks 9 and 10 (`memtrace cluster diagnose`, and the same
@@ -147,6 +150,7 @@ pub enum Benchmark {
     Attach,
     Top,
     RecordSize,
+    ProfileSites,
 }
 
 impl Benchmark {
@@ -169,6 +173,7 @@ impl Benchmark {
             Self::Attach => "Attach mechanisms on the fault path",
             Self::Top => "`memtrace top` at 10,000 processes",
             Self::RecordSize => "Recording size",
+            Self::ProfileSites => "Page-fault site sampling (`memtrace profile`)",
         }
     }
 
@@ -327,6 +332,10 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
         sections.push(run_one(&env, Benchmark::RecordSize, bench_record_size));
     }
     check_interrupt()?;
+    if wanted(Benchmark::ProfileSites) {
+        sections.push(run_one(&env, Benchmark::ProfileSites, bench_profile_sites));
+    }
+    check_interrupt()?;
 
     let info = RunInfo::collect(&env, date, load_start, tracers, started);
     let report = render_report(&info, &sections);
@@ -392,11 +401,11 @@ mod tests {
             only(&["--only", "7", "--only", "throughput"]).unwrap(),
             [Benchmark::Micro, Benchmark::Throughput]
         );
-        for bogus in ["nope", "0", "14", ""] {
+        for bogus in ["nope", "0", "15", ""] {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-13 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size)"
+                    "unknown benchmark `{bogus}` (1-14 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size, profile-sites)"
                 )),
                 "{e}"
             );
@@ -425,6 +434,7 @@ mod tests {
                 (11, "Attach mechanisms on the fault path"),
                 (12, "`memtrace top` at 10,000 processes"),
                 (13, "Recording size"),
+                (14, "Page-fault site sampling (`memtrace profile`)"),
             ]
         );
     }
