@@ -38,9 +38,11 @@ fn main() -> anyhow::Result<()> {
 
     // With AYA_BUILD_SKIP=1 (unit tests of pure modules without bpf-linker) nothing was built:
     // leave an empty object so the crate compiles; loading it fails with a clear error.
-    let object = PathBuf::from(env::var("OUT_DIR")?).join("memtrace");
-    if !object.exists() {
-        fs::write(&object, []).context("write placeholder eBPF object")?;
+    for name in ["memtrace", "memtrace-alloc"] {
+        let object = PathBuf::from(env::var("OUT_DIR")?).join(name);
+        if !object.exists() {
+            fs::write(&object, []).context("write placeholder eBPF object")?;
+        }
     }
     Ok(())
 }
