@@ -54,8 +54,9 @@ pub mod loss {
     pub const FREE_UNKNOWN: u32 = 4;
     /// `ALLOC_INFLIGHT` (call entry → return, per thread) was full.
     pub const INFLIGHT_FULL: u32 = 5;
-    /// A call entry found its thread's previous call still in flight (a nested allocator call
-    /// or a return never seen): the outer one is replaced.
+    /// A call entry found its thread's previous call still in flight (an allocator calling
+    /// another, as glibc's realloc(NULL, n) does malloc): the inner call is attributed to the
+    /// outer call's caller. Not a loss.
     pub const NESTED: u32 = 6;
     /// Allocations taken (not a loss; the denominator).
     pub const TAKEN: u32 = 7;
@@ -100,6 +101,11 @@ pub const SAMPLE_THRESHOLDS: &str = "ALLOC_THRESHOLDS";
 )]
 pub fn threshold_for(config: &AllocConfig, table: impl Fn(usize) -> u64, size: u64) -> u64 {
     if config.flags & flag::UNSAMPLED != 0 {
+        return THRESHOLD_ALWAYS;
+    }
+    // Never zero once configured; checked so that no division can panic (in BPF a panic path
+    // is an unreachable end the verifier rejects).
+    if config.sample_rate == 0 || config.x_divisor == 0 {
         return THRESHOLD_ALWAYS;
     }
     if size < config.linear_below {

@@ -179,7 +179,7 @@ fn enter(ctx: &ProbeContext, kind: u32, size: u64, old: u64) -> u32 {
     if threshold == 0 {
         return 0;
     }
-    let inflight = Inflight {
+    let mut inflight = Inflight {
         size,
         old,
         return_address: return_address(ctx),
@@ -190,6 +190,13 @@ fn enter(ctx: &ProbeContext, kind: u32, size: u64, old: u64) -> u32 {
     match ALLOC_INFLIGHT.insert(pid_tgid, inflight, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(err) if err == -EEXIST => {
+            // An allocator calling another (glibc's realloc(NULL, n) jumps to malloc): the inner
+            // call's return address is in the outer allocator, or is the uretprobe trampoline
+            // the outer call's return was redirected to. The site is the outer call's caller.
+            // SAFETY: a copy of the map value.
+            if let Some(outer) = unsafe { ALLOC_INFLIGHT.get(&pid_tgid) } {
+                inflight.return_address = outer.return_address;
+            }
             count(loss::NESTED);
             if ALLOC_INFLIGHT
                 .insert(pid_tgid, inflight, u64::from(BPF_ANY))
