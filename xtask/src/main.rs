@@ -45,6 +45,12 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("strip", "binutils"),
     // `memtrace top` is driven in a real terminal (tests/tests/privileged/top.rs).
     ("tmux", "tmux"),
+    // `profile --alloc` (tests/tests/privileged/profile_alloc.rs): the C test program, a glibc
+    // server, Redis's benchmark client, and bpftrace as the allocator benchmark's baseline.
+    ("gcc", "gcc"),
+    ("memcached", "memcached"),
+    ("redis-benchmark", "redis-tools"),
+    ("bpftrace", "bpftrace"),
 ];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.

@@ -21,6 +21,7 @@ mod lifecycle;
 mod mmap;
 mod oom;
 mod persist;
+mod profile_alloc;
 mod privileges;
 mod prometheus;
 mod record;
