@@ -43,6 +43,8 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("setcap", "libcap2-bin"),
     ("strip", "binutils"),
+    // `memtrace profile`'s symbolizer and unwinder tests build C fixtures (src/profile/testdata).
+    ("gcc", "gcc"),
     // `memtrace top` is driven in a real terminal (tests/tests/privileged/top.rs).
     ("tmux", "tmux"),
     // `profile --alloc` (tests/tests/privileged/profile_alloc.rs): the C test program, a glibc

@@ -32,6 +32,30 @@ pub enum StackEnd {
 }
 
 impl StackEnd {
+    /// The snake_case name reports use (`complete`, `no_unwind_info`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::DepthLimit => "depth_limit",
+            Self::SnapshotEnd => "snapshot_end",
+            Self::NoUnwindInfo { .. } => "no_unwind_info",
+            Self::FramePointers => "frame_pointers",
+            Self::Other(_) => "other",
+        }
+    }
+
+    /// What the name leaves out: the address without unwind information, or the words of
+    /// [`StackEnd::Other`].
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::NoUnwindInfo { address } => {
+                Some(format!("no unwind information at {address:#x}"))
+            }
+            Self::Other(words) => Some(words.clone()),
+            _ => None,
+        }
+    }
+
     /// Whether the stack may miss outer frames.
     pub fn is_truncated(&self) -> bool {
         !matches!(self, Self::Complete)

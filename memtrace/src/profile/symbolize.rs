@@ -1,1 +1,0 @@
-//! Addresses to functions, files and lines (blazesym). Built by the symbols engineer.
