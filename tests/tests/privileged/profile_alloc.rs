@@ -31,15 +31,60 @@ struct Site {
 
 /// The figures of tests/programs/alloc-sites.c (its comments say the same).
 const SITES: &[Site] = &[
-    Site { function: "leak_site_a", size: 4096, count: 16, leaked: 16 },
-    Site { function: "leak_site_b", size: 1000, count: 8, leaked: 8 },
-    Site { function: "temp_site", size: 256, count: 1000, leaked: 0 },
-    Site { function: "posix_memalign_site", size: 1000, count: 4, leaked: 4 },
-    Site { function: "aligned_alloc_site", size: 1088, count: 4, leaked: 0 },
-    Site { function: "memalign_site", size: 2000, count: 4, leaked: 4 },
-    Site { function: "valloc_site", size: 3000, count: 4, leaked: 0 },
-    Site { function: "big_site", size: 256 * 1024, count: 2, leaked: 2 },
-    Site { function: "lib_alloc_site", size: 5000, count: 10, leaked: 10 },
+    Site {
+        function: "leak_site_a",
+        size: 4096,
+        count: 16,
+        leaked: 16,
+    },
+    Site {
+        function: "leak_site_b",
+        size: 1000,
+        count: 8,
+        leaked: 8,
+    },
+    Site {
+        function: "temp_site",
+        size: 256,
+        count: 1000,
+        leaked: 0,
+    },
+    Site {
+        function: "posix_memalign_site",
+        size: 1000,
+        count: 4,
+        leaked: 4,
+    },
+    Site {
+        function: "aligned_alloc_site",
+        size: 1088,
+        count: 4,
+        leaked: 0,
+    },
+    Site {
+        function: "memalign_site",
+        size: 2000,
+        count: 4,
+        leaked: 4,
+    },
+    Site {
+        function: "valloc_site",
+        size: 3000,
+        count: 4,
+        leaked: 0,
+    },
+    Site {
+        function: "big_site",
+        size: 256 * 1024,
+        count: 2,
+        leaked: 2,
+    },
+    Site {
+        function: "lib_alloc_site",
+        size: 5000,
+        count: 10,
+        leaked: 10,
+    },
 ];
 /// realloc(NULL, 24) doubling to 3072: 8 allocations, the last outstanding.
 const REALLOC_SIZES: [u64; 8] = [24, 48, 96, 192, 384, 768, 1536, 3072];
@@ -56,7 +101,10 @@ fn expected() -> BTreeMap<&'static str, [i64; 4]> {
     let realloc_total: u64 = REALLOC_SIZES.iter().sum();
     out.insert("realloc_chain", [realloc_total as i64, 8, 3072, 1]);
     let t = THREADS as i64;
-    out.insert("thread_site", [t * (5000 * 160 + 512), t * 5001, t * 512, t]);
+    out.insert(
+        "thread_site",
+        [t * (5000 * 160 + 512), t * 5001, t * 512, t],
+    );
     out
 }
 
@@ -82,7 +130,11 @@ fn gcc(args: &[&str]) {
         .args(args)
         .output()
         .expect("gcc (apt install gcc)");
-    assert!(out.status.success(), "gcc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gcc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// alloc-sites and its library, built as `build` says.
@@ -97,18 +149,44 @@ fn build(build: Build) -> Built {
     } else {
         "-fomit-frame-pointer"
     };
-    let common = ["-O1", "-g", "-fno-builtin", "-fno-optimize-sibling-calls", fp];
+    let common = [
+        "-O1",
+        "-g",
+        "-fno-builtin",
+        "-fno-optimize-sibling-calls",
+        fp,
+    ];
     let mut args: Vec<&str> = common.to_vec();
-    args.extend(["-pthread", src.to_str().unwrap(), "-o", exe.to_str().unwrap(), "-ldl"]);
+    args.extend([
+        "-pthread",
+        src.to_str().unwrap(),
+        "-o",
+        exe.to_str().unwrap(),
+        "-ldl",
+    ]);
     gcc(&args);
     let mut args: Vec<&str> = common.to_vec();
-    args.extend(["-shared", "-fPIC", lib_src.to_str().unwrap(), "-o", lib.to_str().unwrap()]);
+    args.extend([
+        "-shared",
+        "-fPIC",
+        lib_src.to_str().unwrap(),
+        "-o",
+        lib.to_str().unwrap(),
+    ]);
     gcc(&args);
     if build == Build::Stripped {
-        let status = Command::new("strip").arg("--strip-all").arg(&exe).status().expect("strip");
+        let status = Command::new("strip")
+            .arg("--strip-all")
+            .arg(&exe)
+            .status()
+            .expect("strip");
         assert!(status.success());
     }
-    Built { _dir: dir, exe, lib }
+    Built {
+        _dir: dir,
+        exe,
+        lib,
+    }
 }
 
 /// alloc-sites running, waiting for its `go`.
@@ -128,14 +206,20 @@ impl Program {
             .expect("spawn alloc-sites");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut program = Self { child, stdin, stdout };
+        let mut program = Self {
+            child,
+            stdin,
+            stdout,
+        };
         assert_eq!(program.line(), "ready");
         program
     }
 
     fn line(&mut self) -> String {
         let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("alloc-sites stdout");
+        self.stdout
+            .read_line(&mut line)
+            .expect("alloc-sites stdout");
         line.trim().to_owned()
     }
 
@@ -163,7 +247,15 @@ impl Profiler {
     fn attach(pid: u32, args: &[&str]) -> Self {
         let output = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
         let mut child = Command::new(memtrace_bin())
-            .args(["profile", "--alloc", "-p", &pid.to_string(), "--format", "json", "-o"])
+            .args([
+                "profile",
+                "--alloc",
+                "-p",
+                &pid.to_string(),
+                "--format",
+                "json",
+                "-o",
+            ])
             .arg(output.path())
             .args(args)
             .stdin(Stdio::null())
@@ -202,7 +294,11 @@ impl Profiler {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait_with_output().expect("memtrace").status;
         let stderr: Vec<String> = self.stderr.try_iter().collect();
-        assert!(status.success(), "memtrace: {status:?}\n{}", stderr.join("\n"));
+        assert!(
+            status.success(),
+            "memtrace: {status:?}\n{}",
+            stderr.join("\n")
+        );
         let text = std::fs::read_to_string(self.output.path()).expect("the JSON report");
         serde_json::from_str(&text).unwrap_or_else(|err| panic!("{err}: {text}"))
     }
@@ -258,7 +354,11 @@ fn profile_sites(built: &Built, args: &[&str], wait_after: Duration) -> Value {
 fn unsampled_sites_are_exact_in_every_build() {
     require_root();
     let _serial = serial();
-    for kind in [Build::FramePointers, Build::NoFramePointers, Build::Stripped] {
+    for kind in [
+        Build::FramePointers,
+        Build::NoFramePointers,
+        Build::Stripped,
+    ] {
         let built = build(kind);
         let report = profile_sites(&built, &["--unsampled"], Duration::ZERO);
         assert_eq!(report["sampling"], "every call", "{kind:?}");
@@ -268,19 +368,31 @@ fn unsampled_sites_are_exact_in_every_build() {
             .iter()
             .map(|t| t["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["alloc_space", "alloc_objects", "inuse_space", "inuse_objects"]);
+        assert_eq!(
+            names,
+            [
+                "alloc_space",
+                "alloc_objects",
+                "inuse_space",
+                "inuse_objects"
+            ]
+        );
         let got = by_leaf(&report);
         let expected = expected();
         eprintln!(
             "{kind:?}: depth histogram {} truncated {} lost {}",
-            report["stats"]["depth_histogram"], report["stats"]["truncated_stacks"],
+            report["stats"]["depth_histogram"],
+            report["stats"]["truncated_stacks"],
             report["stats"]["lost"]
         );
         // Nothing of the fork child (it allocates 100 × 7777 bytes).
         for stack in stacks(&report) {
             assert_eq!(stack["pid"], report["stacks"][0]["pid"]);
             let v = values(stack);
-            assert!(v[0] % 7777 != 0 || v[0] == 0, "{kind:?}: a fork child's allocation: {stack}");
+            assert!(
+                v[0] % 7777 != 0 || v[0] == 0,
+                "{kind:?}: a fork child's allocation: {stack}"
+            );
         }
         if kind == Build::Stripped {
             // No symbols: the executable's sites are unknown (never another function's name),
@@ -299,15 +411,25 @@ fn unsampled_sites_are_exact_in_every_build() {
                 .filter(|(f, _)| **f != "lib_alloc_site")
                 .map(|(_, v)| v[0])
                 .sum();
-            assert_eq!(exe_bytes, expected_exe, "stripped: bytes allocated by the executable");
-            assert_eq!(got["lib_alloc_site"], expected["lib_alloc_site"], "stripped");
+            assert_eq!(
+                exe_bytes, expected_exe,
+                "stripped: bytes allocated by the executable"
+            );
+            assert_eq!(
+                got["lib_alloc_site"], expected["lib_alloc_site"],
+                "stripped"
+            );
             continue;
         }
         let mut right = 0;
         let total: i64 = expected.values().map(|v| v[1]).sum();
         for (function, want) in &expected {
             let have = got.get(*function).cloned().unwrap_or_default();
-            assert_eq!(have, want.to_vec(), "{kind:?}: {function} (alloc bytes, objects, in-use bytes, objects)");
+            assert_eq!(
+                have,
+                want.to_vec(),
+                "{kind:?}: {function} (alloc bytes, objects, in-use bytes, objects)"
+            );
             right += have[1];
         }
         eprintln!("{kind:?}: {right} of {total} site allocations at the right leaf");
@@ -351,11 +473,17 @@ fn leaks_are_the_outstanding_allocations_by_site() {
         if want[3] == 0 {
             assert_eq!(have, None, "{function} leaked nothing");
         } else {
-            assert_eq!(have, Some(vec![want[2], want[3]]), "{function} (leaked bytes, objects)");
+            assert_eq!(
+                have,
+                Some(vec![want[2], want[3]]),
+                "{function} (leaked bytes, objects)"
+            );
         }
     }
     for stack in stacks(&report) {
-        let age = stack["labels"]["oldest_age_ms"].as_i64().expect("oldest_age_ms");
+        let age = stack["labels"]["oldest_age_ms"]
+            .as_i64()
+            .expect("oldest_age_ms");
         assert!(age >= 1000, "{stack}");
     }
 }
@@ -374,7 +502,10 @@ fn sampled_sites_are_within_the_statistical_bound() {
         .iter()
         .map(|s| (s.function, vec![(s.size, s.count)]))
         .collect();
-    sites.push(("realloc_chain", REALLOC_SIZES.iter().map(|&s| (s, 1)).collect()));
+    sites.push((
+        "realloc_chain",
+        REALLOC_SIZES.iter().map(|&s| (s, 1)).collect(),
+    ));
     sites.push(("thread_site", vec![(160, THREADS * 5000), (512, THREADS)]));
     for (function, allocations) in sites {
         let truth: f64 = allocations.iter().map(|&(s, n)| (s * n) as f64).sum();
@@ -428,7 +559,19 @@ fn redis_top_sites_are_its_functions() {
     std::thread::sleep(Duration::from_millis(500));
     let top = top_sites_are_named(redis.id(), || {
         let status = Command::new("redis-benchmark")
-            .args(["-p", port, "-q", "-n", "100000", "-r", "100000", "-d", "256", "-t", "set,lpush"])
+            .args([
+                "-p",
+                port,
+                "-q",
+                "-n",
+                "100000",
+                "-r",
+                "100000",
+                "-d",
+                "256",
+                "-t",
+                "set,lpush",
+            ])
             .stdout(Stdio::null())
             .status()
             .expect("redis-benchmark (apt install redis-tools)");
@@ -438,7 +581,10 @@ fn redis_top_sites_are_its_functions() {
     let _ = redis.wait();
     // Redis allocates through zmalloc's family: its callers are the sites.
     assert!(
-        top.iter().any(|f| f.starts_with("zmalloc") || f.starts_with("ztrymalloc") || f.starts_with("zrealloc") || f.starts_with("zcalloc")),
+        top.iter().any(|f| f.starts_with("zmalloc")
+            || f.starts_with("ztrymalloc")
+            || f.starts_with("zrealloc")
+            || f.starts_with("zcalloc")),
         "{top:?}"
     );
 }
@@ -460,7 +606,12 @@ fn memcached_top_sites_are_its_functions() {
             let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
             let value = "x".repeat(1000 + round * 37);
             for key in 0..20 {
-                write!(stream, "set k{round}_{key} 0 0 {}\r\n{value}\r\n", value.len()).unwrap();
+                write!(
+                    stream,
+                    "set k{round}_{key} 0 0 {}\r\n{value}\r\n",
+                    value.len()
+                )
+                .unwrap();
             }
             write!(stream, "quit\r\n").unwrap();
             let mut sink = Vec::new();

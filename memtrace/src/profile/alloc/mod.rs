@@ -52,7 +52,12 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
             crate::units::human_bytes(args.sample_rate)
         )
     };
-    let names: Vec<&str> = plan
+    // Before attaching: a Ctrl-C right after the "profiling" line must reach the handlers.
+    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut probes = AllocProbes::attach(plan, Limits::default())?;
+    let names: Vec<&str> = probes
+        .plan
         .allocator
         .functions
         .iter()
@@ -60,19 +65,16 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         .collect();
     eprintln!(
         "profiling allocations of pid {pid} ({comm}): {} allocator in {} ({}), {sampling}",
-        plan.allocator.kind.name(),
-        plan.allocator.mapped_path.display(),
+        probes.plan.allocator.kind.name(),
+        probes.plan.allocator.mapped_path.display(),
         names.join(", "),
     );
-    let mut probes = AllocProbes::attach(plan, Limits::default())?;
     let ring = probes.samples()?;
     // SAFETY: the ring's descriptor stays open as long as the `AsyncFd` that owns the ring.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .context("polling the sample ring")?;
     let mut collector = Collector::new(pid, comm, sampling);
 
-    let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut interval = args.interval.map(|period| {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
