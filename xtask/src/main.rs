@@ -45,6 +45,8 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("strip", "binutils"),
     // `memtrace profile`'s symbolizer and unwinder tests build C fixtures (src/profile/testdata).
     ("gcc", "gcc"),
+    // …and read its pprof output back with pprof's own reader (`go tool pprof`).
+    ("go", "golang-go"),
     // `memtrace top` is driven in a real terminal (tests/tests/privileged/top.rs).
     ("tmux", "tmux"),
     // `profile --alloc` (tests/tests/privileged/profile_alloc.rs): the C test program, a glibc

@@ -95,6 +95,17 @@ pub struct CaptureStats {
     pub lost: Vec<(String, u64)>,
 }
 
+impl CaptureStats {
+    /// Counts `samples` samples taken with `stack`: its user depth, and whether it is truncated.
+    pub fn record(&mut self, stack: &CapturedStack, samples: u64) {
+        self.samples += samples;
+        if stack.user_end.is_truncated() {
+            self.truncated_stacks += samples;
+        }
+        *self.depth_histogram.entry(stack.user.len()).or_default() += samples;
+    }
+}
+
 /// A collector's result over an interval or the whole run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Capture {
@@ -110,4 +121,32 @@ pub struct Capture {
     pub stats: CaptureStats,
     pub started_unix_ms: u64,
     pub duration_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_count_samples_depths_and_truncated_stacks() {
+        let stack = |depth: usize, user_end| CapturedStack {
+            pid: 1,
+            comm: "x".to_owned(),
+            user: vec![0x1000; depth],
+            user_end,
+            kernel: vec![],
+            values: vec![1],
+            labels: vec![],
+        };
+        let mut stats = CaptureStats::default();
+        stats.record(&stack(4, StackEnd::Complete), 10);
+        stats.record(&stack(4, StackEnd::Complete), 5);
+        stats.record(&stack(1, StackEnd::SnapshotEnd), 2);
+        assert_eq!(stats.samples, 17);
+        assert_eq!(stats.truncated_stacks, 2);
+        assert_eq!(
+            stats.depth_histogram,
+            std::collections::BTreeMap::from([(1, 2), (4, 15)])
+        );
+    }
 }

@@ -9,6 +9,7 @@ mod pprof_proto;
 mod svg;
 mod text;
 
+use std::io::Write as _;
 use std::path::Path;
 
 pub use crate::cli::profile::Format;
@@ -16,6 +17,12 @@ use crate::profile::symbolize::Profile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    #[error("writing the report to {}", path.display())]
+    Create {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing the {format:?} report")]
     Write {
         format: Format,
@@ -55,6 +62,39 @@ pub fn format_for(path: Option<&Path>, format: Option<Format>) -> Format {
         Format::Json
     } else {
         Format::Text
+    }
+}
+
+/// Writes `profile` where `memtrace profile`'s flags say: into `output` (created or truncated)
+/// in the format `format` or its extension names, else to stdout (text by default).
+pub fn write_output(
+    profile: &Profile,
+    output: Option<&Path>,
+    format: Option<Format>,
+    top: usize,
+) -> Result<(), ReportError> {
+    let format = format_for(output, format);
+    match output {
+        Some(path) => {
+            let create_error = |source| ReportError::Create {
+                path: path.to_owned(),
+                source,
+            };
+            let file = std::fs::File::create(path).map_err(create_error)?;
+            let mut out = std::io::BufWriter::new(file);
+            write(profile, format, top, &mut out)?;
+            out.into_inner()
+                .map_err(|error| create_error(error.into_error()))?
+                .sync_all()
+                .map_err(create_error)
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            write(profile, format, top, &mut out)?;
+            out.flush()
+                .map_err(|source| ReportError::Write { format, source })
+        }
     }
 }
 

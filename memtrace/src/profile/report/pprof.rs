@@ -4,10 +4,12 @@
 //! of one location, innermost first), and each user location also sits in a mapping with the
 //! module's path, GNU build id and file offset, so a tool may re-symbolize it from its own debug
 //! files. A location's address is the one looked up: `address - 1` for return addresses, as
-//! pprof expects ("a non-leaf address may be in the middle of a call instruction"). Labels are
+//! pprof expects ("a non-leaf address may be in the middle of a call instruction"). A frame
+//! memtrace could not symbolize is a location with its address and no lines, in a mapping marked
+//! unsymbolized, so Parca, Pyroscope or `pprof` with the module's debug file can do it. Labels are
 //! `num_label`s (the process id and the capture's own, such as `oldest_age_ms`) and string
 //! labels (`comm`, and `stack_end` for a truncated stack).
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use flate2::Compression;
@@ -68,6 +70,9 @@ struct Builder {
     function_list: Vec<proto::Function>,
     locations: HashMap<LocationKey, u64>,
     location_list: Vec<proto::Location>,
+    /// Mappings with a location memtrace could not symbolize: a tool may, from its own debug
+    /// files (pprof's `has_functions` false).
+    unsymbolized_mappings: HashSet<u64>,
 }
 
 pub(super) fn build(profile: &Profile) -> proto::Profile {
@@ -171,6 +176,13 @@ pub(super) fn build(profile: &Profile) -> proto::Profile {
 
     let mut mapping: Vec<proto::Mapping> = builder.mappings.into_values().collect();
     mapping.sort_by_key(|mapping| mapping.id);
+    for mapping in &mut mapping {
+        let symbolized = !builder.unsymbolized_mappings.contains(&mapping.id);
+        mapping.has_functions = symbolized;
+        mapping.has_filenames = symbolized;
+        mapping.has_line_numbers = symbolized;
+        mapping.has_inline_frames = symbolized;
+    }
     proto::Profile {
         sample_type,
         sample: samples,
@@ -218,6 +230,7 @@ impl Builder {
         let mapping_id = self.mapping(address, frames[0]);
         let line: Vec<proto::Line> = frames
             .iter()
+            .filter(|frame| frame.function.is_some())
             .map(|frame| proto::Line {
                 function_id: self.function(frame),
                 line: frame.line.map_or(0, i64::from),
@@ -232,6 +245,9 @@ impl Builder {
         );
         if let Some(&id) = self.locations.get(&key) {
             return id;
+        }
+        if line.is_empty() && mapping_id != 0 {
+            self.unsymbolized_mappings.insert(mapping_id);
         }
         let id = self.location_list.len() as u64 + 1;
         self.location_list.push(proto::Location {

@@ -129,9 +129,17 @@ pub(crate) fn fixture() -> Profile {
                 vec![4096, 1],
                 vec![],
                 StackEnd::NoUnwindInfo {
-                    address: 0x7f00_1234_5678,
+                    address: 0x7f00_1234_9abc,
                 },
-                vec![user(BIAS + 0x1300, "leak_site_c", 90, true), stripped],
+                vec![
+                    user(BIAS + 0x1300, "leak_site_c", 90, true),
+                    stripped.clone(),
+                    Frame {
+                        address: 0x7f00_1234_9abc,
+                        file_offset: Some(0x9abb),
+                        ..stripped
+                    },
+                ],
             ),
             stack(
                 vec![2048, 1],
@@ -264,9 +272,26 @@ fn pprof_decodes_back_to_the_profile() {
             .frames
             .iter()
             .filter(|frame| frame.kind == FrameKind::User);
-        let expected: Vec<String> = kernel.chain(user).map(Frame::display_name).collect();
+        let expected: Vec<String> = kernel
+            .chain(user)
+            .filter(|frame| frame.function.is_some())
+            .map(Frame::display_name)
+            .collect();
         assert_eq!(names, expected);
     }
+
+    // An unknown frame keeps its address and module for a tool to symbolize; nothing invented.
+    let unknown = location(decoded.sample[2].location_id[1]);
+    assert!(unknown.line.is_empty(), "{unknown:?}");
+    assert_eq!(unknown.address, 0x7f00_1234_5678 - 1);
+    let stripped = decoded
+        .mapping
+        .iter()
+        .find(|m| m.id == unknown.mapping_id)
+        .unwrap();
+    assert_eq!(string(stripped.filename), "/usr/lib/libstripped.so.1");
+    assert_eq!(string(stripped.build_id), "00aa");
+    assert!(!stripped.has_functions);
 
     // The inlined helper and the function it is in share one location, innermost first.
     let inlined = location(decoded.sample[1].location_id[1]);
@@ -292,6 +317,7 @@ fn pprof_decodes_back_to_the_profile() {
         .unwrap();
     assert_eq!(string(mapping.filename), MODULE);
     assert_eq!(string(mapping.build_id), BUILD_ID);
+    assert!(mapping.has_functions && mapping.has_line_numbers && mapping.has_inline_frames);
     assert_eq!(
         leaf.address - mapping.memory_start + mapping.file_offset,
         0x1234
@@ -362,4 +388,58 @@ fn format_follows_the_flag_then_the_extension() {
             "{path:?} {format:?}"
         );
     }
+}
+
+/// pprof's own reader (`go tool pprof`, from Debian's golang-go) takes the file and finds the
+/// same sites with the same values.
+#[test]
+fn go_tool_pprof_reads_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("profile.pb.gz");
+    std::fs::write(&path, render(&fixture(), Format::Pprof, 20)).unwrap();
+    let output = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=alloc_space"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .output()
+        .expect("go runs (TEST_APT_PACKAGES has golang-go)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // `flat flat% sum% cum cum% name`: each leaf's own bytes, as the profile has them.
+    let flat = |function: &str| {
+        stdout
+            .lines()
+            .find(|line| line.split_whitespace().last() == Some(function))
+            .and_then(|line| line.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    for (function, bytes) in [
+        ("leak_site_a", "66kB"),
+        ("malloc_wrapper", "16kB"),
+        ("handle_mm_fault", "8kB"),
+        ("leak_site_c", "4kB"),
+    ] {
+        assert_eq!(
+            flat(function).as_deref(),
+            Some(bytes),
+            "{function} in:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn write_output_picks_the_format_from_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("profile.folded");
+    write_output(&fixture(), Some(&path), None, 20).unwrap();
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(written.as_bytes(), render(&fixture(), Format::Folded, 20));
+
+    let missing = dir.path().join("no/such/dir/x.json");
+    let error = write_output(&fixture(), Some(&missing), None, 20).unwrap_err();
+    assert!(
+        matches!(&error, ReportError::Create { path, .. } if path == &missing),
+        "{error}"
+    );
 }

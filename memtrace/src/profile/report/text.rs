@@ -192,17 +192,31 @@ fn callers(stack: &Stack, kind: FrameKind) -> Option<String> {
         .skip(skip)
         .map(Frame::display_name)
         .collect();
-    if names.is_empty() {
+    // Runs of one name (recursion, or several frames of a module without symbols) as one.
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        match runs.last_mut() {
+            Some((last, count)) if *last == name => *count += 1,
+            _ => runs.push((name, 1)),
+        }
+    }
+    if runs.is_empty() {
         return None;
     }
-    let mut shown = names
+    let mut shown = runs
         .iter()
         .take(CALLERS_SHOWN)
-        .cloned()
+        .map(|(name, count)| {
+            if *count > 1 {
+                format!("{name} ×{count}")
+            } else {
+                name.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ← ");
-    if names.len() > CALLERS_SHOWN {
-        shown.push_str(&format!(" ← … {} more", names.len() - CALLERS_SHOWN));
+    if runs.len() > CALLERS_SHOWN {
+        shown.push_str(&format!(" ← … {} more", runs.len() - CALLERS_SHOWN));
     }
     Some(shown)
 }

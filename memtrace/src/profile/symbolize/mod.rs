@@ -52,15 +52,22 @@ struct Module {
     /// namespace), captured while the process lived.
     open_path: PathBuf,
     build_id: Option<String>,
+    /// Symbols are cached per build id: the same binary under two paths (or in two containers)
+    /// is read once; a module without one is keyed by path.
+    key: String,
 }
 
 impl Module {
-    /// Symbols are cached per build id: the same binary under two paths (or in two containers)
-    /// is read once; a module without one is keyed by path.
-    fn key(&self) -> String {
-        match &self.build_id {
+    fn new(path: String, open_path: PathBuf, build_id: Option<String>) -> Self {
+        let key = match &build_id {
             Some(build_id) => format!("build-id:{build_id}"),
-            None => format!("path:{}", self.path),
+            None => format!("path:{path}"),
+        };
+        Self {
+            path,
+            open_path,
+            build_id,
+            key,
         }
     }
 }
@@ -95,16 +102,28 @@ pub struct Symbolizer {
     /// (pid, looked-up address) → module and offset.
     locations: HashMap<(u32, u64), Location>,
     /// (module key, file offset) → functions.
-    symbols: HashMap<(String, u64), Resolution>,
+    symbols: HashMap<String, HashMap<u64, Resolution>>,
     /// kernel address (looked up) → functions.
     kernel: HashMap<u64, Resolution>,
     /// module path → why it has no symbols (asks dpkg once per module).
     missing_symbols: HashMap<String, String>,
+    /// Where debug files are looked for (by build id, then by debug link); blazesym's
+    /// defaults (`/usr/lib/debug`, `/lib/debug`) when `None`.
+    debug_dirs: Option<Vec<PathBuf>>,
 }
 
 impl Symbolizer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A symbolizer that looks for separate debug files (`.build-id/xx/yyyy.debug`, or the name
+    /// a module's `.gnu_debuglink` gives) under `dirs` instead of `/usr/lib/debug`.
+    pub fn with_debug_dirs(dirs: Vec<PathBuf>) -> Self {
+        Self {
+            debug_dirs: Some(dirs),
+            ..Self::default()
+        }
     }
 
     /// Symbolizes every stack of `capture`. Call it while the processes still run (at the end of
@@ -131,8 +150,8 @@ impl Symbolizer {
             });
         }
 
-        self.normalize_new_user_addresses(&capture.stacks);
-        self.resolve_new_module_offsets();
+        let new_locations = self.normalize_new_user_addresses(&capture.stacks);
+        self.resolve_new_module_offsets(&new_locations);
         self.resolve_new_kernel_addresses(&capture.stacks);
 
         let stacks = capture
@@ -152,7 +171,8 @@ impl Symbolizer {
         })
     }
 
-    fn normalize_new_user_addresses(&mut self, stacks: &[CapturedStack]) {
+    /// Normalizes the addresses not seen before; returns where they went.
+    fn normalize_new_user_addresses(&mut self, stacks: &[CapturedStack]) -> Vec<Location> {
         let mut new: BTreeMap<u32, HashSet<u64>> = BTreeMap::new();
         for stack in stacks {
             for address in lookup_addresses(&stack.user) {
@@ -162,34 +182,40 @@ impl Symbolizer {
             }
         }
         if new.is_empty() {
-            return;
+            return Vec::new();
         }
         // Build ids are read once per module within this call.
         let normalizer = Normalizer::builder()
             .enable_build_ids(true)
             .enable_build_id_caching(true)
             .build();
+        let mut new_locations = Vec::new();
         for (pid, addresses) in new {
             let mut addresses: Vec<u64> = addresses.into_iter().collect();
             addresses.sort_unstable();
             let located = normalize(&normalizer, pid, &addresses);
             for (address, location) in addresses.into_iter().zip(located) {
-                self.locations.insert((pid, address), location);
+                self.locations.insert((pid, address), location.clone());
+                new_locations.push(location);
             }
         }
+        new_locations
     }
 
-    fn resolve_new_module_offsets(&mut self) {
+    fn resolve_new_module_offsets(&mut self, locations: &[Location]) {
         let mut new: HashMap<String, (Arc<Module>, HashSet<u64>)> = HashMap::new();
-        for location in self.locations.values() {
+        for location in locations {
             if let Location::InModule {
                 module,
                 file_offset,
             } = location
             {
-                let key = module.key();
-                if !self.symbols.contains_key(&(key.clone(), *file_offset)) {
-                    new.entry(key)
+                let known = self
+                    .symbols
+                    .get(&module.key)
+                    .is_some_and(|offsets| offsets.contains_key(file_offset));
+                if !known {
+                    new.entry(module.key.clone())
                         .or_insert_with(|| (Arc::clone(module), HashSet::new()))
                         .1
                         .insert(*file_offset);
@@ -199,7 +225,7 @@ impl Symbolizer {
         if new.is_empty() {
             return;
         }
-        let symbolizer = blazesym_symbolizer();
+        let symbolizer = blazesym_symbolizer(self.debug_dirs.as_deref());
         for (key, (module, offsets)) in new {
             let offsets: Vec<u64> = offsets.into_iter().collect();
             let source = Source::Elf(Elf::new(&module.open_path));
@@ -214,9 +240,10 @@ impl Symbolizer {
                         vec![Err(why); offsets.len()]
                     }
                 };
-            for (offset, resolution) in offsets.into_iter().zip(resolved) {
-                self.symbols.insert((key.clone(), offset), resolution);
-            }
+            self.symbols
+                .entry(key)
+                .or_default()
+                .extend(offsets.into_iter().zip(resolved));
         }
     }
 
@@ -254,7 +281,7 @@ impl Symbolizer {
             ..Kernel::default()
         });
         let resolved: Vec<Resolution> =
-            match blazesym_symbolizer().symbolize(&source, Input::AbsAddr(&addresses)) {
+            match blazesym_symbolizer(None).symbolize(&source, Input::AbsAddr(&addresses)) {
                 Ok(symbolized) => symbolized
                     .into_iter()
                     .map(|symbolized| match symbolized {
@@ -281,7 +308,8 @@ impl Symbolizer {
                     file_offset,
                 }) => (
                     self.symbols
-                        .get(&(module.key(), *file_offset))
+                        .get(&module.key)
+                        .and_then(|offsets| offsets.get(file_offset))
                         .cloned()
                         .unwrap_or_else(|| Err("not symbolized".to_owned())),
                     Some(Arc::clone(module)),
@@ -382,11 +410,12 @@ fn push_frames(
     }
 }
 
-fn blazesym_symbolizer() -> symbolize::Symbolizer {
+fn blazesym_symbolizer(debug_dirs: Option<&[PathBuf]>) -> symbolize::Symbolizer {
     symbolize::Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .enable_demangling(true)
+        .set_debug_dirs(debug_dirs)
         .build()
 }
 
@@ -426,15 +455,15 @@ fn normalize(normalizer: &Normalizer, pid: u32, addresses: &[u64]) -> Vec<Locati
                             let in_root =
                                 root.join(elf.path.strip_prefix("/").unwrap_or(&elf.path));
                             Location::InModule {
-                                module: Arc::new(Module {
-                                    open_path: if in_root.exists() {
+                                module: Arc::new(Module::new(
+                                    path,
+                                    if in_root.exists() {
                                         in_root
                                     } else {
                                         elf.path.clone()
                                     },
-                                    path,
-                                    build_id: elf.build_id.as_deref().map(hex),
-                                }),
+                                    elf.build_id.as_deref().map(hex),
+                                )),
                                 file_offset: 0,
                             }
                         }

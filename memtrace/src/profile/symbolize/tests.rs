@@ -218,6 +218,56 @@ fn a_stripped_binary_gives_no_wrong_function_and_says_why() {
 }
 
 #[test]
+fn a_stripped_binary_resolves_through_its_debug_file_found_by_build_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = build_fixture(dir.path(), false);
+    // As Debian's packaging does: the debug information in a separate file, a debug link to it,
+    // and the file installed under <debug dir>/.build-id/xx/yyyy.debug.
+    let debug_file = dir.path().join("fixture.debug");
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        let status = Command::new(program).args(args).status().unwrap();
+        assert!(status.success(), "{program} {args:?}");
+    };
+    run(
+        "objcopy",
+        &[
+            "--only-keep-debug".as_ref(),
+            binary.as_os_str(),
+            debug_file.as_os_str(),
+        ],
+    );
+    run("strip", &["--strip-all".as_ref(), binary.as_os_str()]);
+    let link = format!("--add-gnu-debuglink={}", debug_file.display());
+    run("objcopy", &[link.as_ref(), binary.as_os_str()]);
+    let build_id = blazesym::helper::read_elf_build_id(&binary)
+        .unwrap()
+        .unwrap();
+    let debug_dir = dir.path().join("debug");
+    let by_build_id = debug_dir.join(format!(
+        ".build-id/{:02x}/{}.debug",
+        build_id[0],
+        hex(&build_id[1..])
+    ));
+    std::fs::create_dir_all(by_build_id.parent().unwrap()).unwrap();
+    std::fs::rename(&debug_file, &by_build_id).unwrap();
+
+    let running = Running::start(&binary);
+    let stack = vec![running.callee, running.into_caller];
+    let mut symbolizer = Symbolizer::with_debug_dirs(vec![debug_dir]);
+    let profile = symbolizer
+        .symbolize(&capture(running.pid(), stack, vec![]))
+        .unwrap();
+    let summaries: Vec<_> = profile.stacks[0].frames.iter().map(summary).collect();
+    assert_eq!(
+        summaries,
+        [
+            (Some("fixture_callee"), Some(8), false),
+            (Some("fixture_caller"), Some(14), false)
+        ]
+    );
+}
+
+#[test]
 fn an_anonymous_mapping_is_reported_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let running = Running::start(&build_fixture(dir.path(), false));

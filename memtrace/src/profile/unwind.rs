@@ -1,2 +1,0 @@
-//! Unwinding copied user-stack snapshots from `.eh_frame` (framehop). Built by the symbols
-//! engineer.
