@@ -174,19 +174,11 @@ impl Collector {
             .iter()
             .map(|(key, counts)| (*key, counts.samples))
             .collect();
-        let mut stats = CaptureStats {
-            samples: counters[loss::TAKEN as usize],
-            ..CaptureStats::default()
-        };
+        let mut stats = CaptureStats::default();
         let mut stacks = Vec::with_capacity(per_site.len());
         for (key, (values, labels)) in per_site {
             let (user, user_end) = self.stack_of(probes, &key);
-            let samples = samples_per_site.get(&key).copied().unwrap_or(0);
-            *stats.depth_histogram.entry(user.len()).or_default() += samples;
-            if user_end.is_truncated() {
-                stats.truncated_stacks += samples;
-            }
-            stacks.push(CapturedStack {
+            let stack = CapturedStack {
                 pid: self.pid,
                 comm: self.comm.clone(),
                 user,
@@ -194,7 +186,9 @@ impl Collector {
                 kernel: Vec::new(),
                 values,
                 labels,
-            });
+            };
+            stats.record(&stack, samples_per_site.get(&key).copied().unwrap_or(0));
+            stacks.push(stack);
         }
         stats.lost = losses(&counters, self.sampling.starts_with("every"));
         Ok(Capture {

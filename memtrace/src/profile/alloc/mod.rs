@@ -137,20 +137,9 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let profile = Symbolizer::new()
         .symbolize(&capture)
         .with_context(|| format!("symbolizing the profile of pid {pid}"))?;
-    let format = report::format_for(args.output.as_deref(), args.format);
-    match &args.output {
-        Some(path) => {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            report::write(&profile, format, args.top, &mut file)?;
-            file.flush()?;
-            eprintln!("wrote {}", path.display());
-        }
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            report::write(&profile, format, args.top, &mut stdout)?;
-            stdout.flush()?;
-        }
+    report::write_output(&profile, args.output.as_deref(), args.format, args.top)?;
+    if let Some(path) = &args.output {
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
