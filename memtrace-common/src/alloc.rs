@@ -184,7 +184,7 @@ pub mod call {
     pub const MALLOC: u32 = 0;
     /// realloc family: `old` is freed when the call returns non-null (or the size was 0).
     pub const REALLOC: u32 = 1;
-    /// posix_memalign: the pointer is read from `memptr` (`old`) when it returns 0.
+    /// `posix_memalign`: the pointer is read from `memptr` (`old`) when it returns 0.
     pub const POSIX_MEMALIGN: u32 = 2;
 }
 
@@ -193,7 +193,7 @@ pub mod call {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
     pub size: u64,
-    /// realloc's old pointer, posix_memalign's `memptr`.
+    /// realloc's old pointer, `posix_memalign`'s `memptr`.
     pub old: u64,
     pub return_address: u64,
     /// `p * 2^32` ([`threshold_for`]); 0: not taken (sampled mode), only the old pointer of a

@@ -28,7 +28,7 @@ pub enum ProbeError {
     #[error("this memtrace was built without its eBPF objects (AYA_BUILD_SKIP)")]
     NoObject,
     #[error("loading the memtrace-alloc eBPF object: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("program {name} missing from the memtrace-alloc object")]
     MissingProgram { name: &'static str },
     #[error("map {name} missing from the memtrace-alloc object")]
@@ -36,14 +36,14 @@ pub enum ProbeError {
     #[error("loading program {name}: {source}")]
     Program {
         name: &'static str,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("attaching {function} in {path} (offset {offset:#x}): {source}")]
     Attach {
         function: String,
         path: String,
         offset: u64,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("map {name}: {source}")]
     Map {
@@ -167,7 +167,7 @@ impl AllocProbes {
             .map_max_entries(names::OUTSTANDING, limits.outstanding)
             .map_max_entries(names::SAMPLES, limits.ring_bytes)
             .load(OBJECT)
-            .map_err(ProbeError::Load)?;
+            .map_err(|err| ProbeError::Load(Box::new(err)))?;
         let scope = UProbeScope::OneProcess(NonZeroU32::new(plan.pid).unwrap_or(NonZeroU32::MIN));
         let path = plan.allocator.path.clone();
         let mut programs: Vec<&'static str> = plan
@@ -182,7 +182,10 @@ impl AllocProbes {
         for name in programs {
             program(&mut ebpf, name)?
                 .load()
-                .map_err(|source| ProbeError::Program { name, source })?;
+                .map_err(|source| ProbeError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
         }
         for function in &plan.allocator.functions {
             let attach = |ebpf: &mut Ebpf, name: &'static str| -> Result<(), ProbeError> {
@@ -193,7 +196,7 @@ impl AllocProbes {
                         function: function.name.clone(),
                         path: plan.allocator.mapped_path.display().to_string(),
                         offset: function.offset,
-                        source,
+                        source: Box::new(source),
                     })
             };
             attach(&mut ebpf, function.entry.program())?;
@@ -272,7 +275,10 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe,
     ebpf.program_mut(name)
         .ok_or(ProbeError::MissingProgram { name })?
         .try_into()
-        .map_err(|source| ProbeError::Program { name, source })
+        .map_err(|source| ProbeError::Program {
+            name,
+            source: Box::new(source),
+        })
 }
 
 #[cfg(test)]
