@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use memtrace_common::alloc::{AllocSample, NO_STACK_ID, Outstanding, StackCounts, StackKey, loss};
 
-use super::probes::{AllocProbes, ProbeError, objects, weight};
+use super::probes::{AllocProbes, ProbeError, objects};
 use crate::profile::{
     Capture, CaptureStats, CapturedStack, SampleType, StackEnd,
     unwind::{Unwinder, UserRegs},
@@ -302,13 +302,6 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Weighted bytes of one sample record (for tests and live counts).
-pub fn weighted_bytes(size: u64, threshold: u64) -> f64 {
-    #[expect(clippy::cast_precision_loss, reason = "an estimate")]
-    let bytes = size as f64 * weight(threshold);
-    bytes
 }
 
 #[cfg(test)]

@@ -120,17 +120,6 @@ pub fn config(pid: u32, unsampled: bool, rate: u64) -> Result<AllocConfig, Probe
     })
 }
 
-/// An allocation's weight back to the population: `2^32 / threshold` (1 unsampled).
-pub fn weight(threshold: u64) -> f64 {
-    if threshold == 0 || threshold >= THRESHOLD_ALWAYS {
-        1.0
-    } else {
-        #[expect(clippy::cast_precision_loss, reason = "a ratio")]
-        let weight = THRESHOLD_ALWAYS as f64 / threshold as f64;
-        weight
-    }
-}
-
 /// Weighted objects (fixed point, [`OBJECT_UNIT`]) as a count.
 pub fn objects(fixed: u64) -> i64 {
     i64::try_from(fixed.saturating_add(OBJECT_UNIT / 2) / OBJECT_UNIT).unwrap_or(i64::MAX)
@@ -314,7 +303,6 @@ mod tests {
         let config = config(1, true, 512 << 10).unwrap();
         let table = thresholds();
         assert_eq!(threshold_for(&config, |i| table[i], 1), THRESHOLD_ALWAYS);
-        assert!((weight(THRESHOLD_ALWAYS) - 1.0).abs() < f64::EPSILON);
         assert_eq!(objects(3 * OBJECT_UNIT), 3);
     }
 
