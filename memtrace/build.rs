@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
 
     // With AYA_BUILD_SKIP=1 (unit tests of pure modules without bpf-linker) nothing was built:
     // leave an empty object so the crate compiles; loading it fails with a clear error.
-    for name in ["memtrace", "memtrace-sites"] {
+    for name in ["memtrace", "memtrace-alloc", "memtrace-sites"] {
         let object = PathBuf::from(env::var("OUT_DIR")?).join(name);
         if !object.exists() {
             fs::write(&object, []).context("write placeholder eBPF object")?;

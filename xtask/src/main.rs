@@ -50,6 +50,10 @@ const TEST_APT_PACKAGES: &[(&str, &str)] = &[
     ("go", "golang-go"),
     // `memtrace top` is driven in a real terminal (tests/tests/privileged/top.rs).
     ("tmux", "tmux"),
+    // `profile --alloc` (tests/tests/privileged/profile_alloc.rs): a glibc server and Redis's
+    // benchmark client (`cargo xtask bench` installs bpftrace, the benchmark's baseline).
+    ("memcached", "memcached"),
+    ("redis-benchmark", "redis-tools"),
 ];
 
 /// Developer tasks for memtrace. Run from anywhere inside the workspace.

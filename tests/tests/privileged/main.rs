@@ -22,6 +22,7 @@ mod mmap;
 mod oom;
 mod persist;
 mod privileges;
+mod profile_alloc;
 mod profile_sites;
 mod prometheus;
 mod record;

@@ -12,6 +12,7 @@
 //! One file per benchmark (`faults` and `mmap` share `overhead`'s interleaved rounds); `harness`
 //! starts and stops what is measured, `procfs` reads the kernel's accounting, `stats` sums it
 //! up and `report` renders `BENCHMARKS.md` from plain results (a golden test checks its text).
+mod alloc;
 mod attach;
 mod cluster_fanout;
 mod cluster_prometheus;
@@ -45,6 +46,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
 use self::{
+    alloc::bench_alloc,
     attach::bench_attach,
     cluster_fanout::bench_cluster,
     cluster_prometheus::bench_cluster_prometheus,
@@ -107,9 +109,9 @@ pub struct BenchArgs {
     /// other people's compilers on a shared machine from stretching the timed loops.
     #[arg(long, default_value_t = -10, allow_negative_numbers = true)]
     nice: i32,
-    /// Only these benchmarks (comma-separated): 1-14 or faults, mmap, throughput, footprint,
+    /// Only these benchmarks (comma-separated): 1-15 or faults, mmap, throughput, footprint,
     /// scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size,
-    /// profile-sites.
+    /// profile-sites, profile-alloc.
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = Benchmark::parse)]
     only: Vec<Benchmark>,
     /// Simulated fleet sizes of benchmarks 9 and 10 (`memtrace cluster diagnose`, and the same
@@ -151,6 +153,7 @@ pub enum Benchmark {
     Top,
     RecordSize,
     ProfileSites,
+    ProfileAlloc,
 }
 
 impl Benchmark {
@@ -174,6 +177,7 @@ impl Benchmark {
             Self::Top => "`memtrace top` at 10,000 processes",
             Self::RecordSize => "Recording size",
             Self::ProfileSites => "Page-fault site sampling (`memtrace profile`)",
+            Self::ProfileAlloc => "Allocator profiling on a malloc/free loop",
         }
     }
 
@@ -336,6 +340,10 @@ pub fn run(ctx: &mut Ctx, args: BenchArgs) -> Result<()> {
         sections.push(run_one(&env, Benchmark::ProfileSites, bench_profile_sites));
     }
     check_interrupt()?;
+    if wanted(Benchmark::ProfileAlloc) {
+        sections.push(run_one(&env, Benchmark::ProfileAlloc, bench_alloc));
+    }
+    check_interrupt()?;
 
     let info = RunInfo::collect(&env, date, load_start, tracers, started);
     let report = render_report(&info, &sections);
@@ -401,11 +409,11 @@ mod tests {
             only(&["--only", "7", "--only", "throughput"]).unwrap(),
             [Benchmark::Micro, Benchmark::Throughput]
         );
-        for bogus in ["nope", "0", "15", ""] {
+        for bogus in ["nope", "0", "16", ""] {
             let e = only(&["--only", bogus]).unwrap_err().to_string();
             assert!(
                 e.contains(&format!(
-                    "unknown benchmark `{bogus}` (1-14 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size, profile-sites)"
+                    "unknown benchmark `{bogus}` (1-15 or faults, mmap, throughput, footprint, scrape, startup, micro, workloads, cluster, cluster-prometheus, attach, top, record-size, profile-sites, profile-alloc)"
                 )),
                 "{e}"
             );
@@ -435,6 +443,7 @@ mod tests {
                 (12, "`memtrace top` at 10,000 processes"),
                 (13, "Recording size"),
                 (14, "Page-fault site sampling (`memtrace profile`)"),
+                (15, "Allocator profiling on a malloc/free loop"),
             ]
         );
     }

@@ -1,0 +1,414 @@
+//! Benchmark 15: the cost of `memtrace profile --alloc` on a malloc/free loop, against bpftrace
+//! doing the least an allocation profiler does (a user stack per malloc, a count per free).
+//!
+//! `alloc-sites --loop N T` (tests/programs/alloc-sites.c, built here with gcc) runs N
+//! malloc(64)/free pairs on each of T threads once it reads a line, and prints ns per pair. Each
+//! round runs, in a rotating order: untraced; `memtrace profile --alloc -p PID` (sampled, the
+//! default 512 KiB); the same `--unsampled`; and `bpftrace -p PID` with
+//! `uprobe:LIBC:malloc { @[ustack] = count(); } uprobe:LIBC:free { @frees = count(); }`. Overhead
+//! is ns per pair above the same round's untraced run.
+//!
+//! Then Redis (jemalloc) under `redis-benchmark -t set,get -r 100000 -d 256`: ops/s untraced
+//! and with `memtrace profile --alloc -p $(pidof redis-server)` (sampled), interleaved.
+//!
+//! Targets (issue 13): unsampled overhead ≤ ½ of bpftrace's in the same run; sampled ≤ 10 %
+//! fewer ops/s on redis-benchmark.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    Benchmark,
+    harness::{Env, Proc, READY_TIMEOUT, STOP_GRACE, Stop, check_interrupt},
+    report::{Section, Status, Verdict, md},
+    stats::{fmt_summary, summarize},
+};
+use crate::say;
+
+/// Pairs per thread per run: long enough that the untraced loop is not all start-up (tens of
+/// ms), short enough that the traced ones (µs per pair) take seconds, not minutes.
+const PAIRS: u64 = 300_000;
+const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+const READY_MARKER: &str = "profiling allocations of";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Untraced,
+    Sampled,
+    Unsampled,
+    Bpftrace,
+}
+
+const VARIANTS: [Variant; 4] = [
+    Variant::Untraced,
+    Variant::Sampled,
+    Variant::Unsampled,
+    Variant::Bpftrace,
+];
+
+impl Variant {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Untraced => "untraced",
+            Self::Sampled => "`profile --alloc` (sampled, 512 KiB)",
+            Self::Unsampled => "`profile --alloc --unsampled`",
+            Self::Bpftrace => "bpftrace malloc ustack + free count",
+        }
+    }
+}
+
+fn bpftrace_program(libc: &str) -> String {
+    format!(
+        "uprobe:{libc}:malloc {{ @[ustack] = count(); }} uprobe:{libc}:free {{ @frees = count(); }} \
+         BEGIN {{ printf(\"{BPFTRACE_ATTACHED}\\n\"); }}"
+    )
+}
+
+/// bpftrace runs `BEGIN` once every probe is attached; its "Attaching N probes" line comes
+/// before the uprobes are (a short loop would finish untraced).
+const BPFTRACE_ATTACHED: &str = "uprobes attached";
+
+/// alloc-sites built into the bench's log directory.
+fn build_loop(env: &Env) -> Result<PathBuf> {
+    let src = env.ctx.root.join("tests/programs/alloc-sites.c");
+    let out = env.logs.join("alloc-sites");
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-O2", "-fno-builtin", "-fomit-frame-pointer", "-pthread"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .arg("-ldl");
+    env.note(&cmd);
+    let status = cmd.status().context("gcc (apt-get install gcc)")?;
+    if !status.success() {
+        bail!("building {} failed", src.display());
+    }
+    Ok(out)
+}
+
+/// One timed run of the loop under `variant`: ns per pair.
+fn run_variant(env: &Env, bin: &Path, threads: u32, variant: Variant) -> Result<f64> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--loop", &PAIRS.to_string(), &threads.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().context("starting alloc-sites --loop")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        bail!("alloc-sites --loop: {line:?}");
+    }
+    let pid = child.id();
+    let mut tracer = match variant {
+        Variant::Untraced => None,
+        Variant::Sampled | Variant::Unsampled => {
+            let mut cmd = Command::new(&env.bins.memtrace);
+            cmd.args([
+                "profile",
+                "--alloc",
+                "-p",
+                &pid.to_string(),
+                "--format",
+                "json",
+            ])
+            .arg("-o")
+            .arg(env.logs.join("alloc-profile.json"));
+            if variant == Variant::Unsampled {
+                cmd.arg("--unsampled");
+            }
+            env.note(&cmd);
+            let (proc, _) = Proc::spawn(
+                env,
+                "memtrace-alloc",
+                cmd,
+                Stop::Signal(libc::SIGINT),
+                false,
+            )?;
+            Some(wait_ready(proc, READY_MARKER)?)
+        }
+        Variant::Bpftrace => {
+            let Some(bpftrace) = &env.bpftrace else {
+                bail!("bpftrace is not installed (apt-get install bpftrace)");
+            };
+            let mut cmd = Command::new(bpftrace);
+            cmd.args(["-p", &pid.to_string(), "-e", &bpftrace_program(LIBC)]);
+            env.note(&cmd);
+            let (proc, _) = Proc::spawn(
+                env,
+                "bpftrace-alloc",
+                cmd,
+                Stop::Signal(libc::SIGINT),
+                false,
+            )?;
+            Some(wait_ready(proc, BPFTRACE_ATTACHED)?)
+        }
+    };
+    writeln!(stdin, "go")?;
+    line.clear();
+    stdout.read_line(&mut line)?;
+    let status = child.wait()?;
+    if let Some(tracer) = tracer.as_mut() {
+        tracer.stop(STOP_GRACE)?;
+    }
+    if !status.success() {
+        bail!("alloc-sites --loop failed: {status}");
+    }
+    line.trim()
+        .parse::<f64>()
+        .with_context(|| format!("alloc-sites printed {line:?}"))
+}
+
+fn wait_ready(mut proc: Proc, marker: &str) -> Result<Proc> {
+    let started = Instant::now();
+    loop {
+        if proc.log_text().contains(marker) {
+            return Ok(proc);
+        }
+        if !proc.alive() {
+            bail!("{} exited before attaching: {}", proc.name, proc.log_tail());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!("{} not attached after {READY_TIMEOUT:?}", proc.name);
+        }
+        check_interrupt()?;
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub(super) fn bench_alloc(env: &Env) -> Result<Section> {
+    let bin = build_loop(env)?;
+    let runs = env.args.runs as usize;
+    let mut section = Section::new(Benchmark::ProfileAlloc);
+    md!(
+        section.body,
+        "`alloc-sites --loop {PAIRS} T` (tests/programs/alloc-sites.c, gcc -O2 without frame pointers): T threads each run {PAIRS} malloc(64)/free pairs, timed by the program itself once the tracer has attached. Rounds rotate the variants; overhead is ns per pair above the same round's untraced run. bpftrace: `{}` with `-p PID`.\n",
+        bpftrace_program("LIBC")
+    );
+    for threads in [1u32, 2] {
+        // ns per pair by variant, one per round (None where a run failed).
+        let mut ns: [Vec<f64>; 4] = Default::default();
+        let mut overhead: [Vec<f64>; 4] = Default::default();
+        let mut failed: [Option<String>; 4] = Default::default();
+        for round in 0..runs {
+            let mut this_round = [None; 4];
+            for i in 0..VARIANTS.len() {
+                let variant = VARIANTS[(i + round) % VARIANTS.len()];
+                let v = variant as usize;
+                if failed[v].is_some() {
+                    continue;
+                }
+                match run_variant(env, &bin, threads, variant) {
+                    Ok(value) => {
+                        say(format!(
+                            "{threads} thread(s), round {}/{runs}, {variant:?}: {value:.1} ns/pair",
+                            round + 1
+                        ));
+                        this_round[v] = Some(value);
+                        ns[v].push(value);
+                    }
+                    Err(err) => {
+                        say(format!("{variant:?} failed: {err:#}"));
+                        failed[v] = Some(format!("{err:#}"));
+                    }
+                }
+            }
+            if let Some(base) = this_round[Variant::Untraced as usize] {
+                for v in 1..4 {
+                    if let Some(value) = this_round[v] {
+                        overhead[v].push(value - base);
+                    }
+                }
+            }
+        }
+        md!(
+            section.body,
+            "\n**{threads} thread(s)** ({runs} rounds; median [min–max]):\n"
+        );
+        md!(
+            section.body,
+            "| variant | ns per malloc/free pair | overhead, ns per pair |"
+        );
+        md!(section.body, "|---|---|---|");
+        for variant in VARIANTS {
+            let v = variant as usize;
+            let shown = match &failed[v] {
+                Some(err) => format!("not run: {err}"),
+                None => fmt_summary(summarize(&ns[v]), 1, ""),
+            };
+            let over = if variant == Variant::Untraced {
+                "—".to_owned()
+            } else {
+                fmt_summary(summarize(&overhead[v]), 1, "")
+            };
+            md!(section.body, "| {} | {shown} | {over} |", variant.label());
+        }
+        let median = |v: Variant| summarize(&overhead[v as usize]).map(|s| s.median);
+        let figure = format!("unsampled overhead vs bpftrace's, {threads} thread(s)");
+        section.verdicts.push(
+            match (median(Variant::Unsampled), median(Variant::Bpftrace)) {
+                (Some(ours), Some(theirs)) if theirs > 0.0 => Verdict::new(
+                    &figure,
+                    format!("{ours:.0} vs {theirs:.0} ns/pair ({:.2}×)", ours / theirs),
+                    "≤ 0.5×",
+                    Status::of(ours <= theirs / 2.0),
+                ),
+                _ => Verdict::new(&figure, "—".to_owned(), "≤ 0.5×", Status::NotRun),
+            },
+        );
+        if let Some(sampled) = median(Variant::Sampled) {
+            section.verdicts.push(Verdict::new(
+                &format!("sampled overhead, {threads} thread(s)"),
+                format!("{sampled:.0} ns/pair"),
+                "—",
+                Status::Info,
+            ));
+        }
+    }
+    redis_section(env, runs, &mut section);
+    Ok(section)
+}
+
+const REDIS_PORT: &str = "16391";
+
+/// ops/s of one `redis-benchmark` run against a fresh redis-server, traced or not: the mean
+/// of SET's and GET's.
+fn redis_ops(env: &Env, traced: bool) -> Result<f64> {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", REDIS_PORT, "--save", "", "--appendonly", "no"]);
+    env.note(&cmd);
+    let (mut redis, _) = Proc::spawn(env, "redis-alloc", cmd, Stop::Signal(libc::SIGTERM), false)?;
+    let started = Instant::now();
+    while !Command::new("redis-cli")
+        .args(["-p", REDIS_PORT, "ping"])
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+    {
+        if started.elapsed() > READY_TIMEOUT || !redis.alive() {
+            bail!("redis-server not answering: {}", redis.log_tail());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut tracer = None;
+    if traced {
+        let mut cmd = Command::new(&env.bins.memtrace);
+        cmd.args([
+            "profile",
+            "--alloc",
+            "-p",
+            &redis.pid().to_string(),
+            "--format",
+            "json",
+        ])
+        .arg("-o")
+        .arg(env.logs.join("alloc-redis.json"));
+        env.note(&cmd);
+        let (proc, _) = Proc::spawn(
+            env,
+            "memtrace-alloc-redis",
+            cmd,
+            Stop::Signal(libc::SIGINT),
+            false,
+        )?;
+        tracer = Some(wait_ready(proc, READY_MARKER)?);
+    }
+    let mut bench = Command::new("redis-benchmark");
+    bench.args([
+        "-p", REDIS_PORT, "-t", "set,get", "-n", "200000", "-r", "100000", "-d", "256", "-q",
+        "--csv",
+    ]);
+    env.note(&bench);
+    let out = bench
+        .output()
+        .context("redis-benchmark (apt-get install redis-tools)")?;
+    if let Some(tracer) = tracer.as_mut() {
+        tracer.stop(STOP_GRACE)?;
+    }
+    redis.stop(STOP_GRACE)?;
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // "SET","98039.22",… and "GET",…: the second column is requests per second.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("\"SET\"") || l.starts_with("\"GET\""))
+        .filter_map(|l| l.split(',').nth(1)?.trim_matches('"').parse().ok())
+        .collect();
+    if rps.len() != 2 {
+        bail!("redis-benchmark printed {text:?}");
+    }
+    Ok(rps.iter().sum::<f64>() / 2.0)
+}
+
+fn redis_section(env: &Env, runs: usize, section: &mut Section) {
+    let mut untraced = Vec::new();
+    let mut traced = Vec::new();
+    let mut drop_pct = Vec::new();
+    let mut error = None;
+    for round in 0..runs {
+        let mut pair = [None, None];
+        for i in 0..2 {
+            let with = (i + round) % 2 == 1;
+            match redis_ops(env, with) {
+                Ok(ops) => {
+                    say(format!(
+                        "redis round {}/{runs}, traced {with}: {ops:.0} ops/s",
+                        round + 1
+                    ));
+                    pair[usize::from(with)] = Some(ops);
+                    if with {
+                        traced.push(ops)
+                    } else {
+                        untraced.push(ops)
+                    }
+                }
+                Err(err) => error = Some(format!("{err:#}")),
+            }
+        }
+        if let [Some(base), Some(with)] = pair {
+            drop_pct.push((base - with) / base * 100.0);
+        }
+    }
+    md!(
+        section.body,
+        "\n**Redis** (`redis-benchmark -t set,get -n 200000 -r 100000 -d 256`, mean of SET and GET ops/s; {runs} rounds, interleaved):\n"
+    );
+    md!(section.body, "| variant | ops/s |");
+    md!(section.body, "|---|---|");
+    md!(
+        section.body,
+        "| untraced | {} |",
+        fmt_summary(summarize(&untraced), 0, "")
+    );
+    md!(
+        section.body,
+        "| `profile --alloc` (sampled) | {} |",
+        fmt_summary(summarize(&traced), 0, "")
+    );
+    if let Some(err) = &error {
+        md!(section.body, "\nnot every run completed: {err}");
+    }
+    let figure = "redis-benchmark ops/s lost, sampled";
+    section.verdicts.push(match summarize(&drop_pct) {
+        Some(s) => Verdict::new(
+            figure,
+            format!("{:.1} %", s.median),
+            "≤ 10 %",
+            Status::of(s.median <= 10.0),
+        ),
+        None => Verdict::new(figure, "—".to_owned(), "≤ 10 %", Status::NotRun),
+    });
+}
