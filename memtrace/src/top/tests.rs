@@ -686,8 +686,18 @@ fn views_switch_and_the_selection_follows_its_row() {
         (KeyCode::Char('3'), View::Cgroups),
         (KeyCode::Char('1'), View::Processes),
     ] {
-        press(&mut app, code);
+        let needed = app.needs_workloads();
+        let action = press(&mut app, code);
         assert_eq!(app.view, view, "{code:?}");
+        // The source is told when the workloads summary becomes needed, or no longer is.
+        let needs = matches!(view, View::Workloads | View::Node);
+        assert_eq!(app.needs_workloads(), needs, "{view:?}");
+        let told = if needs == needed {
+            Action::Redraw
+        } else {
+            Action::Source(SourceCommand::Workloads(needs))
+        };
+        assert_eq!(action, told, "{code:?}");
     }
     // Select java (second by pressure), then let its rank change: it stays selected.
     press(&mut app, KeyCode::Down);
@@ -883,14 +893,25 @@ async fn a_daemon_gives_its_snapshot_and_workloads_or_a_reason() {
         ("/api/v1/workloads?history=", workloads),
     ]);
     let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
+    // The processes view needs no workloads summary: it is not fetched…
+    let fleet = source.fetch().await;
+    assert!(fleet.failures.is_empty(), "{:?}", fleet.failures);
+    assert_eq!(fleet.nodes[0].frame.snapshot, frame.snapshot);
+    assert!(fleet.nodes[0].frame.workloads.is_none());
+    // …until a view needs it.
+    assert!(source.want_workloads(true));
+    assert!(!source.want_workloads(true), "already fetched");
     let fleet = source.fetch().await;
     assert!(fleet.failures.is_empty(), "{:?}", fleet.failures);
     assert_eq!(fleet.nodes[0].frame, frame);
     assert!(fleet.nodes[0].detailed);
+    assert!(!source.want_workloads(false));
+    assert!(source.fetch().await.nodes[0].frame.workloads.is_none());
 
     // A daemon older than the workloads view: its processes still show.
     let addr = serve(vec![("/api/v1/snapshot", snapshot)]);
     let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
+    source.want_workloads(true);
     let fleet = source.fetch().await;
     assert_eq!(fleet.nodes[0].frame.snapshot, frame.snapshot);
     assert!(fleet.nodes[0].frame.workloads.is_none());

@@ -1,6 +1,6 @@
-//! A running daemon (`--url`): its `/api/v1/snapshot` and `/api/v1/workloads` at each refresh,
-//! through the client of every command that talks to daemons (TLS, basic auth:
-//! [`ClientOptions`]).
+//! A running daemon (`--url`): its `/api/v1/snapshot` at each refresh, and its
+//! `/api/v1/workloads` too while a view needs it ([`DaemonSource::want_workloads`]), through the
+//! client of every command that talks to daemons (TLS, basic auth: [`ClientOptions`]).
 use std::time::Duration;
 
 use memtrace_api::Snapshot;
@@ -22,6 +22,8 @@ pub struct DaemonSource {
     /// As given (`host:port` or a URL).
     target: String,
     timeout: Duration,
+    /// Fetch the workloads view too.
+    workloads: bool,
 }
 
 impl DaemonSource {
@@ -35,21 +37,38 @@ impl DaemonSource {
             options,
             target: target.to_owned(),
             timeout,
+            workloads: false,
         })
+    }
+
+    /// Whether frames carry the workloads view from now on (not at first: the processes view
+    /// needs none of it); true when it was not fetched until now.
+    pub fn want_workloads(&mut self, wanted: bool) -> bool {
+        let newly = wanted && !self.workloads;
+        self.workloads = wanted;
+        newly
     }
 
     /// The daemon's frame, or why there is none (the snapshot is needed; the workloads view is
     /// not: a daemon older than it still shows processes and cgroups).
     pub async fn frame(&self) -> Result<Frame, String> {
-        let (snapshot, workloads) = tokio::join!(self.get(SNAPSHOT_PATH), self.get(WORKLOADS_PATH));
+        let workloads = async {
+            if self.workloads {
+                Some(self.get(WORKLOADS_PATH).await)
+            } else {
+                None
+            }
+        };
+        let (snapshot, workloads) = tokio::join!(self.get(SNAPSHOT_PATH), workloads);
         let snapshot: Snapshot = serde_json::from_slice(&snapshot?).map_err(|err| {
             format!(
                 "{} did not answer with the snapshot schema: {err}",
                 self.options.url(&self.target, SNAPSHOT_PATH)
             )
         })?;
-        let workloads: Option<WorkloadsResponse> =
-            workloads.ok().and_then(|body| decode(&body).ok());
+        let workloads: Option<WorkloadsResponse> = workloads
+            .and_then(Result::ok)
+            .and_then(|body| decode(&body).ok());
         Ok(Frame {
             snapshot,
             workloads,
