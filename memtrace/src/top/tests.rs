@@ -882,14 +882,23 @@ fn serve(routes: Vec<(&'static str, String)>) -> String {
 async fn a_daemon_gives_its_snapshot_and_workloads_or_a_reason() {
     use super::source::daemon::DaemonSource;
     use crate::web::client::ClientOptions;
-    let frame = frame_on("node-a", 12);
+    let mut frame = frame_on("node-a", 12);
+    let full = frame.workloads.as_mut().expect("workloads");
+    full.history.step_seconds = 60;
+    // Between two steps of the daemon's history, the summary without it (marked to tell).
+    let mut light = full.clone();
+    light.omitted_workloads = 7;
+    for instance in light.workloads.iter_mut().flat_map(|w| &mut w.instances) {
+        instance.history = InstanceHistory::default();
+    }
     let snapshot = serde_json::to_string(&frame.snapshot).expect("json");
-    let workloads =
-        serde_json::to_string(frame.workloads.as_ref().expect("workloads")).expect("json");
+    let workloads = serde_json::to_string(&full).expect("json");
+    let light_json = serde_json::to_string(&light).expect("json");
     let timeout = std::time::Duration::from_secs(5);
 
     let addr = serve(vec![
         ("/api/v1/snapshot", snapshot.clone()),
+        ("/api/v1/workloads?history=0", light_json),
         ("/api/v1/workloads?history=", workloads),
     ]);
     let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
@@ -905,6 +914,17 @@ async fn a_daemon_gives_its_snapshot_and_workloads_or_a_reason() {
     assert!(fleet.failures.is_empty(), "{:?}", fleet.failures);
     assert_eq!(fleet.nodes[0].frame, frame);
     assert!(fleet.nodes[0].detailed);
+    // The next refresh, within the step, asks for no history and keeps the last one.
+    let fleet = source.fetch().await;
+    let got = fleet.nodes[0].frame.workloads.as_ref().expect("workloads");
+    assert_eq!(got.omitted_workloads, 7, "the summary without history");
+    light.workloads = frame
+        .workloads
+        .as_ref()
+        .expect("workloads")
+        .workloads
+        .clone();
+    assert_eq!(got, &light, "its histories carried over");
     assert!(!source.want_workloads(false));
     assert!(source.fetch().await.nodes[0].frame.workloads.is_none());
 

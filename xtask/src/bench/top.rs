@@ -1,6 +1,6 @@
 //! Benchmark 12: the cost of `memtrace top` itself at a 1 s refresh with 10,000 processes. A
 //! simulated daemon (a thread of this process, not measured) serves a synthetic node of 10,000
-//! processes, 500 cgroups and 500 workloads whose figures change at every request; `memtrace top
+//! processes, 500 cgroups and 500 workloads whose figures change every second; `memtrace top
 //! --url` shows it in a 200×50 tmux pane, and its CPU time and RSS are read over a window. What
 //! is measured is `top`'s own work at each refresh: the GETs, the JSON decode, the client-side
 //! history, the rows sorted, the screen drawn (the model's cost is the daemon's, benchmark 4).
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use memtrace_api::workloads::{
-    InstanceHistory, InstanceSummary, NodeSummary, WorkloadKind, WorkloadSummary, WorkloadsResponse,
+    HistorySpec, InstanceHistory, InstanceSummary, NodeSummary, WorkloadKind, WorkloadSummary,
+    WorkloadsResponse,
 };
 use memtrace_api::{
     CgroupView, Counters, NodeIdentityView, NodeMemoryView, ProcessView, Rates, Snapshot,
@@ -62,16 +63,25 @@ pub(super) fn bench_top(env: &Env) -> Result<Section> {
         bail!("tmux is not installed (apt-get install tmux): `memtrace top` needs a terminal");
     };
     say("building the synthetic node's frames");
-    let frames: Vec<(Vec<u8>, Vec<u8>)> = (0..VARIANTS)
+    let frames: Vec<Bodies> = (0..VARIANTS)
         .map(|i| {
-            let (snapshot, workloads) = frame(i as u64);
-            Ok((
-                serde_json::to_vec(&snapshot)?,
-                serde_json::to_vec(&workloads)?,
-            ))
+            let (snapshot, mut workloads) = frame(i as u64);
+            let full = serde_json::to_vec(&workloads)?;
+            for instance in workloads
+                .workloads
+                .iter_mut()
+                .flat_map(|w| &mut w.instances)
+            {
+                instance.history = InstanceHistory::default();
+            }
+            Ok(Bodies {
+                snapshot: serde_json::to_vec(&snapshot)?,
+                workloads: full,
+                workloads_without_history: serde_json::to_vec(&workloads)?,
+            })
         })
         .collect::<Result<_>>()?;
-    let (snapshot_bytes, workloads_bytes) = (frames[0].0.len(), frames[0].1.len());
+    let (snapshot_bytes, workloads_bytes) = (frames[0].snapshot.len(), frames[0].workloads.len());
     let listener = TcpListener::bind("127.0.0.1:0").context("binding the simulated daemon")?;
     let addr = listener.local_addr()?;
     let requests = Arc::new(AtomicU64::new(0));
@@ -148,11 +158,12 @@ pub(super) fn render_top(r: &TopResults) -> Section {
         section.body,
         "`memtrace top --url` (1 s refresh, a 200×50 tmux pane) on a simulated node of {PROCESSES} \
          processes, {CGROUPS} cgroups and as many workloads (one instance per process, 60 \
-         history points each), whose figures change at every request; snapshot {:.1} MiB of \
-         JSON, workloads summary {:.1} MiB. CPU of the `top` process over {} s after a {} s \
-         warm-up in the processes view it opens on (the snapshot each second), then over {} s \
-         more after switching to the workloads view (key `2`: the snapshot and the workloads \
-         summary each second); RSS at the end of each window.\n",
+         history points each at the daemon's default step of a minute), whose figures change \
+         every second; snapshot {:.1} MiB of JSON, workloads summary {:.1} MiB with its \
+         histories (it answers `?history=0` without them, as the daemon does). CPU of the `top` \
+         process over {} s after a {} s warm-up in the processes view it opens on (the snapshot \
+         each second), then over {} s more after switching to the workloads view (key `2`: the \
+         workloads summary too); RSS at the end of each window.\n",
         r.snapshot_bytes as f64 / f64::from(1 << 20),
         r.workloads_bytes as f64 / f64::from(1 << 20),
         WINDOW.as_secs(),
@@ -253,8 +264,16 @@ impl Drop for Pane {
     }
 }
 
+/// One frame of the simulated daemon, serialized.
+struct Bodies {
+    snapshot: Vec<u8>,
+    workloads: Vec<u8>,
+    /// `?history=0`, as the daemon answers it.
+    workloads_without_history: Vec<u8>,
+}
+
 /// Answers each request on `stream` with the next frame's snapshot or workloads.
-fn serve(stream: TcpStream, frames: &[(Vec<u8>, Vec<u8>)], served: &AtomicU64) {
+fn serve(stream: TcpStream, frames: &[Bodies], served: &AtomicU64) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -273,13 +292,20 @@ fn serve(stream: TcpStream, frames: &[(Vec<u8>, Vec<u8>)], served: &AtomicU64) {
                 break;
             }
         }
-        let n = served.fetch_add(1, Ordering::Relaxed) as usize;
-        let (snapshot, workloads) = &frames[(n / 2) % frames.len()];
+        served.fetch_add(1, Ordering::Relaxed);
+        // A new frame each second, whatever was asked of it.
+        let second = std::time::UNIX_EPOCH
+            .elapsed()
+            .unwrap_or_default()
+            .as_secs() as usize;
+        let bodies = &frames[second % frames.len()];
         let path = request.split_whitespace().nth(1).unwrap_or("");
         let (status, body): (&str, &[u8]) = if path.starts_with("/api/v1/snapshot") {
-            ("200 OK", snapshot)
+            ("200 OK", &bodies.snapshot)
+        } else if path.starts_with("/api/v1/workloads?history=0") {
+            ("200 OK", &bodies.workloads_without_history)
         } else if path.starts_with("/api/v1/workloads") {
-            ("200 OK", workloads)
+            ("200 OK", &bodies.workloads)
         } else {
             ("404 Not Found", b"{}")
         };
@@ -394,6 +420,12 @@ fn frame(i: u64) -> (Snapshot, WorkloadsResponse) {
         },
         timestamp_unix_ms: now_ms,
         rate_window_seconds: 3.0,
+        // The daemon's defaults: a point a minute, six hours.
+        history: HistorySpec {
+            step_seconds: 60,
+            max_points: 360,
+            ..HistorySpec::default()
+        },
         workloads,
         ..WorkloadsResponse::default()
     };

@@ -1,13 +1,19 @@
 //! A running daemon (`--url`): its `/api/v1/snapshot` at each refresh, and its
 //! `/api/v1/workloads` too while a view needs it ([`DaemonSource::want_workloads`]), through the
 //! client of every command that talks to daemons (TLS, basic auth: [`ClientOptions`]).
-use std::time::Duration;
+//!
+//! The instances' histories in the workloads view change once per the daemon's history step (a
+//! minute by default), and were most of the view's bytes (60 points × 3 columns × each
+//! instance): they are asked for once a step, and the refreshes in between ask for none
+//! (`?history=0`) and carry the last ones over ([`Histories`]).
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use memtrace_api::Snapshot;
 use memtrace_api::client::SNAPSHOT_PATH;
 use memtrace_api::cluster::NodeFailure;
 use memtrace_api::frame::Frame;
-use memtrace_api::workloads::WorkloadsResponse;
+use memtrace_api::workloads::{InstanceHistory, WorkloadsResponse};
 
 use super::{Fleet, NodeFrame};
 use crate::cluster::fanout::{decode, describe_request_error};
@@ -15,6 +21,59 @@ use crate::web::client::{ClientError, ClientOptions, RequestError, explain};
 
 /// The instance history asked for (the daemon's own step, 60 s by default: 60 points).
 const WORKLOADS_PATH: &str = "/api/v1/workloads?history=1h";
+/// The same without the histories, between two steps.
+const WORKLOADS_LIGHT_PATH: &str = "/api/v1/workloads?history=0";
+
+/// The instances' histories of the last workloads view fetched with them.
+struct Histories {
+    at: Instant,
+    /// The daemon's history step: they change no sooner.
+    step: Duration,
+    /// By workload, then instance.
+    of: HashMap<String, HashMap<String, InstanceHistory>>,
+}
+
+impl Histories {
+    fn of(workloads: &WorkloadsResponse) -> Self {
+        let of = workloads
+            .workloads
+            .iter()
+            .map(|w| {
+                let instances = w
+                    .instances
+                    .iter()
+                    .map(|i| (i.instance.clone(), i.history.clone()))
+                    .collect();
+                (w.workload.clone(), instances)
+            })
+            .collect();
+        Self {
+            at: Instant::now(),
+            step: Duration::from_secs(u64::from(workloads.history.step_seconds.max(1))),
+            of,
+        }
+    }
+
+    fn stale(&self) -> bool {
+        self.at.elapsed() >= self.step
+    }
+
+    /// Give the instances of `workloads` that came without a history their last one.
+    fn fill(&self, workloads: &mut WorkloadsResponse) {
+        for w in &mut workloads.workloads {
+            let Some(instances) = self.of.get(&w.workload) else {
+                continue;
+            };
+            for i in &mut w.instances {
+                if i.history.rss_bytes.is_empty()
+                    && let Some(history) = instances.get(&i.instance)
+                {
+                    i.history = history.clone();
+                }
+            }
+        }
+    }
+}
 
 pub struct DaemonSource {
     options: ClientOptions,
@@ -24,6 +83,7 @@ pub struct DaemonSource {
     timeout: Duration,
     /// Fetch the workloads view too.
     workloads: bool,
+    histories: Option<Histories>,
 }
 
 impl DaemonSource {
@@ -38,6 +98,7 @@ impl DaemonSource {
             target: target.to_owned(),
             timeout,
             workloads: false,
+            histories: None,
         })
     }
 
@@ -51,13 +112,20 @@ impl DaemonSource {
 
     /// The daemon's frame, or why there is none (the snapshot is needed; the workloads view is
     /// not: a daemon older than it still shows processes and cgroups).
-    pub async fn frame(&self) -> Result<Frame, String> {
+    pub async fn frame(&mut self) -> Result<Frame, String> {
+        let with_histories = self.histories.as_ref().is_none_or(Histories::stale);
         let workloads = async {
-            if self.workloads {
-                Some(self.get(WORKLOADS_PATH).await)
-            } else {
-                None
+            if !self.workloads {
+                return None;
             }
+            Some(
+                self.get(if with_histories {
+                    WORKLOADS_PATH
+                } else {
+                    WORKLOADS_LIGHT_PATH
+                })
+                .await,
+            )
         };
         let (snapshot, workloads) = tokio::join!(self.get(SNAPSHOT_PATH), workloads);
         let snapshot: Snapshot = serde_json::from_slice(&snapshot?).map_err(|err| {
@@ -66,9 +134,16 @@ impl DaemonSource {
                 self.options.url(&self.target, SNAPSHOT_PATH)
             )
         })?;
-        let workloads: Option<WorkloadsResponse> = workloads
+        let mut workloads: Option<WorkloadsResponse> = workloads
             .and_then(Result::ok)
             .and_then(|body| decode(&body).ok());
+        if let Some(workloads) = &mut workloads {
+            if with_histories {
+                self.histories = Some(Histories::of(workloads));
+            } else if let Some(histories) = &self.histories {
+                histories.fill(workloads);
+            }
+        }
         Ok(Frame {
             snapshot,
             workloads,
