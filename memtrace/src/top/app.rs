@@ -300,6 +300,21 @@ impl App {
         self.selected_key = self.rows.get(self.selected).map(|row| row.key.clone());
     }
 
+    /// Whether the view shown needs the workloads summary (see [`SourceCommand::Workloads`]).
+    pub fn needs_workloads(&self) -> bool {
+        matches!(self.view, View::Workloads | View::Node)
+    }
+
+    /// Switch to `view`, telling the source when the workloads summary becomes needed or not.
+    fn show(&mut self, view: View) -> Action {
+        let needed = self.needs_workloads();
+        self.switch(view);
+        match self.needs_workloads() {
+            needs if needs != needed => Action::Source(SourceCommand::Workloads(needs)),
+            _ => Action::Redraw,
+        }
+    }
+
     fn switch(&mut self, view: View) {
         if view != self.view {
             self.view = view;
@@ -338,18 +353,9 @@ impl App {
                 self.help = true;
                 Action::Redraw
             }
-            KeyCode::Tab => {
-                self.switch(self.view.next());
-                Action::Redraw
-            }
-            KeyCode::BackTab => {
-                self.switch(self.view.next().next().next());
-                Action::Redraw
-            }
-            KeyCode::Char(c @ '1'..='4') => {
-                self.switch(View::ALL[usize::from(c as u8 - b'1')]);
-                Action::Redraw
-            }
+            KeyCode::Tab => self.show(self.view.next()),
+            KeyCode::BackTab => self.show(self.view.next().next().next()),
+            KeyCode::Char(c @ '1'..='4') => self.show(View::ALL[usize::from(c as u8 - b'1')]),
             KeyCode::Down | KeyCode::Char('j') => self.moved(self.selected.saturating_add(1)),
             KeyCode::Up | KeyCode::Char('k') => self.moved(self.selected.saturating_sub(1)),
             KeyCode::PageDown => self.moved(self.selected.saturating_add(self.page.get())),

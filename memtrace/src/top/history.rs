@@ -49,7 +49,9 @@ struct Series {
 
 #[derive(Default)]
 pub struct History {
-    series: HashMap<RowKey, Series>,
+    /// foldhash rather than SipHash: every process's key is looked up at each refresh (10,000 of
+    /// them a second), and the keys come from the daemon, not from an attacker with a budget.
+    series: HashMap<RowKey, Series, foldhash::fast::RandomState>,
     /// Refreshes recorded so far.
     refreshes: u64,
 }

@@ -173,18 +173,29 @@ pub fn build(view: View, fleet: &Fleet, sort: SortKey, ascending: bool, filter: 
     };
     let needle = filter.to_lowercase();
     rows.retain(|row| row.matches(&needle));
-    rows.sort_by(|a, b| {
-        let (a_value, b_value) = (sort.value(&a.metrics), sort.value(&b.metrics));
+    // Sorted as indices with their values beside them: moving 10,000 rows of ~150 bytes about
+    // (a stable sort merges through a buffer) cost more than comparing them.
+    let mut order: Vec<(f64, usize)> = rows
+        .iter()
+        .enumerate()
+        .map(|(at, row)| (sort.value(&row.metrics), at))
+        .collect();
+    order.sort_unstable_by(|(a_value, a), (b_value, b)| {
         let by_value = if ascending {
-            a_value.total_cmp(&b_value)
+            a_value.total_cmp(b_value)
         } else {
-            b_value.total_cmp(&a_value)
+            b_value.total_cmp(a_value)
         };
+        let (a, b) = (&rows[*a], &rows[*b]);
         by_value
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| a.key.cmp(&b.key))
     });
-    rows
+    let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|(_, at)| rows[at].take())
+        .collect()
 }
 
 pub fn process_metrics(process: &ProcessView) -> Metrics {

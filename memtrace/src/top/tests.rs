@@ -686,8 +686,18 @@ fn views_switch_and_the_selection_follows_its_row() {
         (KeyCode::Char('3'), View::Cgroups),
         (KeyCode::Char('1'), View::Processes),
     ] {
-        press(&mut app, code);
+        let needed = app.needs_workloads();
+        let action = press(&mut app, code);
         assert_eq!(app.view, view, "{code:?}");
+        // The source is told when the workloads summary becomes needed, or no longer is.
+        let needs = matches!(view, View::Workloads | View::Node);
+        assert_eq!(app.needs_workloads(), needs, "{view:?}");
+        let told = if needs == needed {
+            Action::Redraw
+        } else {
+            Action::Source(SourceCommand::Workloads(needs))
+        };
+        assert_eq!(action, told, "{code:?}");
     }
     // Select java (second by pressure), then let its rank change: it stays selected.
     press(&mut app, KeyCode::Down);
@@ -872,25 +882,56 @@ fn serve(routes: Vec<(&'static str, String)>) -> String {
 async fn a_daemon_gives_its_snapshot_and_workloads_or_a_reason() {
     use super::source::daemon::DaemonSource;
     use crate::web::client::ClientOptions;
-    let frame = frame_on("node-a", 12);
+    let mut frame = frame_on("node-a", 12);
+    let full = frame.workloads.as_mut().expect("workloads");
+    full.history.step_seconds = 60;
+    // Between two steps of the daemon's history, the summary without it (marked to tell).
+    let mut light = full.clone();
+    light.omitted_workloads = 7;
+    for instance in light.workloads.iter_mut().flat_map(|w| &mut w.instances) {
+        instance.history = InstanceHistory::default();
+    }
     let snapshot = serde_json::to_string(&frame.snapshot).expect("json");
-    let workloads =
-        serde_json::to_string(frame.workloads.as_ref().expect("workloads")).expect("json");
+    let workloads = serde_json::to_string(&full).expect("json");
+    let light_json = serde_json::to_string(&light).expect("json");
     let timeout = std::time::Duration::from_secs(5);
 
     let addr = serve(vec![
         ("/api/v1/snapshot", snapshot.clone()),
+        ("/api/v1/workloads?history=0", light_json),
         ("/api/v1/workloads?history=", workloads),
     ]);
     let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
+    // The processes view needs no workloads summary: it is not fetched…
+    let fleet = source.fetch().await;
+    assert!(fleet.failures.is_empty(), "{:?}", fleet.failures);
+    assert_eq!(fleet.nodes[0].frame.snapshot, frame.snapshot);
+    assert!(fleet.nodes[0].frame.workloads.is_none());
+    // …until a view needs it.
+    assert!(source.want_workloads(true));
+    assert!(!source.want_workloads(true), "already fetched");
     let fleet = source.fetch().await;
     assert!(fleet.failures.is_empty(), "{:?}", fleet.failures);
     assert_eq!(fleet.nodes[0].frame, frame);
     assert!(fleet.nodes[0].detailed);
+    // The next refresh, within the step, asks for no history and keeps the last one.
+    let fleet = source.fetch().await;
+    let got = fleet.nodes[0].frame.workloads.as_ref().expect("workloads");
+    assert_eq!(got.omitted_workloads, 7, "the summary without history");
+    light.workloads = frame
+        .workloads
+        .as_ref()
+        .expect("workloads")
+        .workloads
+        .clone();
+    assert_eq!(got, &light, "its histories carried over");
+    assert!(!source.want_workloads(false));
+    assert!(source.fetch().await.nodes[0].frame.workloads.is_none());
 
     // A daemon older than the workloads view: its processes still show.
     let addr = serve(vec![("/api/v1/snapshot", snapshot)]);
     let mut source = DaemonSource::new(&addr, ClientOptions::default(), timeout).expect("client");
+    source.want_workloads(true);
     let fleet = source.fetch().await;
     assert_eq!(fleet.nodes[0].frame.snapshot, frame.snapshot);
     assert!(fleet.nodes[0].frame.workloads.is_none());

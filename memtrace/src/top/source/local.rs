@@ -1,15 +1,20 @@
 //! The probes loaded in this process: the daemon's model without its HTTP server
-//! ([`crate::daemon::start_local`]), asked for a frame at each refresh.
+//! ([`crate::daemon::start_local`]), asked for its snapshot at each refresh, and for its
+//! workloads view too while a view needs it.
 use memtrace_api::cluster::NodeFailure;
 
 use super::{Fleet, NodeFrame};
-use crate::daemon::{DaemonError, LocalDaemon, Settings};
+use memtrace_api::frame::Frame;
+
+use crate::daemon::{DaemonError, LocalDaemon, LocalError, Settings};
 
 /// How the node is named in failures and the header.
 pub const TARGET: &str = "local";
 
 pub struct Local {
     daemon: LocalDaemon,
+    /// Take the workloads view too (see [`super::SourceCommand::Workloads`]).
+    workloads: bool,
 }
 
 impl Local {
@@ -17,6 +22,26 @@ impl Local {
     pub async fn start(settings: &Settings) -> Result<Self, DaemonError> {
         Ok(Self {
             daemon: crate::daemon::start_local(settings).await?,
+            workloads: false,
+        })
+    }
+
+    /// Whether frames carry the workloads view from now on; true when they did not until now.
+    pub fn want_workloads(&mut self, wanted: bool) -> bool {
+        let newly = wanted && !self.workloads;
+        self.workloads = wanted;
+        newly
+    }
+
+    /// The model's frame: its snapshot, and its workloads view of the same tick when wanted.
+    async fn frame(&self) -> Result<Frame, LocalError> {
+        if self.workloads {
+            return self.daemon.frame().await;
+        }
+        let snapshot = self.daemon.snapshot().await?;
+        Ok(Frame {
+            snapshot: std::sync::Arc::unwrap_or_clone(snapshot),
+            workloads: None,
         })
     }
 
@@ -26,7 +51,7 @@ impl Local {
     }
 
     pub async fn fetch(&mut self) -> Fleet {
-        match self.daemon.frame().await {
+        match self.frame().await {
             Ok(frame) => Fleet {
                 nodes: vec![NodeFrame {
                     target: TARGET.to_owned(),

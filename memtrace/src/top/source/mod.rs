@@ -83,6 +83,12 @@ pub enum SourceCommand {
     Seek(Seek),
     /// Drill into a node of the fleet (its target), or back out (`None`).
     Focus(Option<String>),
+    /// Whether the views shown need the workloads summary (the workloads and nodes views). A
+    /// daemon or the local probes send it only then: at 10,000 processes, fetching and decoding
+    /// it at every refresh was half of `top`'s CPU time while the processes view showed nothing
+    /// of it. Answered with a fresh frame when it becomes needed, with none otherwise (the fleet
+    /// and a recording always have it).
+    Workloads(bool),
 }
 
 /// Commands queued at most; a refresh beyond them is dropped (the next tick asks again).
@@ -97,6 +103,16 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether frames carry the workloads summary from now on; true when the frames shown lack
+    /// what is now needed (a frame should be fetched at once).
+    pub fn want_workloads(&mut self, wanted: bool) -> bool {
+        match self {
+            Self::Local(local) => local.want_workloads(wanted),
+            Self::Daemon(daemon) => daemon.want_workloads(wanted),
+            Self::Cluster(_) | Self::Replay(_) => false,
+        }
+    }
+
     /// The answer to `command`.
     pub async fn answer(&mut self, command: &SourceCommand) -> Fleet {
         match (self, command) {
@@ -135,13 +151,19 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let mut pending = std::collections::VecDeque::new();
         'serve: loop {
-            let command = match pending.pop_front() {
+            let mut command = match pending.pop_front() {
                 Some(command) => command,
                 None => match queue.recv().await {
                     Some(command) => command,
                     None => break 'serve,
                 },
             };
+            if let SourceCommand::Workloads(wanted) = command {
+                if !source.want_workloads(wanted) {
+                    continue;
+                }
+                command = SourceCommand::Refresh;
+            }
             let fleet = source.answer(&command).await;
             if answers.send(fleet).await.is_err() {
                 break 'serve;
