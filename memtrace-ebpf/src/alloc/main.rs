@@ -111,11 +111,14 @@ fn add(counter: *mut u64, value: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
 }
 
+/// [`STACK_COPY`] as the helpers take it.
+#[expect(clippy::cast_possible_truncation, reason = "STACK_COPY is 16 KiB")]
+const STACK_COPY_BYTES: u32 = STACK_COPY as u32;
+
 /// The thread's `pid_tgid` if it belongs to the profiled process.
 #[inline(always)]
 fn ours(config: &AllocConfig) -> Option<u64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    #[expect(clippy::cast_possible_truncation, reason = "tgid: upper half")]
     let tgid = (pid_tgid >> 32) as u32;
     (tgid == config.tgid).then_some(pid_tgid)
 }
@@ -194,7 +197,7 @@ fn enter(ctx: &ProbeContext, kind: u32, size: u64, old: u64) -> u32 {
             // call's return address is in the outer allocator, or is the uretprobe trampoline
             // the outer call's return was redirected to. The site is the outer call's caller.
             // SAFETY: a copy of the map value.
-            if let Some(outer) = unsafe { ALLOC_INFLIGHT.get(&pid_tgid) } {
+            if let Some(outer) = unsafe { ALLOC_INFLIGHT.get(pid_tgid) } {
                 inflight.return_address = outer.return_address;
             }
             count(loss::NESTED);
@@ -233,13 +236,13 @@ pub fn alloc_realloc(ctx: ProbeContext) -> u32 {
     enter(&ctx, call::REALLOC, arg(&ctx, 1), arg(&ctx, 0))
 }
 
-/// memalign(alignment, size), aligned_alloc(alignment, size).
+/// `memalign(alignment, size)`, `aligned_alloc(alignment, size)`.
 #[uprobe]
 pub fn alloc_memalign(ctx: ProbeContext) -> u32 {
     enter(&ctx, call::MALLOC, arg(&ctx, 1), 0)
 }
 
-/// posix_memalign(memptr, alignment, size).
+/// `posix_memalign(memptr, alignment, size)`.
 #[uprobe]
 pub fn alloc_posix_memalign(ctx: ProbeContext) -> u32 {
     enter(&ctx, call::POSIX_MEMALIGN, arg(&ctx, 2), arg(&ctx, 0))
@@ -267,11 +270,11 @@ fn free_pointer(tgid: u32, pointer: u64) {
         pointer,
     };
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(outstanding) = (unsafe { ALLOC_OUTSTANDING.get(&key) }).copied() else {
+    let Some(outstanding) = (unsafe { ALLOC_OUTSTANDING.get(key) }).copied() else {
         count(loss::FREE_UNKNOWN);
         return;
     };
-    let _ = ALLOC_OUTSTANDING.remove(&key);
+    let _ = ALLOC_OUTSTANDING.remove(key);
     count(loss::FREES_MATCHED);
     if let Some(counts) = ALLOC_STACKS.get_ptr_mut(outstanding.stack) {
         // SAFETY: a map value, valid for the program's run.
@@ -285,7 +288,7 @@ fn free_pointer(tgid: u32, pointer: u64) {
     }
 }
 
-/// Every allocator's return: the pointer is the return value, or for posix_memalign in
+/// Every allocator's return: the pointer is the return value, or for `posix_memalign` in
 /// `*memptr` when it returns 0.
 #[uretprobe]
 pub fn alloc_return(ctx: RetProbeContext) -> u32 {
@@ -294,10 +297,10 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     // SAFETY: copied out before removal.
-    let Some(inflight) = (unsafe { ALLOC_INFLIGHT.get(&pid_tgid) }).copied() else {
+    let Some(inflight) = (unsafe { ALLOC_INFLIGHT.get(pid_tgid) }).copied() else {
         return 0;
     };
-    let _ = ALLOC_INFLIGHT.remove(&pid_tgid);
+    let _ = ALLOC_INFLIGHT.remove(pid_tgid);
     let returned: u64 = ctx.ret();
     let pointer = if inflight.kind == call::POSIX_MEMALIGN {
         if returned != 0 {
@@ -323,17 +326,16 @@ fn record(
     pointer: u64,
     inflight: &Inflight,
 ) {
-    let stack_id = match ctx.get_stackid(&ALLOC_STACK_TRACES, u64::from(BPF_F_USER_STACK)) {
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "ids are u32"
-        )]
-        Ok(id) => id as u32,
-        Err(_) => {
-            count(loss::STACK_ID);
-            NO_STACK_ID
-        }
+    // A stack id is an index into the stack map: it fits in u32.
+    let stack_id = if let Some(id) = ctx
+        .get_stackid(&ALLOC_STACK_TRACES, u64::from(BPF_F_USER_STACK))
+        .ok()
+        .and_then(|id| u32::try_from(id).ok())
+    {
+        id
+    } else {
+        count(loss::STACK_ID);
+        NO_STACK_ID
     };
     let key = StackKey {
         return_address: inflight.return_address,
@@ -435,12 +437,12 @@ fn send_sample(
         // The stack ends somewhere above `sp` (a thread's first frames): a read crossing the end
         // fails as a whole, so smaller copies are tried.
         let mut len = 0u32;
-        if probe_read_user_raw(dst, STACK_COPY as u32, src) == 0 {
-            len = STACK_COPY as u32;
-        } else if probe_read_user_raw(dst, (STACK_COPY / 4) as u32, src) == 0 {
-            len = (STACK_COPY / 4) as u32;
-        } else if probe_read_user_raw(dst, (STACK_COPY / 16) as u32, src) == 0 {
-            len = (STACK_COPY / 16) as u32;
+        if probe_read_user_raw(dst, STACK_COPY_BYTES, src) == 0 {
+            len = STACK_COPY_BYTES;
+        } else if probe_read_user_raw(dst, STACK_COPY_BYTES / 4, src) == 0 {
+            len = STACK_COPY_BYTES / 4;
+        } else if probe_read_user_raw(dst, STACK_COPY_BYTES / 16, src) == 0 {
+            len = STACK_COPY_BYTES / 16;
         } else if probe_read_user_raw(dst, 256, src) == 0 {
             len = 256;
         }

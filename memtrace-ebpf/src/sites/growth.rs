@@ -99,7 +99,7 @@ pub fn sites_brk_enter(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let brk: u64 = load_btf(mm + u64::from(config.mm_brk));
-    if BRK_INFLIGHT.insert(&pid_tgid, &brk, 0).is_err() {
+    if BRK_INFLIGHT.insert(pid_tgid, brk, 0).is_err() {
         count(sites_stat::BRK_INFLIGHT_FULL);
     }
     0
@@ -113,7 +113,7 @@ pub fn sites_brk_exit(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: map value pointer, copied before the entry is removed.
     let old = unsafe { *old };
-    let _ = BRK_INFLIGHT.remove(&pid_tgid);
+    let _ = BRK_INFLIGHT.remove(pid_tgid);
     // brk returns the new break on success and the old one on failure.
     let regs = user_regs();
     if regs.ax > old {

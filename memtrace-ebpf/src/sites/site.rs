@@ -230,7 +230,7 @@ pub fn record<C: StackIdContext>(ctx: &C, config: &SitesConfig, site: &Site) {
         bytes: site.bytes,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    match SITES.insert(&key, &counts, u64::from(BPF_NOEXIST)) {
+    match SITES.insert(key, counts, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         // Another CPU created it first.
         Err(err) if err == -EEXIST => {
