@@ -36,7 +36,7 @@ pub mod flag {
 }
 
 /// Indexes of `ALLOC_LOSSES` (a per-CPU array of `u64`). Not all are losses in every mode: in
-/// sampled mode most frees are of allocations that were not taken, so [`FREE_UNKNOWN`] is
+/// sampled mode most frees are of allocations that were not taken, so [`loss::FREE_UNKNOWN`] is
 /// expected there.
 pub mod loss {
     /// A sample record could not be reserved (ring full): the site keeps its counts, the

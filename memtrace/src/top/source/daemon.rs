@@ -5,7 +5,7 @@
 //! The instances' histories in the workloads view change once per the daemon's history step (a
 //! minute by default), and were most of the view's bytes (60 points × 3 columns × each
 //! instance): they are asked for once a step, and the refreshes in between ask for none
-//! (`?history=0`) and carry the last ones over ([`Histories`]).
+//! (`?history=0`) and carry the last ones over (`Histories`).
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
