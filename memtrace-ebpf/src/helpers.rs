@@ -22,7 +22,9 @@ use memtrace_common::{
     helper_flag, loss,
 };
 
-use crate::maps::{CONFIG, EVENTS, FILTER_COMMS, FILTER_PIDS, LOSSES, PROC_STATS, offset};
+use crate::maps::{
+    CONFIG, EVENTS, FILTER_COMMS, FILTER_PIDS, LOSSES, PROC_STATS, ZERO_PROC_STATS, offset,
+};
 
 const EEXIST: i32 = 17;
 
@@ -47,7 +49,14 @@ pub fn stats_entry(tgid: u32) -> Option<*mut ProcStats> {
     if let Some(stats) = PROC_STATS.get_ptr_mut(tgid) {
         return Some(stats);
     }
-    match PROC_STATS.insert(tgid, ProcStats::default(), u64::from(BPF_NOEXIST)) {
+    let Some(zero) = ZERO_PROC_STATS.get_ptr(0) else {
+        count_loss(loss::MAP_PROC_STATS);
+        return None;
+    };
+    // SAFETY: a map value, valid for the program's run and never written. Passed by reference:
+    // a copy would be the stack frame this avoids.
+    let zero: &ProcStats = unsafe { &*zero };
+    match PROC_STATS.insert(tgid, zero, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(err) if err == -EEXIST => {} // another CPU created it first
         Err(_) => {

@@ -85,6 +85,11 @@ pub static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::SLOTS,
 /// Per-CPU: the (mm, type) of the last RSS update, to thin bursts (see `rss::rss_stat_raw`).
 #[map]
 pub static RSS_LAST: PerCpuArray<RssLast> = PerCpuArray::with_max_entries(1, 0);
+/// A zeroed [`ProcStats`], never written: a new `PROC_STATS` entry is copied from it. Built on the
+/// stack instead (~490 bytes), it made the mmap programs' combined stack too large for verifiers
+/// without private stacks (before 6.13: "combined stack size of 2 calls is 544").
+#[map]
+pub static ZERO_PROC_STATS: PerCpuArray<ProcStats> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU fault counter for 1-in-N sampling of the fault stream.
 #[map]
 pub static SAMPLE_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
