@@ -110,7 +110,7 @@ pub enum AttachError {
 /// `err` and its causes on one line: aya's syscall errors say only which call failed and keep
 /// the errno as their source, and the errno is what tells a missing capability (EPERM), a
 /// perf_event_open policy (EACCES) and a missing hook (ENOENT) apart.
-fn with_causes(err: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
     let mut cause = err.source();
     while let Some(err) = cause {

@@ -25,6 +25,7 @@ use aya::{
 };
 pub use btf::{BtfError, BtfLayouts};
 pub use families::{DAEMON_FAMILIES, ProbeFamily, REPLACED_BY_TASKS, TRACE_FAMILIES};
+pub(crate) use hook::with_causes;
 pub use hook::{AttachError, Hook};
 pub use memtrace_api::Family;
 use memtrace_common::{COMM_LEN, Config, ProcStats, globals, kind, loss, maps};

@@ -18,6 +18,7 @@ use memtrace_common::sites::{
 
 use super::capture::KernelStats;
 use crate::probes::btf::{BtfError, KernelBtf};
+use crate::probes::with_causes;
 use crate::tracefs::Tracefs;
 
 /// The object built by `build.rs`.
@@ -57,11 +58,11 @@ pub enum SitesError {
         "memtrace profile needs the kernel's BTF (CONFIG_DEBUG_INFO_BTF=y) to read registers and cgroups: {0}"
     )]
     NoBtf(#[source] BtfError),
-    #[error("loading the memtrace-sites eBPF object failed: {}", causes(.0))]
+    #[error("loading the memtrace-sites eBPF object failed: {}", with_causes(.0))]
     Load(#[source] aya::EbpfError),
     #[error("program {program} is missing from the memtrace-sites object")]
     MissingProgram { program: &'static str },
-    #[error("{family}: {program}: {}", causes(.source))]
+    #[error("{family}: {program}: {}", with_causes(.source))]
     Program {
         family: &'static str,
         program: &'static str,
@@ -70,7 +71,7 @@ pub enum SitesError {
     },
     #[error(
         "no perf events: the perf software event PAGE_FAULTS could not be opened on CPU {cpu} ({}); memtrace profile samples page faults with it (is perf_event_open allowed? kernel.perf_event_paranoid, seccomp)",
-        causes(.source)
+        with_causes(.source)
     )]
     NoPerfEvents {
         cpu: u32,
@@ -89,19 +90,6 @@ pub enum SitesError {
         #[source]
         source: MapError,
     },
-}
-
-/// `err` and its causes on one line: aya's syscall errors keep the errno as their source, and
-/// the errno is what tells EPERM, EACCES and ENOENT apart.
-fn causes(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        line.push_str(": ");
-        line.push_str(&err.to_string());
-        cause = err.source();
-    }
-    line
 }
 
 /// What the families' checks read.
