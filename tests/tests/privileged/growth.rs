@@ -9,7 +9,7 @@ use memtrace_tests::{MemoryCgroup, Workload, require_root};
 
 use crate::{
     daemon::{Daemon, get, samples},
-    support::{oom_kill_in_cgroup, serial},
+    support::{oom_kill_in_cgroup_after, serial},
 };
 
 fn snapshot(daemon: &Daemon) -> Snapshot {
@@ -159,7 +159,19 @@ fn real_reclaim_stalls_fill_the_cgroup_histogram() {
     require_root();
     let _serial = serial();
     let daemon = Daemon::start(&[]);
-    let (_pid, cgroup) = oom_kill_in_cgroup();
+    // The hog is let go once a tick has seen it. On 6.1 under emulation, a hog that the OOM
+    // killer ends before the daemon's first tick of it had its stalls in no cgroup in 3 runs of
+    // 12 (README, Known issues); this test is about the histogram, not that case.
+    let (pid, cgroup) = oom_kill_in_cgroup_after(|pid| {
+        let seen_by = Instant::now() + Duration::from_secs(15);
+        while !snapshot(&daemon).processes.iter().any(|p| p.pid == pid) {
+            assert!(
+                Instant::now() < seen_by,
+                "the daemon never listed the hog {pid}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
     let label = format!("cgroup=\"{}\"", cgroup.path);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -210,9 +222,26 @@ fn real_reclaim_stalls_fill_the_cgroup_histogram() {
         }
         assert!(
             Instant::now() < deadline,
-            "cgroup {} never showed its stalls: snapshot {:?}, _count {count:?}, _sum {sum:?}",
+            "cgroup {} never showed its stalls: snapshot {:?}, _count {count:?}, _sum {sum:?}; \
+             the hog's process {:?}; OOM victims (pid, cgroup, flight samples) {:?}; cgroups \
+             with stalls {:?}; pipeline {:?}; memory.events {:?}",
             cgroup.path,
-            view.map(|v| (v.counters.reclaim_stalls, v.reclaim_stall_buckets.clone()))
+            view.map(|v| (v.counters.reclaim_stalls, v.reclaim_stall_buckets.clone())),
+            snap.processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .map(|p| (&p.cgroup, p.counters.reclaim_stalls)),
+            snap.recent_ooms
+                .iter()
+                .map(|o| (o.victim_pid, &o.victim_cgroup, o.flight_recording.len()))
+                .collect::<Vec<_>>(),
+            snap.cgroups
+                .iter()
+                .filter(|c| c.counters.reclaim_stalls > 0)
+                .map(|c| (&c.path, c.counters.reclaim_stalls))
+                .collect::<Vec<_>>(),
+            snap.pipeline,
+            std::fs::read_to_string(cgroup.dir.join("memory.events")),
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -27,6 +27,8 @@ pub struct KernelRun {
     pub metrics_lines: usize,
     pub tests: Option<TestCounts>,
     pub failed_tests: Vec<String>,
+    /// What each failed test printed (its libtest `---- NAME stdout ----` section), by name.
+    pub failure_output: BTreeMap<String, String>,
     pub skipped_tests: Vec<String>,
     /// Tests listed in `known-failures.txt` for this kernel: (name, why).
     pub known: Vec<(String, String)>,
@@ -82,6 +84,7 @@ impl KernelRun {
             .filter_map(|line| line.strip_prefix("test ")?.strip_suffix(" ... FAILED"))
             .map(str::to_owned)
             .collect();
+        self.failure_output = failure_sections(&log);
         self.bench = serde_json::from_str::<Vec<Value>>(&text("bench.json")).unwrap_or_default();
         self
     }
@@ -128,6 +131,29 @@ impl KernelRun {
             Some(_) => {}
         }
         problems
+    }
+
+    /// What the unexpected failures printed, so a CI log says why without the results directory:
+    /// each test's section, its last `max_lines` lines.
+    pub fn unexpected_failure_output(&self, max_lines: usize) -> String {
+        let mut out = String::new();
+        for test in self.unexpected_failures() {
+            let section = self.failure_output.get(&test).map_or("", String::as_str);
+            let lines: Vec<&str> = section.lines().collect();
+            let kept = &lines[lines.len().saturating_sub(max_lines)..];
+            let _ = writeln!(out, "---- {test} (kernel {}) ----", self.name);
+            if kept.len() < lines.len() {
+                let _ = writeln!(
+                    out,
+                    "[{} earlier lines in tests.log]",
+                    lines.len() - kept.len()
+                );
+            }
+            for line in kept {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
     }
 
     /// Failed tests that `known-failures.txt` does not list for this kernel.
@@ -372,9 +398,64 @@ pub fn splice_readme(readme: &str, table: &str) -> Option<String> {
     Some(format!("{}\n{table}{}", &readme[..start], &readme[end..]))
 }
 
+/// libtest's `failures:` block split by test: `---- NAME stdout ----` opens a test's section,
+/// the next such line or the closing `failures:` list ends it.
+fn failure_sections(log: &str) -> BTreeMap<String, String> {
+    let mut sections = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in log.lines() {
+        let opening = line
+            .strip_prefix("---- ")
+            .and_then(|rest| rest.strip_suffix(" stdout ----"));
+        if (opening.is_some() || line == "failures:")
+            && let Some((name, text)) = current.take()
+        {
+            sections.insert(name, text);
+        }
+        if let Some(name) = opening {
+            current = Some((name.to_owned(), String::new()));
+        } else if let Some((_, text)) = &mut current {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    if let Some((name, text)) = current {
+        sections.insert(name, text);
+    }
+    sections
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_libtests_failures_by_test() {
+        let log = "running 3 tests\ntest a::one ... FAILED\ntest b::two ... ok\n\
+                   test c::three ... FAILED\n\nfailures:\n\n---- a::one stdout ----\n\
+                   thread 'a::one' panicked at x.rs:1:1:\nboom\n\n---- c::three stdout ----\n\
+                   deadline passed\n\nfailures:\n    a::one\n    c::three\n\n\
+                   test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        let sections = failure_sections(log);
+        assert_eq!(sections.len(), 2, "{sections:?}");
+        assert_eq!(
+            sections["a::one"],
+            "thread 'a::one' panicked at x.rs:1:1:\nboom\n\n"
+        );
+        assert_eq!(sections["c::three"], "deadline passed\n\n");
+
+        let run = KernelRun {
+            name: "6.1".into(),
+            failed_tests: vec!["a::one".into(), "c::three".into()],
+            failure_output: sections,
+            known: vec![("c::three".into(), "known".into())],
+            ..KernelRun::default()
+        };
+        assert_eq!(
+            run.unexpected_failure_output(2),
+            "---- a::one (kernel 6.1) ----\n[1 earlier lines in tests.log]\nboom\n\n"
+        );
+    }
 
     #[test]
     fn reads_libtests_closing_line() {

@@ -63,6 +63,9 @@ const NOT_ON_THIS_HOST: (&str, &str) = (
     "needs systemd as PID 1, which this host does not run (run in every VM)",
 );
 
+/// Lines of each unexpected failure's output echoed to stderr (the rest is in tests.log).
+const FAILURE_LINES: usize = 40;
+
 /// Options of `cargo xtask vm-test`.
 #[derive(Debug, clap::Args)]
 pub struct VmTestArgs {
@@ -81,6 +84,10 @@ pub struct VmTestArgs {
     /// Minutes one VM may run before it is killed and its kernel fails.
     #[arg(long, default_value_t = 30, value_name = "MINUTES")]
     timeout: u64,
+    /// Run only the privileged tests whose names contain one of these (comma-separated), e.g.
+    /// `growth::,oom::` to chase one failure without the whole suite.
+    #[arg(long, value_delimiter = ',', value_name = "FILTERS")]
+    tests: Vec<String>,
     /// Rewrite README.md's "Supported kernels" table with this run's matrix.
     #[arg(long)]
     update_readme: bool,
@@ -96,6 +103,9 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
             "cargo xtask vm-test builds a root filesystem (debootstrap, chroot) and runs the \
              privileged tests natively: run it as root"
         );
+    }
+    if args.update_readme && !args.tests.is_empty() {
+        bail!("--update-readme takes the whole suite's results: drop --tests");
     }
     let started = Instant::now();
     if args.report_only {
@@ -125,6 +135,7 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
     fs::create_dir_all(&out_dir)?;
     let input_dir = out_dir.join("input");
     stage_input(ctx, &input_dir, args.bench)?;
+    fs::write(input_dir.join("only.txt"), args.tests.join("\n"))?;
 
     let mut unpacked = Vec::new();
     for kernel in &selected {
@@ -169,6 +180,7 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
             Err(err) => run.error = Some(format!("{err:#}")),
         }
         say(format!("kernel {}: {}", kernel.name, summary_line(&run)));
+        eprint!("{}", run.unexpected_failure_output(FAILURE_LINES));
         runs.push(run);
     }
 
@@ -291,6 +303,7 @@ fn run_host(input_dir: &Path, results: &Path) -> Result<KernelRun> {
     }
     .read(results);
     say(format!("this machine: {}", summary_line(&run)));
+    eprint!("{}", run.unexpected_failure_output(FAILURE_LINES));
     Ok(run)
 }
 

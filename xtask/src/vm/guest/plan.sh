@@ -1,7 +1,8 @@
 #!/bin/sh
 # What `cargo xtask vm-test` runs on each kernel: in a VM, and natively for this host's row.
 # Usage: plan.sh BIN_DIR RESULTS_DIR. BIN_DIR holds memtrace, memtrace-workload, the privileged
-# test binary `privileged` and `skip.txt` (tests not run here, one per line, with why), and for
+# test binary `privileged`, `skip.txt` (tests not run here, one per line, with why) and
+# `only.txt` (name filters of `--tests`, one per line; empty: all), and for
 # --bench also xtask and release/ (release builds of memtrace, bench-faults and bench-mmap). Every step writes its output and its exit
 # status to RESULTS_DIR; this script itself always exits 0 (the host judges the results).
 set -u
@@ -72,8 +73,11 @@ while read -r name _; do
     case "$name" in ''|'#'*) continue ;; esac
     skips="$skips --skip $name"
 done < "$BIN/skip.txt"
-# shellcheck disable=SC2086 # one word per --skip
-"$BIN/privileged" --test-threads=1 --include-ignored $skips > "$R/tests.log" 2>&1
+# `vm-test --tests`: name filters, one per line (none: every test).
+only=""
+[ -r "$BIN/only.txt" ] && only=$(cat "$BIN/only.txt")
+# shellcheck disable=SC2086 # one word per --skip and per filter
+"$BIN/privileged" --test-threads=1 --include-ignored $skips $only > "$R/tests.log" 2>&1
 echo $? > "$R/tests.rc"
 grep '^test result' "$R/tests.log"
 
