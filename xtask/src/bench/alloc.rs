@@ -43,14 +43,23 @@ enum Variant {
     Sampled,
     Unsampled,
     Bpftrace,
+    /// Empty programs on malloc and free: what any profiler that sees frees pays per pair in
+    /// uprobe traps alone (bpftrace's probes, without their work).
+    EmptyEntryProbes,
+    /// Empty programs on malloc's entry and return and on free: the traps of a profiler that
+    /// also takes malloc's returned pointer (as `--alloc` does, to match frees to allocations).
+    EmptyWithReturn,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 6] = [
     Variant::Untraced,
     Variant::Sampled,
     Variant::Unsampled,
     Variant::Bpftrace,
+    Variant::EmptyEntryProbes,
+    Variant::EmptyWithReturn,
 ];
+const N: usize = VARIANTS.len();
 
 impl Variant {
     fn label(self) -> &'static str {
@@ -59,15 +68,34 @@ impl Variant {
             Self::Sampled => "`profile --alloc` (sampled, 512 KiB)",
             Self::Unsampled => "`profile --alloc --unsampled`",
             Self::Bpftrace => "bpftrace malloc ustack + free count",
+            Self::EmptyEntryProbes => "floor: empty uprobes on malloc and free (bpftrace)",
+            Self::EmptyWithReturn => {
+                "floor: empty uprobes on malloc, its return and free (bpftrace)"
+            }
         }
     }
-}
 
-fn bpftrace_program(libc: &str) -> String {
-    format!(
-        "uprobe:{libc}:malloc {{ @[ustack] = count(); }} uprobe:{libc}:free {{ @frees = count(); }} \
-         BEGIN {{ printf(\"{BPFTRACE_ATTACHED}\\n\"); }}"
-    )
+    /// The bpftrace program of a bpftrace variant.
+    fn bpftrace(self, libc: &str) -> Option<String> {
+        let probes = match self {
+            Self::Bpftrace => {
+                format!(
+                    "uprobe:{libc}:malloc {{ @[ustack] = count(); }} \
+                     uprobe:{libc}:free {{ @frees = count(); }}"
+                )
+            }
+            Self::EmptyEntryProbes => {
+                format!("uprobe:{libc}:malloc {{ }} uprobe:{libc}:free {{ }}")
+            }
+            Self::EmptyWithReturn => format!(
+                "uprobe:{libc}:malloc {{ }} uretprobe:{libc}:malloc {{ }} uprobe:{libc}:free {{ }}"
+            ),
+            Self::Untraced | Self::Sampled | Self::Unsampled => return None,
+        };
+        Some(format!(
+            "{probes} BEGIN {{ printf(\"{BPFTRACE_ATTACHED}\\n\"); }}"
+        ))
+    }
 }
 
 /// bpftrace runs `BEGIN` once every probe is attached; its "Attaching N probes" line comes
@@ -136,12 +164,13 @@ fn run_variant(env: &Env, bin: &Path, threads: u32, variant: Variant) -> Result<
             )?;
             Some(wait_ready(proc, READY_MARKER)?)
         }
-        Variant::Bpftrace => {
+        Variant::Bpftrace | Variant::EmptyEntryProbes | Variant::EmptyWithReturn => {
             let Some(bpftrace) = &env.bpftrace else {
                 bail!("bpftrace is not installed (apt-get install bpftrace)");
             };
+            let program = variant.bpftrace(LIBC).context("a bpftrace variant")?;
             let mut cmd = Command::new(bpftrace);
-            cmd.args(["-p", &pid.to_string(), "-e", &bpftrace_program(LIBC)]);
+            cmd.args(["-p", &pid.to_string(), "-e", &program]);
             env.note(&cmd);
             let (proc, _) = Proc::spawn(
                 env,
@@ -191,16 +220,16 @@ pub(super) fn bench_alloc(env: &Env) -> Result<Section> {
     let mut section = Section::new(Benchmark::ProfileAlloc);
     md!(
         section.body,
-        "`alloc-sites --loop {PAIRS} T` (tests/programs/alloc-sites.c, gcc -O2 without frame pointers): T threads each run {PAIRS} malloc(64)/free pairs, timed by the program itself once the tracer has attached. Rounds rotate the variants; overhead is ns per pair above the same round's untraced run. bpftrace: `{}` with `-p PID`.\n",
-        bpftrace_program("LIBC")
+        "`alloc-sites --loop {PAIRS} T` (tests/programs/alloc-sites.c, gcc -O2 without frame pointers): T threads each run {PAIRS} malloc(64)/free pairs, timed by the program itself once the tracer has attached. Rounds rotate the variants; overhead is ns per pair above the same round's untraced run. bpftrace: `{}` with `-p PID`. The two floors are bpftrace with empty programs: the uprobe traps alone, without any work in them.\n",
+        Variant::Bpftrace.bpftrace("LIBC").unwrap_or_default()
     );
     for threads in [1u32, 2] {
         // ns per pair by variant, one per round (None where a run failed).
-        let mut ns: [Vec<f64>; 4] = Default::default();
-        let mut overhead: [Vec<f64>; 4] = Default::default();
-        let mut failed: [Option<String>; 4] = Default::default();
+        let mut ns: [Vec<f64>; N] = Default::default();
+        let mut overhead: [Vec<f64>; N] = Default::default();
+        let mut failed: [Option<String>; N] = Default::default();
         for round in 0..runs {
-            let mut this_round = [None; 4];
+            let mut this_round = [None; N];
             for i in 0..VARIANTS.len() {
                 let variant = VARIANTS[(i + round) % VARIANTS.len()];
                 let v = variant as usize;
@@ -223,7 +252,7 @@ pub(super) fn bench_alloc(env: &Env) -> Result<Section> {
                 }
             }
             if let Some(base) = this_round[Variant::Untraced as usize] {
-                for v in 1..4 {
+                for v in 1..N {
                     if let Some(value) = this_round[v] {
                         overhead[v].push(value - base);
                     }
@@ -265,6 +294,37 @@ pub(super) fn bench_alloc(env: &Env) -> Result<Section> {
                 _ => Verdict::new(&figure, "—".to_owned(), "≤ 0.5×", Status::NotRun),
             },
         );
+        if let (Some(floor), Some(theirs)) =
+            (median(Variant::EmptyEntryProbes), median(Variant::Bpftrace))
+        {
+            // Any profiler that sees frees takes at least these two traps per pair: when they
+            // alone cost more than half of bpftrace's overhead, the ½ target is out of reach of
+            // every uprobe design on this machine, not only of memtrace's.
+            section.verdicts.push(Verdict::new(
+                &format!(
+                    "two empty uprobes (malloc, free) vs ½ of bpftrace's, {threads} thread(s)"
+                ),
+                format!(
+                    "{floor:.0} vs {:.0} ns/pair ({})",
+                    theirs / 2.0,
+                    if floor > theirs / 2.0 {
+                        "the target is below the traps' own cost"
+                    } else {
+                        "the target is above the traps' own cost"
+                    }
+                ),
+                "—",
+                Status::Info,
+            ));
+        }
+        if let Some(floor) = median(Variant::EmptyWithReturn) {
+            section.verdicts.push(Verdict::new(
+                &format!("empty uprobes on malloc, its return and free, {threads} thread(s)"),
+                format!("{floor:.0} ns/pair"),
+                "—",
+                Status::Info,
+            ));
+        }
         if let Some(sampled) = median(Variant::Sampled) {
             section.verdicts.push(Verdict::new(
                 &format!("sampled overhead, {threads} thread(s)"),
