@@ -481,7 +481,12 @@ impl Model {
         entry.seen = self.tick;
         if let Some(info) = info {
             let new_key = info.cgroup.as_deref().unwrap_or(ROOT_CGROUP);
-            if new_key != entry.cgroup_key() {
+            if new_key != entry.cgroup_key() && entry.cgroup().is_none() {
+                // Its cgroup is known at last: not a move, all of it was there.
+                entry.info = Some(Arc::clone(info));
+                insert_cgroup(&mut self.cgroups, entry.cgroup_key(), self.capacity);
+                self.cgroups_dirty = true;
+            } else if new_key != entry.cgroup_key() {
                 // Moved: what it did so far stays with the old cgroup.
                 let moved = entry.cgroup_base.since(&entry.latest);
                 if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
@@ -680,13 +685,19 @@ impl Model {
             if let Some(path) = cgroup
                 && path != entry.cgroup_key()
             {
-                // In another cgroup than last read from /proc: what it did until the last tick
-                // stays with that one (as for a move seen by a tick), the rest goes to this.
-                let moved = entry.cgroup_base.since(&entry.latest);
-                if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
-                    add_counters(&mut old.exited, &moved);
+                if entry.cgroup().is_some() {
+                    // In another cgroup than last read from /proc: what it did until the last
+                    // tick stays with that one (as for a move seen by a tick), the rest goes to
+                    // this.
+                    let moved = entry.cgroup_base.since(&entry.latest);
+                    if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
+                        add_counters(&mut old.exited, &moved);
+                    }
+                    entry.cgroup_base.set(&entry.latest);
                 }
-                entry.cgroup_base.set(&entry.latest);
+                // Else its cgroup was never known (the ticks that listed it could not read
+                // /proc, as for a process already exiting when first listed): all it did was
+                // in the kernel's, not the root's that it was rolled up into meanwhile.
                 entry.kernel_cgroup = Some(path.to_owned());
                 self.ensure_cgroup(path);
             }

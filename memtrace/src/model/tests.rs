@@ -284,9 +284,9 @@ fn pid_reuse_resets_history() {
     let snap = model.snapshot(at(t0, 8), wall(8), pipeline());
     let p = process_view(&snap, 20);
     assert_eq!((p.comm.as_str(), p.rates), ("y", Rates::default()));
-    // The 300 faults counted while its cgroup was unknown went to "/" (now unlisted: nothing
-    // lives there); "/b" got the 200 since, plus the 600 of the process with the newer start.
-    assert_eq!(cgroup_view(&snap, "/b").counters.faults_minor, 200 + 600);
+    // Its cgroup, unknown until t7, was learnt there (not a move): all its 500 faults are in
+    // "/b", plus the 600 of the process with the newer start.
+    assert_eq!(cgroup_view(&snap, "/b").counters.faults_minor, 500 + 600);
     assert_eq!(model.cgroup_paths(), ["/b"]);
 }
 
@@ -974,6 +974,58 @@ fn the_kernels_cgroup_attributes_exits_and_oom_victims() {
         &[(71, stats(5, 0, MIB), info(71, "b", "/build", 9))],
     );
     assert_eq!(model.process_count(), 1);
+}
+
+/// A process first listed by a tick that could not read its identity (it was already exiting:
+/// the daemon ticks when an OOM kill arrives) was rolled up into the root; its exit names its
+/// cgroup, and everything it did is counted there, none left in the root (which is pruned with
+/// what it held). 6.1 in the kernel matrix lost a killed hog's reclaim stalls this way.
+#[test]
+fn a_process_of_unknown_cgroup_is_counted_whole_in_the_one_its_exit_names() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    let mut at_kill = stats(100, 0, MIB);
+    at_kill.reclaim_stalls = 35;
+    model.observe_processes(at(t0, 0), &[(80, at_kill, None)]);
+    let mut last = stats(101, 0, 0);
+    last.reclaim_stalls = 35;
+    model.observe_event_in(at(t0, 0), wall(0), &exit(80, last), Some("/job"));
+    let snap = model.snapshot(at(t0, 0), wall(0), pipeline());
+    let job = cgroup_view(&snap, "/job");
+    assert_eq!(job.counters.reclaim_stalls, 35);
+    assert_eq!(job.counters.faults_minor, 101);
+    assert!(
+        snap.cgroups
+            .iter()
+            .filter(|c| c.path != "/job")
+            .all(|c| c.counters.reclaim_stalls == 0 && c.counters.faults_minor == 0),
+        "{:?}",
+        snap.cgroups
+    );
+    assert_eq!(model.node_counters().reclaim_stalls, 35);
+}
+
+/// The same when a later tick reads the cgroup: an identity learnt is not a move.
+#[test]
+fn a_cgroup_learnt_late_is_not_a_move() {
+    let t0 = Instant::now();
+    let mut model = Model::new(ModelConfig::default());
+    model.observe_processes(at(t0, 0), &[(81, stats(10, 0, MIB), None)]);
+    model.observe_processes(
+        at(t0, 1),
+        &[(81, stats(20, 0, MIB), info(81, "app", "/app", 3))],
+    );
+    model.observe_event_in(at(t0, 2), wall(2), &exit(81, stats(25, 0, 0)), Some("/app"));
+    let snap = model.snapshot(at(t0, 2), wall(2), pipeline());
+    assert_eq!(cgroup_view(&snap, "/app").counters.faults_minor, 25);
+    assert!(
+        snap.cgroups
+            .iter()
+            .filter(|c| c.path != "/app")
+            .all(|c| c.counters.faults_minor == 0),
+        "{:?}",
+        snap.cgroups
+    );
 }
 
 fn scoped(root: &str) -> Model {

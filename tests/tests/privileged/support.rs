@@ -36,15 +36,8 @@ pub(crate) fn mask(kinds: &[u32]) -> u32 {
 
 /// Run `hog` in a 64 MiB memory cgroup until the OOM killer ends it; returns (pid, cgroup).
 pub(crate) fn oom_kill_in_cgroup() -> (u32, MemoryCgroup) {
-    oom_kill_in_cgroup_after(|_| {})
-}
-
-/// [`oom_kill_in_cgroup`], calling `before_go` with the hog's pid once it is ready and before
-/// it starts allocating (e.g. to wait until a daemon has seen it).
-pub(crate) fn oom_kill_in_cgroup_after(before_go: impl FnOnce(u32)) -> (u32, MemoryCgroup) {
     let cgroup = MemoryCgroup::new("memtrace-oom", 64 << 20);
     let mut hog = Workload::start_in(&cgroup, &["hog"]);
-    before_go(hog.pid());
     hog.go();
     let pid = hog.pid();
     let status = hog.finish();
