@@ -91,6 +91,20 @@ pub struct ProcStat {
     pub starttime_ticks: u64,
     pub vsize_bytes: u64,
     pub rss_pages: u64,
+    /// The task's `PF_*` flags (proc(5) field 9); see [`ProcStat::exiting`].
+    #[serde(skip)]
+    pub flags: u64,
+}
+
+/// `PF_EXITING` (include/linux/sched.h): the task is in `do_exit`.
+const PF_EXITING: u64 = 0x4;
+
+impl ProcStat {
+    /// Whether the task is already exiting. Its `/proc/<pid>/cgroup` then shows `/` for every
+    /// v1 hierarchy (the kernel's `proc_cgroup_show`), whatever cgroup it was in.
+    pub fn exiting(&self) -> bool {
+        self.flags & PF_EXITING != 0
+    }
 }
 
 /// Parsed `/proc/<pid>/cgroup`.
@@ -318,6 +332,7 @@ pub(crate) fn parse_stat(bytes: &[u8]) -> Result<ProcStat, ProcParseError> {
         starttime_ticks: num(22)?,
         vsize_bytes: num(23)?,
         rss_pages: num(24)?,
+        flags: num(9)?,
     })
 }
 
@@ -526,22 +541,29 @@ impl ProcessCache {
             let cmdline = self.procfs.cmdline(pid, CACHE_CMDLINE_MAX_LEN)?;
             let cgroups = self.procfs.cgroups(pid)?;
             let again = self.procfs.stat(pid)?;
-            Ok((cmdline, cgroups, again.starttime_ticks))
+            Ok((cmdline, cgroups, again))
         })();
-        let (cmdline, cgroups, start_again) = match result {
+        let (cmdline, cgroups, again) = match result {
             Ok(parts) => parts,
             Err(ProcError::ProcessGone { .. }) => return Ok(None),
             Err(err) => return Err(err),
         };
-        if start_again != stat.starttime_ticks {
+        if again.starttime_ticks != stat.starttime_ticks {
             return Ok(None);
         }
+        // An exiting task's v1 paths all read `/`: its cgroup is unknown, not the root (the
+        // model then takes the one its exit event names). The unified path stays right.
+        let cgroup = if (stat.exiting() || again.exiting()) && cgroups.v1.contains_key("memory") {
+            None
+        } else {
+            cgroups.memory_path().map(str::to_owned)
+        };
         Ok(Some(ProcessInfo {
             pid,
             // stat's comm is the same task->comm as /proc/<pid>/comm; reusing it saves a read.
             comm: stat.comm,
             cmdline,
-            cgroup: cgroups.memory_path().map(str::to_owned),
+            cgroup,
             start_ticks: stat.starttime_ticks,
         }))
     }
@@ -611,6 +633,7 @@ mod tests {
                 starttime_ticks: 987_654,
                 vsize_bytes: 123_456_789,
                 rss_pages: 2048,
+                flags: 4_194_560,
             }
         );
     }
@@ -881,6 +904,41 @@ mod tests {
         assert!(cache.is_empty());
         assert_eq!(cache.get(42).unwrap().cmdline, "app --v2");
         assert_eq!(cache.len(), 1);
+    }
+
+    /// A task in `do_exit` shows `/` for its v1 hierarchies: that is not its cgroup. Its unified
+    /// path is still right.
+    #[test]
+    fn an_exiting_tasks_v1_cgroup_is_unknown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stat_of = |pid: u32, flags: u64| {
+            format!(
+                "{pid} (hog) R 1 {pid} {pid} 0 -1 {flags} 10 0 0 0 1 1 0 0 20 0 1 0 100 4096 1\n"
+            )
+        };
+        for (pid, flags, cgroup) in [
+            (50, 0x4, "11:memory:/\n0::/user.slice\n"),
+            (51, 0x0, "11:memory:/\n0::/user.slice\n"),
+            (52, 0x4, "0::/job.slice\n"),
+        ] {
+            let dir = tmp.path().join(pid.to_string());
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("stat"), stat_of(pid, flags)).unwrap();
+            fs::write(dir.join("cmdline"), "hog").unwrap();
+            fs::write(dir.join("cgroup"), cgroup).unwrap();
+        }
+        let mut cache = ProcessCache::new(ProcFs::new(tmp.path()), 8);
+        assert_eq!(cache.get(50).unwrap().cgroup, None, "exiting, v1");
+        assert_eq!(
+            cache.get(51).unwrap().cgroup.as_deref(),
+            Some("/"),
+            "the real root"
+        );
+        assert_eq!(
+            cache.get(52).unwrap().cgroup.as_deref(),
+            Some("/job.slice"),
+            "v2"
+        );
     }
 
     #[test]
