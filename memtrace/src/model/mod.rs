@@ -481,18 +481,16 @@ impl Model {
         entry.seen = self.tick;
         if let Some(info) = info {
             let new_key = info.cgroup.as_deref().unwrap_or(ROOT_CGROUP);
-            if new_key != entry.cgroup_key() && entry.cgroup().is_none() {
-                // Its cgroup is known at last: not a move, all of it was there.
-                entry.info = Some(Arc::clone(info));
-                insert_cgroup(&mut self.cgroups, entry.cgroup_key(), self.capacity);
-                self.cgroups_dirty = true;
-            } else if new_key != entry.cgroup_key() {
-                // Moved: what it did so far stays with the old cgroup.
-                let moved = entry.cgroup_base.since(&entry.latest);
-                if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
-                    add_counters(&mut old.exited, &moved);
+            if new_key != entry.cgroup_key() {
+                // Moved: what it did so far stays with the old cgroup. (A cgroup known at last,
+                // where none was, is no move: all of it was there.)
+                if entry.cgroup().is_some() {
+                    let moved = entry.cgroup_base.since(&entry.latest);
+                    if let Some(old) = self.cgroups.get_mut(entry.cgroup_key()) {
+                        add_counters(&mut old.exited, &moved);
+                    }
+                    entry.cgroup_base.set(&entry.latest);
                 }
-                entry.cgroup_base.set(&entry.latest);
                 entry.info = Some(Arc::clone(info));
                 insert_cgroup(&mut self.cgroups, entry.cgroup_key(), self.capacity);
                 self.cgroups_dirty = true;

@@ -317,21 +317,21 @@ pub(super) fn bench_alloc(env: &Env) -> Result<Section> {
                 Status::Info,
             ));
         }
-        if let Some(floor) = median(Variant::EmptyWithReturn) {
-            section.verdicts.push(Verdict::new(
-                &format!("empty uprobes on malloc, its return and free, {threads} thread(s)"),
-                format!("{floor:.0} ns/pair"),
-                "—",
-                Status::Info,
-            ));
-        }
-        if let Some(sampled) = median(Variant::Sampled) {
-            section.verdicts.push(Verdict::new(
-                &format!("sampled overhead, {threads} thread(s)"),
-                format!("{sampled:.0} ns/pair"),
-                "—",
-                Status::Info,
-            ));
+        for (variant, figure) in [
+            (
+                Variant::EmptyWithReturn,
+                "empty uprobes on malloc, its return and free",
+            ),
+            (Variant::Sampled, "sampled overhead"),
+        ] {
+            if let Some(ns) = median(variant) {
+                section.verdicts.push(Verdict::new(
+                    &format!("{figure}, {threads} thread(s)"),
+                    format!("{ns:.0} ns/pair"),
+                    "—",
+                    Status::Info,
+                ));
+            }
         }
     }
     redis_section(env, runs, &mut section);

@@ -179,8 +179,7 @@ pub fn run(ctx: &mut Ctx, args: VmTestArgs) -> Result<()> {
             }
             Err(err) => run.error = Some(format!("{err:#}")),
         }
-        say(format!("kernel {}: {}", kernel.name, summary_line(&run)));
-        eprint!("{}", run.unexpected_failure_output(FAILURE_LINES));
+        report_verdict(&format!("kernel {}", kernel.name), &run);
         runs.push(run);
     }
 
@@ -275,6 +274,12 @@ fn finish(ctx: &Ctx, args: &VmTestArgs, runs: &[KernelRun], started: Instant) ->
     Ok(())
 }
 
+/// One run's verdict on stderr, with what its unexpected failures printed.
+fn report_verdict(what: &str, run: &KernelRun) {
+    say(format!("{what}: {}", summary_line(run)));
+    eprint!("{}", run.unexpected_failure_output(FAILURE_LINES));
+}
+
 fn summary_line(run: &KernelRun) -> String {
     let problems = run.problems();
     if problems.is_empty() {
@@ -302,8 +307,7 @@ fn run_host(input_dir: &Path, results: &Path) -> Result<KernelRun> {
         ..host_run()
     }
     .read(results);
-    say(format!("this machine: {}", summary_line(&run)));
-    eprint!("{}", run.unexpected_failure_output(FAILURE_LINES));
+    report_verdict("this machine", &run);
     Ok(run)
 }
 
