@@ -27,12 +27,18 @@ pub mod names {
     pub const INFLIGHT: &str = "ALLOC_INFLIGHT";
     pub const SAMPLES: &str = "ALLOC_SAMPLES";
     pub const LOSSES: &str = "ALLOC_LOSSES";
+    /// An array of one `u32`: non-zero while `--duty-cycle` pauses between bursts.
+    pub const PAUSED: &str = "ALLOC_PAUSED";
 }
 
 /// Bits of [`AllocConfig::flags`].
 pub mod flag {
     /// Every call is taken (exact counts); otherwise byte-based sampling.
     pub const UNSAMPLED: u32 = 1 << 0;
+    /// Allocation sites only (`--duty-cycle`): the entry probes count each taken allocation on
+    /// its site at once; there is no return or free probe, so no pointer, no outstanding
+    /// allocation and no in-use bytes.
+    pub const SITES_ONLY: u32 = 1 << 1;
 }
 
 /// Indexes of `ALLOC_LOSSES` (a per-CPU array of `u64`). Not all are losses in every mode: in
@@ -188,7 +194,10 @@ pub mod call {
     pub const POSIX_MEMALIGN: u32 = 2;
 }
 
-/// `ALLOC_INFLIGHT` values (key: the thread's `pid_tgid`): what the entry probe saw.
+/// `ALLOC_INFLIGHT` values (key: the thread's `pid_tgid`): what the entry probe saw. With
+/// [`flag::SITES_ONLY`], only a `realloc(NULL, n)` is kept, until the thread's next allocator
+/// entry: glibc's realloc jumps to malloc for it (same return address, same size), and that
+/// malloc is not counted a second time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
@@ -205,14 +214,16 @@ pub struct Inflight {
 const _: () = assert!(size_of::<Inflight>() == 4 * 8 + 2 * 4);
 
 /// `ALLOC_SAMPLES` ring records: one sampled allocation (sampled mode) or the first allocation
-/// of a new site (unsampled mode), with the registers at the return into the caller and
-/// `stack_len` bytes of the stack from `sp`.
+/// of a new site (unsampled mode), with the registers as the caller has them after the return
+/// (taken at the return, or at the entry with the return address popped) and `stack_len` bytes
+/// of the stack from `sp`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocSample {
     pub tgid: u32,
     pub tid: u32,
     pub stack: StackKey,
+    /// 0 with [`flag::SITES_ONLY`] (the entry probe cannot know it).
     pub pointer: u64,
     pub size: u64,
     pub threshold: u64,

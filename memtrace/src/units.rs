@@ -67,6 +67,22 @@ pub fn duration_in(
     }
 }
 
+/// Parse a share of time such as `5%` or `5` (percent, `%` optional) into `0.05`; between
+/// 0.1 % and 100 %.
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let number = trimmed.strip_suffix('%').unwrap_or(trimmed).trim_end();
+    match number.parse::<f64>() {
+        Ok(percent) if (0.1..=100.0).contains(&percent) => Ok(percent / 100.0),
+        Ok(_) => Err(format!(
+            "must be between 0.1% and 100% (got {trimmed}; example: 5%)"
+        )),
+        Err(_) => Err(format!(
+            "invalid percentage '{text}' (examples: 5%, 12.5%, 100%)"
+        )),
+    }
+}
+
 /// Bytes for humans, binary units: `1.0 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
     ByteSize(bytes).display().iec().to_string()
@@ -99,6 +115,28 @@ mod tests {
                 .starts_with("invalid duration 'soon'")
         );
         assert_eq!(human_bytes(1 << 20), "1.0 MiB");
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(parse_percent("5%"), Ok(0.05));
+        assert_eq!(parse_percent("100"), Ok(1.0));
+        assert_eq!(parse_percent(" 12.5 % "), Ok(0.125));
+        assert!(
+            parse_percent("0%")
+                .unwrap_err()
+                .starts_with("must be between")
+        );
+        assert!(
+            parse_percent("150%")
+                .unwrap_err()
+                .starts_with("must be between")
+        );
+        assert!(
+            parse_percent("half")
+                .unwrap_err()
+                .starts_with("invalid percentage")
+        );
     }
 
     #[test]

@@ -213,8 +213,33 @@ static int run_loop(long iterations, int nthreads) {
     return 0;
 }
 
+/* `alloc-sites --paced N USEC`: N malloc(1000)/free pairs at paced_site, one every USEC µs: an
+ * allocation rate the probes' traps hardly change (a trap is microseconds, the pause is a
+ * millisecond), for --duty-cycle's test. Same protocol as the sites: "ready", a line, "done", a
+ * line. */
+NOINLINE void paced_site(long n, long usec) {
+    for (long i = 0; i < n; i++) {
+        char *volatile p = malloc(1000);
+        p[0] = 1;
+        free(p);
+        usleep(usec);
+    }
+}
+
 int main(int argc, char **argv) {
     char line[64];
+    if (argc >= 4 && strcmp(argv[1], "--paced") == 0) {
+        printf("ready\n");
+        fflush(stdout);
+        if (!fgets(line, sizeof line, stdin))
+            return 1;
+        paced_site(atol(argv[2]), atol(argv[3]));
+        printf("done\n");
+        fflush(stdout);
+        /* Alive until told, so that the profiler can still read its mappings. */
+        fgets(line, sizeof line, stdin);
+        return 0;
+    }
     if (argc >= 4 && strcmp(argv[1], "--loop") == 0) {
         /* --loop N THREADS: wait for a line (the tracer attaches), then time the loop. */
         printf("ready\n");
@@ -224,7 +249,7 @@ int main(int argc, char **argv) {
         return run_loop(atol(argv[2]), atoi(argv[3]));
     }
     if (argc < 2) {
-        fprintf(stderr, "usage: alloc-sites LIB.so | --loop N THREADS\n");
+        fprintf(stderr, "usage: alloc-sites LIB.so | --loop N THREADS | --paced N USEC\n");
         return 2;
     }
     printf("ready\n");

@@ -8,6 +8,10 @@
 //! `alloc_free` sees it freed. Sampled allocations (every new site in unsampled mode) also send
 //! the registers and a copy of the stack through `ALLOC_SAMPLES` for userspace to unwind.
 //!
+//! With `flag::SITES_ONLY` (`--duty-cycle`) only the entry probes are attached: each counts its
+//! allocation on its site at once and sends its snapshot from the entry, with the return address
+//! popped; there is no pointer, no outstanding map, no in-use bytes.
+//!
 //! The allocation is recorded at the return, before the caller runs again, so no other thread
 //! can free the pointer before it is known; a free is seen at its entry, before the allocator can
 //! hand the memory out again (realloc's old pointer likewise, at realloc's entry).
@@ -41,8 +45,8 @@ use aya_ebpf::{
         generated::bpf_probe_read_user as probe_read_user_raw,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
-    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext as _},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
 };
 use memtrace_common::alloc::{
     AllocConfig, AllocSample, Inflight, NO_STACK_ID, OBJECT_UNIT, Outstanding, OutstandingKey,
@@ -78,6 +82,11 @@ static ALLOC_INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(16_384
 static ALLOC_SAMPLES: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 static ALLOC_LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(loss::SLOTS, 0);
+/// Non-zero while `--duty-cycle` pauses between bursts. Userspace sets it before detaching the
+/// probes: detaching one waits out a grace period under a kernel-wide mutex, so the last of
+/// them is gone hundreds of milliseconds after the first, and must count nothing meanwhile.
+#[map]
+static ALLOC_PAUSED: Array<u32> = Array::with_max_entries(1, 0);
 
 const EEXIST: i32 = 17;
 
@@ -157,21 +166,32 @@ fn weights(size: u64, threshold: u64) -> (u64, u64) {
     }
 }
 
-/// An entry probe: note the call for the return probe.
+/// The sampling decision for an allocation of `size`: its threshold if taken, else 0.
+#[inline(always)]
+fn take(config: &AllocConfig, size: u64) -> u64 {
+    let threshold = threshold_for(config, threshold_entry, size);
+    if config.flags & flag::UNSAMPLED == 0 && threshold < THRESHOLD_ALWAYS {
+        // SAFETY: helper without preconditions.
+        let random = u64::from(unsafe { bpf_get_prandom_u32() });
+        if random >= threshold {
+            return 0;
+        }
+    }
+    threshold
+}
+
+/// An entry probe: note the call for the return probe (or, sites only, count it now).
 #[inline(always)]
 fn enter(ctx: &ProbeContext, kind: u32, size: u64, old: u64) -> u32 {
     let config = config();
     let Some(pid_tgid) = ours(&config) else {
         return 0;
     };
-    let mut threshold = threshold_for(&config, threshold_entry, size);
-    if config.flags & flag::UNSAMPLED == 0 && threshold < THRESHOLD_ALWAYS {
-        // SAFETY: helper without preconditions.
-        let random = u64::from(unsafe { bpf_get_prandom_u32() });
-        if random >= threshold {
-            threshold = 0;
-        }
+    if config.flags & flag::SITES_ONLY != 0 {
+        enter_site_only(ctx, &config, pid_tgid, kind, size, old);
+        return 0;
     }
+    let threshold = take(&config, size);
     // realloc frees its old pointer: matter whether or not the new one is taken.
     if threshold == 0 && kind != call::REALLOC {
         return 0;
@@ -211,6 +231,81 @@ fn enter(ctx: &ProbeContext, kind: u32, size: u64, old: u64) -> u32 {
         Err(_) => count(loss::INFLIGHT_FULL),
     }
     0
+}
+
+/// Sites only: the allocation is counted on its site at its entry, with no pointer to track.
+#[inline(always)]
+fn enter_site_only(
+    ctx: &ProbeContext,
+    config: &AllocConfig,
+    pid_tgid: u64,
+    kind: u32,
+    size: u64,
+    old: u64,
+) {
+    if ALLOC_PAUSED.get(0).is_some_and(|paused| *paused != 0) {
+        return;
+    }
+    let return_address = return_address(ctx);
+    // glibc's realloc(NULL, n) jumps to malloc(n): the malloc entry right after it on the thread,
+    // from the same call, is the same allocation.
+    // SAFETY: copied out before removal.
+    if let Some(previous) = (unsafe { ALLOC_INFLIGHT.get(pid_tgid) }).copied() {
+        let _ = ALLOC_INFLIGHT.remove(pid_tgid);
+        if kind == call::MALLOC
+            && previous.return_address == return_address
+            && previous.size == size
+        {
+            count(loss::NESTED);
+            return;
+        }
+    }
+    if kind == call::REALLOC && old == 0 {
+        let realloc_null = Inflight {
+            size,
+            old,
+            return_address,
+            threshold: 0,
+            kind,
+            reserved: 0,
+        };
+        if ALLOC_INFLIGHT
+            .insert(pid_tgid, realloc_null, u64::from(BPF_ANY))
+            .is_err()
+        {
+            count(loss::INFLIGHT_FULL);
+        }
+    }
+    let threshold = take(config, size);
+    if threshold == 0 {
+        return;
+    }
+    let key = stack_key(ctx, return_address);
+    let Some(new_site) = count_site(key, size, threshold) else {
+        return;
+    };
+    if config.flags & flag::UNSAMPLED == 0 || new_site {
+        // SAFETY: `regs` is the probe's register frame.
+        #[cfg(bpf_target_arch = "x86_64")]
+        let (sp, bp) = unsafe { ((*regs(ctx)).rsp, (*regs(ctx)).rbp) };
+        #[cfg(not(bpf_target_arch = "x86_64"))]
+        let (sp, bp) = unsafe { ((*regs(ctx)).sp, (*regs(ctx)).regs[29]) };
+        // At the allocator's first instruction the frame is the caller's but for the pushed
+        // return address: popping it gives the registers the caller has after the return.
+        #[cfg(bpf_target_arch = "x86_64")]
+        let sp = sp + 8;
+        let taken = Taken {
+            key,
+            pointer: 0,
+            size,
+            threshold,
+            return_address,
+            // SAFETY: helper without preconditions.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            new_site,
+        };
+        send_sample(pid_tgid, &taken, sp, bp);
+    }
 }
 
 #[inline(always)]
@@ -318,14 +413,11 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// The site of a call: its return address and the kernel's frame-pointer stack (whose first
+/// frame is the probe's own address: the return address at a return probe, the allocator's
+/// entry at an entry probe).
 #[inline(always)]
-fn record(
-    ctx: &RetProbeContext,
-    config: &AllocConfig,
-    pid_tgid: u64,
-    pointer: u64,
-    inflight: &Inflight,
-) {
+fn stack_key<C: StackIdContext>(ctx: &C, return_address: u64) -> StackKey {
     // A stack id is an index into the stack map: it fits in u32.
     let stack_id = if let Some(id) = ctx
         .get_stackid(&ALLOC_STACK_TRACES, u64::from(BPF_F_USER_STACK))
@@ -337,12 +429,18 @@ fn record(
         count(loss::STACK_ID);
         NO_STACK_ID
     };
-    let key = StackKey {
-        return_address: inflight.return_address,
+    StackKey {
+        return_address,
         stack_id,
         reserved: 0,
-    };
-    let (weighted_bytes, weighted_objects) = weights(inflight.size, inflight.threshold);
+    }
+}
+
+/// Counts a taken allocation on its site: `Some(true)` if the site is new, `None` if the site
+/// map is full (the allocation is not counted).
+#[inline(always)]
+fn count_site(key: StackKey, size: u64, threshold: u64) -> Option<bool> {
+    let (weighted_bytes, weighted_objects) = weights(size, threshold);
     let mut new_site = false;
     let counts = if let Some(counts) = ALLOC_STACKS.get_ptr_mut(key) {
         counts
@@ -352,13 +450,10 @@ fn record(
             Err(err) if err == -EEXIST => {}
             Err(_) => {
                 count(loss::STACKS_FULL);
-                return;
+                return None;
             }
         }
-        let Some(counts) = ALLOC_STACKS.get_ptr_mut(key) else {
-            return;
-        };
-        counts
+        ALLOC_STACKS.get_ptr_mut(key)?
     };
     // SAFETY: a map value, valid for the program's run.
     unsafe {
@@ -367,6 +462,22 @@ fn record(
         add(&raw mut (*counts).samples, 1);
     }
     count(loss::TAKEN);
+    Some(new_site)
+}
+
+#[inline(always)]
+fn record(
+    ctx: &RetProbeContext,
+    config: &AllocConfig,
+    pid_tgid: u64,
+    pointer: u64,
+    inflight: &Inflight,
+) {
+    let key = stack_key(ctx, inflight.return_address);
+    let Some(new_site) = count_site(key, inflight.size, inflight.threshold) else {
+        return;
+    };
+    let (weighted_bytes, weighted_objects) = weights(inflight.size, inflight.threshold);
     // SAFETY: helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let outstanding = Outstanding {
@@ -388,50 +499,63 @@ fn record(
         count(loss::OUTSTANDING_FULL);
     }
     if config.flags & flag::UNSAMPLED == 0 || new_site {
-        send_sample(ctx, pid_tgid, key, pointer, inflight, ts_ns, new_site);
+        // The uretprobe reports the caller's registers after the return (the kernel sets `ip`
+        // back from its trampoline to the return address).
+        let regs = ctx.regs.cast_const();
+        // SAFETY: `regs` is the probe's register frame.
+        #[cfg(bpf_target_arch = "x86_64")]
+        let (sp, bp) = unsafe { ((*regs).rsp, (*regs).rbp) };
+        #[cfg(not(bpf_target_arch = "x86_64"))]
+        let (sp, bp) = unsafe { ((*regs).sp, (*regs).regs[29]) };
+        let taken = Taken {
+            key,
+            pointer,
+            size: inflight.size,
+            threshold: inflight.threshold,
+            return_address: inflight.return_address,
+            ts_ns,
+            new_site,
+        };
+        send_sample(pid_tgid, &taken, sp, bp);
     }
 }
 
-#[inline(always)]
-fn send_sample(
-    ctx: &RetProbeContext,
-    pid_tgid: u64,
+/// A taken allocation, as its sample record tells it.
+struct Taken {
     key: StackKey,
     pointer: u64,
-    inflight: &Inflight,
+    size: u64,
+    threshold: u64,
+    return_address: u64,
     ts_ns: u64,
     new_site: bool,
-) {
+}
+
+/// Sends `taken` with the caller's `sp` and `bp` after the return and a copy of its stack.
+#[inline(always)]
+fn send_sample(pid_tgid: u64, taken: &Taken, sp: u64, bp: u64) {
     let Some(mut entry) = ALLOC_SAMPLES.reserve::<AllocSample>(0) else {
         count(loss::RING_FULL);
         return;
     };
     let sample = entry.as_mut_ptr();
     // SAFETY: `sample` is the reserved record (large: written field by field, never built on the
-    // 512-byte BPF stack); `regs` is the probe's register frame.
+    // 512-byte BPF stack).
     unsafe {
-        let regs = ctx.regs.cast_const();
-        #[cfg(bpf_target_arch = "x86_64")]
-        let (ip, sp, bp) = ((*regs).rip, (*regs).rsp, (*regs).rbp);
-        #[cfg(not(bpf_target_arch = "x86_64"))]
-        let (ip, sp, bp) = ((*regs).pc, (*regs).sp, (*regs).regs[29]);
         #[expect(clippy::cast_possible_truncation, reason = "pid_tgid halves")]
         {
             (*sample).tgid = (pid_tgid >> 32) as u32;
             (*sample).tid = pid_tgid as u32;
         }
-        (*sample).stack = key;
-        (*sample).pointer = pointer;
-        (*sample).size = inflight.size;
-        (*sample).threshold = inflight.threshold;
-        (*sample).ts_ns = ts_ns;
-        // The uretprobe reports the caller's registers after the return: `ip` is the return
-        // address (the kernel sets it back from its trampoline), `sp` the caller's.
-        (*sample).ip = inflight.return_address;
-        let _ = ip;
+        (*sample).stack = taken.key;
+        (*sample).pointer = taken.pointer;
+        (*sample).size = taken.size;
+        (*sample).threshold = taken.threshold;
+        (*sample).ts_ns = taken.ts_ns;
+        (*sample).ip = taken.return_address;
         (*sample).sp = sp;
         (*sample).bp = bp;
-        (*sample).new_site = u32::from(new_site);
+        (*sample).new_site = u32::from(taken.new_site);
         let dst = (&raw mut (*sample).stack_bytes).cast::<c_void>();
         let src = sp as *const c_void;
         // The stack ends somewhere above `sp` (a thread's first frames): a read crossing the end

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, ValueEnum};
 
-use crate::units::{duration_in, parse_duration, parse_size};
+use crate::units::{duration_in, parse_duration, parse_percent, parse_size};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -13,7 +13,9 @@ Examples:
   memtrace profile --all --output growth.svg         every process, a flame graph on Ctrl-C
   memtrace profile --alloc -p $(pidof redis-server) --duration 30s --output flamegraph.svg
   memtrace profile --alloc -p 1234 --leaks --min-age 1m
-  memtrace profile --alloc -p 1234 --unsampled -o allocs.pb.gz   exact counts, pprof";
+  memtrace profile --alloc -p 1234 --unsampled -o allocs.pb.gz   exact counts, pprof
+  memtrace profile --alloc -p $(pidof redis-server) --duty-cycle 5% --duration 5m
+                                 allocation sites of a busy server, probes on 5 % of the time";
 
 /// How a profile is written; by default from `--output`'s extension (`.svg`, `.folded`,
 /// `.pb.gz`, `.json`), else text.
@@ -69,6 +71,22 @@ pub struct ProfileArgs {
     /// With --alloc: every call, exact counts (costlier).
     #[arg(long, requires = "alloc")]
     pub unsampled: bool,
+
+    /// With --alloc: allocation sites only (bytes and objects allocated by stack; no in-use
+    /// bytes, no leaks), the probes attached for this share of the time in bursts of --burst.
+    /// Each probed call traps into the kernel (microseconds on some machines): this is the mode
+    /// to leave on a busy server. Only the allocating functions are probed (not free, not their
+    /// returns); 100% keeps them attached. The report counts what the bursts saw and says how
+    /// long they were; it does not extrapolate (a process slowed by the traps allocates less
+    /// while they are on), so read it as shares between sites.
+    #[arg(long, value_name = "PERCENT", requires = "alloc", conflicts_with = "leaks", value_parser = parse_percent)]
+    pub duty_cycle: Option<f64>,
+
+    /// With --duty-cycle: how long each burst of attached probes lasts. Detaching them takes the
+    /// kernel about 65 ms a probe (one after the other): a burst is best longer than that, and
+    /// the pause between bursts too.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", requires = "duty_cycle", value_parser = duration_in(Duration::from_millis(10), Duration::from_secs(60)))]
+    pub burst: Duration,
 
     /// Without --alloc: take one page fault in N per CPU, each counted as N faults. The
     /// default keeps the sampling program's cost under 0.1 % of a fault-bound loop (the perf

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use memtrace_common::alloc::{AllocSample, NO_STACK_ID, Outstanding, StackCounts, StackKey, loss};
 
+use super::duty::Coverage;
 use super::probes::{AllocProbes, ProbeError, objects};
 use crate::profile::{
     Capture, CaptureStats, CapturedStack, SampleType, StackEnd,
@@ -108,11 +109,9 @@ impl Collector {
             .flatten();
         match walked {
             Some(frames) => {
-                // The kernel's walk starts at the return address itself.
-                let rest = frames
-                    .into_iter()
-                    .skip_while(|&ip| ip == key.return_address)
-                    .take(MAX_DEPTH - 1);
+                // The kernel's walk starts at the probe's own address: the return address at the
+                // return probe, the allocator's first instruction at an entry probe (sites only).
+                let rest = frames.into_iter().skip(1).take(MAX_DEPTH - 1);
                 (
                     std::iter::once(leaf).chain(rest).collect(),
                     StackEnd::FramePointers,
@@ -127,11 +126,24 @@ impl Collector {
         }
     }
 
-    /// A capture of `view` from the kernel's maps now.
-    pub fn capture(&mut self, probes: &AllocProbes, view: View) -> Result<Capture, ProbeError> {
+    /// A capture of `view` from the kernel's maps now. With `--duty-cycle` (`coverage`: how long
+    /// the probes were attached), the allocation sites only.
+    pub fn capture(
+        &mut self,
+        probes: &AllocProbes,
+        view: View,
+        coverage: Option<&Coverage>,
+    ) -> Result<Capture, ProbeError> {
         let sites = probes.sites()?;
         let counters = probes.counters()?;
         let (sample_types, per_site) = match view {
+            _ if probes.sites_only() => (
+                vec![
+                    sample_type("alloc_space", "bytes"),
+                    sample_type("alloc_objects", "count"),
+                ],
+                allocated_values(&sites),
+            ),
             View::Sites => (
                 vec![
                     sample_type("alloc_space", "bytes"),
@@ -191,9 +203,13 @@ impl Collector {
             stacks.push(stack);
         }
         stats.lost = losses(&counters, self.sampling.starts_with("every"));
+        let sampling = match coverage {
+            Some(coverage) => format!("{}; {}", self.sampling, coverage.describe()),
+            None => self.sampling.clone(),
+        };
         Ok(Capture {
             target: self.target.clone(),
-            sampling: self.sampling.clone(),
+            sampling,
             sample_types,
             default_sample_type: 0,
             stacks,
@@ -228,6 +244,17 @@ fn site_values(sites: &[(StackKey, StackCounts)]) -> SiteValues {
                 in_use_bytes(counts),
                 objects(counts.alloc_objects.saturating_sub(counts.free_objects)),
             ];
+            (*key, (values, Vec::new()))
+        })
+        .collect()
+}
+
+/// Sites only: bytes and objects allocated.
+fn allocated_values(sites: &[(StackKey, StackCounts)]) -> SiteValues {
+    sites
+        .iter()
+        .map(|(key, counts)| {
+            let values = vec![signed(counts.alloc_bytes), objects(counts.alloc_objects)];
             (*key, (values, Vec::new()))
         })
         .collect()
@@ -366,5 +393,18 @@ mod tests {
         };
         let got = site_values(&[(key(1), counts)]);
         assert_eq!(got[&key(1)].0, vec![300, 3, 200, 2]);
+    }
+
+    #[test]
+    fn sites_only_show_what_was_allocated() {
+        let counts = StackCounts {
+            alloc_bytes: 300,
+            alloc_objects: 3 * OBJECT_UNIT,
+            free_bytes: 0,
+            free_objects: 0,
+            samples: 3,
+        };
+        let got = allocated_values(&[(key(1), counts)]);
+        assert_eq!(got[&key(1)].0, vec![300, 3]);
     }
 }

@@ -5,12 +5,15 @@
 //! - [`allocator`]: which object defines the process's `malloc`, and the functions to probe.
 //! - [`probes`]: the `memtrace-alloc` object's lifecycle (`can_run`, `attach`, `detach`).
 //! - [`collect`]: sample records and maps to a [`crate::profile::Capture`].
+//! - [`duty`]: `--duty-cycle`'s schedule of bursts and the time they covered.
 //!
 //! Costs: every probed call traps into the kernel (a uprobe, and a uretprobe for the calls that
 //! return a pointer), so this is per process and opt-in. Sampled mode (the default) takes an
 //! allocation of `s` bytes with probability `1 - exp(-s / rate)` as jemalloc's heap profiler
 //! does, and sends a stack snapshot only for those; `--unsampled` counts every call exactly in
-//! the kernel and sends a snapshot only for each new site.
+//! the kernel and sends a snapshot only for each new site. `--duty-cycle` counts allocation sites
+//! only, with the allocating functions' entry probes alone, attached in bursts: a busy server
+//! pays one trap per allocation for that share of the time and none per free.
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,10 +27,12 @@ use crate::profile::{report, symbolize::Symbolizer};
 
 pub mod allocator;
 pub mod collect;
+pub mod duty;
 pub mod probes;
 
 use collect::{Collector, View};
-use probes::{AllocProbes, Limits};
+use duty::DutyCycle;
+use probes::{AllocProbes, Limits, Mode};
 
 pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let pid = args.pid.context("--alloc needs --pid")?;
@@ -37,7 +42,12 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
              CAP_PERFMON): {err}"
         )
     })?;
-    let plan = AllocProbes::can_run(Path::new("/proc"), pid, args.unsampled, args.sample_rate)?;
+    let mode = Mode {
+        unsampled: args.unsampled,
+        rate: args.sample_rate,
+        sites_only: args.duty_cycle.is_some(),
+    };
+    let plan = AllocProbes::can_run(Path::new("/proc"), pid, mode)?;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|comm| comm.trim_end().to_owned())
         .unwrap_or_default();
@@ -56,6 +66,9 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut probes = AllocProbes::attach(plan, Limits::default())?;
+    let mut duty = args
+        .duty_cycle
+        .map(|share| DutyCycle::new(share, args.burst, Instant::now()));
     let names: Vec<&str> = probes
         .plan
         .allocator
@@ -63,8 +76,17 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         .iter()
         .map(|f| f.name.as_str())
         .collect();
+    let bursts = match args.duty_cycle {
+        Some(share) if share < 1.0 => format!(
+            ", allocation sites only, probes attached {} % of the time in bursts of {}",
+            share * 100.0,
+            humantime::format_duration(args.burst)
+        ),
+        Some(_) => ", allocation sites only".to_owned(),
+        None => String::new(),
+    };
     eprintln!(
-        "profiling allocations of pid {pid} ({comm}): {} allocator in {} ({}), {sampling}",
+        "profiling allocations of pid {pid} ({comm}): {} allocator in {} ({}), {sampling}{bursts}",
         probes.plan.allocator.kind.name(),
         probes.plan.allocator.mapped_path.display(),
         names.join(", "),
@@ -96,6 +118,12 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
                 None => std::future::pending().await,
             }
         };
+        let toggle = async {
+            match duty.as_ref().and_then(DutyCycle::next_toggle) {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
@@ -106,9 +134,21 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
                     break;
                 }
             }
+            () = toggle => {
+                if let Some(duty) = duty.as_mut()
+                    && let Err(err) = switch(&mut probes, duty)
+                {
+                    gone = !Path::new(&format!("/proc/{pid}")).exists();
+                    if !gone {
+                        eprintln!("warning: stopping early, reporting what was counted: {err}");
+                    }
+                    break;
+                }
+            }
             _ = tick => {
                 drain(&mut ring, &mut collector);
-                let capture = collector.capture(&probes, View::Growth)?;
+                let coverage = duty.as_ref().map(|duty| duty.coverage(Instant::now()));
+                let capture = collector.capture(&probes, View::Growth, coverage.as_ref())?;
                 let profile = Symbolizer::new().symbolize(&capture)?;
                 let mut stdout = std::io::stdout().lock();
                 report::write(&profile, crate::cli::profile::Format::Text, args.top, &mut stdout)?;
@@ -132,7 +172,13 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     } else {
         View::Sites
     };
-    let capture = collector.capture(&probes, view)?;
+    let now = Instant::now();
+    if let Some(duty) = duty.as_mut().filter(|duty| duty.is_attached()) {
+        probes.set_paused(true)?;
+        duty.detached(now);
+    }
+    let coverage = duty.as_ref().map(|duty| duty.coverage(now));
+    let capture = collector.capture(&probes, view, coverage.as_ref())?;
     probes.detach();
     let profile = Symbolizer::new()
         .symbolize(&capture)
@@ -140,6 +186,21 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     report::write_output(&profile, args.output.as_deref(), args.format, args.top)?;
     if let Some(path) = &args.output {
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The next step of `--duty-cycle`: pause counting and detach the probes, or attach them and
+/// count again.
+fn switch(probes: &mut AllocProbes, duty: &mut DutyCycle) -> Result<(), probes::ProbeError> {
+    if duty.is_attached() {
+        probes.set_paused(true)?;
+        duty.detached(Instant::now());
+        probes.detach_probes();
+    } else {
+        probes.attach_probes()?;
+        probes.set_paused(false)?;
+        duty.attached(Instant::now());
     }
     Ok(())
 }

@@ -1,12 +1,17 @@
 //! The `memtrace-alloc` object's lifecycle, as retis runs a probe family: [`AllocProbes::can_run`]
 //! (the allocator and the functions to probe, or why not), [`AllocProbes::attach`],
-//! [`AllocProbes::detach`] (also on drop); and the readers of its maps.
+//! [`AllocProbes::detach`] (also on drop); and the readers of its maps. With `--duty-cycle` the
+//! object stays loaded and its probes come and go: [`AllocProbes::detach_probes`] and
+//! [`AllocProbes::attach_probes`] keep the maps.
 use std::num::NonZeroU32;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{UProbe, uprobe::UProbeScope},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use memtrace_common::alloc::{
     AllocConfig, OBJECT_UNIT, Outstanding, OutstandingKey, SAMPLE_TABLE_LEN, SAMPLE_THRESHOLDS,
@@ -54,6 +59,18 @@ pub enum ProbeError {
     SampleRate,
 }
 
+/// What is counted and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    /// Every call (exact counts), else byte-sampled at `rate`.
+    pub unsampled: bool,
+    /// The mean bytes between samples.
+    pub rate: u64,
+    /// Allocation sites only: entry probes on the allocating functions, no free and no return
+    /// probe (so no pointers, no in-use bytes, no leaks), for `--duty-cycle`.
+    pub sites_only: bool,
+}
+
 /// What [`AllocProbes::can_run`] found: the process's allocator and the functions to probe.
 #[derive(Debug)]
 pub struct Plan {
@@ -84,6 +101,8 @@ impl Default for Limits {
 pub struct AllocProbes {
     ebpf: Ebpf,
     pub plan: Plan,
+    /// The probes attached now, by program.
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 /// `p * 2^32` for each bucket's upper end, `p = 1 - exp(-x)`.
@@ -105,15 +124,23 @@ pub fn thresholds() -> Box<SampleThresholds> {
     table
 }
 
-/// The kernel configuration for `--sample-rate RATE` (or every call).
-pub fn config(pid: u32, unsampled: bool, rate: u64) -> Result<AllocConfig, ProbeError> {
+/// The kernel configuration of `mode`.
+pub fn config(pid: u32, mode: Mode) -> Result<AllocConfig, ProbeError> {
+    let rate = mode.rate;
     if !(1..=MAX_SAMPLE_RATE).contains(&rate) {
         return Err(ProbeError::SampleRate);
     }
     let x_divisor = rate * SAMPLE_X_MAX;
+    let mut flags = 0;
+    if mode.unsampled {
+        flags |= flag::UNSAMPLED;
+    }
+    if mode.sites_only {
+        flags |= flag::SITES_ONLY;
+    }
     Ok(AllocConfig {
         tgid: pid,
-        flags: if unsampled { flag::UNSAMPLED } else { 0 },
+        flags,
         sample_rate: rate,
         x_divisor,
         linear_below: x_divisor / SAMPLE_TABLE_LEN as u64,
@@ -127,16 +154,11 @@ pub fn objects(fixed: u64) -> i64 {
 
 impl AllocProbes {
     /// `can_run`: the allocator of `pid` and what to probe in it, or why it cannot be profiled.
-    pub fn can_run(
-        proc_root: &std::path::Path,
-        pid: u32,
-        unsampled: bool,
-        rate: u64,
-    ) -> Result<Plan, ProbeError> {
+    pub fn can_run(proc_root: &std::path::Path, pid: u32, mode: Mode) -> Result<Plan, ProbeError> {
         if OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
-        let config = config(pid, unsampled, rate)?;
+        let config = config(pid, mode)?;
         let allocator = allocator::find(proc_root, pid)?;
         Ok(Plan {
             pid,
@@ -149,7 +171,14 @@ impl AllocProbes {
     /// Load the object and attach an entry probe to each function (and the return probe to each
     /// that returns a pointer), for the planned process only.
     pub fn attach(plan: Plan, limits: Limits) -> Result<Self, ProbeError> {
-        let mut ebpf = EbpfLoader::new()
+        let mut probes = Self::load(plan, limits)?;
+        probes.attach_probes()?;
+        Ok(probes)
+    }
+
+    /// Load the object and its programs, attached to nothing yet.
+    pub fn load(plan: Plan, limits: Limits) -> Result<Self, ProbeError> {
+        let ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &plan.config, true)
             .override_global(SAMPLE_THRESHOLDS, &*plan.thresholds, true)
             .map_max_entries(names::STACKS, limits.sites)
@@ -157,43 +186,114 @@ impl AllocProbes {
             .map_max_entries(names::SAMPLES, limits.ring_bytes)
             .load(OBJECT)
             .map_err(|err| ProbeError::Load(Box::new(err)))?;
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(plan.pid).unwrap_or(NonZeroU32::MIN));
-        let path = plan.allocator.path.clone();
-        let mut programs: Vec<&'static str> = plan
-            .allocator
-            .functions
-            .iter()
-            .map(|f| f.entry.program())
-            .collect();
-        programs.push("alloc_return");
+        let mut probes = Self {
+            ebpf,
+            plan,
+            links: Vec::new(),
+        };
+        let mut programs: Vec<&'static str> = probes.probes().map(|(_, name)| name).collect();
         programs.sort_unstable();
         programs.dedup();
         for name in programs {
-            program(&mut ebpf, name)?
+            program(&mut probes.ebpf, name)?
                 .load()
                 .map_err(|source| ProbeError::Program {
                     name,
                     source: Box::new(source),
                 })?;
         }
-        for function in &plan.allocator.functions {
-            let attach = |ebpf: &mut Ebpf, name: &'static str| -> Result<(), ProbeError> {
-                program(ebpf, name)?
-                    .attach(function.offset, &path, scope)
-                    .map(drop)
-                    .map_err(|source| ProbeError::Attach {
-                        function: function.name.clone(),
-                        path: plan.allocator.mapped_path.display().to_string(),
-                        offset: function.offset,
-                        source: Box::new(source),
-                    })
-            };
-            attach(&mut ebpf, function.entry.program())?;
-            if function.entry.allocates() {
-                attach(&mut ebpf, "alloc_return")?;
+        Ok(probes)
+    }
+
+    /// Whether only allocation sites are counted (entry probes only).
+    pub fn sites_only(&self) -> bool {
+        self.plan.config.flags & flag::SITES_ONLY != 0
+    }
+
+    /// Every (function, program) to attach: each function's entry probe, and the return probe of
+    /// each that returns a pointer; sites only, the allocating functions' entries alone.
+    fn probes(&self) -> impl Iterator<Item = (&allocator::Function, &'static str)> {
+        let sites_only = self.sites_only();
+        self.plan
+            .allocator
+            .functions
+            .iter()
+            .filter(move |f| !sites_only || f.entry.allocates())
+            .flat_map(move |f| {
+                let ret = (!sites_only && f.entry.allocates()).then_some((f, "alloc_return"));
+                std::iter::once((f, f.entry.program())).chain(ret)
+            })
+    }
+
+    /// Attach every probe (after [`Self::detach_probes`], again).
+    pub fn attach_probes(&mut self) -> Result<(), ProbeError> {
+        if !self.links.is_empty() {
+            return Ok(());
+        }
+        let scope =
+            UProbeScope::OneProcess(NonZeroU32::new(self.plan.pid).unwrap_or(NonZeroU32::MIN));
+        let targets: Vec<(allocator::Function, &'static str)> =
+            self.probes().map(|(f, name)| (f.clone(), name)).collect();
+        for (function, name) in targets {
+            let attached = program(&mut self.ebpf, name)?
+                .attach(function.offset, &self.plan.allocator.path, scope)
+                .map_err(|source| ProbeError::Attach {
+                    function: function.name.clone(),
+                    path: self.plan.allocator.mapped_path.display().to_string(),
+                    offset: function.offset,
+                    source: Box::new(source),
+                });
+            match attached {
+                Ok(link) => self.links.push((name, link)),
+                Err(err) => {
+                    self.detach_probes();
+                    return Err(err);
+                }
             }
         }
-        Ok(Self { ebpf, plan })
+        Ok(())
+    }
+
+    /// Pause or resume counting (sites only), the probes attached or not.
+    pub fn set_paused(&mut self, paused: bool) -> Result<(), ProbeError> {
+        let name = names::PAUSED;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(ProbeError::MissingMap { name })?;
+        let mut array: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        array
+            .set(0, u32::from(paused), 0)
+            .map_err(|source| ProbeError::Map { name, source })
+    }
+
+    /// Detach every probe, keeping the object and its maps. Returns at once, the probes detached
+    /// on a thread in the order they were attached (malloc first, the busiest). Detaching a uprobe
+    /// removes its breakpoint, then waits out an RCU grace period with a kernel-wide mutex held
+    /// (about 65 ms on 6.18), so the probes go one after the other, and attaching again waits for
+    /// the last of them. Pause counting first ([`Self::set_paused`]).
+    pub fn detach_probes(&mut self) {
+        let mut links = Vec::new();
+        for (name, link) in std::mem::take(&mut self.links) {
+            if let Ok(link) = program(&mut self.ebpf, name).and_then(|program| {
+                program
+                    .take_link(link)
+                    .map_err(|source| ProbeError::Program {
+                        name,
+                        source: Box::new(source),
+                    })
+            }) {
+                links.push(link);
+            }
+        }
+        let detach = std::thread::Builder::new()
+            .name("memtrace-detach".into())
+            .spawn(move || drop(links));
+        // No thread to be had: `links` was dropped with the closure, detached here.
+        if let Err(err) = detach {
+            tracing::debug!("detaching the allocator probes on this thread: {err}");
+        }
     }
 
     /// Detach every probe (the object is unloaded with it).
@@ -278,7 +378,7 @@ mod tests {
 
     #[test]
     fn the_table_is_one_minus_exp_and_small_sizes_are_linear() {
-        let config = config(1, false, 512 << 10).unwrap();
+        let config = config(1, sampled(512 << 10)).unwrap();
         let table = thresholds();
         let p = |size: u64| {
             #[expect(clippy::cast_precision_loss, reason = "a ratio")]
@@ -300,7 +400,14 @@ mod tests {
 
     #[test]
     fn unsampled_takes_everything_with_weight_one() {
-        let config = config(1, true, 512 << 10).unwrap();
+        let config = config(
+            1,
+            Mode {
+                unsampled: true,
+                ..sampled(512 << 10)
+            },
+        )
+        .unwrap();
         let table = thresholds();
         assert_eq!(threshold_for(&config, |i| table[i], 1), THRESHOLD_ALWAYS);
         assert_eq!(objects(3 * OBJECT_UNIT), 3);
@@ -308,7 +415,27 @@ mod tests {
 
     #[test]
     fn rates_beyond_the_fixed_point_range_are_refused() {
-        assert!(config(1, false, 0).is_err());
-        assert!(config(1, false, MAX_SAMPLE_RATE + 1).is_err());
+        assert!(config(1, sampled(0)).is_err());
+        assert!(config(1, sampled(MAX_SAMPLE_RATE + 1)).is_err());
+    }
+
+    #[test]
+    fn the_mode_is_the_kernels_flags() {
+        let flags = |mode| config(1, mode).unwrap().flags;
+        assert_eq!(flags(sampled(1)), 0);
+        let every_site = Mode {
+            unsampled: true,
+            sites_only: true,
+            rate: 1,
+        };
+        assert_eq!(flags(every_site), flag::UNSAMPLED | flag::SITES_ONLY);
+    }
+
+    fn sampled(rate: u64) -> Mode {
+        Mode {
+            unsampled: false,
+            rate,
+            sites_only: false,
+        }
     }
 }
