@@ -64,9 +64,10 @@ pub struct ProfileArgs {
 
     /// With --alloc: sample allocations by bytes, one per RATE bytes on average (an allocation
     /// of size s is taken with probability 1-exp(-s/RATE), as jemalloc does), each weighted
-    /// back to an unbiased estimate.
-    #[arg(long, value_name = "BYTES", default_value = "512KiB", value_parser = parse_size)]
-    pub sample_rate: u64,
+    /// back to an unbiased estimate [default: 512KiB; 32KiB with --duty-cycle, whose bursts see
+    /// a share of the allocations and whose cost is the trap, not the sample].
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "alloc")]
+    pub sample_rate: Option<u64>,
 
     /// With --alloc: every call, exact counts (costlier).
     #[arg(long, requires = "alloc")]
@@ -120,10 +121,67 @@ pub struct ProfileArgs {
     pub top: usize,
 }
 
+/// `--sample-rate`'s default: jemalloc's `lg_prof_sample=19`.
+pub const DEFAULT_SAMPLE_RATE: u64 = 512 << 10;
+/// `--sample-rate`'s default with `--duty-cycle`: its bursts see a share of the allocations, and
+/// a sample costs little beside the trap every probed call takes anyway.
+pub const DUTY_CYCLE_SAMPLE_RATE: u64 = 32 << 10;
+
+impl ProfileArgs {
+    /// `--sample-rate`, or its default for the mode.
+    pub fn sample_rate(&self) -> u64 {
+        self.sample_rate.unwrap_or(if self.duty_cycle.is_some() {
+            DUTY_CYCLE_SAMPLE_RATE
+        } else {
+            DEFAULT_SAMPLE_RATE
+        })
+    }
+}
+
 pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     if args.alloc {
         crate::profile::alloc::run(args).await
     } else {
         crate::profile::sites::run(args).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<ProfileArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["memtrace", "profile"].iter().chain(args))?;
+        match cli.command {
+            Command::Profile(args) => Ok(*args),
+            _ => unreachable!("a profile command"),
+        }
+    }
+
+    #[test]
+    fn the_sample_rate_defaults_by_mode_and_the_duty_cycle_takes_sites_only() {
+        let full = parse(&["--alloc", "-p", "1"]).unwrap();
+        assert_eq!(full.sample_rate(), 512 << 10);
+        let duty = parse(&["--alloc", "-p", "1", "--duty-cycle", "5%"]).unwrap();
+        assert_eq!(duty.sample_rate(), 32 << 10);
+        assert_eq!(duty.duty_cycle, Some(0.05));
+        assert_eq!(duty.burst, Duration::from_millis(200));
+        let chosen = parse(&[
+            "--alloc",
+            "-p",
+            "1",
+            "--duty-cycle",
+            "5%",
+            "--sample-rate",
+            "1M",
+        ]);
+        assert_eq!(chosen.unwrap().sample_rate(), 1 << 20);
+        // Leaks need the free probe; a burst needs a duty cycle; a rate needs the allocator.
+        assert!(parse(&["--alloc", "-p", "1", "--duty-cycle", "5%", "--leaks"]).is_err());
+        assert!(parse(&["--alloc", "-p", "1", "--burst", "1s"]).is_err());
+        assert!(parse(&["-p", "1", "--sample-rate", "4K"]).is_err());
     }
 }

@@ -68,8 +68,9 @@ impl Daemon {
                 lines.lock().expect("log").push(line);
             }
         });
+        // As `support::spawn_daemon`: TCG guests on a slow host take longer than 15 s.
         let addr = rx
-            .recv_timeout(Duration::from_secs(15))
+            .recv_timeout(Duration::from_secs(60))
             .expect("daemon did not report its address")
             .parse()
             .expect("address");

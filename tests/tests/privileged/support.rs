@@ -93,8 +93,10 @@ pub(crate) fn spawn_daemon(mut command: Command) -> (std::process::Child, String
             }
         }
     });
+    // Seconds on a host; in the kernel matrix's TCG guests on a slow host, loading and verifying
+    // the daemon's programs has taken longer than 15 s.
     let serving = rx
-        .recv_timeout(std::time::Duration::from_secs(15))
+        .recv_timeout(std::time::Duration::from_secs(60))
         .expect("daemon did not report its address");
     (child, serving)
 }

@@ -44,7 +44,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     })?;
     let mode = Mode {
         unsampled: args.unsampled,
-        rate: args.sample_rate,
+        rate: args.sample_rate(),
         sites_only: args.duty_cycle.is_some(),
     };
     let plan = AllocProbes::can_run(Path::new("/proc"), pid, mode)?;
@@ -59,7 +59,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     } else {
         format!(
             "byte-sampled, mean one per {}",
-            crate::units::human_bytes(args.sample_rate)
+            crate::units::human_bytes(args.sample_rate())
         )
     };
     // Before attaching: a Ctrl-C right after the "profiling" line must reach the handlers.
