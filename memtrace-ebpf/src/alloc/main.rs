@@ -281,7 +281,7 @@ fn enter_site_only(
         return;
     }
     let key = stack_key(ctx, return_address);
-    let Some(new_site) = count_site(key, size, threshold) else {
+    let Some(Counted { new_site, .. }) = count_site(key, size, threshold) else {
         return;
     };
     if config.flags & flag::UNSAMPLED == 0 || new_site {
@@ -436,10 +436,17 @@ fn stack_key<C: StackIdContext>(ctx: &C, return_address: u64) -> StackKey {
     }
 }
 
-/// Counts a taken allocation on its site: `Some(true)` if the site is new, `None` if the site
-/// map is full (the allocation is not counted).
+/// A taken allocation as counted: whether its site is new, and its weighted bytes and objects.
+struct Counted {
+    new_site: bool,
+    weighted_bytes: u64,
+    weighted_objects: u64,
+}
+
+/// Counts a taken allocation on its site; `None` if the site map is full (the allocation is not
+/// counted).
 #[inline(always)]
-fn count_site(key: StackKey, size: u64, threshold: u64) -> Option<bool> {
+fn count_site(key: StackKey, size: u64, threshold: u64) -> Option<Counted> {
     let (weighted_bytes, weighted_objects) = weights(size, threshold);
     let mut new_site = false;
     let counts = if let Some(counts) = ALLOC_STACKS.get_ptr_mut(key) {
@@ -462,7 +469,11 @@ fn count_site(key: StackKey, size: u64, threshold: u64) -> Option<bool> {
         add(&raw mut (*counts).samples, 1);
     }
     count(loss::TAKEN);
-    Some(new_site)
+    Some(Counted {
+        new_site,
+        weighted_bytes,
+        weighted_objects,
+    })
 }
 
 #[inline(always)]
@@ -474,10 +485,14 @@ fn record(
     inflight: &Inflight,
 ) {
     let key = stack_key(ctx, inflight.return_address);
-    let Some(new_site) = count_site(key, inflight.size, inflight.threshold) else {
+    let Some(Counted {
+        new_site,
+        weighted_bytes,
+        weighted_objects,
+    }) = count_site(key, inflight.size, inflight.threshold)
+    else {
         return;
     };
-    let (weighted_bytes, weighted_objects) = weights(inflight.size, inflight.threshold);
     // SAFETY: helper without preconditions.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let outstanding = Outstanding {
